@@ -52,7 +52,7 @@ class RecipeSummary:
         lines = [f"{self.name} ({self.modality}; licence: {self.licence})"]
         for split, s in self.splits.items():
             lines.append(
-                f"  {split:<12} {s.labels:>4} labels {s.recordings:>6} recordings {s.hours:7.2f} h"
+                f"  {split:<16} {s.labels:>4} labels {s.recordings:>6} recordings {s.hours:7.2f} h"
             )
         lines.append("  sources: " + ", ".join(self.sources))
         lines.extend(f"  note: {n}" for n in self.notes)

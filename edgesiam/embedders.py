@@ -1,0 +1,106 @@
+"""From recordings to embeddings, for any model: a torch checkpoint on the workstation or an int8
+bundle on the device.
+
+A model is reached through the small ``WindowEmbedder`` interface (features in, embeddings out); the
+windowing, front-end and recording pooling around it are the numpy core's, so every model is fed
+exactly the same way (contract 3: a recording's embedding is the normalised mean of its windows').
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+
+from edgesiam.core.embedding import recording_embedding
+from edgesiam.core.frontend import FrontEnd
+from edgesiam.core.windowing import frame
+from edgesiam.data.readers import DatasetInfo, iter_recordings
+from edgesiam.errors import DataError
+
+
+class WindowEmbedder(Protocol):
+    """What a model must offer to be fed recordings."""
+
+    modality: str
+    sample_rate: int
+    window: int
+    hop: int
+    channels: int
+    frontend: FrontEnd
+
+    def embed_features(self, features: np.ndarray) -> np.ndarray:
+        """``(B, C_in, T)`` float32 features → ``(B, D)`` L2-normalised float32 embeddings."""
+        ...
+
+
+def _windows(embedder: WindowEmbedder, recording: np.ndarray) -> np.ndarray:
+    if embedder.modality == "sensor" and (
+        recording.ndim != 2 or recording.shape[1] != embedder.channels
+    ):
+        got = recording.shape[1] if recording.ndim == 2 else 1
+        raise DataError(f"expected {embedder.channels} sensor channels, got {got}")
+    return frame(recording, embedder.window, embedder.hop)
+
+
+def embed_windows(
+    embedder: WindowEmbedder, windows: np.ndarray, batch_size: int = 256
+) -> np.ndarray:
+    """Raw windows ``(k, N)`` / ``(k, N, C)`` → window embeddings ``(k, D)``."""
+    out = [
+        embedder.embed_features(embedder.frontend(windows[i : i + batch_size]))
+        for i in range(0, len(windows), batch_size)
+    ]
+    return np.concatenate(out, axis=0)
+
+
+def embed_recording(embedder: WindowEmbedder, recording: np.ndarray) -> np.ndarray:
+    """One recording (audio ``(n,)`` at the model's rate, or sensor ``(n, C)``) → ``(D,)``."""
+    return recording_embedding(embed_windows(embedder, _windows(embedder, recording)))
+
+
+@dataclass
+class EmbeddedDataset:
+    """Recording embeddings of a dataset folder, in the layout of ``edgesiam embed``'s npz."""
+
+    embeddings: np.ndarray
+    labels: list[str]
+    groups: list[str | None]
+    paths: list[str]
+
+    def save_npz(self, path: str) -> None:
+        np.savez(
+            path,
+            embeddings=self.embeddings.astype(np.float32),
+            labels=np.array(self.labels),
+            paths=np.array(self.paths),
+            groups=np.array(["" if g is None else g for g in self.groups]),
+        )
+
+
+def embed_dataset(
+    embedder: WindowEmbedder,
+    info: DatasetInfo,
+    on_error: Literal["fail", "skip"] = "fail",
+    progress: bool = True,
+) -> EmbeddedDataset:
+    """Embed every recording of a dataset folder (contract 3), in the folder's order."""
+    if info.modality != embedder.modality:
+        raise DataError(
+            f"the model is for {embedder.modality} but the dataset holds {info.modality} recordings",
+            info.root,
+        )
+    rate = embedder.sample_rate if info.modality == "audio" else None
+    embeddings: list[np.ndarray] = []
+    labels: list[str] = []
+    groups: list[str | None] = []
+    paths: list[str] = []
+    for rec, x in iter_recordings(info, sample_rate=rate, on_error=on_error, progress=progress):
+        embeddings.append(embed_recording(embedder, x))
+        labels.append(rec.label)
+        groups.append(rec.group)
+        paths.append(str(rec.path))
+    if not embeddings:
+        raise DataError("no recording could be embedded", info.root)
+    return EmbeddedDataset(np.stack(embeddings).astype(np.float32), labels, groups, paths)

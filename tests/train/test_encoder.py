@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from edgesiam.config import EncoderConfig, TrainConfig
+from edgesiam.train.encoder import Conv1dEncoder, parameter_count
+from edgesiam.train.objectives import build_objective
+
+
+def test_embeddings_are_unit_length_and_sized() -> None:
+    enc = Conv1dEncoder.from_config(40, EncoderConfig())
+    out = enc.eval()(torch.randn(5, 40, 98))
+    assert out.shape == (5, 64)
+    assert torch.allclose(out.norm(dim=1), torch.ones(5), atol=1e-5)
+
+
+def test_one_module_embeds_every_branch() -> None:
+    """Weight sharing is structural: the same input gives the same embedding in any branch."""
+    enc = Conv1dEncoder.from_config(
+        6, EncoderConfig(channels=[8, 8], kernel_sizes=[3, 3], strides=[1, 2], dilations=[1, 1])
+    )
+    enc.eval()
+    a = torch.randn(1, 6, 50)
+    pair = enc(torch.cat([a, a]))
+    assert torch.allclose(pair[0], pair[1])
+
+
+def test_default_size_fits_the_int8_budget() -> None:
+    """One int8 byte per weight: the default speaker encoder must stay below 150 KB."""
+    enc = Conv1dEncoder.from_config(40, EncoderConfig())
+    assert parameter_count(enc) < 150_000
+
+
+def test_wrong_input_shape_is_explained() -> None:
+    enc = Conv1dEncoder.from_config(40, EncoderConfig())
+    with pytest.raises(ValueError, match=r"\(batch, 40, time\)"):
+        enc(torch.randn(2, 20, 98))
+
+
+@pytest.mark.parametrize(
+    "objective",
+    [
+        {"type": "contrastive"},
+        {"type": "triplet", "mining": "semihard"},
+        {"type": "triplet", "mining": "hard"},
+        {"type": "subcenter_arcface"},
+        {"type": "supcon"},
+    ],
+)
+def test_each_objective_learns_to_separate_two_clusters(objective: dict[str, object]) -> None:
+    config = TrainConfig.model_validate(
+        {
+            "name": "t",
+            "modality": "sensor",
+            "data": {"train": "x", "window_s": 1, "hop_s": 1},
+            "frontend": {"type": "sensor"},
+            "objective": objective,
+        }
+    )
+    torch.manual_seed(0)
+    obj = build_objective(config.objective, num_classes=2, embedding_dim=8)
+    head = torch.nn.Linear(4, 8)
+    params = list(head.parameters()) + list(obj.loss.parameters())
+    opt = torch.optim.Adam(params, lr=0.05)
+    x = torch.cat([torch.randn(16, 4) + 2, torch.randn(16, 4) - 2])
+    y = torch.tensor([0] * 16 + [1] * 16)
+    for _ in range(60):
+        emb = torch.nn.functional.normalize(head(x), dim=1)
+        loss = obj(emb, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    emb = torch.nn.functional.normalize(head(x), dim=1)
+    sim = emb @ emb.T
+    same = sim[y[:, None] == y[None, :]].mean()
+    diff = sim[y[:, None] != y[None, :]].mean()
+    assert same > diff + 0.5
