@@ -42,3 +42,7 @@ class MissingExtraError(EdgesiamError, ImportError):
             f"this needs the Python package '{module}', which is not installed; "
             f"install it with: pip install 'edgesiam[{extra}]'"
         )
+
+
+class BundleError(EdgesiamError):
+    """A model bundle is missing, malformed, modified after export, or cannot run here."""

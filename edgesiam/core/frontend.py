@@ -34,7 +34,7 @@ fitting data (e.g. empty above a band limit) cannot blow up later inputs."""
 SENSOR_STD_FLOOR: Final = 1e-6
 """Smallest per-channel std used for normalisation; the clip bounds what a flat channel yields."""
 
-_BLOCK_FRAMES: Final = 1024
+_BLOCK_FRAMES: Final = 512
 """Frames per unit of work: keeps one block's spectra in cache and gives threads equal shares."""
 
 
@@ -175,8 +175,11 @@ class LogMelFrontEnd:
         *,
         threads: int | None = None,
     ) -> None:
-        """``threads`` bounds the worker threads for large batches (None: up to 4, by CPU count);
-        it changes speed only, never the result, and is not part of the state."""
+        """Without a filterbank, compute it from ``params``; ``mean``/``std`` are per-mel-bin.
+
+        ``threads`` bounds the worker threads for large batches (None: up to 4, by CPU count); it
+        changes speed only, never the result, and is not part of the state.
+        """
         self.params = params if params is not None else LogMelParams()
         n_bins = self.params.n_fft // 2 + 1
         if filterbank is None:
@@ -276,7 +279,7 @@ class LogMelFrontEnd:
             out[rows, :, cols] = self._log_mel_frames(frames[rows, cols]).transpose(0, 2, 1)
 
         blocks = list(_frame_blocks(n_windows, n_frames, _BLOCK_FRAMES))
-        if len(blocks) == 1 or self.threads == 1:
+        if len(blocks) <= 1 or self.threads == 1:
             for block in blocks:
                 run(block)
         else:
@@ -287,7 +290,7 @@ class LogMelFrontEnd:
     def _log_mel_frames(self, frames: Float32Array) -> Float64Array:
         """``(b, t, win_length)`` frames → ``(b, t, n_mels)`` (normalised when statistics are set).
 
-        float64 throughout: numpy's float64 FFT is as fast as its float32 one and more exact.
+        float64 throughout: numpy's float64 FFT is no slower than its float32 one, and more precise.
         """
         spectrum = np.fft.rfft(frames * self._window, n=self.params.n_fft)
         power = np.square(spectrum.real) + np.square(spectrum.imag)

@@ -30,8 +30,10 @@ def _check_probability(name: str, value: float) -> None:
 
 def _check_range(name: str, bounds: Range, lowest: float = -np.inf) -> Range:
     low, high = (float(b) for b in bounds)
-    if not lowest <= low <= high:
-        raise ConfigError(f"{name} must be a (low, high) range with {lowest} <= low <= high")
+    if not low <= high:
+        raise ConfigError(f"{name} must be a (low, high) range with low <= high, got {bounds}")
+    if low < lowest:
+        raise ConfigError(f"{name} must not go below {lowest}, got {bounds}")
     return low, high
 
 

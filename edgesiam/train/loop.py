@@ -300,6 +300,7 @@ def train(
         np.random.default_rng(config.seed),
         on_error=config.data.on_error,
         progress=show,
+        classes=config.data.classes,
     )
     channels = 1 if train_set.windows.ndim == 2 else int(train_set.windows.shape[2])
     val_set: RecordingSet | None = None

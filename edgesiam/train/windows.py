@@ -12,7 +12,7 @@ from typing import Literal
 import numpy as np
 
 from edgesiam.core.windowing import frame
-from edgesiam.data.readers import DatasetInfo, iter_recordings
+from edgesiam.data.readers import DatasetInfo, Recording, iter_recordings
 from edgesiam.errors import DataError
 
 
@@ -62,11 +62,18 @@ def load_windows(
     rng: np.random.Generator,
     on_error: Literal["fail", "skip"] = "fail",
     progress: bool = True,
+    classes: Literal["label", "label_and_group"] = "label",
 ) -> WindowSet:
     """Cut every recording into windows (short ones padded), keeping at most ``max_per_recording``."""
+
+    def class_of(rec: Recording) -> str:
+        if classes == "label_and_group" and rec.group is not None:
+            return f"{rec.label}/{rec.group}"
+        return rec.label
+
     counts: dict[str, int] = {}
     for rec in info.recordings:
-        counts[rec.label] = counts.get(rec.label, 0) + 1
+        counts[class_of(rec)] = counts.get(class_of(rec), 0) + 1
     keep = sorted(k for k, v in counts.items() if v >= min_recordings_per_label)
     if len(keep) < 2:
         raise DataError(
@@ -82,13 +89,13 @@ def load_windows(
     for r, (rec, x) in enumerate(
         iter_recordings(info, sample_rate=rate, on_error=on_error, progress=progress)
     ):
-        if rec.label not in index:
+        if class_of(rec) not in index:
             continue
         w = frame(x, window, hop)
         if len(w) > max_per_recording:
             w = w[np.sort(rng.choice(len(w), max_per_recording, replace=False))]
         chunks.append(w.astype(np.float32))
-        labels.extend([index[rec.label]] * len(w))
+        labels.extend([index[class_of(rec)]] * len(w))
         sources.extend([r] * len(w))
     if not chunks:
         raise DataError("no training windows could be read", info.root)

@@ -29,7 +29,9 @@ def test_l2_normalize_keeps_a_zero_vector_zero() -> None:
 
 def test_recording_embedding_weights_windows_equally() -> None:
     windows = np.array([[10.0, 0.0], [0.0, 0.1]])
-    np.testing.assert_allclose(recording_embedding(windows), [np.sqrt(0.5), np.sqrt(0.5)], rtol=1e-6)
+    np.testing.assert_allclose(
+        recording_embedding(windows), [np.sqrt(0.5), np.sqrt(0.5)], rtol=1e-6
+    )
 
 
 def test_recording_embedding_is_unit_norm_float32() -> None:

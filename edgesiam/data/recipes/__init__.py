@@ -36,7 +36,9 @@ def get_recipe(name: str) -> Recipe:
     return recipe
 
 
-def prepare(names: list[str], root: Path, force: bool = False) -> list[tuple[str, RecipeSummary | None]]:
+def prepare(
+    names: list[str], root: Path, force: bool = False
+) -> list[tuple[str, RecipeSummary | None]]:
     """Prepare each named recipe (``all`` expands to every recipe); None marks 'already prepared'."""
     expanded: list[str] = []
     for name in names:

@@ -81,7 +81,9 @@ def _run(cmd: list[str], cwd: Path | None = None) -> str:
     try:
         done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
     except FileNotFoundError as exc:
-        raise RecipeError(f"'{cmd[0]}' is not installed; it is needed to run: {' '.join(cmd)}") from exc
+        raise RecipeError(
+            f"'{cmd[0]}' is not installed; it is needed to run: {' '.join(cmd)}"
+        ) from exc
     if done.returncode != 0:
         raise RecipeError(
             f"command failed ({done.returncode}): {' '.join(cmd)}\n{done.stderr.strip()[-2000:]}"
@@ -173,8 +175,12 @@ def run_recipe(recipe: Recipe, root: Path, force: bool = False) -> RecipeSummary
     staging = root / f".{recipe.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    summary = recipe.prepare(root, staging)
-    summary.write(staging)
+    try:
+        summary = recipe.prepare(root, staging)
+        summary.write(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     shutil.rmtree(final, ignore_errors=True)
     staging.replace(final)
     return summary

@@ -1,0 +1,176 @@
+"""A Keras model that computes exactly what a trained ``Conv1dEncoder`` computes.
+
+Converting a Keras mirror with ``TFLiteConverter.from_keras_model`` gives the cleanest int8 graph
+(PAD, RESHAPE, CONV_2D, MEAN, FULLY_CONNECTED, L2_NORMALIZATION; int8 in and out): each
+Conv1d → BatchNorm pair becomes one convolution with the BatchNorm folded into its weights and bias,
+torch's symmetric padding becomes ZeroPadding1D + a 'valid' Conv1D (TFLite's SAME padding differs
+from torch's at stride 2), the ReLU is fused, the mean over time is GlobalAveragePooling1D, the
+projection is a Dense layer and the L2 normalisation is ``tf.math.l2_normalize`` (Keras'
+``UnitNormalization`` lowers to float SQUARE/SUM/RSQRT ops with a DEQUANTIZE; this one lowers to
+the int8 L2_NORMALIZATION op). Dropout is the identity at inference and is left out.
+
+The mirror's input is channels-last ``(T, C_in)`` with a fixed batch of 1 (the Edge TPU wants
+static shapes); features ``(B, C_in, T)`` are transposed to ``(B, T, C_in)`` before they go in.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgesiam.errors import MissingExtraError, ModelError
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    """One folded convolution: weights ``(K, C_in, C_out)`` (Keras layout) and bias ``(C_out,)``."""
+
+    kernel: np.ndarray
+    bias: np.ndarray
+    stride: int
+    dilation: int
+    padding: int
+
+
+@dataclass(frozen=True)
+class MirrorSpec:
+    """Everything the mirror needs from a torch encoder, as numpy arrays."""
+
+    in_channels: int
+    convs: list[ConvSpec]
+    projection_kernel: np.ndarray  # (C_last, D)
+    projection_bias: np.ndarray  # (D,)
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.projection_bias.shape[0])
+
+
+def fold_batchnorm(
+    conv_weight: np.ndarray,
+    running_mean: np.ndarray,
+    running_var: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    eps: float,
+    conv_bias: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fold an inference-mode BatchNorm into the convolution before it.
+
+    ``conv_weight`` is torch's ``(C_out, C_in, K)``; returns the folded weight in the same layout
+    and the bias ``(C_out,)``, in float64 for exactness.
+    """
+    w = np.asarray(conv_weight, dtype=np.float64)
+    scale = np.asarray(gamma, np.float64) / np.sqrt(np.asarray(running_var, np.float64) + eps)
+    b0 = np.zeros(w.shape[0]) if conv_bias is None else np.asarray(conv_bias, np.float64)
+    bias = (b0 - np.asarray(running_mean, np.float64)) * scale + np.asarray(beta, np.float64)
+    return w * scale[:, None, None], bias
+
+
+def _numpy(t: Any) -> np.ndarray:
+    return np.asarray(t.detach().cpu().double().numpy())
+
+
+def mirror_spec(encoder: Any) -> MirrorSpec:
+    """Read a torch ``Conv1dEncoder`` (in eval mode or not: BatchNorm uses running statistics)."""
+    convs: list[ConvSpec] = []
+    for block in encoder.blocks:
+        conv, norm = block.conv, block.norm
+        if conv.padding_mode != "zeros" or conv.groups != 1:
+            raise ModelError("only plain zero-padded convolutions can be exported")
+        if not norm.track_running_stats or norm.running_mean is None:
+            raise ModelError("BatchNorm without running statistics cannot be folded for export")
+        weight, bias = fold_batchnorm(
+            _numpy(conv.weight),
+            _numpy(norm.running_mean),
+            _numpy(norm.running_var),
+            _numpy(norm.weight) if norm.affine else np.ones(conv.out_channels),
+            _numpy(norm.bias) if norm.affine else np.zeros(conv.out_channels),
+            float(norm.eps),
+            _numpy(conv.bias) if conv.bias is not None else None,
+        )
+        convs.append(
+            ConvSpec(
+                kernel=weight.transpose(2, 1, 0).astype(np.float32),
+                bias=bias.astype(np.float32),
+                stride=int(conv.stride[0]),
+                dilation=int(conv.dilation[0]),
+                padding=int(conv.padding[0]),
+            )
+        )
+    projection = encoder.projection
+    return MirrorSpec(
+        in_channels=int(encoder.in_channels),
+        convs=convs,
+        projection_kernel=_numpy(projection.weight).T.astype(np.float32),
+        projection_bias=_numpy(projection.bias).astype(np.float32),
+    )
+
+
+def import_tensorflow() -> tuple[Any, Any]:
+    """``(tensorflow, keras)`` with Keras on the TensorFlow backend, or ``MissingExtraError``."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    try:
+        import keras
+        import tensorflow as tf
+    except ImportError:
+        raise MissingExtraError("tensorflow", "export") from None
+    if keras.backend.backend() != "tensorflow":
+        raise ModelError(
+            f"export needs Keras on the TensorFlow backend, this Keras uses "
+            f"{keras.backend.backend()!r}: unset KERAS_BACKEND"
+        )
+    return tf, keras
+
+
+def build_keras_mirror(spec: MirrorSpec, time_steps: int, l2_in_model: bool = True) -> Any:
+    """A ``keras.Model`` ``(1, T, C_in)`` → ``(1, D)`` computing the encoder's forward pass."""
+    tf, keras = import_tensorflow()
+
+    class L2Normalize(keras.layers.Layer):  # type: ignore[misc,name-defined]
+        """``tf.math.l2_normalize`` over the last axis: one int8 L2_NORMALIZATION op."""
+
+        def call(self, x: Any) -> Any:
+            return tf.math.l2_normalize(x, axis=-1)
+
+    class Subsample(keras.layers.Layer):  # type: ignore[misc,name-defined]
+        """Every ``step``-th time step from the first: a dilated conv's stride (STRIDED_SLICE)."""
+
+        def __init__(self, step: int, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.step = step
+
+        def call(self, x: Any) -> Any:
+            return x[:, :: self.step, :]
+
+    inputs = keras.Input(shape=(time_steps, spec.in_channels), batch_size=1, name="features")
+    h = inputs
+    for i, conv in enumerate(spec.convs):
+        if conv.padding:
+            h = keras.layers.ZeroPadding1D(conv.padding, name=f"pad{i}")(h)
+        # Keras refuses stride > 1 together with dilation > 1: convolve densely, then subsample.
+        fused_stride = conv.stride if conv.dilation == 1 else 1
+        layer = keras.layers.Conv1D(
+            conv.kernel.shape[2],
+            conv.kernel.shape[0],
+            strides=fused_stride,
+            dilation_rate=conv.dilation,
+            padding="valid",
+            activation="relu",
+            name=f"conv{i}",
+        )
+        h = layer(h)
+        layer.set_weights([conv.kernel, conv.bias])
+        if fused_stride != conv.stride:
+            h = Subsample(conv.stride, name=f"stride{i}")(h)
+    h = keras.layers.GlobalAveragePooling1D(name="mean")(h)
+    dense = keras.layers.Dense(spec.embedding_dim, name="projection")
+    h = dense(h)
+    dense.set_weights([spec.projection_kernel, spec.projection_bias])
+    if l2_in_model:
+        h = L2Normalize(name="l2_normalize")(h)
+    return keras.Model(inputs, h, name="edgesiam_encoder")
