@@ -9,7 +9,7 @@ APT_PACKAGES := espeak-ng flite sox
 DATA ?= data
 RUNS ?= runs
 
-.PHONY: help venv apt demo test test-slow lint data train-all eval-all clean
+.PHONY: help venv apt demo test test-slow lint data train-all results clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -32,7 +32,7 @@ data: venv apt  ## prepare every real-data recipe into ./data (cached, idempoten
 	$(BIN)/edgesiam data prepare all --root $(DATA)
 
 demo: venv apt  ## the main job end to end: real speech data → train → evaluate on unseen speakers
-	$(BIN)/edgesiam data prepare speech --root $(DATA)
+	$(BIN)/edgesiam data prepare speech noise --root $(DATA)
 	$(BIN)/edgesiam train configs/speaker.yaml --output $(RUNS)/speaker
 	$(BIN)/edgesiam eval $(RUNS)/speaker/best.pt $(DATA)/speech/test --json $(RUNS)/speaker/eval.json --plots $(RUNS)/speaker/plots
 
@@ -49,6 +49,20 @@ test-slow: venv apt  ## heavy tests: real data recipes, full training runs
 
 train-all: data  ## train the three reference recipes (speaker, events, motion)
 	for r in speaker events motion; do $(BIN)/edgesiam train configs/$$r.yaml --output $(RUNS)/$$r || exit 1; done
+
+EVAL = $(BIN)/edgesiam eval -q --json $(RUNS)/$(1)/eval-$(2).json --plots $(RUNS)/$(1)/plots-$(2) $(RUNS)/$(1)/best.pt $(DATA)/$(3)
+
+results: venv  ## evaluate the trained reference recipes on held-out labels → $(RUNS)/results.md
+	$(call EVAL,speaker,test,speech/test)
+	$(call EVAL,events,test,events/test)
+	$(call EVAL,motion,transitions,hapt/transitions)
+	$(call EVAL,motion,test,hapt/test)
+	$(BIN)/python scripts/results_table.py \
+	  "$(RUNS)/speaker/eval-test.json:speaker — unseen speakers (data/speech/test)" \
+	  "$(RUNS)/events/eval-test.json:events — unseen sound classes (data/events/test)" \
+	  "$(RUNS)/motion/eval-transitions.json:motion — unseen classes: HAPT postural transitions, unseen subjects" \
+	  "$(RUNS)/motion/eval-test.json:motion — HAPT activities of unseen subjects 21–30" > $(RUNS)/results.md
+	cat $(RUNS)/results.md
 
 clean:  ## remove the virtual environment and caches (data and runs are kept)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -81,10 +81,11 @@ class DataConfig(StrictModel):
     min_recordings_per_label: int = Field(
         1, ge=1, description="labels with fewer recordings are left out of training"
     )
-    classes: Literal["label", "label_and_group"] = Field(
+    classes: Literal["label", "label_and_group", "recording"] = Field(
         "label",
-        description="what a training class is: the label, or each (label, group) pair, e.g. "
-        "activity × subject; finer classes help open-set use when there are few labels",
+        description="what a training class is: the label; each (label, group) pair, e.g. "
+        "activity × subject; or each recording (instance discrimination). Finer classes help "
+        "open-set use when there are few labels",
     )
     on_error: Literal["fail", "skip"] = Field(
         "fail", description="what to do with a malformed recording: stop, or skip and report it"

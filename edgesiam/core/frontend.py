@@ -22,7 +22,6 @@ import numpy.typing as npt
 
 from edgesiam.errors import ConfigError, DataError, ModelError
 
-FloatArray = npt.NDArray[np.floating]
 Float32Array = npt.NDArray[np.float32]
 Float64Array = npt.NDArray[np.float64]
 State = dict[str, np.ndarray]
@@ -35,7 +34,10 @@ SENSOR_STD_FLOOR: Final = 1e-6
 """Smallest per-channel std used for normalisation; the clip bounds what a flat channel yields."""
 
 _BLOCK_FRAMES: Final = 512
-"""Frames per unit of work: keeps one block's spectra in cache and gives threads equal shares."""
+"""Frames per FFT task: keeps one block's spectra in cache and gives threads equal shares."""
+
+_CHUNK_FRAMES: Final = 8192
+"""Frames whose power spectra are held at once (8 MB at n_fft=512): bounds memory on long input."""
 
 
 @dataclass(frozen=True)
@@ -189,7 +191,7 @@ class LogMelFrontEnd:
         self.mean, self.std = _normalisation_pair(mean, std, self.params.n_mels, "mel bin")
         self.threads = _resolve_threads(threads)
         self._window = periodic_hann(self.params.win_length)
-        self._filterbank_t = self.filterbank.astype(np.float64).T.copy()
+        self._filterbank_t = np.ascontiguousarray(self.filterbank.T)
 
     def __repr__(self) -> str:
         normalised = self.mean is not None
@@ -266,35 +268,53 @@ class LogMelFrontEnd:
         )
 
     def _log_mel_batch(self, batch: Float32Array) -> Float32Array:
-        """Log-mel of ``(B, N)`` finite windows, computed block by block (threads for large B)."""
+        """Log-mel of ``(B, N)`` finite windows, a chunk of frames at a time.
+
+        Within a chunk, worker threads compute the power spectra of blocks of frames (numpy's FFT
+        releases the GIL); the mel projection of the whole chunk then runs in this thread, so that
+        BLAS is never entered from several threads at once, which serialises and spins.
+        """
         p = self.params
-        n_windows = batch.shape[0]
-        n_frames = self.n_frames(batch.shape[1])
+        n_windows, n_frames = batch.shape[0], self.n_frames(batch.shape[1])
         frames = np.lib.stride_tricks.sliding_window_view(batch, p.win_length, axis=-1)
         frames = frames[:, :: p.hop_length]
         out = np.empty((n_windows, p.n_mels, n_frames), dtype=np.float32)
-
-        def run(block: tuple[slice, slice]) -> None:
-            rows, cols = block
-            out[rows, :, cols] = self._log_mel_frames(frames[rows, cols]).transpose(0, 2, 1)
-
-        blocks = list(_frame_blocks(n_windows, n_frames, _BLOCK_FRAMES))
-        if len(blocks) <= 1 or self.threads == 1:
-            for block in blocks:
-                run(block)
-        else:
-            with ThreadPoolExecutor(max_workers=min(self.threads, len(blocks))) as pool:
-                list(pool.map(run, blocks))
+        use_threads = self.threads > 1 and n_windows * n_frames > _BLOCK_FRAMES
+        pool = ThreadPoolExecutor(self.threads) if use_threads else None
+        try:
+            for rows, cols in _frame_blocks(n_windows, n_frames, _CHUNK_FRAMES):
+                power = self._power_spectra(frames[rows, cols], pool)
+                out[rows, :, cols] = self._log_mel(power).transpose(0, 2, 1)
+        finally:
+            if pool is not None:
+                pool.shutdown()
         return out
 
-    def _log_mel_frames(self, frames: Float32Array) -> Float64Array:
-        """``(b, t, win_length)`` frames → ``(b, t, n_mels)`` (normalised when statistics are set).
+    def _power_spectra(self, frames: Float32Array, pool: ThreadPoolExecutor | None) -> Float32Array:
+        """``(b, t, win_length)`` frames → ``(b, t, n_fft // 2 + 1)`` power spectra, float32.
 
-        float64 throughout: numpy's float64 FFT is no slower than its float32 one, and more precise.
+        The FFT runs in float64, which numpy computes no slower than float32, and more precisely.
         """
-        spectrum = np.fft.rfft(frames * self._window, n=self.params.n_fft)
-        power = np.square(spectrum.real) + np.square(spectrum.imag)
-        log_mel = np.log(power @ self._filterbank_t + self.params.log_offset)
+        n_fft = self.params.n_fft
+        power = np.empty((*frames.shape[:2], n_fft // 2 + 1), dtype=np.float32)
+
+        def fill(block: tuple[slice, slice]) -> None:
+            spectrum = np.fft.rfft(frames[block] * self._window, n=n_fft)
+            squares = (np.square(spectrum.real), np.square(spectrum.imag))
+            np.add(*squares, out=power[block], casting="same_kind")
+
+        blocks = list(_frame_blocks(frames.shape[0], frames.shape[1], _BLOCK_FRAMES))
+        if pool is None or len(blocks) == 1:
+            for block in blocks:
+                fill(block)
+        else:
+            list(pool.map(fill, blocks))
+        return power
+
+    def _log_mel(self, power: Float32Array) -> Float32Array:
+        """Power spectra ``(..., n_fft // 2 + 1)`` → log-mel ``(..., n_mels)``, normalised if set."""
+        mel: Float32Array = power @ self._filterbank_t
+        log_mel: Float32Array = np.log(mel + np.float32(self.params.log_offset))
         if self.mean is not None and self.std is not None:
             log_mel = (log_mel - self.mean) / self.std
         return log_mel

@@ -44,11 +44,12 @@ def _as_batch(batch: npt.ArrayLike, ndim: int, shape_name: str) -> Float64Array:
     return array
 
 
-def _recordings(name: str, recordings: Sequence[npt.ArrayLike] | None) -> list[Float64Array] | None:
-    """Validate noise or RIR recordings: mono, non-empty, not silent."""
+def _recordings(name: str, recordings: Sequence[npt.ArrayLike] | None) -> list[Float32Array] | None:
+    """Validate noise or RIR recordings: mono, non-empty, not silent (kept float32: noise banks
+    can be large)."""
     if recordings is None:
         return None
-    arrays = [np.asarray(r, dtype=np.float64) for r in recordings]
+    arrays = [np.asarray(r, dtype=np.float32) for r in recordings]
     if not arrays:
         raise ConfigError(f"{name} is an empty list; pass None to disable it")
     for index, array in enumerate(arrays):
@@ -121,7 +122,7 @@ class AudioAugmenter:
         return shifted
 
     def _reverberate(
-        self, x: Float64Array, rirs: list[Float64Array], rng: np.random.Generator
+        self, x: Float64Array, rirs: list[Float32Array], rng: np.random.Generator
     ) -> Float64Array:
         """Convolve chosen examples with a random RIR, cut to N samples, scaled to keep the peak."""
         out = x.copy()
@@ -133,7 +134,7 @@ class AudioAugmenter:
         return out
 
     def _add_noise(
-        self, x: Float64Array, noise: list[Float64Array], rng: np.random.Generator
+        self, x: Float64Array, noise: list[Float32Array], rng: np.random.Generator
     ) -> Float64Array:
         """Mix a noise excerpt into chosen examples so that signal power / noise power = the SNR."""
         out = x.copy()
@@ -142,7 +143,7 @@ class AudioAugmenter:
             excerpt = _random_excerpt(noise[rng.integers(len(noise))], n, rng)
             snr_db = rng.uniform(*self.snr_db)
             signal_power = np.mean(np.square(x[row]))
-            noise_power = np.mean(np.square(excerpt))
+            noise_power = np.mean(np.square(excerpt, dtype=np.float64))
             if signal_power <= _EPS or noise_power <= _EPS:
                 continue
             scale = np.sqrt(signal_power / (noise_power * 10.0 ** (snr_db / 10.0)))
@@ -150,12 +151,12 @@ class AudioAugmenter:
         return out
 
 
-def _from_direct_path(rir: Float64Array) -> Float64Array:
+def _from_direct_path(rir: Float32Array) -> Float32Array:
     """Drop what precedes the direct-path peak, so reverberation does not delay the window."""
     return rir[int(np.argmax(np.abs(rir))) :]
 
 
-def _random_excerpt(recording: Float64Array, length: int, rng: np.random.Generator) -> Float64Array:
+def _random_excerpt(recording: Float32Array, length: int, rng: np.random.Generator) -> Float32Array:
     """``length`` consecutive samples from a random offset, looping a recording that is shorter."""
     if recording.shape[0] < length:
         recording = np.tile(recording, -(-length // recording.shape[0]))
@@ -250,7 +251,9 @@ class ImuAugmenter:
         x = _as_batch(batch, 3, "(B, N, C) of raw sensor windows")
         highest = max((max(t) for t in self.triads), default=-1)
         if highest >= x.shape[2]:
-            raise DataError(f"IMU triads use channel {highest}, but the windows have {x.shape[2]}")
+            raise DataError(
+                f"IMU triads use channel {highest}, but the windows have {x.shape[2]} channels"
+            )
         if self.time_warp > 0.0:
             x = _time_warp(x, self.time_warp, rng)
         if self.rotate and self.triads:

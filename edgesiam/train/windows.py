@@ -15,6 +15,8 @@ from edgesiam.core.windowing import frame
 from edgesiam.data.readers import DatasetInfo, Recording, iter_recordings
 from edgesiam.errors import DataError
 
+ClassMode = Literal["label", "label_and_group", "recording"]
+
 
 @dataclass
 class WindowSet:
@@ -62,11 +64,13 @@ def load_windows(
     rng: np.random.Generator,
     on_error: Literal["fail", "skip"] = "fail",
     progress: bool = True,
-    classes: Literal["label", "label_and_group"] = "label",
+    classes: ClassMode = "label",
 ) -> WindowSet:
     """Cut every recording into windows (short ones padded), keeping at most ``max_per_recording``."""
 
     def class_of(rec: Recording) -> str:
+        if classes == "recording":
+            return str(rec.path)
         if classes == "label_and_group" and rec.group is not None:
             return f"{rec.label}/{rec.group}"
         return rec.label
