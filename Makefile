@@ -9,14 +9,14 @@ APT_PACKAGES := espeak-ng flite sox
 DATA ?= data
 RUNS ?= runs
 
-.PHONY: help venv apt demo test test-slow lint data train-all results clean
+.PHONY: help venv apt device-venvs demo test test-slow lint data train-all export-all results clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[device,train,dev]"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[device,train,export,dev]"
 	rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)  ## create or update .venv with the workstation extras
@@ -41,14 +41,23 @@ lint: venv  ## ruff format --check, ruff check, mypy on the numpy core
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: venv apt lint  ## the whole default test suite (what CI runs)
+device-venvs:  ## the two device-only venvs the device tests use (.venv-litert, .venv-tflite)
+	PYTHON=$(PYTHON) bash scripts/make_device_venvs.sh
+
+test: venv apt lint device-venvs  ## the whole default test suite (what CI runs)
 	$(BIN)/python -m pytest -m "not slow" -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
 
-test-slow: venv apt  ## heavy tests: real data recipes, full training runs
+test-slow: venv apt device-venvs  ## heavy tests: real data recipes, full training runs
 	$(BIN)/python -m pytest -m slow -q
 
 train-all: data  ## train the three reference recipes (speaker, events, motion)
 	for r in speaker events motion; do $(BIN)/edgesiam train configs/$$r.yaml --output $(RUNS)/$$r || exit 1; done
+
+BUNDLES ?= export
+export-all: venv  ## export the trained reference models (make train-all first) to gated int8 bundles in export/
+	$(BIN)/edgesiam export $(RUNS)/speaker/best.pt -o $(BUNDLES)/speaker --calib $(DATA)/speech/train --heldout $(DATA)/speech/val --overwrite
+	$(BIN)/edgesiam export $(RUNS)/events/best.pt -o $(BUNDLES)/events --calib $(DATA)/events/train --heldout $(DATA)/events/val --overwrite
+	$(BIN)/edgesiam export $(RUNS)/motion/best.pt -o $(BUNDLES)/motion --calib $(DATA)/hapt/train --heldout $(DATA)/hapt/val_transitions --overwrite
 
 EVAL = $(BIN)/edgesiam eval -q --json $(RUNS)/$(1)/eval-$(2).json --plots $(RUNS)/$(1)/plots-$(2) $(RUNS)/$(1)/best.pt $(DATA)/$(3)
 
@@ -65,4 +74,4 @@ results: venv  ## evaluate the trained reference recipes on held-out labels → 
 	cat $(RUNS)/results.md
 
 clean:  ## remove the virtual environment and caches (data and runs are kept)
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-litert .venv-tflite .pytest_cache .mypy_cache .ruff_cache

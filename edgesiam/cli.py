@@ -24,7 +24,8 @@ EPILOG = textwrap.dedent(
       edgesiam data prepare speech --root data        # real recordings → data/speech/{train,val,test}
       edgesiam train configs/speaker.yaml              # → runs/speaker/best.pt
       edgesiam eval runs/speaker/best.pt data/speech/test --plots runs/speaker/plots
-      edgesiam embed runs/speaker/best.pt data/speech/test -o test.npz
+      edgesiam export runs/speaker/best.pt -o bundles/speaker --calib data/speech/train
+      edgesiam embed bundles/speaker data/speech/test -o test.npz   # works on the device install
 
     Run 'edgesiam COMMAND --help' for the options of each command.
     """
@@ -75,9 +76,13 @@ def cmd_data_list(args: argparse.Namespace) -> int:
 
 
 def load_embedder(path: Path) -> Any:
-    """A model for embedding: a training checkpoint (``*.pt``)."""
+    """A model for embedding: a bundle directory (device path) or a training checkpoint (``*.pt``)."""
     if not path.exists():
         raise ModelError(f"model not found: {path}")
+    from edgesiam.interpreters import is_bundle, load_model
+
+    if is_bundle(path):
+        return load_model(path)
     try:
         import torch  # noqa: F401
     except ImportError:
@@ -254,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=_formatter,
     )
-    ev.add_argument("model", metavar="MODEL", help="checkpoint (.pt)")
+    ev.add_argument("model", metavar="MODEL", help="bundle directory or checkpoint (.pt)")
     ev.add_argument("data", metavar="DATA_DIR", help="dataset folder of held-out labels")
     ev.add_argument("--json", metavar="OUT", help="write the metrics as JSON")
     ev.add_argument("--plots", metavar="DIR", help="write DET curve and score histograms (PNG)")
@@ -271,12 +276,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Writes OUT.npz with embeddings (N×D float32), labels, paths and groups.",
         formatter_class=_formatter,
     )
-    em.add_argument("model", metavar="MODEL")
+    em.add_argument("model", metavar="MODEL", help="bundle directory or checkpoint (.pt)")
     em.add_argument("data", metavar="DATA_DIR")
     em.add_argument("-o", "--output", required=True, metavar="OUT.npz")
     em.add_argument("--on-error", choices=["fail", "skip"], default="fail")
     em.add_argument("-q", "--quiet", action="store_true")
     em.set_defaults(func=cmd_embed)
+
+    from edgesiam.export.cli import add_export_parser
+
+    add_export_parser(sub)
 
     va = sub.add_parser(
         "validate",

@@ -18,6 +18,7 @@ import importlib.metadata
 import os
 import platform
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +69,9 @@ class NoInterpreterError(MissingExtraError):
     def __init__(self, reasons: dict[str, str]) -> None:
         super().__init__("ai-edge-litert", "device")
         tried = "; ".join(f"{name}: {why}" for name, why in reasons.items())
-        self.args = (f"{self.args[0]} (or tflite-runtime on a 32-bit ARM board). Tried: {tried}",)
+        message = f"{self.args[0]} (or tflite-runtime on a 32-bit ARM board). Tried: {tried}"
+        self.args = (message,)
+        self.msg = message  # what ImportError's str() shows
 
 
 @dataclass(frozen=True)
@@ -164,7 +167,10 @@ def make_interpreter(
     if not default_delegates:
         kwargs["experimental_op_resolver_type"] = be.op_resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
-        interpreter = be.interpreter(**kwargs)
+        with warnings.catch_warnings():
+            # tensorflow's interpreter announces its own deprecation: it is the last resort here
+            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+            interpreter = be.interpreter(**kwargs)
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         where = model_path if model_path is not None else "the model"
@@ -306,7 +312,8 @@ class TFLiteModel:
             return x.astype(self._in_dtype, copy=False)
         info = np.iinfo(self._in_dtype)
         q = np.round(x / np.float32(self.input.scale)) + int(self.input.zero_point or 0)
-        return np.clip(q, info.min, info.max).astype(self._in_dtype)
+        out: np.ndarray = np.clip(q, info.min, info.max).astype(self._in_dtype)
+        return out
 
     def dequantise(self, raw: np.ndarray) -> Float32Array:
         if self.output.scale is None:

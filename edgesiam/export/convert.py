@@ -7,8 +7,12 @@ output are int8 and every tensor inside is int8 or int32 (``TFLITE_BUILTINS_INT8
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import os
+import sys
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -147,13 +151,43 @@ def to_tflite(keras_model: Any, variant: Variant, calibration: np.ndarray | None
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     elif variant != "float32":
         raise ModelError(f"unknown TFLite variant {variant!r}; choose from {', '.join(VARIANTS)}")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quiet() as chatter:
         warnings.simplefilter("ignore")
         try:
             model: bytes = converter.convert()
         except Exception as exc:  # the converter raises many kinds
-            raise ModelError(f"TFLite conversion ({variant}) failed: {exc}") from exc
+            tail = chatter.read()[-3000:]
+            raise ModelError(f"TFLite conversion ({variant}) failed: {exc}\n{tail}") from exc
     return model
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[Any]:
+    """Hold back what the converter prints (Python and C++, stdout and stderr) in a temporary
+    file, so the CLI's output stays readable; the caller may read it to report a failure."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with tempfile.TemporaryFile(mode="w+") as sink:
+        saved = []
+        try:
+            for fd in (1, 2):
+                saved.append((fd, os.dup(fd)))
+                os.dup2(sink.fileno(), fd)
+        except OSError:  # no real file descriptors (an embedding host): do not hide anything
+            for fd, copy in saved:
+                os.dup2(copy, fd)
+                os.close(copy)
+            saved = []
+        try:
+            with contextlib.redirect_stdout(sink):
+                yield sink
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for fd, copy in saved:
+                os.dup2(copy, fd)
+                os.close(copy)
+            sink.seek(0)
 
 
 def convert_all(
