@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgesiam.errors import ConfigError
 
@@ -66,7 +66,15 @@ FrontEndConfig = Annotated[LogMelConfig | SensorFrontEndConfig, Field(discrimina
 class DataConfig(StrictModel):
     """Where the training and validation recordings are, and how they are cut into windows."""
 
-    train: Path = Field(description="dataset folder of the training labels")
+    @field_validator("train", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return [value] if isinstance(value, (str, Path)) else value
+
+    train: list[Path] = Field(
+        description="dataset folder(s) of the training labels; several folders are pooled "
+        "(a label is the folder's label name, so the same name in two folders is one label)"
+    )
     val: Path | None = Field(
         None, description="dataset folder of held-out labels for per-epoch validation EER"
     )

@@ -20,7 +20,7 @@ DATA = ROOT / "data"
 
 CASES = [
     ("speaker", ["speech", "noise"], "speech/test"),
-    ("events", ["events", "noise"], "events/test"),
+    ("events", ["events", "speech", "noise"], "events/test"),
     ("motion", ["hapt"], "hapt/transitions"),
 ]
 

@@ -735,7 +735,7 @@ def _finish(
             sha256=sha256_file(model_path),
             recipe=config.name,
             epoch=embedder.epoch,
-            train_data=str(config.data.train),
+            train_data=", ".join(str(p) for p in config.data.train),
         ),
         versions=_versions(backend.name, backend.version),
     )
@@ -748,7 +748,7 @@ def _finish(
         ),
         "parameters": sum(int(p.numel()) for p in embedder.model.parameters()),
         "summaries": find_summaries(
-            [Path(config.data.train), Path(str(calib.root)), Path(str(heldout.root))]
+            [*config.data.train, Path(str(calib.root)), Path(str(heldout.root))]
         ),
     }
     (staging / MODEL_CARD).write_text(model_card(manifest, context), encoding="utf-8")

@@ -54,6 +54,7 @@ from edgesiam.train.windows import (
     WindowSet,
     load_recordings,
     load_windows,
+    pool_datasets,
     resolve_sample_rate,
 )
 
@@ -281,7 +282,9 @@ def train(
     _seed_everything(config.seed + ddp.rank)
     rng = np.random.default_rng(config.seed + 1000 * ddp.rank)
 
-    info = scan_dataset(config.data.train, on_error=config.data.on_error)
+    info = pool_datasets(
+        [scan_dataset(p, on_error=config.data.on_error) for p in config.data.train]
+    )
     if info.modality != config.modality:
         raise DataError(
             f"the recipe is for {config.modality}, the folder holds {info.modality}", info.root
@@ -289,7 +292,8 @@ def train(
     sample_rate = resolve_sample_rate(info, config.data.sample_rate)
     window = round(config.data.window_s * sample_rate)
     hop = max(1, round(config.data.hop_s * sample_rate))
-    say(f"reading {len(info)} training recordings ({len(info.labels)} labels) from {info.root}")
+    folders = ", ".join(str(p) for p in config.data.train)
+    say(f"reading {len(info)} training recordings ({len(info.labels)} labels) from {folders}")
     train_set = load_windows(
         info,
         sample_rate,

@@ -35,6 +35,30 @@ class RecordingSet:
     groups: list[str | None]
 
 
+def pool_datasets(infos: list[DatasetInfo]) -> DatasetInfo:
+    """Several dataset folders of one modality as one (sensor folders must agree on channels)."""
+    first = infos[0]
+    for other in infos[1:]:
+        if other.modality != first.modality:
+            raise DataError(
+                f"cannot pool {other.modality} recordings with {first.modality} ones", other.root
+            )
+        if first.modality == "sensor" and (
+            other.sample_rate != first.sample_rate or other.channels != first.channels
+        ):
+            raise DataError(
+                f"sensor folders differ in rate or channels from {first.root}", other.root
+            )
+    return DatasetInfo(
+        root=first.root,
+        modality=first.modality,
+        sample_rate=first.sample_rate,
+        channels=first.channels,
+        recordings=[r for info in infos for r in info.recordings],
+        skipped=[s for info in infos for s in info.skipped],
+    )
+
+
 def resolve_sample_rate(info: DatasetInfo, requested: int | None) -> int:
     if info.modality == "audio":
         if requested is None:

@@ -7,7 +7,13 @@ import pytest
 
 from edgesiam.data.readers import scan_dataset
 from edgesiam.errors import DataError
-from edgesiam.train.windows import ClassMode, WindowSet, load_windows, resolve_sample_rate
+from edgesiam.train.windows import (
+    ClassMode,
+    WindowSet,
+    load_windows,
+    pool_datasets,
+    resolve_sample_rate,
+)
 
 
 def windows(root: Path, classes: ClassMode = "label") -> WindowSet:
@@ -45,3 +51,20 @@ def test_sensor_rate_comes_from_dataset_toml(sensor_dataset: Path) -> None:
     assert resolve_sample_rate(info, None) == 50
     with pytest.raises(DataError, match="not resampled"):
         resolve_sample_rate(info, 100)
+
+
+def test_pooled_folders_train_as_one(
+    audio_dataset: Path, audio_heldout: Path, sensor_dataset: Path
+) -> None:
+    pooled = pool_datasets([scan_dataset(audio_dataset), scan_dataset(audio_heldout)])
+    assert len(pooled) == len(scan_dataset(audio_dataset)) + len(scan_dataset(audio_heldout))
+    with pytest.raises(DataError, match="cannot pool sensor recordings with audio"):
+        pool_datasets([scan_dataset(audio_dataset), scan_dataset(sensor_dataset)])
+
+
+def test_recipe_accepts_one_or_several_training_folders() -> None:
+    from edgesiam.config import DataConfig
+
+    one = DataConfig(train="a", window_s=1, hop_s=1)  # type: ignore[arg-type]
+    many = DataConfig(train=["a", "b"], window_s=1, hop_s=1)  # type: ignore[list-item]
+    assert one.train == [Path("a")] and many.train == [Path("a"), Path("b")]

@@ -18,11 +18,14 @@ Sources and labels
   Default_pl/Russian_pl, Default/HillBilly) are kept once, in the first pack in sorted order; those
   packs are all in train.
 - Synthetic speakers, TRAIN ONLY: 40 espeak-ng voices (20 languages x 2 variants, e.g. ``de+m3``,
-  label ``espeak-<lang>+<variant>``), each reading 20 sentences of that language taken from the
+  label ``espeak-<lang>+<variant>``), reading 20 sentences of their language taken from the
   game-message translations of ``hedgewars-data`` (``Data/Locale/<lang>.txt``), at a fixed speaking
   rate per voice; and the flite voices ``awb``, ``kal16``, ``rms``, ``slt`` (``kal`` is the 8 kHz
   copy of ``kal16``, ``awb_time`` only says the time) reading 20 English sentences, label
-  ``flite-<voice>``. A missing espeak-ng or flite program only drops those speakers (noted).
+  ``flite-<voice>``. Voices of one language read the SAME sentences, so training sees different
+  speakers saying the same words and learns who speaks rather than what is said (the hard
+  same-line trials of the test split). A missing espeak-ng or flite program only drops those
+  speakers (noted).
 
 Clips are trimmed of leading/trailing silence (-45 dB of the clip's peak, 0.1 s kept), silent or
 unreadable files are left out, and at most 150 clips are kept per label (evenly spaced in sorted
@@ -69,7 +72,7 @@ from edgesiam.errors import DataError, RecipeError
 # the speech recipe
 
 NAME = "speech"
-VERSION = 1
+VERSION = 2
 MAX_PER_LABEL = 150
 SENTENCES_PER_VOICE = 20
 
@@ -236,7 +239,7 @@ def _synthetic_clips(tree: Path, tmp: Path, notes: list[str], sources: list[str]
                 variant = ESPEAK_VARIANTS[(2 * i + j) % len(ESPEAK_VARIANTS)]
                 label = f"espeak-{voice}+{slug(variant).lower()}"
                 rate = 140 + (7 * (2 * i + j)) % 50  # words per minute, 140-189, fixed per voice
-                for k, text in enumerate(_pick(pool, SENTENCES_PER_VOICE, label)):
+                for k, text in enumerate(_pick(pool, SENTENCES_PER_VOICE, locale)):
                     wav = tmp / f"espeak-{n}.wav"
                     n += 1
                     cmd = [
@@ -267,7 +270,7 @@ def _synthetic_clips(tree: Path, tmp: Path, notes: list[str], sources: list[str]
         pool = _locale_sentences(tree, "en")
         for voice in voices:
             label = f"flite-{voice}"
-            for k, text in enumerate(_pick(pool, SENTENCES_PER_VOICE, label)):
+            for k, text in enumerate(_pick(pool, SENTENCES_PER_VOICE, "en")):
                 wav = tmp / f"{label}-{k}.wav"
                 cmd = [flite, "-voice", voice, "-t", text, "-o", str(wav)]
                 make = functools.partial(_synthesise, cmd, wav)
