@@ -16,7 +16,7 @@ help:  ## list the targets
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[device,train,export,dev]"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[device,train,export,broker,dev]"
 	rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)  ## create or update .venv with the workstation extras
@@ -31,10 +31,9 @@ apt:  ## install the Debian programs the recipes and tests use (espeak-ng, flite
 data: venv apt  ## prepare every real-data recipe into ./data (cached, idempotent)
 	$(BIN)/edgesiam data prepare all --root $(DATA)
 
-demo: venv apt  ## the main job end to end: real speech data → train → evaluate on unseen speakers
-	$(BIN)/edgesiam data prepare speech noise --root $(DATA)
-	$(BIN)/edgesiam train configs/speaker.yaml --output $(RUNS)/speaker
-	$(BIN)/edgesiam eval $(RUNS)/speaker/best.pt $(DATA)/speech/test --json $(RUNS)/speaker/eval.json --plots $(RUNS)/speaker/plots
+demo: venv apt  ## the main job end to end: real speech → shipped int8 bundle → enroll → stream through the runtime → MQTT events
+	$(BIN)/edgesiam data prepare speech --root $(DATA)
+	$(BIN)/edgesiam demo --bundle export/speaker --data $(DATA)
 
 lint: venv  ## ruff format --check, ruff check, mypy on the numpy core
 	$(BIN)/ruff format --check .
@@ -57,7 +56,7 @@ BUNDLES ?= export
 export-all: venv  ## export the trained reference models (make train-all first) to gated int8 bundles in export/
 	$(BIN)/edgesiam export $(RUNS)/speaker/best.pt -o $(BUNDLES)/speaker --calib $(DATA)/speech/train --heldout $(DATA)/speech/val --overwrite
 	$(BIN)/edgesiam export $(RUNS)/events/best.pt -o $(BUNDLES)/events --calib $(DATA)/events/train --heldout $(DATA)/events/val --overwrite
-	$(BIN)/edgesiam export $(RUNS)/motion/best.pt -o $(BUNDLES)/motion --calib $(DATA)/hapt/train --heldout $(DATA)/hapt/val_transitions --overwrite
+	$(BIN)/edgesiam export $(RUNS)/motion/best.pt -o $(BUNDLES)/motion --calib $(DATA)/hapt/train --heldout $(DATA)/hapt/val_transitions --overwrite --l2-in-numpy
 
 EVAL = $(BIN)/edgesiam eval -q --json $(RUNS)/$(1)/eval-$(2).json --plots $(RUNS)/$(1)/plots-$(2) $(RUNS)/$(1)/best.pt $(DATA)/$(3)
 

@@ -108,12 +108,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from edgesiam.config import load_train_config
+    from edgesiam.runtime.run_cli import is_runtime_file, validate_runtime_file
 
     failed = 0
     for name in args.files:
         try:
-            load_train_config(Path(name))
-            print(f"{name}: ok")
+            if is_runtime_file(Path(name)):
+                validate_runtime_file(Path(name))
+                print(f"{name}: ok (runtime config)")
+            else:
+                load_train_config(Path(name))
+                print(f"{name}: ok (training recipe)")
         except ConfigError as exc:
             print(str(exc), file=sys.stderr)
             failed += 1
@@ -284,13 +289,20 @@ def build_parser() -> argparse.ArgumentParser:
     em.set_defaults(func=cmd_embed)
 
     from edgesiam.export.cli import add_export_parser
+    from edgesiam.runtime.broker import add_broker_parser
+    from edgesiam.runtime.gallery_cli import add_gallery_parsers
+    from edgesiam.runtime.run_cli import add_run_parser
 
     add_export_parser(sub)
+    add_gallery_parsers(sub)
+    add_run_parser(sub)
+    add_broker_parser(sub)
 
     va = sub.add_parser(
         "validate",
         help="check config files without running anything",
-        description="Validate recipe files; every problem is reported with the path of its key.",
+        description="Validate training recipes and runtime (device) configs; every problem is "
+        "reported with the path of its key.",
     )
     va.add_argument("files", nargs="+", metavar="FILE")
     va.set_defaults(func=cmd_validate)

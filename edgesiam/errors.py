@@ -46,3 +46,7 @@ class MissingExtraError(EdgesiamError, ImportError):
 
 class BundleError(EdgesiamError):
     """A model bundle is missing, malformed, modified after export, or cannot run here."""
+
+
+class OutboxError(EdgesiamError):
+    """The durable event outbox cannot store an event (full by policy, disk full, unreadable)."""

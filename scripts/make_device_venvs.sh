@@ -12,7 +12,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SCRIPT="$ROOT/scripts/make_device_venvs.sh"
 PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 PIP_FLAGS=(-q --disable-pip-version-check)
-DEVICE_DEPS=(pydantic pyyaml soundfile soxr tqdm)
+DEVICE_DEPS=(pydantic pyyaml soundfile soxr tqdm paho-mqtt)
 
 make_venv() {
   local dir="$1"

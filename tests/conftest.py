@@ -1,4 +1,5 @@
-"""Shared fixtures: small generated dataset folders that follow the dataset-folder contract.
+"""Shared fixtures: small generated dataset folders that follow the dataset-folder contract, and
+one tiny trained audio model with its int8 bundle (trained and exported once per session).
 
 Each label of the audio set is a 'voice' (a harmonic tone with its own pitch and spectral tilt, with
 vibrato and noise); each label of the sensor set is a motion pattern on 6 IMU channels. They are
@@ -7,6 +8,7 @@ easy enough that a tiny encoder learns them in seconds, so tests can check that 
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -95,3 +97,53 @@ def audio_heldout(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def sensor_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_sensor_dataset(tmp_path_factory.mktemp("sensor") / "train", seed=0)
+
+
+def export_parser() -> argparse.ArgumentParser:
+    from edgesiam.export.cli import add_export_parser
+
+    parser = argparse.ArgumentParser(prog="edgesiam")
+    add_export_parser(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def run_export(*args: str) -> int:
+    """``edgesiam export ARGS`` through the sub-command's own parser and ``cmd_export``."""
+    parsed = export_parser().parse_args(["export", *args, "--quiet"])
+    code: int = parsed.func(parsed)
+    return code
+
+
+@pytest.fixture(scope="session")
+def tiny_audio_model(
+    audio_dataset: Path, audio_heldout: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    from edgesiam.config import TrainConfig
+    from edgesiam.train.loop import train
+    from tests.train.test_loop import audio_recipe
+
+    out = tmp_path_factory.mktemp("tiny_audio_run")
+    config = TrainConfig.model_validate(audio_recipe(audio_dataset, audio_heldout, epochs=2))
+    train(config, out, progress=False, log=lambda _m: None)
+    return out / "best.pt"
+
+
+@pytest.fixture(scope="session")
+def audio_bundle(
+    tiny_audio_model: Path,
+    audio_dataset: Path,
+    audio_heldout: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
+    bundle = tmp_path_factory.mktemp("bundles") / "tiny-audio"
+    code = run_export(
+        str(tiny_audio_model),
+        "-o",
+        str(bundle),
+        "--calib",
+        str(audio_dataset),
+        "--heldout",
+        str(audio_heldout),
+    )
+    assert code == 0
+    return bundle

@@ -35,6 +35,13 @@ def imported_after(statement: str) -> set[str]:
         "edgesiam.embedders",
         "edgesiam.evaluation",
         "edgesiam.cli",
+        "edgesiam.bundle",
+        "edgesiam.interpreters",
+        "edgesiam.runtime.pipeline",
+        "edgesiam.runtime.run_cli",
+        "edgesiam.runtime.sources",
+        "edgesiam.runtime.mqtt",
+        "edgesiam.runtime.gallery_cli",
     ],
 )
 def test_device_side_modules_import_no_workstation_library(module: str) -> None:

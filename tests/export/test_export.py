@@ -26,7 +26,7 @@ from edgesiam.export.gate import (
     parse_compiler_output,
 )
 from edgesiam.interpreters import BundleEmbedder, inspect_model, load_model
-from tests.export.conftest import run_export
+from tests.conftest import run_export
 
 CLEAN_INT8_OPS = {"PAD", "RESHAPE", "CONV_2D", "MEAN", "FULLY_CONNECTED", "L2_NORMALIZATION"}
 

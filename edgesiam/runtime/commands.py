@@ -1,0 +1,349 @@
+"""Remote commands: ``<prefix>/<device>/cmd/<verb>`` → ``…/cmd/<verb>/result``.
+
+:meth:`CommandHandler.handle` checks a request against a strict schema (pydantic, unknown keys
+rejected, sizes capped), calls the runtime through the small :class:`CommandTarget` interface and
+returns a result dict. It never raises: bad JSON, a wrong field, an oversized WAV, an unknown verb or
+an exception inside the runtime all come back as ``{"ok": false, "error": …, "error_code": …}``
+with the request's ``correlation_id`` echoed when it could be read.
+
+Verbs and their request fields (every request may carry ``correlation_id``, a string):
+
+- ``enroll``: ``label`` and either ``embeddings`` (rows of floats, already L2-normalised or not) or
+  ``wav_base64`` (a short WAV file, base64; at most ``max_wav_bytes`` decoded).
+- ``forget``: ``label``.
+- ``list``: nothing.
+- ``threshold``: ``label`` (omit for the default threshold) and one of ``value`` (a cosine in
+  [-1, 1]) or ``target_fmr`` (a calibrated false-match rate); neither with a label clears that
+  label's own threshold.
+- ``reload``: nothing (re-read the gallery and config from disk).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import threading
+import time
+from typing import Annotated, Any, Final, Protocol
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edgesiam.errors import EdgesiamError
+
+__all__ = [
+    "SCHEMA_COMMAND_RESULT",
+    "VERBS",
+    "CommandHandler",
+    "CommandTarget",
+    "error_result",
+    "peek_correlation_id",
+    "validate_label",
+]
+
+log = logging.getLogger(__name__)
+
+SCHEMA_COMMAND_RESULT: Final = "edgesiam.cmd_result.v1"
+VERBS: Final = ("enroll", "forget", "list", "threshold", "reload")
+
+_MAX_MESSAGE = 500
+
+
+def validate_label(label: str) -> str:
+    """The gallery's rule for a label (:func:`edgesiam.runtime.gallery_store.validate_label`):
+    1-64 characters, no ``/ \\ + #``, no control characters, no leading or trailing space."""
+    from edgesiam.runtime.gallery_store import validate_label as gallery_rule
+
+    try:
+        return gallery_rule(label)
+    except EdgesiamError as exc:
+        raise ValueError(str(exc)) from None
+
+
+class CommandTarget(Protocol):
+    """What the runtime offers to commands; each returns a JSON-serialisable dict.
+
+    A method raises :class:`~edgesiam.errors.EdgesiamError` (or ``ValueError``/``KeyError``) for a
+    request it cannot honour (unknown label, wrong embedding size); its message goes back to the
+    caller. Calls come from the publisher's command thread, one at a time.
+    """
+
+    def enroll_embeddings(self, label: str, embeddings: np.ndarray) -> dict[str, Any]: ...
+
+    def enroll_wav(self, label: str, wav_bytes: bytes) -> dict[str, Any]: ...
+
+    def forget(self, label: str) -> dict[str, Any]: ...
+
+    def list(self) -> dict[str, Any]: ...
+
+    def set_threshold(
+        self, label: str | None, value: float | None, target_fmr: float | None
+    ) -> dict[str, Any]: ...
+
+    def reload(self) -> dict[str, Any]: ...
+
+
+# ------------------------------------------------------------------------------------------------
+# request schemas
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    correlation_id: str | None = Field(None, max_length=128)
+
+
+class _Labelled(_Request):
+    label: str
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, value: str) -> str:
+        return validate_label(value)
+
+
+class EnrollRequest(_Labelled):
+    embeddings: list[Annotated[list[Finite], Field(min_length=1, max_length=4096)]] | None = Field(
+        None, min_length=1, max_length=256
+    )
+    wav_base64: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnrollRequest:
+        if (self.embeddings is None) == (self.wav_base64 is None):
+            raise ValueError("give either embeddings or wav_base64")
+        if self.embeddings is not None and len({len(row) for row in self.embeddings}) != 1:
+            raise ValueError("every embedding must have the same length")
+        return self
+
+
+class ForgetRequest(_Labelled):
+    pass
+
+
+class ListRequest(_Request):
+    pass
+
+
+class ReloadRequest(_Request):
+    pass
+
+
+class ThresholdRequest(_Request):
+    label: str | None = None
+    value: Finite | None = Field(None, ge=-1.0, le=1.0)
+    target_fmr: Finite | None = Field(None, gt=0.0, lt=1.0)
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, value: str | None) -> str | None:
+        return None if value is None else validate_label(value)
+
+    @model_validator(mode="after")
+    def _one_way(self) -> ThresholdRequest:
+        if self.value is not None and self.target_fmr is not None:
+            raise ValueError("give value or target_fmr, not both")
+        if self.value is None and self.target_fmr is None and self.label is None:
+            raise ValueError("give value or target_fmr (or a label, to clear its threshold)")
+        return self
+
+
+_SCHEMAS: Final[dict[str, type[_Request]]] = {
+    "enroll": EnrollRequest,
+    "forget": ForgetRequest,
+    "list": ListRequest,
+    "threshold": ThresholdRequest,
+    "reload": ReloadRequest,
+}
+
+
+# ------------------------------------------------------------------------------------------------
+# results
+
+
+def error_result(verb: str, code: str, message: str, correlation_id: str | None) -> dict[str, Any]:
+    """A failed command's result (``code``: bad_json, invalid, unknown_verb, too_large, failed,
+    busy, unavailable, internal)."""
+    if len(message) > _MAX_MESSAGE:
+        message = message[: _MAX_MESSAGE - 1] + "…"
+    return {
+        "schema": SCHEMA_COMMAND_RESULT,
+        "verb": verb[:64],
+        "ok": False,
+        "correlation_id": correlation_id,
+        "error": message,
+        "error_code": code,
+        "ts": round(time.time(), 3),
+    }
+
+
+def _ok_result(verb: str, result: dict[str, Any], correlation_id: str | None) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA_COMMAND_RESULT,
+        "verb": verb,
+        "ok": True,
+        "correlation_id": correlation_id,
+        "result": result,
+        "ts": round(time.time(), 3),
+    }
+
+
+def peek_correlation_id(payload: bytes | bytearray | Any) -> str | None:
+    """The request's ``correlation_id`` if it can be read at all (for error results)."""
+    try:
+        data = json.loads(bytes(payload)) if payload else None
+    except (ValueError, TypeError, RecursionError):
+        return None
+    if isinstance(data, dict):
+        cid = data.get("correlation_id")
+        if isinstance(cid, str) and len(cid) <= 128:
+            return cid
+    return None
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+        parts.append(f"{where}: {msg}" if where else msg)
+    return "; ".join(parts)
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+class CommandHandler:
+    """Validates command requests and runs them against a :class:`CommandTarget`.
+
+    ``max_wav_bytes`` caps a decoded ``wav_base64``; ``max_payload_bytes`` caps the raw message
+    before it is even parsed.
+    """
+
+    def __init__(
+        self,
+        target: CommandTarget,
+        *,
+        max_wav_bytes: int = 512 * 1024,
+        max_payload_bytes: int = 2 * 1024 * 1024,
+    ) -> None:
+        self.target = target
+        self.max_wav_bytes = max_wav_bytes
+        self.max_payload_bytes = max(max_payload_bytes, (max_wav_bytes * 4) // 3 + 64 * 1024)
+        self._lock = threading.Lock()
+
+    def __call__(self, verb: str, payload: bytes) -> dict[str, Any]:
+        return self.handle(verb, payload)
+
+    def handle(self, verb: str, payload: bytes) -> dict[str, Any]:
+        """Run one command; always returns a result dict, never raises."""
+        try:
+            return self._handle(verb, payload)
+        except Exception as exc:  # a bug here must not take the runtime down
+            log.exception("command %r: unexpected failure", verb)
+            return error_result(
+                str(verb)[:64],
+                "internal",
+                f"internal error ({type(exc).__name__})",
+                peek_correlation_id(payload),
+            )
+
+    def _handle(self, verb: str, payload: bytes) -> dict[str, Any]:
+        if not isinstance(payload, bytes | bytearray | memoryview):
+            return error_result(verb, "bad_json", "the payload must be bytes", None)
+        payload = bytes(payload)
+        if len(payload) > self.max_payload_bytes:
+            return error_result(
+                verb,
+                "too_large",
+                f"the request is {len(payload)} bytes; at most {self.max_payload_bytes}",
+                None,
+            )
+        schema = _SCHEMAS.get(verb)
+        if schema is None:
+            return error_result(
+                verb,
+                "unknown_verb",
+                f"unknown command {verb!r}; the commands are {', '.join(VERBS)}",
+                peek_correlation_id(payload),
+            )
+        try:
+            data = json.loads(payload) if payload.strip() else {}
+        except (ValueError, RecursionError):
+            return error_result(verb, "bad_json", "the payload is not a JSON object", None)
+        if not isinstance(data, dict):
+            return error_result(verb, "bad_json", "the payload must be a JSON object", None)
+        cid = peek_correlation_id(payload)
+        try:
+            request = schema.model_validate(data)
+        except ValidationError as exc:
+            return error_result(verb, "invalid", _describe(exc), cid)
+        cid = request.correlation_id
+        try:
+            with self._lock:
+                result = self._run(verb, request)
+        except _TooLarge as exc:
+            return error_result(verb, "too_large", str(exc), cid)
+        except _Invalid as exc:
+            return error_result(verb, "invalid", str(exc), cid)
+        except (EdgesiamError, ValueError, KeyError) as exc:
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            log.info("command %s failed: %s", verb, message)
+            return error_result(verb, "failed", str(message), cid)
+        except Exception as exc:
+            log.exception("command %s: the runtime failed", verb)
+            return error_result(verb, "internal", f"the device failed ({type(exc).__name__})", cid)
+        if not isinstance(result, dict):
+            return error_result(verb, "internal", "the device returned no result object", cid)
+        try:
+            json.dumps(result, default=_plain)
+        except (TypeError, ValueError):
+            return error_result(verb, "internal", "the device returned a non-JSON result", cid)
+        return _ok_result(verb, result, cid)
+
+    def _run(self, verb: str, request: _Request) -> dict[str, Any]:
+        t = self.target
+        if isinstance(request, EnrollRequest):
+            if request.embeddings is not None:
+                return t.enroll_embeddings(
+                    request.label, np.asarray(request.embeddings, dtype=np.float32)
+                )
+            return t.enroll_wav(request.label, self._decode_wav(request.wav_base64 or ""))
+        if isinstance(request, ForgetRequest):
+            return t.forget(request.label)
+        if isinstance(request, ListRequest):
+            return t.list()
+        if isinstance(request, ThresholdRequest):
+            return t.set_threshold(request.label, request.value, request.target_fmr)
+        if isinstance(request, ReloadRequest):
+            return t.reload()
+        raise _Invalid(f"unknown command {verb!r}")  # pragma: no cover - _SCHEMAS covers all
+
+    def _decode_wav(self, text: str) -> bytes:
+        limit = 4 * ((self.max_wav_bytes + 2) // 3)
+        if len(text) > limit:
+            raise _TooLarge(f"the WAV is over {self.max_wav_bytes} bytes")
+        try:
+            raw = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise _Invalid("wav_base64 is not valid base64") from None
+        if len(raw) > self.max_wav_bytes:
+            raise _TooLarge(f"the WAV is {len(raw)} bytes; at most {self.max_wav_bytes}")
+        if len(raw) < 44 or raw[:4] != b"RIFF" or raw[8:12] != b"WAVE":
+            raise _Invalid("wav_base64 does not hold a WAV file (no RIFF/WAVE header)")
+        return raw
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _Invalid(Exception):
+    pass

@@ -1,0 +1,541 @@
+"""The device runtime's config: strict pydantic models, validated before anything runs.
+
+Unknown keys are errors with their path (``matching.gate.treshold_db: unknown key``); the source is
+chosen by its ``type`` field (``file``, ``stdin``, ``mic``, ``mqtt``, ``serial``); secrets never
+need to sit in the file: the MQTT password comes from ``password_env`` (an environment variable)
+or ``password_file`` (a systemd credential, a Docker secret). Relative paths in a file are taken
+relative to that file's folder.
+
+``load_runtime_config(path, overrides)`` reads a YAML file (or nothing: ``path=None``), applies
+dotted-key overrides (what the ``edgesiam run`` flags set) and validates the result.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+
+from edgesiam.bundle import FMR_TARGETS, fmr_key
+from edgesiam.config import StrictModel, format_validation_error, load_yaml
+from edgesiam.errors import ConfigError
+from edgesiam.runtime.mqtt import MqttSettings
+
+__all__ = [
+    "DecisionConfig",
+    "FileSourceConfig",
+    "GateConfig",
+    "InterpreterConfig",
+    "MatchingConfig",
+    "MetricsConfig",
+    "MicSourceConfig",
+    "MqttConfig",
+    "MqttSourceConfig",
+    "OutboxConfig",
+    "ProcessingConfig",
+    "RuntimeConfig",
+    "SerialSourceConfig",
+    "SourceConfig",
+    "StdinSourceConfig",
+    "apply_overrides",
+    "default_device_id",
+    "default_state_dir",
+    "is_runtime_config",
+    "load_runtime_config",
+    "parse_source_uri",
+]
+
+_DEVICE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def default_device_id() -> str:
+    """This machine's host name, reduced to the characters an MQTT topic level may safely hold."""
+    name = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname().split(".")[0]).strip("-")
+    return name[:64] or "edgesiam"
+
+
+def default_state_dir() -> Path:
+    """systemd's ``$STATE_DIRECTORY`` under a service, else ``~/.local/state/edgesiam``."""
+    systemd = os.environ.get("STATE_DIRECTORY")
+    if systemd:
+        return Path(systemd.split(":")[0])
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "edgesiam"
+
+
+# ------------------------------------------------------------------------------------------------
+# sources
+
+
+class _SourceBase(StrictModel):
+    chunk_s: float = Field(
+        0.1, gt=0, le=10, description="seconds of samples handed to the pipeline at a time"
+    )
+
+
+class FileSourceConfig(_SourceBase):
+    """Samples from a file: audio (wav, flac, ogg, opus; resampled to the bundle's rate) or a
+    sensor recording (csv, npy). The run ends when the file is exhausted."""
+
+    type: Literal["file"] = "file"
+    path: Path = Field(description="the file to read")
+    realtime: bool = Field(
+        False, description="pace the samples at the stream's rate (a replayed live stream)"
+    )
+
+
+class StdinSourceConfig(_SourceBase):
+    """Raw little-endian PCM on standard input, e.g. ``arecord -f S16_LE -r 16000 -c 1 | …``.
+
+    A WAV header (what arecord writes unless told ``-t raw``) is recognised and checked against
+    these settings."""
+
+    type: Literal["stdin"] = "stdin"
+    sample_rate: int | None = Field(
+        None, gt=0, description="samples per second (default: the bundle's rate)"
+    )
+    channels: int = Field(1, ge=1, le=64, description="interleaved channels")
+    format: Literal["s16le", "f32le"] = Field("s16le", description="sample encoding")
+    live: bool = Field(
+        True,
+        description="samples arrive in real time (arecord): when processing falls behind they "
+        "are dropped and counted; false for a recording piped in, which waits for the pipeline",
+    )
+
+
+class MicSourceConfig(_SourceBase):
+    """A microphone through PortAudio (the Python package sounddevice, imported when used)."""
+
+    type: Literal["mic"] = "mic"
+    device: str | int | None = Field(
+        None, description="PortAudio device name or index (default: the system's default input)"
+    )
+    sample_rate: int | None = Field(
+        None, gt=0, description="samples per second (default: the bundle's rate)"
+    )
+    channels: int = Field(1, ge=1, le=64)
+
+
+class MqttSourceConfig(_SourceBase):
+    """Sensor samples subscribed from an MQTT topic: JSON rows or packed little-endian float32."""
+
+    type: Literal["mqtt"] = "mqtt"
+    topic: str = Field(min_length=1, description="topic to subscribe to (wildcards allowed)")
+    format: Literal["json", "f32le"] = Field(
+        "json",
+        description="json: one row [x, y, …], a list of rows, or {'samples': rows}; "
+        "f32le: rows of packed little-endian float32, channel after channel",
+    )
+    channels: int | None = Field(None, ge=1, description="values per row (default: the bundle's)")
+    sample_rate: float | None = Field(
+        None, gt=0, description="nominal samples per second (default: the bundle's)"
+    )
+    url: str | None = Field(
+        None,
+        description="mqtt[s]://[user@]host[:port] of another broker, without credentials "
+        "(default: the runtime's broker, with its credentials)",
+    )
+    qos: Literal[0, 1] = 0
+
+
+class SerialSourceConfig(_SourceBase):
+    """One sample per line of CSV from a serial port (pyserial, imported when used)."""
+
+    type: Literal["serial"] = "serial"
+    port: str = Field(min_length=1, description="device path (/dev/ttyACM0) or a pyserial URL")
+    baudrate: int = Field(115200, gt=0)
+    channels: int | None = Field(None, ge=1, description="values per line (default: the bundle's)")
+    sample_rate: float | None = Field(
+        None, gt=0, description="nominal samples per second (default: the bundle's)"
+    )
+
+
+SourceConfig = Annotated[
+    FileSourceConfig | StdinSourceConfig | MicSourceConfig | MqttSourceConfig | SerialSourceConfig,
+    Field(discriminator="type"),
+]
+
+_SOURCE_TYPES: Final = ("file", "stdin", "mic", "mqtt", "serial")
+
+
+def _query_value(text: str) -> Any:
+    """A query-string value as YAML would read it (``1`` → 1, ``true`` → True, ``x`` → 'x')."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def parse_source_uri(uri: str) -> dict[str, Any]:
+    """``--source`` URI → the source section of a config (validated later, with the rest).
+
+    ``file:PATH``, ``stdin:`` (``stdin:?sample_rate=16000&format=s16le``), ``mic:[DEVICE]``,
+    ``mqtt:TOPIC`` (the runtime's broker) or ``mqtt://HOST:PORT/TOPIC``, ``serial:PORT``
+    (``serial:/dev/ttyACM0?baudrate=115200``). Query parameters set the source's other keys.
+    """
+    kind, sep, rest = uri.partition(":")
+    if not sep or kind not in _SOURCE_TYPES:
+        raise ConfigError(
+            f"--source {uri!r}: expected TYPE:… with TYPE one of {', '.join(_SOURCE_TYPES)} "
+            "(e.g. file:recording.wav, stdin:, mic:, mqtt:sensors/imu, serial:/dev/ttyACM0)"
+        )
+    query: dict[str, Any] = {}
+    if "?" in rest:
+        rest, _, qs = rest.partition("?")
+        for key, value in parse_qsl(qs, keep_blank_values=True, strict_parsing=False):
+            query[key] = _query_value(value)
+    data: dict[str, Any] = {"type": kind}
+    if kind == "file":
+        if not rest:
+            raise ConfigError("--source file: needs a path, e.g. file:recording.wav")
+        data["path"] = unquote(rest)
+    elif kind == "stdin":
+        if rest:
+            data["sample_rate"] = _query_value(rest)
+    elif kind == "mic":
+        if rest:
+            device = _query_value(unquote(rest))
+            data["device"] = device if isinstance(device, int) else unquote(rest)
+    elif kind == "mqtt":
+        if rest.startswith("//"):
+            parts = urlsplit("mqtt:" + rest)
+            if not parts.hostname or not parts.path.strip("/"):
+                raise ConfigError(f"--source {uri!r}: expected mqtt://HOST[:PORT]/TOPIC")
+            data["url"] = f"mqtt://{parts.netloc}"
+            data["topic"] = unquote(parts.path[1:])
+        else:
+            if not rest:
+                raise ConfigError("--source mqtt: needs a topic, e.g. mqtt:sensors/imu")
+            data["topic"] = unquote(rest)
+    elif kind == "serial":
+        if not rest:
+            raise ConfigError("--source serial: needs a port, e.g. serial:/dev/ttyACM0")
+        data["port"] = unquote(rest)
+    data.update(query)
+    return data
+
+
+# ------------------------------------------------------------------------------------------------
+# interpreter, matching, mqtt, outbox, metrics
+
+
+class InterpreterConfig(StrictModel):
+    """How the bundle's model runs."""
+
+    delegate: Literal["edgetpu"] | None = Field(
+        None, description="edgetpu: run the bundle's Edge TPU model on a Coral accelerator"
+    )
+    backend: Literal["ai-edge-litert", "tflite-runtime", "tensorflow"] | None = Field(
+        None, description="interpreter package (default: the first that imports)"
+    )
+    num_threads: int | None = Field(None, ge=1, le=16, description="interpreter CPU threads")
+
+
+class DecisionConfig(StrictModel):
+    """How window matches become events: ``n_of`` of the last ``m`` windows above threshold."""
+
+    n_of: int = Field(2, ge=1, description="matching windows needed …")
+    m: int = Field(3, ge=1, description="… among the last m windows")
+    refractory_s: float = Field(
+        2.0, ge=0, description="no new event for the same label within this many seconds"
+    )
+
+    @model_validator(mode="after")
+    def _n_within_m(self) -> DecisionConfig:
+        if self.n_of > self.m:
+            raise ValueError(f"n_of ({self.n_of}) cannot exceed m ({self.m}): no event could fire")
+        return self
+
+
+class GateConfig(StrictModel):
+    """Skip silent (or motionless) windows before the model runs."""
+
+    enabled: bool | None = Field(
+        None, description="default: on for audio bundles, off for sensor bundles"
+    )
+    threshold_db: float = Field(
+        -45.0, ge=-200, le=0, description="RMS level in dBFS under which an audio window is silent"
+    )
+    sensor_threshold: float = Field(
+        0.02,
+        ge=0,
+        description="std of the first triad's magnitude (sensor units) under which a sensor "
+        "window is still",
+    )
+    hangover: int = Field(
+        2, ge=0, description="windows still processed after the level drops (word endings)"
+    )
+
+
+class MatchingConfig(StrictModel):
+    """Thresholds and the decision rule."""
+
+    target_fmr: float = Field(
+        1e-3,
+        description="false-match rate whose calibrated window threshold (from the bundle) is used",
+    )
+    threshold: float | None = Field(
+        None, ge=-1, le=1, description="an explicit cosine threshold instead of target_fmr"
+    )
+    per_label: dict[str, float] = Field(
+        default_factory=dict, description="label → its own cosine threshold"
+    )
+    aggregate: Literal["max", "mean"] = Field(
+        "max",
+        description="a label's score: its best template (max, what the thresholds are calibrated "
+        "for) or its mean template",
+    )
+    decision: DecisionConfig = Field(default_factory=DecisionConfig)
+    near_miss_margin: float = Field(
+        0.05, ge=0, le=2, description="a best score this far below its threshold is a near miss"
+    )
+    gate: GateConfig = Field(default_factory=GateConfig)
+
+    @field_validator("target_fmr")
+    @classmethod
+    def _calibrated_fmr(cls, value: float) -> float:
+        known = {fmr_key(t): t for t in FMR_TARGETS}
+        if fmr_key(value) not in known:
+            raise ValueError(
+                f"the bundle has thresholds for false-match rates {', '.join(known)}; "
+                f"got {value} (or set an explicit threshold)"
+            )
+        return known[fmr_key(value)]
+
+    @field_validator("per_label")
+    @classmethod
+    def _thresholds_are_cosines(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {label: t for label, t in value.items() if not -1.0 <= t <= 1.0}
+        if bad:
+            raise ValueError(f"cosine thresholds must lie in [-1, 1], got {bad}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_way_to_threshold(self) -> MatchingConfig:
+        if self.threshold is not None and "target_fmr" in self.model_fields_set:
+            raise ValueError("set either target_fmr or threshold, not both")
+        return self
+
+
+class MqttConfig(StrictModel):
+    """The broker that events, metrics and commands go through.
+
+    The same settings as :class:`edgesiam.runtime.mqtt.MqttSettings` (which checks them together:
+    a password needs TLS unless allowed, a certificate needs its key, …), less ``device_id``,
+    which is the runtime's, plus ``enabled``.
+    """
+
+    enabled: bool = Field(True, description="false: nothing is published (events are printed)")
+    url: str = Field("mqtt://localhost:1883", description="mqtt[s]://[user@]host[:port]")
+    prefix: str = Field("edgesiam", description="first topic level(s)")
+    protocol: Literal["5", "3.1.1"] = Field(
+        "5", description="MQTT version (the embedded amqtt broker speaks 3.1.1 only)"
+    )
+    client_id: str | None = Field(
+        None, description="fixed, for the persistent session (default: edgesiam-<device_id>)"
+    )
+    username: str | None = Field(None, description="default: the user@ of the URL")
+    password: SecretStr | None = Field(
+        None, description="the password itself (prefer password_env or password_file)"
+    )
+    password_env: str | None = Field(None, description="environment variable holding it")
+    password_file: Path | None = Field(
+        None, description="file holding it (a systemd credential, a Docker secret)"
+    )
+    allow_plaintext_password: bool = Field(
+        False, description="send a password over mqtt:// without TLS (trusted networks only)"
+    )
+    tls_ca: Path | None = Field(None, description="CA bundle (default: the system's)")
+    tls_cert: Path | None = Field(None, description="client certificate (PEM)")
+    tls_key: Path | None = Field(None, description="client key (PEM)")
+    tls_insecure: bool = Field(False, description="skip the host-name check (test brokers only)")
+    keepalive: int = Field(30, ge=5, le=3600, description="seconds; the will fires after 1.5×")
+    reconnect_min_s: int = Field(1, ge=1, description="first reconnect delay")
+    reconnect_max_s: int = Field(60, ge=1, description="reconnect delay cap (doubling backoff)")
+    session_expiry_s: int = Field(
+        7 * 24 * 3600, ge=0, description="MQTT 5: how long the broker keeps the session"
+    )
+    max_inflight: int = Field(20, ge=1, le=65535, description="QoS 1 messages awaiting PUBACK")
+    homeassistant: bool = Field(True, description="publish Home Assistant MQTT discovery")
+    ha_prefix: str = Field("homeassistant", description="Home Assistant's discovery prefix")
+    command_queue: int = Field(8, ge=1, description="commands waiting; more are answered 'busy'")
+
+    @model_validator(mode="after")
+    def _settings_fit_together(self) -> MqttConfig:
+        try:
+            MqttSettings.model_validate(self._settings_data("check"))
+        except ValidationError as exc:
+            problems = [str(e["msg"]).removeprefix("Value error, ") for e in exc.errors()]
+            raise ValueError("; ".join(problems)) from None
+        return self
+
+    def _settings_data(self, device_id: str) -> dict[str, Any]:
+        data = self.model_dump(exclude={"enabled"}, exclude_none=True)
+        if self.password is not None:
+            data["password"] = self.password.get_secret_value()
+        return {**data, "device_id": device_id}
+
+    def settings(self, device_id: str) -> MqttSettings:
+        """The publisher's settings for this device (validated together, as a ``ConfigError``)."""
+        return MqttSettings.from_dict(self._settings_data(device_id), "mqtt")
+
+
+class OutboxConfig(StrictModel):
+    """The durable queue of events not yet acknowledged by the broker."""
+
+    max_pending: int = Field(10000, ge=1, description="events kept while the broker is away")
+    policy: Literal["drop_oldest", "reject_new"] = Field(
+        "drop_oldest",
+        description="when the outbox is full: delete the oldest pending events, or refuse new ones",
+    )
+    drain_timeout_s: float = Field(
+        10.0, ge=0, description="at the end of a run, how long to wait for pending events"
+    )
+
+
+class MetricsConfig(StrictModel):
+    interval_s: float = Field(
+        30.0, gt=0, description="seconds between metrics messages (and log lines)"
+    )
+    latency_window: int = Field(
+        1000, ge=10, description="recent windows the latency percentiles are taken over"
+    )
+
+
+class ProcessingConfig(StrictModel):
+    """The bounded queue between the source thread and the processing loop."""
+
+    queue_s: float = Field(
+        2.0, gt=0, le=120, description="seconds of samples buffered before new ones are dropped"
+    )
+
+
+class RuntimeConfig(StrictModel):
+    """Everything ``edgesiam run`` needs on a device."""
+
+    bundle: Path = Field(description="bundle directory (from edgesiam export)")
+    gallery: Path | None = Field(
+        None, description="enrolled templates (default: <state_dir>/gallery.npz)"
+    )
+    device_id: str = Field(
+        default_factory=default_device_id, description="this device's name in MQTT topics"
+    )
+    state_dir: Path = Field(
+        default_factory=default_state_dir,
+        description="outbox and sequence numbers (default: $STATE_DIRECTORY or "
+        "~/.local/state/edgesiam)",
+    )
+    source: SourceConfig
+    interpreter: InterpreterConfig = Field(default_factory=InterpreterConfig)
+    matching: MatchingConfig = Field(default_factory=MatchingConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    processing: ProcessingConfig = Field(default_factory=ProcessingConfig)
+    print_events: bool = Field(False, description="also print each event as a JSON line")
+
+    @field_validator("device_id")
+    @classmethod
+    def _topic_safe(cls, value: str) -> str:
+        if not _DEVICE_ID.match(value):
+            raise ValueError(
+                f"{value!r} must be 1–64 letters, digits, '-' or '_' (it is an MQTT topic level)"
+            )
+        return value
+
+    @property
+    def gallery_path(self) -> Path:
+        return self.gallery if self.gallery is not None else self.state_dir / "gallery.npz"
+
+
+# ------------------------------------------------------------------------------------------------
+# loading
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set dotted keys (``mqtt.port``) in a copy of ``data``; a dict value replaces the section
+    when its key is the section itself (``source``)."""
+    out: dict[str, Any] = dict(data)
+    for dotted, value in overrides.items():
+        node = out
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            child = node.get(key)
+            child = dict(child) if isinstance(child, dict) else {}
+            node[key] = child
+            node = child
+        node[leaf] = value
+    return out
+
+
+_PATH_KEYS: Final = (
+    ("bundle",),
+    ("gallery",),
+    ("state_dir",),
+    ("source", "path"),
+    ("mqtt", "password_file"),
+    ("mqtt", "tls_ca"),
+    ("mqtt", "tls_cert"),
+    ("mqtt", "tls_key"),
+)
+
+
+def _relative_to(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Paths written in a config file are relative to its folder, not to where it is run from."""
+    out = dict(data)
+    for keys in _PATH_KEYS:
+        node: Any = out
+        for key in keys[:-1]:
+            child = node.get(key) if isinstance(node, dict) else None
+            if not isinstance(child, dict):
+                node = None
+                break
+            node[key] = dict(child)
+            node = node[key]
+        if isinstance(node, dict):
+            value = node.get(keys[-1])
+            if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+                node[keys[-1]] = str(folder / value)
+            elif isinstance(value, str):
+                node[keys[-1]] = str(Path(value).expanduser())
+    return out
+
+
+def is_runtime_config(data: Any) -> bool:
+    """Whether parsed YAML is a runtime config (it names a ``bundle``) rather than a recipe."""
+    return isinstance(data, dict) and "bundle" in data
+
+
+def load_runtime_config(
+    path: str | Path | None, overrides: dict[str, Any] | None = None
+) -> RuntimeConfig:
+    """Read, override and validate a runtime config; every problem is reported with its path.
+
+    ``path=None`` starts from an empty config (everything from ``overrides``). Secrets are not
+    read here (only when connecting), so a config validates on a machine without them.
+    """
+    source = "runtime config" if path is None else str(path)
+    data: Any = {}
+    if path is not None:
+        p = Path(path)
+        data = load_yaml(p)
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(
+                f"{source}: expected a mapping of settings, got {type(data).__name__}"
+            )
+        data = _relative_to(data, p.resolve().parent)
+    if overrides:
+        data = apply_overrides(data, overrides)
+    try:
+        return RuntimeConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None

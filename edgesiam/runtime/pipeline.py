@@ -1,0 +1,889 @@
+"""The device's composition root and its loop: source → windows → gate → front-end → model → match
+→ decide → outbox → publisher.
+
+:class:`Runtime` builds every part from a validated :class:`~edgesiam.runtime.config.RuntimeConfig`
+(parts can be handed in instead: a ``MemoryPublisher`` and a file source make it testable), then
+:meth:`Runtime.run` runs until the source ends (a file), :meth:`Runtime.stop` is called (a signal)
+or the source fails.
+
+Threads: the source runs in its own thread and hands chunks to the processing loop through a
+bounded queue (:class:`ChunkQueue`); when a live source outruns the loop, new chunks are dropped
+and counted, and the windower restarts at the next chunk so offsets stay true to the stream. The
+publisher's command thread reaches the gallery and thresholds through :class:`RuntimeCommands`,
+under the same lock as the loop, so a window is always matched against one consistent gallery.
+
+Shutdown: stop the source, process what is queued, wait (``outbox.drain_timeout_s``) for pending
+events while connected, publish ``offline``, close the outbox. A SIGKILL or a power cut loses
+nothing that was stored: events reach the outbox (fsynced) before anything sends them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Final, TextIO
+
+import numpy as np
+
+from edgesiam.core.decision import Decider, Decision, DecisionRule
+from edgesiam.core.gate import EnergyGate
+from edgesiam.core.matching import Gallery, Thresholds, threshold_for
+from edgesiam.core.windowing import StreamWindower
+from edgesiam.errors import DataError, EdgesiamError, OutboxError
+from edgesiam.runtime.config import (
+    FileSourceConfig,
+    MatchingConfig,
+    RuntimeConfig,
+    load_runtime_config,
+)
+from edgesiam.runtime.gallery_store import GalleryStore, enroll_recordings, model_sha256
+from edgesiam.runtime.metrics import RuntimeMetrics, peak_rss_mb, rss_mb
+from edgesiam.runtime.mqtt import CommandCallback, MqttPublisher, Publisher
+from edgesiam.runtime.outbox import Event, Outbox
+from edgesiam.runtime.sources import Source, StreamFormat, open_source
+
+__all__ = [
+    "ChunkQueue",
+    "NullPublisher",
+    "RunSummary",
+    "Runtime",
+    "RuntimeCommands",
+    "StdoutPublisher",
+    "measure_run",
+]
+
+log = logging.getLogger("edgesiam.runtime")
+
+OUTBOX_NAME: Final = "outbox.sqlite3"
+_POLL_S: Final = 0.2
+_GALLERY_CHECK_S: Final = 2.0
+"""How often the loop looks whether the gallery file changed (an ``edgesiam enroll`` beside it)."""
+
+
+# ------------------------------------------------------------------------------------------------
+# the queue between the source thread and the loop
+
+
+@dataclass(frozen=True)
+class _End:
+    error: BaseException | None = None
+
+
+class ChunkQueue:
+    """Chunks ``(start_sample, samples)`` from the source thread to the loop, bounded in samples.
+
+    ``block=True`` (a file read as fast as possible): ``put`` waits for room. ``block=False`` (a
+    live source): a chunk that does not fit is dropped and counted. A chunk larger than the whole
+    bound is taken when the queue is empty, so nothing is starved. After :meth:`close` (the run
+    is stopping) chunks are refused without being counted as drops.
+    """
+
+    def __init__(self, max_samples: int, block: bool) -> None:
+        self.max_samples = max(1, int(max_samples))
+        self.block = block
+        self._items: deque[tuple[int, np.ndarray] | _End] = deque()
+        self._held = 0
+        self._closed = False
+        self._cond = threading.Condition()
+        self.dropped_samples = 0
+        self.dropped_chunks = 0
+
+    @property
+    def held(self) -> int:
+        """Samples waiting."""
+        return self._held
+
+    def put(self, start: int, chunk: np.ndarray) -> bool:
+        """Queue a chunk; False when it was dropped (no room, or the queue is closed)."""
+        n = int(chunk.shape[0])
+        with self._cond:
+            while self.block and not self._closed and not self._fits(n):
+                self._cond.wait(_POLL_S)
+            if self._closed:
+                return False  # the run is stopping: not a drop
+            if not self._fits(n):
+                self.dropped_samples += n
+                self.dropped_chunks += 1
+                return False
+            self._items.append((start, chunk))
+            self._held += n
+            self._cond.notify_all()
+            return True
+
+    def _fits(self, n: int) -> bool:
+        return self._held == 0 or self._held + n <= self.max_samples
+
+    def end(self, error: BaseException | None = None) -> None:
+        """The source is done (``error``: it failed); the loop sees this after the last chunk."""
+        with self._cond:
+            self._items.append(_End(error))
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Stop accepting chunks (wakes a blocked ``put``)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def get(self, timeout: float) -> tuple[int, np.ndarray] | _End | None:
+        """The next item, or None when nothing came within ``timeout`` seconds."""
+        with self._cond:
+            if not self._items:
+                self._cond.wait(timeout)
+            if not self._items:
+                return None
+            item = self._items.popleft()
+            if not isinstance(item, _End):
+                self._held -= int(item[1].shape[0])
+            self._cond.notify_all()
+            return item
+
+
+# ------------------------------------------------------------------------------------------------
+# publishers that need no broker
+
+
+class NullPublisher:
+    """Publishes nothing and acknowledges events at once (benchmarks)."""
+
+    def __init__(self, outbox: Outbox | None = None) -> None:
+        self.outbox = outbox
+
+    def start(self) -> None:
+        pass
+
+    def stop(self, drain_timeout_s: float = 2.0) -> None:
+        pass
+
+    def publish_event(self, event: Event) -> None:
+        if self.outbox is not None:
+            self.outbox.ack(event.seq)
+
+    def publish_near_miss(self, data: dict[str, Any]) -> None:
+        pass
+
+    def publish_metrics(self, data: dict[str, Any]) -> None:
+        pass
+
+    def set_command_handler(self, handler: CommandCallback | None) -> None:
+        pass
+
+    def set_labels(self, labels: Sequence[str]) -> None:
+        pass
+
+
+class StdoutPublisher(NullPublisher):
+    """``--no-mqtt``: each event as one JSON line on standard output, and nothing kept in memory
+    (a device may run like this for days)."""
+
+    def __init__(self, outbox: Outbox | None = None, out: TextIO | None = None) -> None:
+        super().__init__(outbox)
+        self.out = out
+
+    def publish_event(self, event: Event) -> None:
+        stream = self.out if self.out is not None else sys.stdout
+        print(event.text, file=stream, flush=True)
+        super().publish_event(event)
+
+
+# ------------------------------------------------------------------------------------------------
+# systemd
+
+
+def _sd_notify(state: str) -> None:
+    """Tell systemd (``Type=notify``, ``WatchdogSec``) how the service is; no-op elsewhere."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(state.encode())
+    except OSError as exc:
+        log.debug("sd_notify(%s) failed: %s", state, exc)
+
+
+def _watchdog_interval() -> float | None:
+    usec = os.environ.get("WATCHDOG_USEC")
+    try:
+        return int(usec) / 2e6 if usec else None
+    except ValueError:
+        return None
+
+
+# ------------------------------------------------------------------------------------------------
+# the runtime
+
+
+@dataclass
+class RunSummary:
+    """How a run went."""
+
+    reason: str
+    stream_s: float
+    wall_s: float
+    windows: int
+    gated_windows: int
+    events: int
+    near_misses: int
+    dropped_frames: int
+    rejected_input: int
+    outbox_pending: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _thresholds(matching: MatchingConfig, at_fmr: dict[str, float]) -> Thresholds:
+    return Thresholds.from_manifest(
+        at_fmr, matching.target_fmr, matching.threshold, dict(matching.per_label)
+    )
+
+
+def _rule(matching: MatchingConfig) -> DecisionRule:
+    d = matching.decision
+    return DecisionRule(d.n_of, d.m, d.refractory_s, matching.near_miss_margin)
+
+
+def _gate(matching: MatchingConfig, modality: str) -> EnergyGate:
+    g = matching.gate
+    return EnergyGate.for_modality(
+        modality,
+        g.threshold_db,
+        g.hangover,
+        enabled=g.enabled,
+        sensor_threshold=g.sensor_threshold,
+    )
+
+
+class Runtime:
+    """Everything that runs on a device, wired from one config.
+
+    ``publisher``, ``embedder`` and ``source`` replace what the config would build (tests,
+    benchmarks); ``publisher`` may be a factory that takes the runtime's outbox (e.g.
+    ``lambda outbox: MemoryPublisher("dev", outbox)``). ``stdin`` replaces standard input for a
+    ``stdin:`` source; ``config_path`` is where ``reload`` re-reads the matching settings from.
+    An ``mqtt:`` source uses the ``mqtt`` section's broker even when publishing is off.
+    A runtime runs once: :meth:`run` closes the outbox at the end.
+    """
+
+    def __init__(
+        self,
+        config: RuntimeConfig,
+        *,
+        publisher: Publisher | Callable[[Outbox], Publisher] | None = None,
+        embedder: Any | None = None,
+        source: Source | None = None,
+        stdin: BinaryIO | None = None,
+        out: TextIO | None = None,
+        config_path: str | Path | None = None,
+    ) -> None:
+        self.config = config
+        self.config_path = Path(config_path) if config_path is not None else None
+        self.out = out
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._stop_reason = "stopped"
+        self.embedder = embedder if embedder is not None else self._load_embedder()
+        manifest = self.embedder.manifest
+        self.format = StreamFormat.of(self.embedder)
+        self.model_sha256 = model_sha256(manifest)
+        self.window_at_fmr = dict(manifest.thresholds.window.at_fmr)
+        m = config.matching
+        self.thresholds = _thresholds(m, self.window_at_fmr)
+        self._warn_unsupported_threshold(m)
+        self.decider = Decider(_rule(m))
+        self.gate = _gate(m, self.format.modality)
+        channels = None if self.format.modality == "audio" else self.format.channels
+        self.windower = StreamWindower(self.embedder.window, self.embedder.hop, channels)
+        self.store = GalleryStore(
+            config.gallery_path,
+            self.model_sha256,
+            bundle_name=manifest.name,
+            aggregate=config.matching.aggregate,
+        )
+        self.gallery = self._load_gallery()
+        self._gallery_print = self.store.fingerprint()
+        self.metrics = RuntimeMetrics(config.metrics.latency_window)
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.outbox = Outbox(
+            config.state_dir / OUTBOX_NAME,
+            config.outbox.max_pending,
+            config.outbox.policy,
+            id_prefix=config.device_id,
+        )
+        try:
+            self.source = source if source is not None else self._open_source(stdin)
+            if publisher is None:
+                self.publisher: Publisher = self._make_publisher()
+            elif isinstance(publisher, type) or not isinstance(publisher, Publisher):
+                self.publisher = publisher(self.outbox)  # a factory (or a class) of publishers
+            else:
+                self.publisher = publisher
+        except BaseException:
+            self.outbox.close()
+            raise
+        self.commands = RuntimeCommands(self)
+        from edgesiam.runtime.commands import CommandHandler
+
+        self.command_handler = CommandHandler(self.commands)
+        self.publisher.set_command_handler(self.command_handler)
+        self.publisher.set_labels(self.gallery.labels)
+        self.queue = ChunkQueue(
+            max(1, round(config.processing.queue_s * self.source.sample_rate)),
+            block=not self.source.live,
+        )
+        self._pump_thread: threading.Thread | None = None
+        self._stopped_at: float | None = None
+        self._pending_after = 0
+        self._expected_start = 0
+        self._base = 0
+        self._stream_end = 0
+        self.outbox_errors = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"Runtime(bundle={str(self.config.bundle)!r}, source={self.source.description!r}, "
+            f"device={self.config.device_id!r}, labels={len(self.gallery.labels)})"
+        )
+
+    # --- building ------------------------------------------------------------------------------
+
+    def _load_embedder(self) -> Any:
+        from edgesiam.interpreters import load_model
+
+        i = self.config.interpreter
+        return load_model(
+            self.config.bundle, i.delegate, backend=i.backend, num_threads=i.num_threads
+        )
+
+    def _warn_unsupported_threshold(self, matching: MatchingConfig) -> None:
+        if matching.threshold is not None:
+            return
+        key = np.format_float_positional(matching.target_fmr, trim="-")
+        supported = self.embedder.manifest.thresholds.window.supported.get(key, True)
+        if not supported:
+            log.warning(
+                "the bundle's threshold for FMR %s rests on too few impostor trials; "
+                "the real false-match rate may be higher",
+                key,
+            )
+
+    def _load_gallery(self) -> Gallery:
+        if not self.store.exists():
+            log.warning(
+                "no gallery at %s yet: nothing will match until labels are enrolled "
+                "(edgesiam enroll, or the enroll command over MQTT)",
+                self.store.path,
+            )
+            return Gallery(int(self.embedder.embedding_dim))
+        gallery = self.store.load()
+        if gallery.dim != int(self.embedder.embedding_dim):
+            raise DataError(
+                f"gallery embeddings have {gallery.dim} dimensions, the bundle's "
+                f"{self.embedder.embedding_dim}",
+                self.store.path,
+            )
+        return gallery
+
+    def _open_source(self, stdin: BinaryIO | None) -> Source:
+        c = self.config
+        settings = c.mqtt.settings(c.device_id)
+        return open_source(
+            c.source,
+            self.format,
+            mqtt=settings,
+            stdin=stdin,
+            client_id=f"{settings.effective_client_id}-source",
+        )
+
+    def _make_publisher(self) -> Publisher:
+        c = self.config
+        if not c.mqtt.enabled:
+            return StdoutPublisher(self.outbox, self.out)
+        return MqttPublisher(
+            c.mqtt.settings(c.device_id),
+            self.outbox,
+            self.embedder.manifest.name,
+            labels=self.gallery.labels,
+        )
+
+    # --- running -------------------------------------------------------------------------------
+
+    def stop(self, reason: str = "stopped") -> None:
+        """Ask the run to end (thread- and signal-safe): the source stops, the loop drains."""
+        if not self._stop.is_set():
+            self._stop_reason = reason
+            self._stopped_at = time.monotonic()
+            self._stop.set()
+            self.source.close()
+            self.queue.close()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self, max_wall_s: float | None = None) -> RunSummary:
+        """Process the stream until it ends, :meth:`stop` is called, or ``max_wall_s`` passes.
+
+        A failing source raises its error here, after the clean shutdown.
+        """
+        started = time.monotonic()
+        try:
+            self.publisher.start()
+        except BaseException:
+            self.outbox.close()
+            raise
+        pump = threading.Thread(target=self._pump, name="edgesiam-source", daemon=True)
+        self._pump_thread = pump
+        pump.start()
+        log.info(
+            "running %s on %s (%s, %d Hz, window %d, hop %d) with %d label(s); device %s",
+            self.embedder.manifest.name,
+            self.source.description,
+            self.format.modality,
+            self.format.sample_rate,
+            self.embedder.window,
+            self.embedder.hop,
+            len(self.gallery.labels),
+            self.config.device_id,
+        )
+        _sd_notify("READY=1")
+        error: BaseException | None = None
+        reason = "end"
+        try:
+            error, reason = self._loop(started, max_wall_s)
+        finally:
+            self.stop(reason)
+            pump.join(timeout=2.0)
+            _sd_notify("STOPPING=1")
+            self._finish()
+        if error is not None:
+            raise error
+        summary = RunSummary(
+            reason=reason,
+            stream_s=round(self._stream_end / self.source.sample_rate, 3),
+            wall_s=round(time.monotonic() - started, 3),
+            windows=self.metrics.windows,
+            gated_windows=self.metrics.gated,
+            events=self.metrics.events,
+            near_misses=self.metrics.near_misses,
+            dropped_frames=self.queue.dropped_samples,
+            rejected_input=int(getattr(self.source, "rejected", 0)),
+            outbox_pending=self._pending_after,
+        )
+        log.info("run ended (%s): %s", reason, json.dumps(summary.to_dict()))
+        return summary
+
+    def _loop(self, started: float, max_wall_s: float | None) -> tuple[BaseException | None, str]:
+        interval = self.config.metrics.interval_s
+        next_metrics = time.monotonic() + interval
+        next_gallery = time.monotonic() + _GALLERY_CHECK_S
+        watchdog = _watchdog_interval()
+        next_ping = time.monotonic()
+        while True:
+            item = self.queue.get(_POLL_S)
+            if isinstance(item, _End):
+                if item.error is not None:
+                    return item.error, "source failed"
+                return None, self._stop_reason if self.stopping else "end"
+            if item is not None:
+                self._process(*item)
+            elif self.stopping and self.queue.held == 0 and self._source_gone():
+                return None, self._stop_reason
+            now = time.monotonic()
+            if now >= next_metrics:
+                next_metrics = now + interval
+                self._publish_metrics()
+            if now >= next_gallery:
+                next_gallery = now + _GALLERY_CHECK_S
+                self._reload_if_changed()
+            if watchdog is not None and now >= next_ping:
+                next_ping = now + watchdog
+                _sd_notify("WATCHDOG=1")
+            if max_wall_s is not None and now - started >= max_wall_s and not self.stopping:
+                self.stop("time limit")
+
+    def _source_gone(self) -> bool:
+        """After a stop: the source thread ended, or had its time (a read it cannot interrupt)."""
+        pump = self._pump_thread
+        waited = time.monotonic() - (self._stopped_at or time.monotonic())
+        return pump is None or not pump.is_alive() or waited > 2.0
+
+    def _pump(self) -> None:
+        """The source thread: read chunks, count samples, queue them (or drop them when full)."""
+        start = 0
+        try:
+            for chunk in self.source.chunks():
+                if chunk.shape[0] == 0:
+                    continue
+                self.queue.put(start, chunk)
+                start += int(chunk.shape[0])
+        except BaseException as exc:  # handed to the loop, which raises it after shutting down
+            if not self.stopping:
+                self.queue.end(exc)
+                return
+        self.queue.end()
+
+    def _process(self, start: int, chunk: np.ndarray) -> None:
+        """One chunk: window it, and gate, embed, match and decide each window."""
+        if start != self._expected_start:  # chunks were dropped: restart the windows here
+            log.warning(
+                "processing fell behind: %d samples dropped before sample %d",
+                start - self._expected_start,
+                start,
+            )
+            self.windower.reset()
+            self._base = start
+        n = int(chunk.shape[0])
+        self._expected_start = start + n
+        self._stream_end = start + n
+        samples = chunk[:, 0] if self.format.modality == "audio" else chunk
+        windows, starts = self.windower.push(samples)
+        rate = float(self.source.sample_rate)
+        window = self.embedder.window
+        for w, s in zip(windows, starts, strict=True):
+            offset_s = (self._base + int(s) + window) / rate
+            for decision in self._window(w, offset_s):
+                self._emit(decision)
+        self.metrics.samples += n  # last: once counted, a chunk's windows are all decided
+
+    def _window(self, window: np.ndarray, offset_s: float) -> list[Decision]:
+        began = time.perf_counter()
+        with self._lock:
+            self.metrics.windows += 1
+            if not self.gate.is_active(window):
+                self.metrics.gated += 1
+                return self.decider.push(offset_s, None, math.nan, self.thresholds.default)
+            features = self.embedder.frontend(window[None])
+            t0 = time.perf_counter()
+            embedding = self.embedder.embed_features(features)
+            self.metrics.inference.add((time.perf_counter() - t0) * 1e3)
+            index, score = self.gallery.best(embedding)
+            i = int(index[0])
+            label = self.gallery.labels[i] if i >= 0 else None
+            threshold = (
+                self.thresholds.for_label(label) if label is not None else self.thresholds.default
+            )
+            decisions = self.decider.push(offset_s, label, float(score[0]), threshold)
+        self.metrics.window_total.add((time.perf_counter() - began) * 1e3)
+        return decisions
+
+    def _emit(self, decision: Decision) -> None:
+        if decision.kind == "near_miss":
+            self.metrics.near_misses += 1
+            self.publisher.publish_near_miss(
+                {
+                    "label": decision.label,
+                    "score": round(decision.score, 5),
+                    "threshold": round(decision.threshold, 5),
+                    "offset_s": round(decision.offset_s, 3),
+                    "model": self.embedder.manifest.name,
+                }
+            )
+            return
+        from edgesiam.runtime.mqtt import event_builder
+
+        build = event_builder(
+            device=self.config.device_id,
+            model=self.embedder.manifest.name,
+            label=decision.label,
+            score=decision.score,
+            threshold=decision.threshold,
+            offset_s=decision.offset_s,
+            model_sha256=self.model_sha256,
+            source=self.source.description,
+        )
+        try:
+            event = self.outbox.add(build)
+        except OutboxError as exc:
+            self.outbox_errors += 1
+            log.error("event %s at %.2f s not stored: %s", decision.label, decision.offset_s, exc)
+            return
+        self.metrics.events += 1
+        log.info(
+            "event seq %d: %s (score %.3f ≥ %.3f) at %.2f s",
+            event.seq,
+            decision.label,
+            decision.score,
+            decision.threshold,
+            decision.offset_s,
+        )
+        if self.config.print_events and not isinstance(self.publisher, StdoutPublisher):
+            print(event.text, file=self.out if self.out is not None else sys.stdout, flush=True)
+        self.publisher.publish_event(event)
+
+    def metrics_snapshot(self) -> dict[str, Any]:
+        """The metrics message as it is published now."""
+        self.metrics.dropped_samples = self.queue.dropped_samples
+        self.metrics.dropped_chunks = self.queue.dropped_chunks
+        return self.metrics.snapshot(
+            outbox_depth=self.outbox.depth,
+            outbox_dropped=self.outbox.dropped,
+            outbox_errors=self.outbox_errors,
+            rejected_input=int(getattr(self.source, "rejected", 0)),
+            labels=len(self.gallery.labels),
+            queue_samples=self.queue.held,
+        )
+
+    def _publish_metrics(self) -> None:
+        snapshot = self.metrics_snapshot()
+        log.info(
+            "metrics: %.1f windows/s, p50 %s ms, p95 %s ms, %d dropped, outbox %d, RSS %.0f MiB, "
+            "CPU %.0f %%",
+            snapshot["windows_per_s"],
+            snapshot["inference_ms_p50"],
+            snapshot["inference_ms_p95"],
+            snapshot["dropped_frames"],
+            snapshot["outbox_depth"],
+            snapshot["rss_mb"],
+            snapshot["cpu_percent"],
+        )
+        try:
+            self.publisher.publish_metrics(snapshot)
+        except Exception:  # metrics must never stop the pipeline
+            log.exception("publishing metrics failed")
+
+    def _finish(self) -> None:
+        """Flush: final metrics, pending events (while connected), ``offline``, close the outbox."""
+        with contextlib.suppress(Exception):
+            self._publish_metrics()
+        try:
+            self.publisher.stop(self.config.outbox.drain_timeout_s)
+        except Exception:
+            log.exception("stopping the publisher failed")
+        self._pending_after = self.outbox.depth
+        if self._pending_after:
+            log.warning(
+                "%d event(s) not yet delivered stay in the outbox for the next start",
+                self._pending_after,
+            )
+        self.outbox.close()
+
+    # --- the gallery and thresholds (also reached from commands) --------------------------------
+
+    def replace_gallery(self, gallery: Gallery) -> None:
+        with self._lock:
+            self.gallery = gallery
+            self._gallery_print = self.store.fingerprint()
+        self.publisher.set_labels(gallery.labels)
+
+    def _reload_if_changed(self) -> None:
+        fingerprint = self.store.fingerprint()
+        if fingerprint == self._gallery_print:
+            return
+        try:
+            gallery = self._load_gallery()
+        except EdgesiamError as exc:
+            log.error("the gallery changed on disk but cannot be used (keeping the old): %s", exc)
+            self._gallery_print = fingerprint
+            return
+        log.info("gallery reloaded: %s", ", ".join(gallery.labels) or "(empty)")
+        self.replace_gallery(gallery)
+
+    def apply_matching(self, matching: MatchingConfig) -> None:
+        """New thresholds, decision rule and gate (``reload``); the decider starts afresh."""
+        thresholds = _thresholds(matching, self.window_at_fmr)
+        rule = _rule(matching)
+        gate = _gate(matching, self.format.modality)
+        with self._lock:
+            self.thresholds = thresholds
+            self.decider = Decider(rule)
+            self.gate = gate
+
+
+# ------------------------------------------------------------------------------------------------
+# commands
+
+
+class RuntimeCommands:
+    """The :class:`~edgesiam.runtime.commands.CommandTarget` of a running :class:`Runtime`.
+
+    Enrolments go to the gallery file first (atomic, bound to the bundle), then the running
+    gallery is swapped. Threshold changes last until the next restart or ``reload``.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def _labels(self) -> list[str]:
+        return self.runtime.gallery.labels
+
+    def _enrolled(self, enrolment: Any) -> dict[str, Any]:
+        rt = self.runtime
+        rt.replace_gallery(rt.store.load())
+        return {
+            "label": enrolment.label,
+            "recordings": enrolment.recordings,
+            "consistency": round(float(enrolment.consistency), 4),
+            "replaced": enrolment.replaced,
+            "warnings": list(enrolment.warnings),
+            "labels": self._labels(),
+        }
+
+    def enroll_embeddings(self, label: str, embeddings: np.ndarray) -> dict[str, Any]:
+        """Each row is one recording's embedding (as ``edgesiam embed`` writes them)."""
+        rt = self.runtime
+        dim = int(rt.embedder.embedding_dim)
+        if embeddings.ndim != 2 or embeddings.shape[1] != dim:
+            raise ValueError(
+                f"embeddings must be rows of {dim} numbers (this bundle's embedding size), "
+                f"got shape {tuple(embeddings.shape)}"
+            )
+        return self._enrolled(rt.store.enroll(label, list(embeddings)))
+
+    def enroll_wav(self, label: str, wav_bytes: bytes) -> dict[str, Any]:
+        """One recording as a WAV file, embedded here with the bundle (contract 3)."""
+        rt = self.runtime
+        if rt.format.modality != "audio":
+            raise ValueError("this bundle is for sensors: enroll with embeddings, not a WAV")
+        with tempfile.TemporaryDirectory(prefix="edgesiam-enroll-") as folder:
+            path = Path(folder) / "command.wav"
+            path.write_bytes(wav_bytes)
+            with rt._lock:  # the interpreter is not thread-safe
+                enrolment = enroll_recordings(rt.store, rt.embedder, label, [path], gate=rt.gate)
+        return self._enrolled(enrolment)
+
+    def forget(self, label: str) -> dict[str, Any]:
+        rt = self.runtime
+        removed = rt.store.forget(label)
+        rt.replace_gallery(rt.store.load())
+        return {"label": label, "removed": removed, "labels": self._labels()}
+
+    def list(self) -> dict[str, Any]:
+        rt = self.runtime
+        with rt._lock:
+            counts = rt.gallery.counts()
+            thresholds = rt.thresholds
+        info = {i.label: i for i in rt.store.list()} if rt.store.exists() else {}
+        return {
+            "labels": [
+                {
+                    "label": label,
+                    "recordings": n,
+                    "consistency": (
+                        None
+                        if label not in info or math.isnan(info[label].consistency)
+                        else round(info[label].consistency, 4)
+                    ),
+                    "threshold": round(thresholds.for_label(label), 5),
+                }
+                for label, n in counts.items()
+            ],
+            "default_threshold": round(thresholds.default, 5),
+            "model": rt.embedder.manifest.name,
+        }
+
+    def set_threshold(
+        self, label: str | None, value: float | None, target_fmr: float | None
+    ) -> dict[str, Any]:
+        rt = self.runtime
+        if target_fmr is not None:
+            value = threshold_for(rt.window_at_fmr, target_fmr)
+        with rt._lock:
+            old = rt.thresholds
+            per_label = dict(old.per_label)
+            if label is None:
+                assert value is not None  # the request schema guarantees one of them
+                new = Thresholds(value, per_label)
+            else:
+                if value is None:
+                    per_label.pop(label, None)
+                else:
+                    per_label[label] = value
+                new = Thresholds(old.default, per_label)
+            rt.thresholds = new
+        shown = new.default if label is None else new.for_label(label)
+        return {"label": label, "threshold": round(shown, 5), "default": round(new.default, 5)}
+
+    def reload(self) -> dict[str, Any]:
+        """Re-read the gallery file and, when the run came from a config file, its matching."""
+        rt = self.runtime
+        rt.replace_gallery(rt._load_gallery())
+        reloaded = ["gallery"]
+        if rt.config_path is not None:
+            fresh = load_runtime_config(rt.config_path)
+            rt.apply_matching(fresh.matching)
+            reloaded.append("matching")
+        return {"reloaded": reloaded, "labels": self._labels()}
+
+
+# ------------------------------------------------------------------------------------------------
+# benchmarks
+
+
+def measure_run(
+    bundle: str | Path,
+    gallery: str | Path | None,
+    source: str | Path,
+    *,
+    state_dir: str | Path | None = None,
+    matching: dict[str, Any] | None = None,
+    chunk_s: float = 0.1,
+) -> dict[str, Any]:
+    """Run the device pipeline alone (no MQTT) over a recording as fast as it goes.
+
+    ``source`` is a file path or a ``--source`` URI. Returns the stream and wall time, the
+    real-time factor (wall ÷ stream: below 1 keeps up with a live stream), its inverse
+    ``speed_x``, windows, model latency percentiles, events, and RSS now and at its peak
+    (``peak_rss_mb`` is the whole process's, so measure in a fresh process).
+    """
+    from edgesiam.runtime.sources import source_config
+
+    text = str(source)
+    spec = source_config(text if ":" in text.split("/")[0] else {"type": "file", "path": text})
+    if isinstance(spec, FileSourceConfig):
+        spec = spec.model_copy(update={"chunk_s": chunk_s})
+    with contextlib.ExitStack() as stack:
+        folder = state_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="edgesiam-"))
+        config = RuntimeConfig.model_validate(
+            {
+                "bundle": str(bundle),
+                "gallery": None if gallery is None else str(gallery),
+                "source": spec.model_dump(),
+                "state_dir": str(folder),
+                "device_id": "bench",
+                "mqtt": {"enabled": False},
+                "matching": matching or {},
+                "metrics": {"interval_s": 3600},
+            }
+        )
+        load_started = time.perf_counter()
+        runtime = Runtime(config, publisher=NullPublisher)
+        load_s = time.perf_counter() - load_started
+        summary = runtime.run()
+    m = runtime.metrics
+    stream_s = summary.stream_s
+    wall_s = summary.wall_s
+    return {
+        "bundle": str(bundle),
+        "backend": getattr(runtime.embedder, "backend", None),
+        "source": runtime.source.description,
+        "stream_s": stream_s,
+        "wall_s": wall_s,
+        "load_s": round(load_s, 3),
+        "real_time_factor": round(wall_s / stream_s, 5) if stream_s else None,
+        "speed_x": round(stream_s / wall_s, 1) if wall_s else None,
+        "windows": summary.windows,
+        "gated_windows": summary.gated_windows,
+        "events": summary.events,
+        "inference_ms_p50": m.inference.percentile(50),
+        "inference_ms_p95": m.inference.percentile(95),
+        "window_ms_p95": m.window_total.percentile(95),
+        "rss_mb": round(rss_mb(), 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }

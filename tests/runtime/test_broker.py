@@ -1,0 +1,95 @@
+"""``edgesiam broker``: the embedded amqtt broker carries the device's traffic (MQTT 3.1.1)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from edgesiam.errors import EdgesiamError
+from edgesiam.runtime.broker import EmbeddedBroker, add_broker_parser, broker_config
+from edgesiam.runtime.mqtt import MqttPublisher, MqttSettings, event_builder
+from edgesiam.runtime.outbox import Outbox
+from tests.runtime.conftest import Subscriber, free_port, wait_until
+
+pytest.importorskip("amqtt")
+
+
+@pytest.fixture
+def amqtt_broker() -> Iterator[EmbeddedBroker]:
+    broker = EmbeddedBroker("127.0.0.1", free_port())
+    broker.start_in_thread()
+    yield broker
+    broker.stop_thread()
+
+
+def test_device_traffic_through_the_embedded_broker(
+    amqtt_broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    sub = Subscriber("127.0.0.1", amqtt_broker.port, ["edgesiam/#"], protocol=mqtt.MQTTv311).start()
+    settings = MqttSettings(
+        url=f"mqtt://127.0.0.1:{amqtt_broker.port}", device_id="pi", protocol="3.1.1"
+    )
+    with Outbox(tmp_path / "o.db", id_prefix="pi") as outbox:
+        publisher = MqttPublisher(settings, outbox, "tiny")
+        publisher.start()
+        try:
+            for i in range(50):
+                build = event_builder(
+                    device="pi", model="m", label="a", score=0.9, threshold=0.5, offset_s=i
+                )
+                publisher.publish_event(outbox.add(build))
+            events = sub.wait_for("edgesiam/pi/event", 50)
+            assert [json.loads(m.payload)["seq"] for m in events] == list(range(1, 51))
+            assert wait_until(lambda: outbox.depth == 0)
+        finally:
+            publisher.stop()
+    assert [m.payload for m in sub.wait_for("edgesiam/pi/status", 2)] == [b"online", b"offline"]
+    sub.stop()
+
+
+def test_a_busy_port_is_a_clear_error(amqtt_broker: EmbeddedBroker) -> None:
+    with pytest.raises(EdgesiamError, match="cannot start the MQTT broker"):
+        EmbeddedBroker("127.0.0.1", amqtt_broker.port).start_in_thread()
+
+
+def test_config_and_parser(tmp_path: Path) -> None:
+    assert "AnonymousAuthPlugin" in str(broker_config("127.0.0.1", 1883)["plugins"])
+    with pytest.raises(EdgesiamError, match="no such file"):
+        broker_config("127.0.0.1", 1883, tmp_path / "missing")
+    (tmp_path / "pw").write_text("")
+    assert "FileAuthPlugin" in str(broker_config("127.0.0.1", 1883, tmp_path / "pw")["plugins"])
+    parser = argparse.ArgumentParser()
+    add_broker_parser(parser.add_subparsers())
+    args = parser.parse_args(["broker", "--port", "1999"])
+    assert (args.host, args.port, args.password_file) == ("127.0.0.1", 1999, None)
+    assert args.func.__name__ == "cmd_broker"
+
+
+def test_ctrl_c_stops_the_broker_cleanly() -> None:
+    port = free_port()
+    code = (
+        "import argparse, sys; from edgesiam.runtime.broker import add_broker_parser; "
+        "p = argparse.ArgumentParser(); add_broker_parser(p.add_subparsers()); "
+        f"a = p.parse_args(['broker', '--port', '{port}']); sys.exit(a.func(a))"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and "listening on" in proc.stdout.readline()
+        sub = Subscriber("127.0.0.1", port, ["x"], protocol=mqtt.MQTTv311).start()
+        sub.stop()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
