@@ -58,18 +58,23 @@ export-all: venv  ## export the trained reference models (make train-all first) 
 	$(BIN)/edgesiam export $(RUNS)/events/best.pt -o $(BUNDLES)/events --calib $(DATA)/events/train --heldout $(DATA)/events/val --overwrite
 	$(BIN)/edgesiam export $(RUNS)/motion/best.pt -o $(BUNDLES)/motion --calib $(DATA)/hapt/train --heldout $(DATA)/hapt/val_transitions --overwrite --l2-in-numpy
 
-EVAL = $(BIN)/edgesiam eval -q --json $(RUNS)/$(1)/eval-$(2).json --plots $(RUNS)/$(1)/plots-$(2) $(RUNS)/$(1)/best.pt $(DATA)/$(3)
+EVAL = $(BIN)/edgesiam eval -q --episodes 1000 --json $(RUNS)/$(1)/eval-$(2).json --plots $(RUNS)/$(1)/plots-$(2) --name "edgesiam float" $(RUNS)/$(1)/best.pt $(DATA)/$(3)
+EVAL_INT8 = $(BIN)/edgesiam eval -q --episodes 1000 --json $(RUNS)/$(1)/eval-$(2)-int8.json --no-baseline --name "edgesiam int8" $(BUNDLES)/$(1) $(DATA)/$(3)
 
-results: venv  ## evaluate the trained reference recipes on held-out labels → $(RUNS)/results.md
+results: venv  ## evaluate the trained models and shipped bundles on held-out labels → $(RUNS)/results.md
 	$(call EVAL,speaker,test,speech/test)
+	$(call EVAL_INT8,speaker,test,speech/test)
 	$(call EVAL,events,test,events/test)
+	$(call EVAL_INT8,events,test,events/test)
 	$(call EVAL,motion,transitions,hapt/transitions)
+	$(call EVAL_INT8,motion,transitions,hapt/transitions)
 	$(call EVAL,motion,test,hapt/test)
+	$(call EVAL_INT8,motion,test,hapt/test)
 	$(BIN)/python scripts/results_table.py \
-	  "$(RUNS)/speaker/eval-test.json:speaker — unseen speakers (data/speech/test)" \
-	  "$(RUNS)/events/eval-test.json:events — unseen sound classes (data/events/test)" \
-	  "$(RUNS)/motion/eval-transitions.json:motion — unseen classes: HAPT postural transitions, unseen subjects" \
-	  "$(RUNS)/motion/eval-test.json:motion — HAPT activities of unseen subjects 21–30" > $(RUNS)/results.md
+	  "$(RUNS)/speaker/eval-test.json+$(RUNS)/speaker/eval-test-int8.json:speaker — 14 speakers never seen in training (data/speech/test)" \
+	  "$(RUNS)/events/eval-test.json+$(RUNS)/events/eval-test-int8.json:events — 7 sound classes never seen in training (data/events/test)" \
+	  "$(RUNS)/motion/eval-transitions.json+$(RUNS)/motion/eval-transitions-int8.json:motion — 6 postural transitions never seen in training, subjects 21–30 (data/hapt/transitions)" \
+	  "$(RUNS)/motion/eval-test.json+$(RUNS)/motion/eval-test-int8.json:motion — the 6 trained activities, subjects 21–30 never seen (data/hapt/test)" > $(RUNS)/results.md
 	cat $(RUNS)/results.md
 
 clean:  ## remove the virtual environment and caches (data and runs are kept)

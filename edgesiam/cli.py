@@ -166,7 +166,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     embedder = load_embedder(Path(args.model))
     info = scan_dataset(Path(args.data), on_error=args.on_error)
     ours = embed_dataset(embedder, info, on_error=args.on_error, progress=not args.quiet)
-    systems = {"edgesiam": (ours.embeddings, ours.labels, ours.groups)}
+    systems = {args.name: (ours.embeddings, ours.labels, ours.groups)}
     if not args.no_baseline:
         name = "mfcc-stats" if info.modality == "audio" else "channel-stats"
         base = baseline_embeddings(embedder, info, args.on_error, progress=not args.quiet)
@@ -271,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--episodes", type=int, default=1000, help="few-shot episodes (default 1000)")
     ev.add_argument("--seed", type=int, default=0, help="seed of the few-shot episodes")
     ev.add_argument("--no-baseline", action="store_true", help="skip the classic baseline")
+    ev.add_argument("--name", default="edgesiam", help="the model's name in the report")
     ev.add_argument("--on-error", choices=["fail", "skip"], default="fail")
     ev.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     ev.set_defaults(func=cmd_eval)
