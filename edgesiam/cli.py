@@ -291,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from edgesiam.export.cli import add_export_parser
     from edgesiam.runtime.broker import add_broker_parser
+    from edgesiam.runtime.demo import add_demo_parser
     from edgesiam.runtime.gallery_cli import add_gallery_parsers
     from edgesiam.runtime.run_cli import add_run_parser
 
@@ -298,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_gallery_parsers(sub)
     add_run_parser(sub)
     add_broker_parser(sub)
+    add_demo_parser(sub)
 
     va = sub.add_parser(
         "validate",

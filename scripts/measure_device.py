@@ -1,0 +1,390 @@
+"""Device measurements: the shipped speaker bundle, a 120 s held-out speech stream, the device-only
+venvs, a local Mosquitto. Run with the workstation venv from the repo root."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import paho.mqtt.client as mqtt
+import soundfile as sf
+
+from edgesiam.runtime.demo import build_stream, make_plan
+
+ROOT = Path.cwd()
+BUNDLE = ROOT / "export" / "speaker"
+TEST = ROOT / "data" / "speech" / "test"
+RATE = 16000
+STREAM_S = 120.0
+CHUNK = 1600  # 0.1 s, the sources' default chunk
+work = Path(tempfile.mkdtemp(prefix="edgesiam-measure-"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --- the stream: 4 enrolled + 6 never-enrolled held-out speakers, cut to 120 s ---------------------
+plan = make_plan(TEST, labels=4, enroll_clips=3, others=6, seed=0, window_s=1.0)
+raw = work / "raw.wav"
+segments, length = build_stream(plan, RATE, raw, turns=3, seed=0)
+assert length >= STREAM_S, length
+x, _ = sf.read(raw, dtype="int16")
+x = x[: int(STREAM_S * RATE)]
+stream = work / "stream120.wav"
+sf.write(stream, x, RATE, subtype="PCM_16")
+print(
+    f"stream {stream}: {x.size / RATE:.1f} s, enrolled {plan.enrolled}, others {plan.never_enrolled}"
+)
+
+# --- mosquitto ----------------------------------------------------------------------------------
+port = free_port()
+conf = work / "mosquitto.conf"
+conf.write_text(
+    f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+    + ("user root\n" if os.geteuid() == 0 else "")
+    + f"log_dest file {work}/mosquitto.log\n"
+)
+broker = subprocess.Popen(["/usr/sbin/mosquitto", "-c", str(conf)], stderr=subprocess.PIPE)
+for _ in range(100):
+    try:
+        socket.create_connection(("127.0.0.1", port), 0.2).close()
+        break
+    except OSError:
+        time.sleep(0.05)
+url = f"mqtt://127.0.0.1:{port}"
+mosq_version = subprocess.run(
+    ["/usr/sbin/mosquitto", "-h"], capture_output=True, text=True
+).stdout.splitlines()[0]
+
+
+class Sub:
+    def __init__(self, topic: str) -> None:
+        self.msgs: list[tuple[float, str, bytes]] = []
+        self.lock = threading.Lock()
+        self.ready = threading.Event()
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.c.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.c.on_subscribe = lambda *a: self.ready.set()
+        self.c.on_message = self._msg
+        self.c.connect("127.0.0.1", port)
+        self.c.loop_start()
+        assert self.ready.wait(10)
+
+    def _msg(self, c, u, m) -> None:  # type: ignore[no-untyped-def]
+        now = time.time()
+        with self.lock:
+            self.msgs.append((now, m.topic, bytes(m.payload)))
+
+    def on(self, suffix: str) -> list[tuple[float, bytes]]:
+        with self.lock:
+            return [(t, p) for t, topic, p in self.msgs if topic.endswith(suffix)]
+
+    def stop(self) -> None:
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def pct(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 2) if values else None
+
+
+def drain(pipe, sink: list[str]) -> threading.Thread:  # type: ignore[no-untyped-def]
+    def run() -> None:
+        for line in iter(pipe.readline, b""):
+            sink.append(line.decode(errors="replace"))
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def hwm_poller(pid: int, out: dict[str, int]) -> threading.Thread:
+    def run() -> None:
+        path = f"/proc/{pid}/status"
+        while True:
+            try:
+                text = Path(path).read_text()
+            except OSError:
+                return
+            m = re.search(r"VmHWM:\s+(\d+) kB", text)
+            if m:
+                out["vmhwm_kb"] = int(m.group(1))
+            time.sleep(0.02)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def launch(cmd: list[str], stdin: int | None = None) -> tuple[subprocess.Popen, list[str], dict]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    proc = subprocess.Popen(
+        cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT
+    )
+    err: list[str] = []
+    drain(proc.stderr, err)
+    drain(proc.stdout, [])
+    hwm: dict[str, int] = {}
+    hwm_poller(proc.pid, hwm)
+    return proc, err, hwm
+
+
+def reap(proc: subprocess.Popen) -> tuple[int, int]:
+    """Wait for the process: (exit code, ru_maxrss in KiB, the kernel's peak RSS)."""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_maxrss
+
+
+ENDED = re.compile(r"run ended \([^)]*\): (\{.*\})")
+SUMMARY = re.compile(
+    r"edgesiam run: (\w[^;]*); ([\d.]+) s of stream in ([\d.]+) s, (\d+) windows, (\d+) event"
+)
+
+results: dict[str, object] = {}
+for venv in (".venv-litert", ".venv-tflite"):
+    exe = str(ROOT / venv / "bin" / "edgesiam")
+    py = str(ROOT / venv / "bin" / "python")
+    backend = subprocess.run(
+        [
+            py,
+            "-c",
+            "import edgesiam.interpreters as i, numpy; b = i.find_backend(); "
+            "print(b.name, b.version, numpy.__version__)",
+        ],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    heavy = subprocess.run(
+        [
+            py,
+            "-c",
+            "import importlib.util as u; print([m for m in ('torch','tensorflow','librosa') "
+            "if u.find_spec(m)])",
+        ],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    gallery = work / f"{venv}-gallery.npz"
+    for label in plan.enrolled:
+        subprocess.run(
+            [
+                exe,
+                "enroll",
+                "--bundle",
+                str(BUNDLE),
+                "--gallery",
+                str(gallery),
+                "--label",
+                label,
+                *map(str, plan.enroll[label]),
+            ],
+            check=True,
+            capture_output=True,
+        )
+    dev = venv.strip(".").replace(".", "-")
+
+    # 1. unpaced: throughput, RTF, peak RSS, inference percentiles (3 runs, the median) --------
+    runs = []
+    for rep in range(3):
+        sub = Sub(f"edgesiam/{dev}/#")
+        t0 = time.time()
+        proc, err, hwm = launch(
+            [
+                exe,
+                "run",
+                "--bundle",
+                str(BUNDLE),
+                "--gallery",
+                str(gallery),
+                "--source",
+                f"file:{stream}",
+                "--broker",
+                url,
+                "--device-id",
+                dev,
+                "--state-dir",
+                str(work / f"{dev}-state-{rep}"),
+                "--log-level",
+                "info",
+            ]
+        )
+        code, maxrss_kb = reap(proc)
+        process_wall = time.time() - t0
+        time.sleep(0.5)
+        assert code == 0, "".join(err)
+        m = ENDED.search("".join(err))
+        assert m, "".join(err)
+        summary = json.loads(m[1])
+        metrics = [json.loads(p) for _, p in sub.on("/metrics")]
+        last_metrics = metrics[-1] if metrics else {}
+        received = len({json.loads(p)["id"] for _, p in sub.on("/event")})
+        sub.stop()
+        stream_s, wall_s, windows = summary["stream_s"], summary["wall_s"], summary["windows"]
+        runs.append(
+            {
+                "stream_s": stream_s,
+                "run_wall_s": wall_s,
+                "process_wall_s": round(process_wall, 3),
+                "real_time_factor": round(wall_s / stream_s, 5),
+                "windows": windows,
+                "gated_windows": summary["gated_windows"],
+                "windows_per_s": round(windows / wall_s, 1),
+                "events_decided": summary["events"],
+                "events_received_over_mqtt": received,
+                "inference_ms_p50": last_metrics.get("inference_ms_p50"),
+                "inference_ms_p95": last_metrics.get("inference_ms_p95"),
+                "window_ms_p95": last_metrics.get("window_ms_p95"),
+                "peak_rss_mb_wait4": round(maxrss_kb / 1024, 1),
+                "peak_rss_mb_vmhwm_polled": round(hwm.get("vmhwm_kb", 0) / 1024, 1),
+                "peak_rss_mb_self_reported": last_metrics.get("peak_rss_mb"),
+            }
+        )
+    runs.sort(key=lambda r: r["run_wall_s"])
+    unpaced = {**runs[1], "of_3_runs": "median by run wall", "all_runs": runs}
+    print(venv, json.dumps(runs))
+
+    # 2. live: stdin fed in real time by this process, end-to-end latency -----------------------
+    sub = Sub(f"edgesiam/{dev}-live/#")
+    proc, err, hwm = launch(
+        [
+            exe,
+            "run",
+            "--bundle",
+            str(BUNDLE),
+            "--gallery",
+            str(gallery),
+            "--source",
+            "stdin:",
+            "--broker",
+            url,
+            "--device-id",
+            f"{dev}-live",
+            "--state-dir",
+            str(work / f"{dev}-live-state"),
+            "--log-level",
+            "info",
+        ],
+        stdin=subprocess.PIPE,
+    )
+    deadline = time.time() + 30
+    while not any(p == b"online" for _, p in sub.on("/status")) and time.time() < deadline:
+        time.sleep(0.01)
+    pcm = x.astype("<i2")
+    available: list[float] = []  # wall time at which chunk i was in the pipe
+    start = time.monotonic()
+    for i in range(0, pcm.size, CHUNK):
+        due = start + (i + CHUNK) / RATE  # a chunk exists once its last sample is recorded
+        while (wait := due - time.monotonic()) > 0:
+            time.sleep(min(wait, 0.05))
+        proc.stdin.write(pcm[i : i + CHUNK].tobytes())
+        proc.stdin.flush()
+        available.append(time.time())
+    time.sleep(1.0)
+    proc.stdin.close()
+    code, live_maxrss = reap(proc)
+    time.sleep(0.5)
+    assert code == 0, "".join(err)
+    e2e, pipeline, delivery = [], [], []
+    seen = set()
+    for recv, payload in sub.on("/event"):
+        ev = json.loads(payload)
+        if ev["id"] in seen:
+            continue
+        seen.add(ev["id"])
+        last_sample = round(ev["offset_s"] * RATE) - 1
+        avail = available[last_sample // CHUNK]
+        e2e.append((recv - avail) * 1e3)
+        pipeline.append((ev["ts"] - avail) * 1e3)
+        delivery.append((recv - ev["ts"]) * 1e3)
+    live_metrics = [json.loads(p) for _, p in sub.on("/metrics")]
+    sub.stop()
+    m = SUMMARY.search("".join(err))
+    live = {
+        "stream_s": float(m[2]) if m else None,
+        "events": len(e2e),
+        "dropped_frames": live_metrics[-1].get("dropped_frames") if live_metrics else None,
+        "e2e_latency_ms_p50": pct(e2e, 50),
+        "e2e_latency_ms_p95": pct(e2e, 95),
+        "e2e_latency_ms_max": pct(e2e, 100),
+        "decision_latency_ms_p50": pct(pipeline, 50),
+        "decision_latency_ms_p95": pct(pipeline, 95),
+        "delivery_latency_ms_p50": pct(delivery, 50),
+        "delivery_latency_ms_p95": pct(delivery, 95),
+        "peak_rss_mb_wait4": round(live_maxrss / 1024, 1),
+        "inference_ms_p50": live_metrics[-1].get("inference_ms_p50") if live_metrics else None,
+        "inference_ms_p95": live_metrics[-1].get("inference_ms_p95") if live_metrics else None,
+    }
+    print(venv, json.dumps(live))
+    results[venv] = {
+        "interpreter": backend[0] if backend else None,
+        "interpreter_version": backend[1] if len(backend) > 1 else None,
+        "numpy": backend[2] if len(backend) > 2 else None,
+        "heavy_modules_importable": heavy,
+        "unpaced_file_run": unpaced,
+        "live_stdin_run": live,
+    }
+
+broker.terminate()
+broker.wait()
+cpu = next(
+    (
+        line.split(":", 1)[1].strip()
+        for line in Path("/proc/cpuinfo").read_text().splitlines()
+        if line.startswith("model name")
+    ),
+    platform.processor(),
+)
+report = {
+    "bundle": str(BUNDLE.relative_to(ROOT)),
+    "bundle_model": json.loads((BUNDLE / "manifest.json").read_text())["model"],
+    "stream": {
+        "seconds": STREAM_S,
+        "from": str(TEST.relative_to(ROOT)),
+        "enrolled": plan.enrolled,
+        "enroll_clips": 3,
+        "never_enrolled": plan.never_enrolled,
+        "turns_in_first_120_s": sum(s.start_s < STREAM_S for s in segments),
+        "noise_between_dbfs": -55,
+    },
+    "broker": f"{mosq_version} on 127.0.0.1 (MQTT 5, QoS 1 events)",
+    "machine": {
+        "cpu": cpu,
+        "cpus_visible": os.cpu_count(),
+        "note": "2 shared cores with a training job running in the background",
+    },
+    "method": {
+        "unpaced_file_run": "edgesiam run --source file:stream.wav (no pacing), 3 runs, the median by run wall, --broker "
+        "mqtt://127.0.0.1 in the device venv; real_time_factor = run wall / stream seconds and "
+        "windows_per_s = windows / run wall, both from the run's own summary line (run wall: "
+        "Runtime.run(), i.e. after the model is loaded, including the final MQTT flush); "
+        "inference percentiles from the final metrics message (all windows that reached the "
+        "model); peak RSS = ru_maxrss of the process from wait4() (cross-checked by polling "
+        "VmHWM in /proc/PID/status and by the runtime's own peak_rss_mb)",
+        "live_stdin_run": "edgesiam run --source stdin: (live) fed by the measuring process in "
+        "real time: each 0.1 s chunk (1600 samples, s16le) is written to the pipe when its last "
+        "sample would have been recorded, and the wall time after the write is kept. "
+        "e2e latency = subscriber receive time - wall time at which the window's last sample "
+        "was in the pipe (offset_s * rate - 1 locates the chunk). decision latency = event ts - "
+        "that time (ts is time.time() when the Decider's decision is turned into an event, "
+        "before the outbox write and fsync); delivery latency = receive - ts (outbox fsync, "
+        "sender thread, Mosquitto, subscriber). One clock: all processes on this host.",
+    },
+    "results": results,
+}
+out = ROOT / "runs" / "device_measures.json"
+out.parent.mkdir(parents=True, exist_ok=True)
+out.write_text(json.dumps(report, indent=1) + "\n")
+print(json.dumps(report, indent=1))
