@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from edgesiam.bundle import FMR_TARGETS, fmr_key
 from edgesiam.config import StrictModel, format_validation_error, load_yaml
 from edgesiam.errors import ConfigError
-from edgesiam.runtime.mqtt import MqttSettings
+from edgesiam.runtime.mqtt import BrokerOptions, MqttSettings
 
 __all__ = [
     "DecisionConfig",
@@ -324,48 +324,14 @@ class MatchingConfig(StrictModel):
         return self
 
 
-class MqttConfig(StrictModel):
-    """The broker that events, metrics and commands go through.
-
-    The same settings as :class:`edgesiam.runtime.mqtt.MqttSettings` (which checks them together:
-    a password needs TLS unless allowed, a certificate needs its key, …), less ``device_id``,
-    which is the runtime's, plus ``enabled``.
+class MqttConfig(BrokerOptions):
+    """The broker that events, metrics and commands go through: the publisher's broker options
+    (:class:`edgesiam.runtime.mqtt.BrokerOptions`, checked together by ``MqttSettings``: a password
+    needs TLS unless allowed, a certificate needs its key, …) plus ``enabled``; ``device_id`` is the
+    runtime's own.
     """
 
     enabled: bool = Field(True, description="false: nothing is published (events are printed)")
-    url: str = Field("mqtt://localhost:1883", description="mqtt[s]://[user@]host[:port]")
-    prefix: str = Field("edgesiam", description="first topic level(s)")
-    protocol: Literal["5", "3.1.1"] = Field(
-        "5", description="MQTT version (the embedded amqtt broker speaks 3.1.1 only)"
-    )
-    client_id: str | None = Field(
-        None, description="fixed, for the persistent session (default: edgesiam-<device_id>)"
-    )
-    username: str | None = Field(None, description="default: the user@ of the URL")
-    password: SecretStr | None = Field(
-        None, description="the password itself (prefer password_env or password_file)"
-    )
-    password_env: str | None = Field(None, description="environment variable holding it")
-    password_file: Path | None = Field(
-        None, description="file holding it (a systemd credential, a Docker secret)"
-    )
-    allow_plaintext_password: bool = Field(
-        False, description="send a password over mqtt:// without TLS (trusted networks only)"
-    )
-    tls_ca: Path | None = Field(None, description="CA bundle (default: the system's)")
-    tls_cert: Path | None = Field(None, description="client certificate (PEM)")
-    tls_key: Path | None = Field(None, description="client key (PEM)")
-    tls_insecure: bool = Field(False, description="skip the host-name check (test brokers only)")
-    keepalive: int = Field(30, ge=5, le=3600, description="seconds; the will fires after 1.5×")
-    reconnect_min_s: int = Field(1, ge=1, description="first reconnect delay")
-    reconnect_max_s: int = Field(60, ge=1, description="reconnect delay cap (doubling backoff)")
-    session_expiry_s: int = Field(
-        7 * 24 * 3600, ge=0, description="MQTT 5: how long the broker keeps the session"
-    )
-    max_inflight: int = Field(20, ge=1, le=65535, description="QoS 1 messages awaiting PUBACK")
-    homeassistant: bool = Field(True, description="publish Home Assistant MQTT discovery")
-    ha_prefix: str = Field("homeassistant", description="Home Assistant's discovery prefix")
-    command_queue: int = Field(8, ge=1, description="commands waiting; more are answered 'busy'")
 
     @model_validator(mode="after")
     def _settings_fit_together(self) -> MqttConfig:

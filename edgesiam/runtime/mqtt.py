@@ -120,14 +120,15 @@ def parse_broker_url(url: str) -> BrokerAddress:
     )
 
 
-class MqttSettings(BaseModel):
-    """How the device reaches its broker. Unknown keys are errors; the password never sits here in
-    clear text (``password`` is a ``SecretStr``; prefer ``password_env`` or ``password_file``)."""
+class BrokerOptions(BaseModel):
+    """How a device reaches its broker, whoever the device is: the fields shared by the publisher's
+    :class:`MqttSettings` and the runtime config's ``mqtt`` section. Unknown keys are errors; the
+    password never sits here in clear text (``password`` is a ``SecretStr``; prefer
+    ``password_env`` or ``password_file``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     url: str = Field("mqtt://localhost:1883", description="mqtt[s]://[user@]host[:port]")
-    device_id: str = Field(description="this device's topic level: 1-64 of [A-Za-z0-9_-]")
     prefix: str = Field("edgesiam", description="first topic level(s)")
     protocol: Literal["5", "3.1.1"] = Field(
         "5", description="MQTT version (the embedded amqtt broker speaks 3.1.1 only)"
@@ -156,6 +157,12 @@ class MqttSettings(BaseModel):
     homeassistant: bool = Field(True, description="publish Home Assistant MQTT discovery")
     ha_prefix: str = Field("homeassistant", description="Home Assistant's discovery prefix")
     command_queue: int = Field(8, ge=1, description="commands waiting; more are answered 'busy'")
+
+
+class MqttSettings(BrokerOptions):
+    """The publisher's settings: the broker options of one device, checked together."""
+
+    device_id: str = Field(description="this device's topic level: 1-64 of [A-Za-z0-9_-]")
 
     @model_validator(mode="after")
     def _consistent(self) -> MqttSettings:

@@ -11,7 +11,7 @@ import re
 import shutil
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -254,3 +254,10 @@ def cap_per_label(clips: Sequence[Clip], limit: int) -> tuple[list[Clip], dict[s
             cut[label] = len(items)
         kept.extend(items[i] for i in idx)
     return kept, cut
+
+
+def split_of(test: Collection[str], val: Collection[str], label: str) -> str:
+    """The split a label belongs to: fixed test and validation lists, the rest trains."""
+    if label in test:
+        return "test"
+    return "val" if label in val else "train"

@@ -49,6 +49,7 @@ import numpy as np
 
 from edgesiam.data.readers import AUDIO_EXTENSIONS
 from edgesiam.data.recipes.audio_common import (
+    split_of,
     SPLITS,
     TARGET_RATE,
     Clip,
@@ -149,14 +150,6 @@ def _kit_samples(kit: Path) -> tuple[list[tuple[str, Path]], str | None, int]:
     return samples, licence, missing
 
 
-def _split_of(label: str) -> str:
-    if label in TEST_LABELS:
-        return "test"
-    if label in VAL_LABELS:
-        return "val"
-    return "train"
-
-
 def _drum_clips(tree: Path, notes: list[str]) -> list[Clip]:
     base = tree / "usr/share/hydrogen/data/drumkits"
     clips: list[Clip] = []
@@ -174,7 +167,7 @@ def _drum_clips(tree: Path, notes: list[str]) -> list[Clip]:
                 unmapped[kit.name] += 1
                 continue
             stem = f"{kit_slug}__{slug(instrument).lower()}-{slug(path.stem).lower()}"
-            clips.append(Clip(_split_of(label), label, stem, source=path))
+            clips.append(Clip(split_of(TEST_LABELS, VAL_LABELS, label), label, stem, source=path))
     notes.append("hydrogen kit licences: " + "; ".join(licences))
     if unmapped:
         notes.append(
@@ -205,7 +198,7 @@ def _family_clips(
         if family is None:
             continue
         label = f"{prefix}-{slug(family).lower()}"
-        clips.append(Clip(_split_of(label), label, f"{group}__{slug(f.stem).lower()}", source=f))
+        clips.append(Clip(split_of(TEST_LABELS, VAL_LABELS, label), label, f"{group}__{slug(f.stem).lower()}", source=f))
     return clips
 
 

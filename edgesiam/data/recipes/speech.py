@@ -54,6 +54,7 @@ import numpy as np
 
 from edgesiam.data.readers import AUDIO_EXTENSIONS, read_audio
 from edgesiam.data.recipes.audio_common import (
+    split_of,
     SPLITS,
     TARGET_RATE,
     Clip,
@@ -121,14 +122,6 @@ def _language_group(code: str) -> str:
     return {"nb": "no", "nn": "no"}.get(base, base)
 
 
-def _split_of(label: str) -> str:
-    if label in TEST_LABELS:
-        return "test"
-    if label in VAL_LABELS:
-        return "val"
-    return "train"
-
-
 def _ktuberling_clips(tree: Path, notes: list[str]) -> list[Clip]:
     base = tree / "usr/share/ktuberling/sounds"
     clips: list[Clip] = []
@@ -146,7 +139,7 @@ def _ktuberling_clips(tree: Path, notes: list[str]) -> list[Clip]:
         label = f"kt-{slug(lang).lower()}"
         for f in files:
             stem = f"{_language_group(lang)}__{slug(f.stem)}"
-            clips.append(Clip(_split_of(label), label, stem, source=f))
+            clips.append(Clip(split_of(TEST_LABELS, VAL_LABELS, label), label, stem, source=f))
     return clips
 
 
@@ -164,7 +157,7 @@ def _klettres_clips(tree: Path) -> list[Clip]:
         for f in files:
             kind = f.parent.name if f.parent != lang_dir else "clip"
             stem = f"{_language_group(lang)}__{slug(kind)}-{slug(f.stem)}"
-            clips.append(Clip(_split_of(label), label, stem, source=f))
+            clips.append(Clip(split_of(TEST_LABELS, VAL_LABELS, label), label, stem, source=f))
     return clips
 
 
@@ -182,7 +175,7 @@ def _hedgewars_voice_clips(tree: Path) -> list[Clip]:
         label = f"hw-{pack}"
         for f in sorted(p for p in pack_dir.iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS):
             line, take = _line_name(f.stem)
-            clips.append(Clip(_split_of(label), label, f"{line}__{pack}{take}", source=f))
+            clips.append(Clip(split_of(TEST_LABELS, VAL_LABELS, label), label, f"{line}__{pack}{take}", source=f))
     return clips
 
 
