@@ -9,7 +9,7 @@ APT_PACKAGES := espeak-ng flite sox mosquitto mosquitto-clients
 DATA ?= data
 RUNS ?= runs
 
-.PHONY: help venv apt device-venvs demo test test-slow lint data train-all export-all results measure-device clean
+.PHONY: help venv apt device-venvs demo test test-slow lint data train-all export-all results bench measure-device clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ export-all: venv  ## export the trained reference models (make train-all first) 
 	$(BIN)/edgesiam export $(RUNS)/speaker/best.pt -o $(BUNDLES)/speaker --calib $(DATA)/speech/train --heldout $(DATA)/speech/val --overwrite
 	$(BIN)/edgesiam export $(RUNS)/events/best.pt -o $(BUNDLES)/events --calib $(DATA)/events/train --heldout $(DATA)/events/val --overwrite
 	$(BIN)/edgesiam export $(RUNS)/motion/best.pt -o $(BUNDLES)/motion --calib $(DATA)/hapt/train --heldout $(DATA)/hapt/val_transitions --overwrite --l2-in-numpy
+
+bench: venv apt device-venvs  ## one-thread latency, pipeline cost, RSS, MQTT end-to-end of export/ → runs/bench.json, runs/bench/
+	$(BIN)/edgesiam bench --json $(RUNS)/bench.json --plots $(RUNS)/bench --markdown $(RUNS)/bench.md
 
 measure-device: venv apt device-venvs  ## real-time factor, peak RSS and MQTT latency of a device-only run → runs/device_measures.json
 	$(BIN)/python scripts/measure_device.py

@@ -289,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("-q", "--quiet", action="store_true")
     em.set_defaults(func=cmd_embed)
 
+    from edgesiam.bench.cli import add_bench_parser
     from edgesiam.export.cli import add_export_parser
     from edgesiam.runtime.broker import add_broker_parser
     from edgesiam.runtime.demo import add_demo_parser
@@ -300,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_parser(sub)
     add_broker_parser(sub)
     add_demo_parser(sub)
+    add_bench_parser(sub)
 
     va = sub.add_parser(
         "validate",

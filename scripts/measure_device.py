@@ -1,5 +1,9 @@
 """Device measurements: the shipped speaker bundle, a 120 s held-out speech stream, the device-only
-venvs, a local Mosquitto. Run with the workstation venv from the repo root."""
+venvs, a local Mosquitto. Run with the workstation venv from the repo root.
+
+The process helpers (launch, VmHWM polling, wait4, the MQTT subscriber) live in
+:mod:`edgesiam.bench.measure`, which ``edgesiam bench`` uses on synthetic streams; this script
+keeps the real-speech protocol (3 unpaced runs per device venv, one live stdin run)."""
 
 from __future__ import annotations
 
@@ -10,14 +14,12 @@ import re
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import numpy as np
-import paho.mqtt.client as mqtt
 import soundfile as sf
 
+from edgesiam.bench.measure import ENDED, Sub, free_port, launch, pct, reap
 from edgesiam.runtime.demo import build_stream, make_plan
 
 ROOT = Path.cwd()
@@ -27,12 +29,6 @@ RATE = 16000
 STREAM_S = 120.0
 CHUNK = 1600  # 0.1 s, the sources' default chunk
 work = Path(tempfile.mkdtemp(prefix="edgesiam-measure-"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- the stream: 4 enrolled + 6 never-enrolled held-out speakers, cut to 120 s ---------------------
@@ -69,86 +65,6 @@ mosq_version = subprocess.run(
 ).stdout.splitlines()[0]
 
 
-class Sub:
-    def __init__(self, topic: str) -> None:
-        self.msgs: list[tuple[float, str, bytes]] = []
-        self.lock = threading.Lock()
-        self.ready = threading.Event()
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self.c.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
-        self.c.on_subscribe = lambda *a: self.ready.set()
-        self.c.on_message = self._msg
-        self.c.connect("127.0.0.1", port)
-        self.c.loop_start()
-        assert self.ready.wait(10)
-
-    def _msg(self, c, u, m) -> None:  # type: ignore[no-untyped-def]
-        now = time.time()
-        with self.lock:
-            self.msgs.append((now, m.topic, bytes(m.payload)))
-
-    def on(self, suffix: str) -> list[tuple[float, bytes]]:
-        with self.lock:
-            return [(t, p) for t, topic, p in self.msgs if topic.endswith(suffix)]
-
-    def stop(self) -> None:
-        self.c.disconnect()
-        self.c.loop_stop()
-
-
-def pct(values: list[float], q: float) -> float | None:
-    return round(float(np.percentile(values, q)), 2) if values else None
-
-
-def drain(pipe, sink: list[str]) -> threading.Thread:  # type: ignore[no-untyped-def]
-    def run() -> None:
-        for line in iter(pipe.readline, b""):
-            sink.append(line.decode(errors="replace"))
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t
-
-
-def hwm_poller(pid: int, out: dict[str, int]) -> threading.Thread:
-    def run() -> None:
-        path = f"/proc/{pid}/status"
-        while True:
-            try:
-                text = Path(path).read_text()
-            except OSError:
-                return
-            m = re.search(r"VmHWM:\s+(\d+) kB", text)
-            if m:
-                out["vmhwm_kb"] = int(m.group(1))
-            time.sleep(0.02)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t
-
-
-def launch(cmd: list[str], stdin: int | None = None) -> tuple[subprocess.Popen, list[str], dict]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    proc = subprocess.Popen(
-        cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT
-    )
-    err: list[str] = []
-    drain(proc.stderr, err)
-    drain(proc.stdout, [])
-    hwm: dict[str, int] = {}
-    hwm_poller(proc.pid, hwm)
-    return proc, err, hwm
-
-
-def reap(proc: subprocess.Popen) -> tuple[int, int]:
-    """Wait for the process: (exit code, ru_maxrss in KiB, the kernel's peak RSS)."""
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, usage.ru_maxrss
-
-
-ENDED = re.compile(r"run ended \([^)]*\): (\{.*\})")
 SUMMARY = re.compile(
     r"edgesiam run: (\w[^;]*); ([\d.]+) s of stream in ([\d.]+) s, (\d+) windows, (\d+) event"
 )
@@ -199,7 +115,7 @@ for venv in (".venv-litert", ".venv-tflite"):
     # 1. unpaced: throughput, RTF, peak RSS, inference percentiles (3 runs, the median) --------
     runs = []
     for rep in range(3):
-        sub = Sub(f"edgesiam/{dev}/#")
+        sub = Sub(port, f"edgesiam/{dev}/#")
         t0 = time.time()
         proc, err, hwm = launch(
             [
@@ -257,7 +173,7 @@ for venv in (".venv-litert", ".venv-tflite"):
     print(venv, json.dumps(runs))
 
     # 2. live: stdin fed in real time by this process, end-to-end latency -----------------------
-    sub = Sub(f"edgesiam/{dev}-live/#")
+    sub = Sub(port, f"edgesiam/{dev}-live/#")
     proc, err, hwm = launch(
         [
             exe,
@@ -278,6 +194,7 @@ for venv in (".venv-litert", ".venv-tflite"):
             "info",
         ],
         stdin=subprocess.PIPE,
+        one_thread=False,
     )
     deadline = time.time() + 30
     while not any(p == b"online" for _, p in sub.on("/status")) and time.time() < deadline:

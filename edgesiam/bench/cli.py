@@ -1,0 +1,83 @@
+"""``edgesiam bench``: measure the shipped bundles on one thread.
+
+``add_bench_parser(subparsers)`` adds the sub-command to the ``edgesiam`` parser;
+``cmd_bench(args)`` runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_bench_parser", "cmd_bench"]
+
+DESCRIPTION = textwrap.dedent(
+    """
+    Measure every bundle in BUNDLES (default: export/) on one thread: per-window latency of
+    torch eager (runs/<name>/best.pt when present), TFLite float32 and TFLite int8; the full
+    pipeline (front-end + int8 model + matching) in ms per second of signal and as a real-time
+    factor; model sizes; matching cost for galleries of 1 to 10 000 templates; the peak RSS of
+    a device-only `edgesiam run`; end-to-end latency window end -> subscriber through a local
+    Mosquitto. Prints a markdown table (for the README); --json and --plots write the rest.
+    """
+)
+
+
+def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``bench`` to an ``argparse`` sub-parser collection; returns the new parser."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "bench",
+        help="latency, cost, memory and size of the shipped bundles",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--bundles", default="export", metavar="DIR", help="bundles (default: export)")
+    p.add_argument("--json", metavar="OUT", help="write every figure as JSON")
+    p.add_argument("--plots", metavar="DIR", help="write latency-vs-gallery-size plot (PNG)")
+    p.add_argument("--markdown", metavar="OUT.md", help="also write the markdown table to a file")
+    p.add_argument("--quick", action="store_true", help="the small smoke version (seconds)")
+    p.add_argument("--skip-mqtt", action="store_true", help="no Mosquitto end-to-end latency")
+    p.add_argument("--skip-rss", action="store_true", help="no device-only RSS run")
+    p.add_argument("--runs", default="runs", metavar="DIR", help="checkpoints: DIR/<name>/best.pt")
+    p.add_argument("--data", default="data", metavar="DIR", help="data for the peer tools")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_bench)
+    return p
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from edgesiam.bench import measure, report
+
+    def log(msg: str) -> None:
+        if not args.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    try:
+        result = measure.run_all(
+            args.bundles,
+            quick=args.quick,
+            skip_mqtt=args.skip_mqtt,
+            skip_rss=args.skip_rss,
+            runs_dir=args.runs,
+            data_dir=args.data,
+            log=log,
+        )
+    except FileNotFoundError as exc:
+        print(f"edgesiam bench: {exc}", file=sys.stderr)
+        return 2
+    md = report.markdown(result)
+    if args.plots:
+        result["plots"] = [str(p) for p in report.plot(result, args.plots)]
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1) + "\n")
+    if args.markdown:
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text(md)
+    print(md)
+    return 0
