@@ -59,7 +59,8 @@ export-all: venv  ## export the trained reference models (make train-all first) 
 	$(BIN)/edgesiam export $(RUNS)/motion/best.pt -o $(BUNDLES)/motion --calib $(DATA)/hapt/train --heldout $(DATA)/hapt/val_transitions --overwrite --l2-in-numpy
 
 bench: venv apt device-venvs  ## one-thread latency, pipeline cost, RSS, MQTT end-to-end of export/ → runs/bench.json, runs/bench/
-	$(BIN)/edgesiam bench --json $(RUNS)/bench.json --plots $(RUNS)/bench --markdown $(RUNS)/bench.md
+	PYTHON=$(PYTHON) bash scripts/make_peers_venv.sh
+	$(BIN)/edgesiam bench --json $(RUNS)/bench.json --plots $(RUNS)/bench --markdown $(RUNS)/bench.md --data $(DATA)/speech/test
 
 measure-device: venv apt device-venvs  ## real-time factor, peak RSS and MQTT latency of a device-only run → runs/device_measures.json
 	$(BIN)/python scripts/measure_device.py

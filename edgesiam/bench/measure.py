@@ -793,6 +793,13 @@ def run_all(
     else:
         log("bench: peers")
         report["peers"] = peers(seconds, data_dir)
+        ours = report.get("pipeline_ms_per_audio_second")
+        if isinstance(ours, (int, float)) and all(
+            isinstance(v, dict) for v in report["peers"].values()
+        ):
+            from edgesiam.bench.peers import add_ratios
+
+            add_ratios(report["peers"], float(ours))
     report["goals"] = goals(report)
     return report
 

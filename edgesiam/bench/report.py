@@ -89,10 +89,13 @@ def device_lines(report: dict[str, Any]) -> str:
         for name, p in peers.items():
             p = p if isinstance(p, dict) else {"status": p}
             cost = p.get("ms_per_audio_second")
-            lines.append(
-                f"- peer {name}: "
-                + (f"{_f(cost)} ms per s of audio" if cost is not None else p.get("status", "?"))
-            )
+            ratio = p.get("ratio_to_ours")
+            text = f"{_f(cost)} ms per s of audio" if cost is not None else p.get("status", "?")
+            if ratio is not None:
+                text += f" ({ratio:.1f}× edgesiam's cost)"
+            if p.get("reason") and cost is None:
+                text += f": {p['reason']}"
+            lines.append(f"- peer {name}: {text}")
     return "\n".join(lines) + "\n"
 
 
