@@ -35,7 +35,7 @@ demo: venv apt  ## the main job end to end: real speech → shipped int8 bundle 
 	$(BIN)/edgesiam data prepare speech --root $(DATA)
 	$(BIN)/edgesiam demo --bundle export/speaker --data $(DATA)
 
-lint: venv  ## ruff format --check, ruff check, mypy on the numpy core
+lint: venv  ## ruff format --check, ruff check, mypy (strict) on the core, config, export and runtime
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
@@ -68,7 +68,7 @@ measure-device: venv apt device-venvs  ## real-time factor, peak RSS and MQTT la
 EVAL = $(BIN)/edgesiam eval -q --episodes 1000 --json $(RUNS)/$(1)/eval-$(2).json --plots $(RUNS)/$(1)/plots-$(2) --name "edgesiam float" $(RUNS)/$(1)/best.pt $(DATA)/$(3)
 EVAL_INT8 = $(BIN)/edgesiam eval -q --episodes 1000 --json $(RUNS)/$(1)/eval-$(2)-int8.json --no-baseline --name "edgesiam int8" $(BUNDLES)/$(1) $(DATA)/$(3)
 
-results: venv  ## evaluate the trained models and shipped bundles on held-out labels → $(RUNS)/results.md
+results: venv  ## evaluate the trained models and shipped bundles on held-out labels → runs/results.md
 	$(call EVAL,speaker,test,speech/test)
 	$(call EVAL_INT8,speaker,test,speech/test)
 	$(call EVAL,events,test,events/test)
