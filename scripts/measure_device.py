@@ -19,7 +19,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from edgesiam.bench.measure import ENDED, Sub, free_port, launch, pct, reap
+from edgesiam.bench.measure import ENDED, Sub, free_port, launch, live_run, reap
 from edgesiam.runtime.demo import build_stream, make_plan
 
 ROOT = Path.cwd()
@@ -173,77 +173,9 @@ for venv in (".venv-litert", ".venv-tflite"):
     print(venv, json.dumps(runs))
 
     # 2. live: stdin fed in real time by this process, end-to-end latency -----------------------
-    sub = Sub(port, f"edgesiam/{dev}-live/#")
-    proc, err, hwm = launch(
-        [
-            exe,
-            "run",
-            "--bundle",
-            str(BUNDLE),
-            "--gallery",
-            str(gallery),
-            "--source",
-            "stdin:",
-            "--broker",
-            url,
-            "--device-id",
-            f"{dev}-live",
-            "--state-dir",
-            str(work / f"{dev}-live-state"),
-            "--log-level",
-            "info",
-        ],
-        stdin=subprocess.PIPE,
-        one_thread=False,
+    live = live_run(
+        exe, BUNDLE, gallery, x, RATE, port, f"{dev}-live", work / f"{dev}-live-state", CHUNK
     )
-    deadline = time.time() + 30
-    while not any(p == b"online" for _, p in sub.on("/status")) and time.time() < deadline:
-        time.sleep(0.01)
-    pcm = x.astype("<i2")
-    available: list[float] = []  # wall time at which chunk i was in the pipe
-    start = time.monotonic()
-    for i in range(0, pcm.size, CHUNK):
-        due = start + (i + CHUNK) / RATE  # a chunk exists once its last sample is recorded
-        while (wait := due - time.monotonic()) > 0:
-            time.sleep(min(wait, 0.05))
-        proc.stdin.write(pcm[i : i + CHUNK].tobytes())
-        proc.stdin.flush()
-        available.append(time.time())
-    time.sleep(1.0)
-    proc.stdin.close()
-    code, live_maxrss = reap(proc)
-    time.sleep(0.5)
-    assert code == 0, "".join(err)
-    e2e, pipeline, delivery = [], [], []
-    seen = set()
-    for recv, payload in sub.on("/event"):
-        ev = json.loads(payload)
-        if ev["id"] in seen:
-            continue
-        seen.add(ev["id"])
-        last_sample = round(ev["offset_s"] * RATE) - 1
-        avail = available[last_sample // CHUNK]
-        e2e.append((recv - avail) * 1e3)
-        pipeline.append((ev["ts"] - avail) * 1e3)
-        delivery.append((recv - ev["ts"]) * 1e3)
-    live_metrics = [json.loads(p) for _, p in sub.on("/metrics")]
-    sub.stop()
-    m = SUMMARY.search("".join(err))
-    live = {
-        "stream_s": float(m[2]) if m else None,
-        "events": len(e2e),
-        "dropped_frames": live_metrics[-1].get("dropped_frames") if live_metrics else None,
-        "e2e_latency_ms_p50": pct(e2e, 50),
-        "e2e_latency_ms_p95": pct(e2e, 95),
-        "e2e_latency_ms_max": pct(e2e, 100),
-        "decision_latency_ms_p50": pct(pipeline, 50),
-        "decision_latency_ms_p95": pct(pipeline, 95),
-        "delivery_latency_ms_p50": pct(delivery, 50),
-        "delivery_latency_ms_p95": pct(delivery, 95),
-        "peak_rss_mb_wait4": round(live_maxrss / 1024, 1),
-        "inference_ms_p50": live_metrics[-1].get("inference_ms_p50") if live_metrics else None,
-        "inference_ms_p95": live_metrics[-1].get("inference_ms_p95") if live_metrics else None,
-    }
     print(venv, json.dumps(live))
     results[venv] = {
         "interpreter": backend[0] if backend else None,

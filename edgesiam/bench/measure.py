@@ -621,9 +621,14 @@ def live_run(
         e2e.append((recv - avail) * 1e3)
         decision.append((ev["ts"] - avail) * 1e3)
         delivery.append((recv - ev["ts"]) * 1e3)
+    metrics = [json.loads(p) for _, p in sub.on("/metrics")]
+    last = metrics[-1] if metrics else {}
     sub.stop()
     return {
         "exit_code": code,
+        "dropped_frames": last.get("dropped_frames"),
+        "inference_ms_p50": last.get("inference_ms_p50"),
+        "inference_ms_p95": last.get("inference_ms_p95"),
         "stream_s": round(data.size / rate, 3),
         "events": len(e2e),
         "e2e_latency_ms_p50": pct(e2e, 50),
