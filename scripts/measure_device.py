@@ -19,7 +19,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from edgesiam.bench.measure import ENDED, Sub, free_port, launch, live_run, reap
+from edgesiam.bench.measure import ENDED, Sub, free_port, launch, live_run, reap, run_argv
 from edgesiam.runtime.demo import build_stream, make_plan
 
 ROOT = Path.cwd()
@@ -117,26 +117,9 @@ for venv in (".venv-litert", ".venv-tflite"):
     for rep in range(3):
         sub = Sub(port, f"edgesiam/{dev}/#")
         t0 = time.time()
-        proc, err, hwm = launch(
-            [
-                exe,
-                "run",
-                "--bundle",
-                str(BUNDLE),
-                "--gallery",
-                str(gallery),
-                "--source",
-                f"file:{stream}",
-                "--broker",
-                url,
-                "--device-id",
-                dev,
-                "--state-dir",
-                str(work / f"{dev}-state-{rep}"),
-                "--log-level",
-                "info",
-            ]
-        )
+        state = work / f"{dev}-state-{rep}"
+        broker = ("--broker", url, "--device-id", dev)
+        proc, err, hwm = launch(run_argv(exe, BUNDLE, gallery, f"file:{stream}", state, *broker))
         code, maxrss_kb = reap(proc)
         process_wall = time.time() - t0
         time.sleep(0.5)

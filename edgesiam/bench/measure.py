@@ -435,6 +435,27 @@ def enroll(exe: str, bundle: Path, gallery: Path, label: str, files: Sequence[Pa
     )
 
 
+def run_argv(
+    exe: str, bundle: Path, gallery: Path, source: str, state_dir: Path, *extra: str
+) -> list[str]:
+    """The ``edgesiam run`` command line every measurement starts from."""
+    return [
+        exe,
+        "run",
+        "--bundle",
+        str(bundle),
+        "--gallery",
+        str(gallery),
+        "--source",
+        source,
+        "--state-dir",
+        str(state_dir),
+        "--log-level",
+        "info",
+        *extra,
+    ]
+
+
 def device_rss(
     bundle: str | Path,
     seconds: float = 30.0,
@@ -459,21 +480,7 @@ def device_rss(
         enroll(exe, b, gallery, "synthetic", [clip])
         t0 = time.time()
         proc, err, hwm = launch(
-            [
-                exe,
-                "run",
-                "--bundle",
-                str(b),
-                "--gallery",
-                str(gallery),
-                "--source",
-                f"file:{stream}",
-                "--no-mqtt",
-                "--state-dir",
-                str(w / "state"),
-                "--log-level",
-                "info",
-            ]
+            run_argv(exe, b, gallery, f"file:{stream}", w / "state", "--no-mqtt")
         )
         code, maxrss_kb = reap(proc)
         wall = time.time() - t0
@@ -570,26 +577,9 @@ def live_run(
     """Feed s16le ``pcm`` to ``edgesiam run --source stdin:`` in real time and time every event
     from the moment its window's last sample was in the pipe to the subscriber's receive."""
     sub = Sub(port, f"edgesiam/{device_id}/#")
+    broker = ("--broker", f"mqtt://127.0.0.1:{port}", "--device-id", device_id)
     proc, err, hwm = launch(
-        [
-            exe,
-            "run",
-            "--bundle",
-            str(bundle),
-            "--gallery",
-            str(gallery),
-            "--source",
-            "stdin:",
-            "--broker",
-            f"mqtt://127.0.0.1:{port}",
-            "--device-id",
-            device_id,
-            "--state-dir",
-            str(state_dir),
-            "--log-level",
-            "info",
-        ],
-        stdin=subprocess.PIPE,
+        run_argv(exe, bundle, gallery, "stdin:", state_dir, *broker), stdin=subprocess.PIPE
     )
     assert proc.stdin is not None
     deadline = time.time() + 60

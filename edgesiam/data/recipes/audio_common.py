@@ -261,3 +261,13 @@ def split_of(test: Collection[str], val: Collection[str], label: str) -> str:
     if label in test:
         return "test"
     return "val" if label in val else "train"
+
+
+def split_notes(writer: SplitWriter, labels: dict[str, list[str]], what: str) -> list[str]:
+    """The notes every audio recipe ends with: what the writer left out, and the held-out labels."""
+    notes = []
+    if writer.dropped:
+        notes.append(
+            f"{what} left out: " + ", ".join(f"{v} {k}" for k, v in sorted(writer.dropped.items()))
+        )
+    return [*notes, "test: " + ", ".join(labels["test"]), "val: " + ", ".join(labels["val"])]

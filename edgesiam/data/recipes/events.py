@@ -49,6 +49,7 @@ import numpy as np
 
 from edgesiam.data.readers import AUDIO_EXTENSIONS
 from edgesiam.data.recipes.audio_common import (
+    split_notes,
     split_of,
     SPLITS,
     TARGET_RATE,
@@ -300,14 +301,9 @@ def prepare(root: Path, out: Path) -> RecipeSummary:
     if small:
         notes.append(f"labels with fewer than {MIN_PER_LABEL} files left out: {', '.join(small)}")
     notes.append(f"byte-identical files dropped: {duplicates}")
-    if writer.dropped:
-        notes.append(
-            "files left out: " + ", ".join(f"{v} {k}" for k, v in sorted(writer.dropped.items()))
-        )
     notes.append(f"at most {MAX_SECONDS:g} s per file (silence trimmed first)")
     notes.append("ui-* labels (sound themes) are in train only")
-    notes.append("test: " + ", ".join(labels["test"]))
-    notes.append("val: " + ", ".join(labels["val"]))
+    notes.extend(split_notes(writer, labels, "files"))
     return RecipeSummary(
         name=NAME,
         version=VERSION,

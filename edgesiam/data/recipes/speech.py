@@ -54,6 +54,7 @@ import numpy as np
 
 from edgesiam.data.readers import AUDIO_EXTENSIONS, read_audio
 from edgesiam.data.recipes.audio_common import (
+    split_notes,
     split_of,
     SPLITS,
     TARGET_RATE,
@@ -304,13 +305,8 @@ def prepare(root: Path, out: Path) -> RecipeSummary:
             f"capped at {MAX_PER_LABEL} clips per label: "
             + ", ".join(f"{k} ({v})" for k, v in sorted(cut.items()))
         )
-    if writer.dropped:
-        notes.append(
-            "clips left out: " + ", ".join(f"{v} {k}" for k, v in sorted(writer.dropped.items()))
-        )
     notes.append("synthetic speakers (espeak-*, flite-*) are in train only")
-    notes.append("test: " + ", ".join(labels["test"]))
-    notes.append("val: " + ", ".join(labels["val"]))
+    notes.extend(split_notes(writer, labels, "clips"))
     return RecipeSummary(
         name=NAME,
         version=VERSION,
