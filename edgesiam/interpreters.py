@@ -311,8 +311,11 @@ class TFLiteModel:
         if self.input.scale is None:
             return x.astype(self._in_dtype, copy=False)
         info = np.iinfo(self._in_dtype)
-        q = np.round(x / np.float32(self.input.scale)) + int(self.input.zero_point or 0)
-        out: np.ndarray = np.clip(q, info.min, info.max).astype(self._in_dtype)
+        q = x / np.float32(self.input.scale)  # a new array: the steps below work in place
+        np.round(q, out=q)
+        q += np.float32(self.input.zero_point or 0)
+        np.clip(q, info.min, info.max, out=q)
+        out: np.ndarray = q.astype(self._in_dtype)
         return out
 
     def dequantise(self, raw: np.ndarray) -> Float32Array:

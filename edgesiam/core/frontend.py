@@ -295,11 +295,16 @@ class LogMelFrontEnd:
 
         The FFT runs in float64, which numpy computes no slower than float32, and more precisely.
         """
-        n_fft = self.params.n_fft
+        n_fft, win_length = self.params.n_fft, self.params.win_length
         power = np.empty((*frames.shape[:2], n_fft // 2 + 1), dtype=np.float32)
 
         def fill(block: tuple[slice, slice]) -> None:
-            spectrum = np.fft.rfft(frames[block] * self._window, n=n_fft)
+            # windowed frames written into a zero-padded buffer: the same input as rfft(n=n_fft)
+            # would pad to, without its extra copy
+            part = frames[block]
+            padded = np.zeros((*part.shape[:2], n_fft))
+            np.multiply(part, self._window, out=padded[..., :win_length])
+            spectrum = np.fft.rfft(padded)
             squares = (np.square(spectrum.real), np.square(spectrum.imag))
             np.add(*squares, out=power[block], casting="same_kind")
 
@@ -313,11 +318,66 @@ class LogMelFrontEnd:
 
     def _log_mel(self, power: Float32Array) -> Float32Array:
         """Power spectra ``(..., n_fft // 2 + 1)`` → log-mel ``(..., n_mels)``, normalised if set."""
-        mel: Float32Array = power @ self._filterbank_t
-        log_mel: Float32Array = np.log(mel + np.float32(self.params.log_offset))
+        log_mel: Float32Array = power @ self._filterbank_t
+        log_mel += np.float32(self.params.log_offset)
+        np.log(log_mel, out=log_mel)
         if self.mean is not None and self.std is not None:
-            log_mel = (log_mel - self.mean) / self.std
+            log_mel -= self.mean
+            log_mel /= self.std
         return log_mel
+
+
+class WindowFeatures:
+    """Features of the consecutive windows of one stream, each log-mel frame computed once.
+
+    Windows that overlap (hop < window) share frames: with 1 s windows every 0.5 s, half of each
+    window's frames were already computed for the window before. When the window hop is a whole
+    number of frame hops, :meth:`features` reuses those frames and computes only the new ones,
+    from the window's own samples, so it needs no buffer of its own; otherwise (or for a sensor
+    front-end) it calls the front-end on the whole window. Either way the result is the front-end's
+    result for that window: every frame is computed the same way, from the same samples.
+
+    ``start`` is the window's first sample in the stream; a start that does not follow the previous
+    window (a gap after dropped samples, a new stream) simply finds nothing to reuse.
+    """
+
+    def __init__(self, frontend: FrontEnd, window: int, hop: int) -> None:
+        self.frontend = frontend
+        self.window = int(window)
+        self.frame_hop = 0
+        if isinstance(frontend, LogMelFrontEnd) and hop % frontend.params.hop_length == 0:
+            self.frame_hop = frontend.params.hop_length
+            self.frames = frontend.n_frames(self.window)
+        self.reset()
+
+    @property
+    def streaming(self) -> bool:
+        """Whether overlapping frames are reused (log-mel, window hop a multiple of frame hop)."""
+        return self.frame_hop > 0
+
+    def reset(self) -> None:
+        """Forget the cached frames (a new stream, or samples were dropped)."""
+        self._cached: Float32Array | None = None
+        self._start = 0
+
+    def features(self, window: npt.ArrayLike, start: int) -> Float32Array:
+        """Features ``(1, C_in, T)`` of the window of samples ``[start, start + window)``."""
+        x = np.asarray(window, dtype=np.float32)
+        if not self.streaming:
+            return self.frontend(x[None])
+        if x.shape != (self.window,):
+            raise DataError(f"expected a window of {self.window} samples, got shape {x.shape}")
+        cached, offset = self._cached, start - self._start
+        reuse = 0
+        if cached is not None and offset >= 0 and offset % self.frame_hop == 0:
+            reuse = max(0, self.frames - offset // self.frame_hop)
+        if cached is not None and reuse:
+            new = self.frontend(x[reuse * self.frame_hop :])
+            out = np.concatenate((cached[:, self.frames - reuse :], new), axis=1)
+        else:
+            out = self.frontend(x)
+        self._cached, self._start = out, int(start)
+        return out[None]
 
 
 def _frame_blocks(

@@ -38,6 +38,7 @@ from typing import Any, BinaryIO, Final, TextIO
 import numpy as np
 
 from edgesiam.core.decision import Decider, Decision, DecisionRule
+from edgesiam.core.frontend import WindowFeatures
 from edgesiam.core.gate import EnergyGate
 from edgesiam.core.matching import Gallery, Thresholds, threshold_for
 from edgesiam.core.windowing import StreamWindower
@@ -310,6 +311,9 @@ class Runtime:
         self.gate = _gate(m, self.format.modality)
         channels = None if self.format.modality == "audio" else self.format.channels
         self.windower = StreamWindower(self.embedder.window, self.embedder.hop, channels)
+        self.features = WindowFeatures(
+            self.embedder.frontend, self.embedder.window, self.embedder.hop
+        )
         self.store = GalleryStore(
             config.gallery_path,
             self.model_sha256,
@@ -548,6 +552,7 @@ class Runtime:
                 start,
             )
             self.windower.reset()
+            self.features.reset()
             self._base = start
         n = int(chunk.shape[0])
         self._expected_start = start + n
@@ -558,18 +563,20 @@ class Runtime:
         window = self.embedder.window
         for w, s in zip(windows, starts, strict=True):
             offset_s = (self._base + int(s) + window) / rate
-            for decision in self._window(w, offset_s):
+            for decision in self._window(w, int(s), offset_s):
                 self._emit(decision)
         self.metrics.samples += n  # last: once counted, a chunk's windows are all decided
 
-    def _window(self, window: np.ndarray, offset_s: float) -> list[Decision]:
+    def _window(self, window: np.ndarray, start: int, offset_s: float) -> list[Decision]:
+        """Gate, embed, match and decide one window that starts at sample ``start`` (from the
+        last reset of the windower); frames shared with the previous window are not recomputed."""
         began = time.perf_counter()
         with self._lock:
             self.metrics.windows += 1
             if not self.gate.is_active(window):
                 self.metrics.gated += 1
                 return self.decider.push(offset_s, None, math.nan, self.thresholds.default)
-            features = self.embedder.frontend(window[None])
+            features = self.features.features(window, start)
             t0 = time.perf_counter()
             embedding = self.embedder.embed_features(features)
             self.metrics.inference.add((time.perf_counter() - t0) * 1e3)

@@ -11,15 +11,19 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edgesiam.core.frontend import (
     FrontEnd,
     LogMelFrontEnd,
     LogMelParams,
     SensorFrontEnd,
+    WindowFeatures,
     frontend_from_state,
     mel_filterbank,
 )
+from edgesiam.core.windowing import StreamWindower
 from edgesiam.errors import ConfigError, DataError, ModelError
 
 LIBROSA_LOG_TOLERANCE = 1e-3
@@ -322,3 +326,106 @@ def test_unknown_or_incomplete_state_raises_model_error() -> None:
         frontend_from_state(state)
     with pytest.raises(ModelError, match="kind 'sensor'"):
         LogMelFrontEnd.from_state(SensorFrontEnd(3).state())
+
+
+# --- features of a stream's windows (each frame computed once) ---------------------------------
+
+
+class CountingFrontEnd(LogMelFrontEnd):
+    """A log-mel front-end that counts the frames it computes."""
+
+    computed = 0
+
+    def __call__(self, windows: np.ndarray) -> np.ndarray:
+        out = super().__call__(windows)
+        self.computed += out.shape[-1] * (out.shape[0] if out.ndim == 3 else 1)
+        return out
+
+
+def _stream_windows(
+    signal: np.ndarray, window: int, hop: int, chunks: list[int]
+) -> list[tuple[np.ndarray, int]]:
+    windower, out, at = StreamWindower(window, hop), [], 0
+    for size in [*chunks, signal.shape[0]]:
+        windows, starts = windower.push(signal[at : at + size])
+        out += list(zip(windows, (int(s) for s in starts), strict=True))
+        at += size
+        if at >= signal.shape[0]:
+            break
+    return out
+
+
+@settings(max_examples=25, deadline=None)
+@given(chunks=st.lists(st.integers(1, 9000), min_size=1, max_size=12))
+def test_stream_features_equal_each_windows_own_features(
+    speech: np.ndarray, chunks: list[int]
+) -> None:
+    fe = LogMelFrontEnd().with_normalisation(LogMelFrontEnd()(speech[None, :16000]))
+    features = WindowFeatures(fe, 16000, 8000)
+    assert features.streaming
+    for window, start in _stream_windows(speech, 16000, 8000, chunks):
+        got = features.features(window, start)
+        np.testing.assert_allclose(got, fe(window[None]), rtol=0, atol=1e-5)
+
+
+def test_stream_features_compute_each_frame_once(speech: np.ndarray) -> None:
+    fe = CountingFrontEnd()
+    features = WindowFeatures(fe, 16000, 8000)
+    windows = _stream_windows(speech, 16000, 8000, [1600] * 40)
+    assert len(windows) >= 3
+    for window, start in windows:
+        features.features(window, start)
+    frames = fe.n_frames(16000)
+    assert fe.computed == frames + (len(windows) - 1) * 8000 // 160
+    assert fe.computed < len(windows) * frames
+
+
+def test_stream_features_after_a_gap_or_a_reset_recompute_everything(speech: np.ndarray) -> None:
+    fe = CountingFrontEnd()
+    features = WindowFeatures(fe, 8000, 4000)
+    a, b = speech[:8000], speech[20000:28000]
+    features.features(a, 0)
+    fe.computed = 0
+    got = features.features(b, 20000)  # not overlapping the window before
+    assert fe.computed == fe.n_frames(8000)
+    np.testing.assert_allclose(got[0], fe(b), atol=1e-5)
+    features.reset()
+    fe.computed = 0
+    features.features(speech[4000:12000], 4000)  # would overlap, but the cache was reset
+    assert fe.computed == fe.n_frames(8000)
+    fe.computed = 0
+    got = features.features(speech[0:8000], 0)  # going backwards: nothing to reuse
+    assert fe.computed == fe.n_frames(8000)
+    np.testing.assert_allclose(got[0], fe(speech[:8000]), atol=1e-5)
+
+
+def test_stream_features_with_non_finite_samples(speech: np.ndarray) -> None:
+    signal = speech.copy()
+    signal[9000:9100] = np.nan
+    signal[15000] = np.inf
+    fe = LogMelFrontEnd()
+    features = WindowFeatures(fe, 16000, 8000)
+    for window, start in _stream_windows(signal, 16000, 8000, [3000] * 20):
+        got = features.features(window, start)
+        assert np.all(np.isfinite(got))
+        np.testing.assert_allclose(got, fe(window[None]), atol=1e-5)
+
+
+def test_stream_features_fall_back_to_whole_windows() -> None:
+    # a window hop that is not a whole number of frame hops, and a sensor front-end
+    fe = CountingFrontEnd()
+    features = WindowFeatures(fe, 8000, 4100)
+    assert not features.streaming
+    x = np.random.default_rng(0).standard_normal(8000).astype(np.float32)
+    np.testing.assert_array_equal(features.features(x, 0), fe(x[None]))
+    sensor = SensorFrontEnd(3)
+    rows = np.random.default_rng(1).standard_normal((64, 3)).astype(np.float32)
+    sensor_features = WindowFeatures(sensor, 64, 16)
+    assert not sensor_features.streaming
+    np.testing.assert_array_equal(sensor_features.features(rows, 0), sensor(rows[None]))
+
+
+def test_stream_features_reject_a_window_of_the_wrong_length() -> None:
+    features = WindowFeatures(LogMelFrontEnd(), 8000, 4000)
+    with pytest.raises(DataError, match="8000 samples"):
+        features.features(np.zeros(7999, np.float32), 0)
