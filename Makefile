@@ -60,7 +60,7 @@ export-all: venv  ## export the trained reference models (make train-all first) 
 
 bench: venv apt device-venvs  ## one-thread latency, pipeline cost, RSS, MQTT end-to-end of export/ → runs/bench.json, runs/bench/
 	PYTHON=$(PYTHON) bash scripts/make_peers_venv.sh
-	$(BIN)/edgesiam bench --json $(RUNS)/bench.json --plots $(RUNS)/bench --markdown $(RUNS)/bench.md --data $(DATA)/speech/test
+	$(BIN)/edgesiam bench --json $(RUNS)/bench.json --plots $(RUNS)/bench --markdown $(RUNS)/bench.md --data $(DATA)
 
 measure-device: venv apt device-venvs  ## real-time factor, peak RSS and MQTT latency of a device-only run → runs/device_measures.json
 	$(BIN)/python scripts/measure_device.py

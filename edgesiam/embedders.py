@@ -104,3 +104,26 @@ def embed_dataset(
     if not embeddings:
         raise DataError("no recording could be embedded", info.root)
     return EmbeddedDataset(np.stack(embeddings).astype(np.float32), labels, groups, paths)
+
+
+def baseline_embeddings(
+    embedder: WindowEmbedder,
+    info: DatasetInfo,
+    on_error: Literal["fail", "skip"] = "fail",
+    progress: bool = True,
+) -> np.ndarray:
+    """Classic descriptors of the same recordings, standardised over the set: MFCC mean/std for
+    audio (from the model's own log-mel parameters, unnormalised), channel statistics for sensors.
+    """
+    from edgesiam.core.baselines import channel_statistics, mfcc_statistics, standardise
+    from edgesiam.core.frontend import LogMelFrontEnd
+
+    audio = info.modality == "audio"
+    rate = embedder.sample_rate if audio else None
+    plain = LogMelFrontEnd(embedder.frontend.params) if audio else None  # type: ignore[attr-defined]
+    rows = []
+    for _, x in iter_recordings(info, sample_rate=rate, on_error=on_error, progress=progress):
+        rows.append(mfcc_statistics(x, plain) if plain is not None else channel_statistics(x))
+    if not rows:
+        raise DataError("no recording could be read for the baseline", info.root)
+    return standardise(np.stack(rows))

@@ -22,7 +22,12 @@ DESCRIPTION = textwrap.dedent(
     pipeline (front-end + int8 model + matching) in ms per second of signal and as a real-time
     factor; model sizes; matching cost for galleries of 1 to 10 000 templates; the peak RSS of
     a device-only `edgesiam run`; end-to-end latency window end -> subscriber through a local
-    Mosquitto. Prints a markdown table (for the README); --json and --plots write the rest.
+    Mosquitto; the peers (Resemblyzer, openWakeWord's features, EfficientWord-Net) timed on
+    the same audio; and accuracy: each bundle, the classic baseline (MFCC or channel
+    statistics) and Resemblyzer on the same held-out trials of DATA (DET curves into --plots).
+    Prints a markdown table (for the README); --json and --plots write the rest.
+
+    Example: edgesiam bench --json runs/bench.json --plots runs/bench --markdown runs/bench.md
     """
 )
 
@@ -37,13 +42,23 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--bundles", default="export", metavar="DIR", help="bundles (default: export)")
     p.add_argument("--json", metavar="OUT", help="write every figure as JSON")
-    p.add_argument("--plots", metavar="DIR", help="write latency-vs-gallery-size plot (PNG)")
+    p.add_argument(
+        "--plots", metavar="DIR", help="write the latency-vs-gallery-size and DET plots (PNG)"
+    )
     p.add_argument("--markdown", metavar="OUT.md", help="also write the markdown table to a file")
     p.add_argument("--quick", action="store_true", help="the small smoke version (seconds)")
     p.add_argument("--skip-mqtt", action="store_true", help="no Mosquitto end-to-end latency")
     p.add_argument("--skip-rss", action="store_true", help="no device-only RSS run")
+    p.add_argument(
+        "--skip-accuracy", action="store_true", help="no accuracy table (held-out trials)"
+    )
     p.add_argument("--runs", default="runs", metavar="DIR", help="checkpoints: DIR/<name>/best.pt")
-    p.add_argument("--data", default="data", metavar="DIR", help="data for the peer tools")
+    p.add_argument(
+        "--data",
+        default="data",
+        metavar="DIR",
+        help="prepared data root: held-out test sets, and speech/test for the peers (default: data)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_bench)
     return p
@@ -64,6 +79,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             skip_rss=args.skip_rss,
             runs_dir=args.runs,
             data_dir=args.data,
+            skip_accuracy=args.skip_accuracy,
+            plots_dir=args.plots,
             log=log,
         )
     except FileNotFoundError as exc:

@@ -56,7 +56,8 @@ def matching_table(report: dict[str, Any]) -> str:
 def goals_table(report: dict[str, Any]) -> str:
     head = "| goal | measured | target | met |\n|---|---:|---:|---|\n"
     rows = [
-        f"| {k} | {_f(v['value'])} | ≤ {_f(v['goal'], 1)} | {_f(v['met'])} |"
+        f"| {k} | {_f(v['value'])} | {'≥' if v.get('op') == '>=' else '≤'} {_f(v['goal'], 1)} "
+        f"| {_f(v['met'])} |"
         for k, v in report.get("goals", {}).items()
     ]
     return head + "\n".join(rows) + "\n"
@@ -99,6 +100,38 @@ def device_lines(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _pct(value: Any) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}"
+
+
+def accuracy_table(report: dict[str, Any]) -> str:
+    """One row per test set and system: EER, minDCF, few-shot accuracy, hard-trial EER."""
+    acc = report.get("accuracy", {})
+    if "status" in acc:
+        return f"Accuracy: {acc['status']}.\n"
+    head = (
+        "| test set (held out) | system | EER % | minDCF | 5-way 1-shot % | 5-way 5-shot % "
+        "| hard-trial EER % |\n|---|---|---:|---:|---:|---:|---:|\n"
+    )
+    rows, notes = [], []
+    for key, entry in acc.items():
+        if entry.get("status") != "ok":
+            notes.append(f"- {key}: {entry.get('status')}: {entry.get('reason')}")
+            continue
+        where = f"{entry['bundle']}: {entry['data']} ({entry['held_out']}; {entry['recordings']} recordings)"
+        for system, m in entry["systems"].items():
+            rows.append(
+                f"| {where} | {system} | {_pct(m.get('eer'))} | {_f(m.get('min_dcf'))} "
+                f"| {_pct(m.get('way5_shot1'))} | {_pct(m.get('way5_shot5'))} "
+                f"| {_pct(m.get('hard_eer'))} |"
+            )
+            where = ""
+        for peer, st in entry.get("peers", {}).items():
+            if st.get("status") != "ok":
+                notes.append(f"- {key}: {peer} {st.get('status')}: {st.get('reason')}")
+    return head + "\n".join(rows) + "\n" + ("\n".join(notes) + "\n" if notes else "")
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The README section: every table, from the JSON."""
     mach = report.get("machine", {})
@@ -110,6 +143,8 @@ def markdown(report: dict[str, Any]) -> str:
         + matching_table(report)
         + "\n"
         + device_lines(report)
+        + "\nAccuracy on the same held-out trials (EER and minDCF: lower is better):\n\n"
+        + accuracy_table(report)
         + "\nGoals:\n\n"
         + goals_table(report)
     )

@@ -136,3 +136,49 @@ def test_table_has_a_row_per_bundle() -> None:
 
 def test_no_bundles_is_an_error(tmp_path: Path) -> None:
     assert bench("--bundles", str(tmp_path), "--quick", "-q") == 2
+
+
+def test_accuracy_on_the_same_held_out_trials(
+    audio_bundle: Path, audio_heldout: Path, tmp_path: Path
+) -> None:
+    from edgesiam.bench.accuracy import accuracy_all
+
+    data = tmp_path / "data"
+    (data / "speech").mkdir(parents=True)
+    shutil.copytree(audio_heldout, data / "speech" / "test")
+    result = accuracy_all(
+        {"speaker": audio_bundle, "events": audio_bundle, "unknown": audio_bundle},
+        data,
+        plots=tmp_path / "plots",
+        episodes=50,
+        peers=False,
+    )
+    assert set(result) == {"speaker:speech/test", "events:events/test"}
+    missing = result["events:events/test"]
+    assert missing["status"] == "not prepared"
+    assert "edgesiam data prepare events" in missing["reason"]
+    entry = result["speaker:speech/test"]
+    assert entry["status"] == "ok" and entry["recordings"] == 36 and entry["labels"] == 6
+    assert set(entry["systems"]) == {"edgesiam int8", "MFCC statistics"}
+    for metrics in entry["systems"].values():
+        assert 0.0 <= metrics["eer"] <= 1.0
+        assert 0.0 <= metrics["way5_shot1"] <= 1.0
+    assert Path(entry["det_plot"]).stat().st_size > 1000
+    table = report.accuracy_table({"accuracy": result})
+    assert "| edgesiam int8 |" in table and "| MFCC statistics |" in table
+    assert "not prepared" in table
+
+
+def test_goal_against_the_cheapest_peer() -> None:
+    data: dict[str, object] = {
+        "bundles": {},
+        "peers": {
+            "a": {"ms_per_audio_second": 10.0, "ratio_to_ours": 20.0},
+            "b": {"ms_per_audio_second": 4.0, "ratio_to_ours": 8.0},
+            "c": {"status": "not installable", "ratio_to_ours": None},
+        },
+    }
+    goal = measure.goals(data)["cheapest_peer_ratio"]
+    assert goal == {"value": 8.0, "goal": 10.0, "op": ">=", "met": False}
+    data["peers"] = {"status": "not measured (--quick)"}
+    assert measure.goals(data)["cheapest_peer_ratio"]["met"] is None
