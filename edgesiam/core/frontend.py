@@ -276,8 +276,15 @@ class LogMelFrontEnd:
         """
         p = self.params
         n_windows, n_frames = batch.shape[0], self.n_frames(batch.shape[1])
-        frames = np.lib.stride_tricks.sliding_window_view(batch, p.win_length, axis=-1)
-        frames = frames[:, :: p.hop_length]
+        # (B, T, win_length) read-only views of the frames: frame t of window b starts at sample
+        # t * hop_length of row b (the n_frames bound keeps every view inside its row)
+        step = batch.strides[1]
+        frames = np.lib.stride_tricks.as_strided(
+            batch,
+            shape=(n_windows, n_frames, p.win_length),
+            strides=(batch.strides[0], p.hop_length * step, step),
+            writeable=False,
+        )
         out = np.empty((n_windows, p.n_mels, n_frames), dtype=np.float32)
         use_threads = self.threads > 1 and n_windows * n_frames > _BLOCK_FRAMES
         pool = ThreadPoolExecutor(self.threads) if use_threads else None

@@ -240,7 +240,7 @@ class Gallery:
             n = s.shape[0]
             return np.full(n, -1, dtype=np.int64), np.full(n, -np.inf, dtype=np.float32)
         idx = np.argmax(s, axis=1).astype(np.int64)
-        top: Float32Array = np.take_along_axis(s, idx[:, None], axis=1)[:, 0]
+        top: Float32Array = s.max(axis=1)  # the argmax's score (NaN rows: NaN, first label)
         return idx, top
 
 
