@@ -216,9 +216,29 @@ class LogMelFrontEnd:
         x = np.asarray(windows, dtype=np.float32)
         if x.ndim not in (1, 2):
             raise DataError(f"log-mel input must be (N,) or (B, N), got shape {x.shape}")
+        if x.ndim == 1 and self.n_frames(x.shape[0]) <= _BLOCK_FRAMES:
+            return self._log_mel_one(_finite_or_zero(x))
         batch = _finite_or_zero(x.reshape(-1, x.shape[-1]))
         features = self._log_mel_batch(batch)
         return features[0] if x.ndim == 1 else features
+
+    def _log_mel_one(self, x: Float32Array) -> Float32Array:
+        """Log-mel ``(n_mels, T)`` of one short finite signal: the steps of the batch path (the
+        same arithmetic, so the same result) with as few calls as possible, for a live stream,
+        which asks for one window (or the new frames of one) at a time."""
+        p = self.params
+        n = self.n_frames(x.shape[0])
+        x = np.ascontiguousarray(x)
+        step = x.strides[0]
+        frames = np.ndarray(
+            (n, p.win_length), np.float32, buffer=x, strides=(p.hop_length * step, step)
+        )
+        padded = np.zeros((n, p.n_fft))
+        np.multiply(frames, self._window, out=padded[:, : p.win_length])
+        spectrum = np.fft.rfft(padded)
+        power = np.empty((n, p.n_fft // 2 + 1), dtype=np.float32)
+        np.add(np.square(spectrum.real), np.square(spectrum.imag), out=power, casting="same_kind")
+        return np.ascontiguousarray(self._log_mel(power).T)
 
     def with_normalisation(self, features: npt.ArrayLike) -> LogMelFrontEnd:
         """A copy normalised with per-bin mean/std of unnormalised ``(B, n_mels, T)`` features."""
