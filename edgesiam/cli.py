@@ -142,25 +142,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
-def baseline_embeddings(embedder: Any, info: Any, on_error: str, progress: bool) -> Any:
-    """Classic descriptors on the same recordings: MFCC mean/std (audio), channel statistics."""
-    import numpy as np
-
-    from edgesiam.core.baselines import channel_statistics, mfcc_statistics, standardise
-    from edgesiam.core.frontend import LogMelFrontEnd
-    from edgesiam.data.readers import iter_recordings
-
-    rate = embedder.sample_rate if info.modality == "audio" else None
-    plain = LogMelFrontEnd(embedder.frontend.params) if info.modality == "audio" else None
-    rows = []
-    for _, x in iter_recordings(info, sample_rate=rate, on_error=on_error, progress=progress):
-        rows.append(mfcc_statistics(x, plain) if plain is not None else channel_statistics(x))
-    return standardise(np.stack(rows))
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
     from edgesiam.data.readers import scan_dataset
-    from edgesiam.embedders import embed_dataset
+    from edgesiam.embedders import baseline_embeddings, embed_dataset
     from edgesiam.evaluation import Report
 
     embedder = load_embedder(Path(args.model))
@@ -290,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     em.set_defaults(func=cmd_embed)
 
     from edgesiam.bench.cli import add_bench_parser
+    from edgesiam.dashboard.cli import add_dashboard_parser, add_fleet_bench_parser
     from edgesiam.export.cli import add_export_parser
     from edgesiam.runtime.broker import add_broker_parser
     from edgesiam.runtime.demo import add_demo_parser
@@ -302,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_broker_parser(sub)
     add_demo_parser(sub)
     add_bench_parser(sub)
+    add_dashboard_parser(sub)
+    add_fleet_bench_parser(sub)
 
     va = sub.add_parser(
         "validate",

@@ -1,0 +1,346 @@
+"""``edgesiam dashboard`` and ``edgesiam fleet-bench``: argument parsing and wiring.
+
+``add_dashboard_parser(subparsers)`` / ``add_fleet_bench_parser(subparsers)`` add the verbs;
+``cmd_dashboard`` builds the history, the MQTT ingester and the web server and runs them until
+SIGINT/SIGTERM; ``cmd_fleet_bench`` runs :func:`edgesiam.dashboard.fleet.run_fleet`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import textwrap
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from edgesiam.errors import ConfigError
+
+__all__ = ["add_dashboard_parser", "add_fleet_bench_parser", "cmd_dashboard", "cmd_fleet_bench"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATA_DIR = "~/.local/state/edgesiam/dashboard"
+
+DASHBOARD_DESCRIPTION = textwrap.dedent(
+    f"""
+    Serve a web page that shows every edgesiam device on an MQTT broker, live: which devices are
+    online (from their retained status and last will), when each was last seen, its model,
+    enrolled labels and metrics; a live feed of match events (score against threshold); a score
+    timeline per device; near misses to review; and enrollment (list and forget labels, enroll a
+    WAV clip) through the devices' commands. Everything is kept in a SQLite history under
+    --data-dir that survives restarts (events de-duplicated by id) and is served as JSON too
+    (docs/DASHBOARD.md lists the endpoints). The page loads nothing from the internet.
+
+    Access: bound to 127.0.0.1 (the default) no token is needed. To serve the LAN, give a token:
+    --token-file FILE or the environment variable EDGESIAM_DASHBOARD_TOKEN (--token works too,
+    but is visible in the process list); open http://HOST:PORT/?token=TOKEN once or log in, and
+    scripts send "Authorization: Bearer TOKEN". Without a token, binding beyond this machine is
+    refused unless --allow-unauthenticated.
+
+    Broker: the MQTT password comes from --password-file or --password-env, never the command
+    line; over plain mqtt:// it is refused unless --allow-plaintext-password.
+
+    Examples:
+      edgesiam dashboard --broker mqtt://localhost:1883
+      EDGESIAM_DASHBOARD_TOKEN=$(cat /etc/edgesiam/dash.token) edgesiam dashboard \\
+          --host 0.0.0.0 --port 8080 --data-dir /var/lib/edgesiam/dashboard \\
+          --broker mqtts://dashboard@broker.lan:8883 --tls-ca /etc/ssl/lan-ca.pem \\
+          --password-file /etc/edgesiam/dashboard.pass
+
+    Default data directory: {DEFAULT_DATA_DIR}.
+    """
+)
+
+FLEET_DESCRIPTION = textwrap.dedent(
+    """
+    Measure the dashboard's ingest under load: simulated devices (processes of paho clients, each
+    device with a retained status and a last will) publish edgesiam.event.v1 events with QoS 1 at
+    a fixed rate, with ids and seqs as the runtime makes them, through a real Mosquitto into a
+    dashboard Ingester and its SQLite history. Prints the publish and ingest rates, how many events
+    the history is missing (the goal is none) and how many arrived twice, the publish → history
+    latency (p50/p95) and the history's size.
+
+    Without --broker it starts its own Mosquitto on a free port (mosquitto must be installed).
+
+    Examples:
+      edgesiam fleet-bench                                   # 100 devices × 5 events/s × 60 s
+      edgesiam fleet-bench --devices 10 --rate 5 --seconds 3 --json fleet.json
+    """
+)
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
+def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
+    """The broker flags the dashboard shares with the runtime's settings."""
+    group = parser.add_argument_group("MQTT broker")
+    group.add_argument(
+        "--broker",
+        default="mqtt://localhost:1883",
+        metavar="URL",
+        help="mqtt[s]://[user@]host[:port] (default: %(default)s)",
+    )
+    group.add_argument("--prefix", default="edgesiam", help="the devices' topic prefix")
+    group.add_argument(
+        "--ha-prefix", default="homeassistant", help="Home Assistant's discovery prefix"
+    )
+    group.add_argument("--username", help="MQTT username (default: the user@ of the URL)")
+    group.add_argument(
+        "--password-file", type=Path, metavar="FILE", help="file holding the MQTT password"
+    )
+    group.add_argument("--password-env", metavar="VAR", help="environment variable holding it")
+    group.add_argument(
+        "--allow-plaintext-password",
+        action="store_true",
+        help="send the password over mqtt:// without TLS (trusted networks only)",
+    )
+    group.add_argument(
+        "--tls-ca", type=Path, metavar="FILE", help="CA bundle for mqtts:// (default: the system's)"
+    )
+    group.add_argument("--tls-cert", type=Path, metavar="FILE", help="client certificate (PEM)")
+    group.add_argument("--tls-key", type=Path, metavar="FILE", help="client key (PEM)")
+    group.add_argument(
+        "--tls-insecure", action="store_true", help="skip the host-name check (test brokers only)"
+    )
+    group.add_argument(
+        "--protocol", choices=["5", "3.1.1"], default="5", help="MQTT version (default: 5)"
+    )
+    group.add_argument(
+        "--client-id",
+        help="fixed MQTT client id (default: derived from --data-dir, so restarts resume the session)",
+    )
+
+
+def add_dashboard_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``dashboard`` to an ``argparse`` sub-parser collection."""
+    p = subparsers.add_parser(
+        "dashboard",
+        help="a live web dashboard of the devices on a broker (history, enrollment)",
+        description=DASHBOARD_DESCRIPTION,
+        formatter_class=_formatter,
+    )
+    web = p.add_argument_group("web server")
+    web.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    web.add_argument(
+        "--port", type=int, default=8080, help="port (default: %(default)s; 0: any free one)"
+    )
+    web.add_argument(
+        "--token-file", type=Path, metavar="FILE", help="file holding the access token"
+    )
+    web.add_argument(
+        "--token-env",
+        default="EDGESIAM_DASHBOARD_TOKEN",
+        metavar="VAR",
+        help="environment variable holding the token (default: %(default)s)",
+    )
+    web.add_argument("--token", help="the access token itself (visible in the process list)")
+    web.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="serve beyond this machine without a token (anyone reaching it may send commands)",
+    )
+    web.add_argument(
+        "--secure-cookie",
+        action="store_true",
+        help="mark the session cookie Secure (when a TLS proxy serves the page over https)",
+    )
+    store = p.add_argument_group("history")
+    store.add_argument(
+        "--data-dir", default=DEFAULT_DATA_DIR, metavar="DIR", help="where the SQLite history lives"
+    )
+    store.add_argument(
+        "--retention-days",
+        type=float,
+        default=30.0,
+        metavar="DAYS",
+        help="keep what was received in the last DAYS days (default: %(default)g; 0: for ever)",
+    )
+    add_broker_arguments(p)
+    p.add_argument(
+        "--command-timeout",
+        type=float,
+        default=20.0,
+        metavar="S",
+        help="how long the page waits for a device's command result (default: %(default)g s)",
+    )
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="log detail",
+    )
+    p.set_defaults(func=cmd_dashboard)
+    return p  # type: ignore[no-any-return]
+
+
+def resolve_broker_password(args: argparse.Namespace) -> str | None:
+    """The MQTT password from --password-file / --password-env (validated like the runtime's)."""
+    from edgesiam.runtime.mqtt import MqttSettings
+
+    if args.password_file is None and args.password_env is None:
+        return None
+    settings = MqttSettings.from_dict(
+        {
+            "url": args.broker,
+            "device_id": "dashboard",
+            "username": args.username,
+            "password_file": args.password_file,
+            "password_env": args.password_env,
+            "allow_plaintext_password": args.allow_plaintext_password,
+        },
+        source="dashboard broker settings",
+    )
+    return settings.resolve_password()
+
+
+def _serve_forever(stop: threading.Event, purge_every_s: float, purge: Any) -> None:
+    while not stop.wait(purge_every_s):
+        removed = purge()
+        if any(removed.values()):
+            log.info("dashboard: retention removed %s", removed)
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from edgesiam.dashboard.auth import TokenAuth, check_bind, resolve_token
+    from edgesiam.dashboard.history import History
+    from edgesiam.dashboard.ingest import Ingester
+    from edgesiam.dashboard.server import DashboardApp, DashboardServer, LiveFeed
+
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port {args.port}: a port is 0-65535")
+    if args.retention_days < 0:
+        raise ConfigError("--retention-days: a number of days ≥ 0 (0 keeps everything)")
+    if args.command_timeout <= 0:
+        raise ConfigError("--command-timeout: a positive number of seconds")
+    token = resolve_token(args.token, args.token_file, args.token_env)
+    check_bind(args.host, token, args.allow_unauthenticated)
+    if token is None and args.allow_unauthenticated:
+        log.warning(
+            "dashboard: serving on %s WITHOUT a token: anyone reaching it may send commands",
+            args.host,
+        )
+    password = resolve_broker_password(args)
+    data_dir = Path(args.data_dir).expanduser().resolve()
+    retention = args.retention_days or None
+    history = History(data_dir / "history.sqlite3", retention_days=retention)
+    feed = LiveFeed()
+    ingester = Ingester(
+        args.broker,
+        history,
+        prefix=args.prefix,
+        ha_prefix=args.ha_prefix,
+        client_id=args.client_id,
+        username=args.username,
+        password=password,
+        tls_ca=args.tls_ca,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_insecure=args.tls_insecure,
+        allow_plaintext_password=args.allow_plaintext_password,
+        protocol=args.protocol,
+        on_update=feed.publish,
+    )
+    app = DashboardApp(
+        history,
+        ingester,
+        TokenAuth(token),
+        feed=feed,
+        command_timeout_s=args.command_timeout,
+        secure_cookie=args.secure_cookie,
+    )
+    server = DashboardServer(app, args.host, args.port)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    ingester.start()
+    server.start()
+    print(
+        f"edgesiam dashboard on {server.url} (history {history.path}, broker {args.broker}, "
+        f"{'token required' if token else 'no token'}); Ctrl-C stops it",
+        flush=True,
+    )
+    purge_every = 3600.0 if retention is None else max(60.0, min(3600.0, retention * 8640.0))
+    try:
+        _serve_forever(stop, purge_every, history.purge)
+    finally:
+        server.stop()
+        ingester.stop()
+        history.close()
+    return 0
+
+
+def add_fleet_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``fleet-bench`` to an ``argparse`` sub-parser collection."""
+    p = subparsers.add_parser(
+        "fleet-bench",
+        help="simulated devices → Mosquitto → dashboard history: throughput and lost events",
+        description=FLEET_DESCRIPTION,
+        formatter_class=_formatter,
+    )
+    p.add_argument(
+        "--devices", type=int, default=100, help="simulated devices (default: %(default)s)"
+    )
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=5.0,
+        help="events per second per device (default: %(default)g)",
+    )
+    p.add_argument(
+        "--seconds", type=float, default=60.0, help="how long they publish (default: %(default)g)"
+    )
+    p.add_argument(
+        "--broker",
+        metavar="URL",
+        help="an existing broker, mqtt://host:port (default: start a Mosquitto on a free port)",
+    )
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=0,
+        help="publisher processes (default: one per 25 devices)",
+    )
+    p.add_argument(
+        "--data-dir", metavar="DIR", help="keep the history here (default: a temporary folder)"
+    )
+    p.add_argument("--json", metavar="OUT", type=Path, help="also write the figures as JSON")
+    p.set_defaults(func=cmd_fleet_bench)
+    return p  # type: ignore[no-any-return]
+
+
+def cmd_fleet_bench(args: argparse.Namespace) -> int:
+    from edgesiam.dashboard.fleet import FleetSpec, format_report, run_fleet
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    spec = FleetSpec(
+        devices=args.devices,
+        rate=args.rate,
+        seconds=args.seconds,
+        processes=args.processes or max(1, (args.devices + 24) // 25),
+    )
+    report = run_fleet(
+        spec,
+        broker=args.broker,
+        data_dir=Path(args.data_dir) if args.data_dir else None,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    print(format_report(report))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0 if report["missing"] == 0 else 1

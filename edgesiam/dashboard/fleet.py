@@ -1,0 +1,441 @@
+"""The fleet benchmark: simulated devices → a real Mosquitto → the dashboard's ingester and history.
+
+Each simulated device is one paho client (MQTT 5, its own client id, a retained ``online`` status
+and an ``offline`` last will, like the runtime) that publishes ``edgesiam.event.v1`` events with
+QoS 1 at a fixed rate, with ``id``/``seq`` made as the runtime makes them
+(``<device>-<8 hex>-<seq>``, seq from 1). Devices are spread over a few processes (one per ~25
+devices by default), each driving its clients from one pacing thread, so the publishers stay cheap
+next to what is measured.
+
+One :class:`~edgesiam.dashboard.ingest.Ingester` (persistent session, QoS 1, each event committed
+to SQLite before its PUBACK) writes a fresh :class:`~edgesiam.dashboard.history.History`. After
+the publishers stop, the benchmark waits for the history to stop growing and reports: events
+published and acknowledged by the broker, events stored, missing (published seqs absent from the
+history: the goal is none), duplicates dropped, rates, publish → history latency and the
+history's size on disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import random
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from edgesiam.errors import ConfigError, MissingExtraError
+
+__all__ = ["FleetSpec", "format_report", "run_fleet"]
+
+PREFIX = "fleet-bench"
+LABELS = ("alice", "bob", "carol", "door_knock")
+
+
+@dataclass(frozen=True)
+class FleetSpec:
+    """What to simulate: ``devices`` devices, each publishing ``rate`` events/s for ``seconds``."""
+
+    devices: int = 100
+    rate: float = 5.0
+    seconds: float = 60.0
+    processes: int = 4
+    prefix: str = PREFIX
+
+    def check(self) -> None:
+        if not 1 <= self.devices <= 10_000:
+            raise ConfigError("--devices: 1 to 10000")
+        if not 0 < self.rate <= 1000:
+            raise ConfigError("--rate: events per second per device, above 0 and at most 1000")
+        if not 0 < self.seconds <= 3600:
+            raise ConfigError("--seconds: above 0 and at most 3600")
+        if not 1 <= self.processes <= self.devices:
+            raise ConfigError("--processes: 1 to the number of devices")
+
+    @property
+    def events_per_device(self) -> int:
+        return max(1, round(self.rate * self.seconds))
+
+
+# ------------------------------------------------------------------------------------------------
+# a private Mosquitto
+
+
+class _Mosquitto:
+    """A throwaway Mosquitto on a free localhost port (no persistence: one run only)."""
+
+    def __init__(self, folder: Path) -> None:
+        exe = shutil.which("mosquitto") or (
+            "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+        )
+        if exe is None:
+            raise ConfigError(
+                "fleet-bench starts its own Mosquitto, which is not installed "
+                "(apt-get install mosquitto), or give --broker mqtt://host:port"
+            )
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        config = folder / "mosquitto.conf"
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            "max_queued_messages 1000000",
+            "max_inflight_messages 100",
+            "persistence false",
+            "log_type error",
+            f"log_dest file {folder / 'mosquitto.log'}",
+        ]
+        if os.geteuid() == 0:
+            lines.append("user root")
+        config.write_text("\n".join(lines) + "\n")
+        self.process = subprocess.Popen(
+            [exe, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ConfigError(f"mosquitto exited at once (see {folder / 'mosquitto.log'})")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.02)
+        self.stop()
+        raise ConfigError("mosquitto did not start listening within 15 s")
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+# ------------------------------------------------------------------------------------------------
+# the simulated devices (one process per group)
+
+
+def _event(device: str, outbox_id: str, seq: int, rng: random.Random) -> str:
+    label = LABELS[seq % len(LABELS)]
+    score = round(0.55 + 0.4 * rng.random(), 5)
+    return json.dumps(
+        {
+            "schema": "edgesiam.event.v1",
+            "id": f"{device}-{outbox_id}-{seq}",
+            "seq": seq,
+            "device": device,
+            "ts": round(time.time(), 6),
+            "label": label,
+            "event_type": label,
+            "score": score,
+            "threshold": 0.6,
+            "offset_s": round(seq / 5.0, 3),
+            "model": "fleet-sim",
+        },
+        separators=(",", ":"),
+    )
+
+
+def _devices_process(
+    names: list[str],
+    host: str,
+    port: int,
+    prefix: str,
+    rate: float,
+    count: int,
+    go: Any,
+    results: Any,
+) -> None:
+    """One publisher process: connect every device, wait for ``go``, publish, report."""
+    try:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+    except ImportError as exc:  # pragma: no cover - the parent checked
+        results.put({"error": str(exc)})
+        return
+    rng = random.Random(os.getpid())
+    clients: dict[str, Any] = {}
+    connected = {name: threading.Event() for name in names}
+    for name in names:
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"fleet-{name}", protocol=mqtt.MQTTv5
+        )
+        client.will_set(f"{prefix}/{name}/status", "offline", qos=1, retain=True)
+        client.max_inflight_messages_set(100)
+        client.max_queued_messages_set(0)
+        client.on_connect = lambda c, u, f, rc, p, ev=connected[name]: (
+            ev.set() if not rc.is_failure else None
+        )
+        client.connect_async(host, port, keepalive=60)
+        client.loop_start()
+        clients[name] = client
+    if not all(connected[name].wait(60) for name in names):
+        results.put({"error": "some simulated devices could not connect within 60 s"})
+        return
+    for name, client in clients.items():
+        client.publish(f"{prefix}/{name}/status", "online", qos=1, retain=True)
+    results.put({"ready": len(names)})
+    go.wait()
+    outbox = {name: secrets.token_hex(4) for name in names}
+    infos: list[Any] = []
+    started = time.time()
+    late = 0
+    for k in range(count):
+        target = started + k / rate
+        delay = target - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        elif delay < -0.5:
+            late += 1
+        for name, client in clients.items():
+            topic = f"{prefix}/{name}/event"
+            infos.append(client.publish(topic, _event(name, outbox[name], k + 1, rng), qos=1))
+    published_at = time.time()
+    deadline = time.monotonic() + 120
+    for info in infos:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        with contextlib.suppress(RuntimeError, ValueError):  # not sent: counted below
+            info.wait_for_publish(remaining)
+    acked = sum(1 for info in infos if info.is_published())
+    acked_at = time.time()
+    for name, client in clients.items():
+        client.publish(f"{prefix}/{name}/status", "offline", qos=1, retain=True).wait_for_publish(5)
+        client.disconnect()
+        client.loop_stop()
+    results.put(
+        {
+            "published": len(infos),
+            "acked": acked,
+            "started": started,
+            "published_at": published_at,
+            "acked_at": acked_at,
+            "late_ticks": late,
+            "devices": {name: count for name in names},
+        }
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# the run
+
+
+def _percentile(sorted_values: list[float], q: float) -> float | None:
+    if not sorted_values:
+        return None
+    index = min(len(sorted_values) - 1, max(0, round(q / 100 * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+def run_fleet(
+    spec: FleetSpec,
+    *,
+    broker: str | None = None,
+    data_dir: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+    drain_timeout_s: float = 60.0,
+) -> dict[str, Any]:
+    """Run the benchmark and return its figures (see :func:`format_report`)."""
+    spec.check()
+    try:
+        import paho.mqtt.client  # noqa: F401
+    except ImportError as exc:
+        raise MissingExtraError("paho-mqtt", "dashboard") from exc
+    from edgesiam.dashboard.history import History
+    from edgesiam.dashboard.ingest import Ingester
+    from edgesiam.runtime.mqtt import parse_broker_url
+
+    say = progress or (lambda _line: None)
+    scratch = Path(tempfile.mkdtemp(prefix="edgesiam-fleet-"))
+    mosquitto = None
+    history = None
+    ingester = None
+    processes: list[Any] = []
+    try:
+        if broker is None:
+            mosquitto = _Mosquitto(scratch)
+            broker = mosquitto.url
+            say(f"fleet-bench: Mosquitto on {broker}")
+        address = parse_broker_url(broker)
+        folder = Path(data_dir) if data_dir is not None else scratch / "history"
+        db = folder / "fleet-history.sqlite3"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        history = History(db, retention_days=None)
+        ingester = Ingester(
+            broker,
+            history,
+            prefix=spec.prefix,
+            client_id=f"edgesiam-fleet-dashboard-{secrets.token_hex(4)}",
+            session_expiry_s=600,
+        )
+        ingester.start()
+        if not ingester.wait_connected(30):
+            raise ConfigError(f"the dashboard ingester could not connect to {broker}")
+        run_id = secrets.token_hex(3)
+        names = [f"sim{run_id}-{i:04d}" for i in range(spec.devices)]
+        groups = [names[i :: spec.processes] for i in range(spec.processes)]
+        ctx = mp.get_context("spawn")
+        go = ctx.Event()
+        results: Any = ctx.Queue()
+        count = spec.events_per_device
+        for group in groups:
+            proc = ctx.Process(
+                target=_devices_process,
+                args=(
+                    group,
+                    address.host,
+                    address.port,
+                    spec.prefix,
+                    spec.rate,
+                    count,
+                    go,
+                    results,
+                ),
+                daemon=True,
+            )
+            proc.start()
+            processes.append(proc)
+        ready = 0
+        while ready < len(groups):
+            message = results.get(timeout=120)
+            if "error" in message:
+                raise ConfigError(f"fleet-bench: {message['error']}")
+            ready += 1
+        say(
+            f"fleet-bench: {spec.devices} devices connected in {len(groups)} processes; "
+            f"publishing {spec.rate:g} events/s each for {spec.seconds:g} s"
+        )
+        go.set()
+        reports: list[dict[str, Any]] = []
+        while len(reports) < len(groups):
+            message = results.get(timeout=spec.seconds + 300)
+            if "error" in message:
+                raise ConfigError(f"fleet-bench: {message['error']}")
+            reports.append(message)
+        published = sum(r["published"] for r in reports)
+        acked = sum(r["acked"] for r in reports)
+        started = min(r["started"] for r in reports)
+        published_at = max(r["published_at"] for r in reports)
+        say(f"fleet-bench: {published} published, {acked} acknowledged; waiting for the history")
+        last, last_change = -1, time.monotonic()
+        while True:
+            stored = history.counts()["events"]
+            if stored >= published:
+                break
+            if stored != last:
+                last, last_change = stored, time.monotonic()
+            elif time.monotonic() - last_change > drain_timeout_s:
+                break
+            time.sleep(0.2)
+        drained_at = time.time()
+        wanted = set(names)
+
+        def offline() -> int:
+            return sum(
+                1 for d in history.devices() if d["device"] in wanted and d["status"] == "offline"
+            )
+
+        deadline = time.monotonic() + 10  # the devices' own 'offline' follows their last event
+        while offline() < len(names) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        missing = 0
+        for name in names:
+            have = set(history.seqs(name))
+            missing += sum(1 for seq in range(1, count + 1) if seq not in have)
+        events = history.events(limit=published + 10)
+        latencies = sorted(
+            (e["received_ts"] - e["ts"]) * 1000.0
+            for e in events
+            if isinstance(e.get("ts"), int | float)
+        )
+        received = sorted(e["received_ts"] for e in events)
+        size = sum(
+            Path(f"{db}{suffix}").stat().st_size
+            for suffix in ("", "-wal")
+            if Path(f"{db}{suffix}").exists()
+        )
+        publish_span = max(published_at - started, 1e-9)
+        ingest_span = max((received[-1] - received[0]) if len(received) > 1 else 0.0, 1e-9)
+        return {
+            "spec": asdict(spec),
+            "broker": broker,
+            "cpu_count": os.cpu_count(),
+            "load_avg_1m": os.getloadavg()[0],
+            "expected": spec.devices * count,
+            "published": published,
+            "acked_by_broker": acked,
+            "stored": len(events),
+            "missing": missing,
+            "duplicates_dropped": ingester.counters.duplicates,
+            "invalid": ingester.counters.invalid,
+            "storage_errors": ingester.counters.storage_errors,
+            "publish_seconds": round(publish_span, 3),
+            "published_per_s": round(published / publish_span, 1),
+            "ingested_per_s": round(len(received) / ingest_span, 1) if received else 0.0,
+            "drain_seconds_after_publish": round(drained_at - published_at, 3),
+            "latency_ms_p50": _round(_percentile(latencies, 50)),
+            "latency_ms_p95": _round(_percentile(latencies, 95)),
+            "latency_ms_max": _round(latencies[-1] if latencies else None),
+            "late_ticks": sum(r["late_ticks"] for r in reports),
+            "devices_offline_at_end": offline(),
+            "history_bytes": size,
+            "history_path": str(db),
+        }
+    finally:
+        for proc in processes:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.terminate()
+        if ingester is not None:
+            ingester.stop()
+        if history is not None:
+            history.close()
+        if mosquitto is not None:
+            mosquitto.stop()
+        shutil.rmtree(scratch, ignore_errors=True)  # the history stays when data_dir was given
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The figures as a few readable lines."""
+    spec = report["spec"]
+    return "\n".join(
+        [
+            f"fleet: {spec['devices']} devices × {spec['rate']:g} events/s × {spec['seconds']:g} s "
+            f"({spec['processes']} publisher processes, {report['cpu_count']} CPUs, "
+            f"load {report['load_avg_1m']:.2f})",
+            f"published        {report['published']} events ({report['published_per_s']:.1f}/s), "
+            f"{report['acked_by_broker']} acknowledged by the broker",
+            f"stored           {report['stored']} events ({report['ingested_per_s']:.1f}/s ingested)",
+            f"missing          {report['missing']}",
+            f"duplicates       {report['duplicates_dropped']} dropped by id",
+            f"latency          publish → history p50 {report['latency_ms_p50']} ms, "
+            f"p95 {report['latency_ms_p95']} ms, max {report['latency_ms_max']} ms",
+            f"history          {report['history_bytes'] / 1e6:.2f} MB "
+            f"(drained {report['drain_seconds_after_publish']:.2f} s after the last publish)",
+            f"devices offline  {report['devices_offline_at_end']} of {spec['devices']} at the end "
+            "(their retained status)",
+        ]
+    )

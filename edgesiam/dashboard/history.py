@@ -1,0 +1,555 @@
+"""The dashboard's history: every device's events, near misses, status, metrics and command results
+in one SQLite database (WAL), pure of MQTT and HTTP.
+
+- Events are de-duplicated by their ``id`` (MQTT QoS 1 delivers at least once, and a device resends
+  what was not acknowledged): :meth:`History.add_event` returns False for an ``id`` it already holds.
+- Each write is committed before the method returns, or, inside ``with history.transaction():``,
+  when the block ends (one commit for many writes). With the default ``synchronous="full"`` the
+  commit is also fsynced, so an event acknowledged to the broker after it was committed survives a
+  power cut of the dashboard's machine.
+- Retention: rows received more than ``retention_days`` ago are deleted by :meth:`History.purge`
+  (called when the history is opened and periodically by the dashboard); ``None`` keeps everything.
+- One connection shared by the ingest thread and the web server's threads, behind a lock; the
+  database can be opened by other processes at the same time (WAL readers never block the writer).
+
+Times are Unix seconds. ``ts`` is the device's (when it decided), ``received_ts`` the dashboard's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Final, Literal, TypeGuard
+
+from edgesiam.errors import EdgesiamError
+
+__all__ = ["DEVICE_ID", "History", "HistoryError", "InvalidPayload"]
+
+DEVICE_ID: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+"""The runtime's rule for a device id (a whole MQTT topic level)."""
+
+_MAX_ID = 200
+_DAY = 86400.0
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    id TEXT PRIMARY KEY,
+    device TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    ts REAL NOT NULL,
+    label TEXT,
+    score REAL,
+    threshold REAL,
+    received REAL NOT NULL,
+    payload TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_device_ts ON events (device, ts);
+CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
+CREATE INDEX IF NOT EXISTS events_device_seq ON events (device, seq);
+CREATE INDEX IF NOT EXISTS events_received ON events (received);
+CREATE TABLE IF NOT EXISTS near_misses (
+    n INTEGER PRIMARY KEY AUTOINCREMENT,
+    device TEXT NOT NULL,
+    ts REAL NOT NULL,
+    label TEXT,
+    score REAL,
+    threshold REAL,
+    received REAL NOT NULL,
+    payload TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS near_misses_device_ts ON near_misses (device, ts);
+CREATE INDEX IF NOT EXISTS near_misses_received ON near_misses (received);
+CREATE TABLE IF NOT EXISTS devices (
+    device TEXT PRIMARY KEY,
+    status TEXT,
+    status_changed REAL,
+    last_seen REAL NOT NULL,
+    model TEXT,
+    labels TEXT,
+    labels_received REAL,
+    metrics TEXT,
+    metrics_received REAL
+);
+CREATE TABLE IF NOT EXISTS command_results (
+    n INTEGER PRIMARY KEY AUTOINCREMENT,
+    device TEXT NOT NULL,
+    verb TEXT NOT NULL,
+    correlation_id TEXT,
+    ok INTEGER NOT NULL,
+    error_code TEXT,
+    ts REAL,
+    received REAL NOT NULL,
+    payload TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS command_results_device ON command_results (device, n);
+CREATE INDEX IF NOT EXISTS command_results_correlation ON command_results (correlation_id);
+"""
+_SCHEMA_VERSION: Final = "1"
+
+
+class HistoryError(EdgesiamError):
+    """The history database cannot be opened or written."""
+
+
+class InvalidPayload(EdgesiamError, ValueError):
+    """A message does not have the fields its schema requires (it is not stored)."""
+
+
+def _number(value: Any) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _optional_number(payload: Mapping[str, Any], key: str) -> float | None:
+    value = payload.get(key)
+    return float(value) if _number(value) else None
+
+
+def _device(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not DEVICE_ID.match(value):
+        raise InvalidPayload(f"{what}: 'device' must be 1-64 of A-Z a-z 0-9 _ - (got {value!r})")
+    return value
+
+
+def _dumps(payload: Mapping[str, Any]) -> str:
+    return json.dumps(payload, separators=(",", ":"), allow_nan=False)
+
+
+def _with_received(text: str, received: float) -> dict[str, Any]:
+    row: dict[str, Any] = json.loads(text)
+    row["received_ts"] = received
+    return row
+
+
+class History:
+    """The dashboard's SQLite history (see the module docstring).
+
+    ``path`` is the database file (its folder is created); ``retention_days`` how long rows are
+    kept (``None``: for ever); ``synchronous`` ``"full"`` (fsync each commit: survives a power cut)
+    or ``"normal"`` (survives a crash of the process, not of the machine; faster).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        retention_days: float | None = 30.0,
+        *,
+        synchronous: Literal["full", "normal"] = "full",
+    ) -> None:
+        if retention_days is not None and not (
+            retention_days > 0 and math.isfinite(retention_days)
+        ):
+            raise HistoryError(
+                f"retention_days must be a positive number of days or None, got {retention_days!r}"
+            )
+        self.path = Path(path)
+        self.retention_days = retention_days
+        self._lock = threading.RLock()
+        self._depth = 0
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            self._db.execute("PRAGMA busy_timeout=30000")
+            self._db.executescript(_SCHEMA)
+            found = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if found is None:
+                self._db.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema', ?)", (_SCHEMA_VERSION,)
+                )
+            elif found[0] != _SCHEMA_VERSION:
+                raise HistoryError(
+                    f"{self.path}: history schema {found[0]}, this edgesiam reads {_SCHEMA_VERSION}"
+                )
+        except sqlite3.Error as exc:
+            raise HistoryError(f"{self.path}: cannot open the history database ({exc})") from None
+        self.purge()
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    def add_event(self, payload: dict[str, Any], received: float | None = None) -> bool:
+        """Store one ``edgesiam.event.v1`` payload; True if it is new, False if its ``id`` is held.
+
+        Requires ``id`` (string), ``device``, ``seq`` (integer ≥ 0) and ``ts`` (number); raises
+        :class:`InvalidPayload` otherwise. Unknown fields are kept as they are.
+        """
+        event_id = payload.get("id")
+        if not isinstance(event_id, str) or not 0 < len(event_id) <= _MAX_ID:
+            raise InvalidPayload(f"event: 'id' must be a string of 1-{_MAX_ID} characters")
+        device = _device(payload.get("device"), f"event {event_id}")
+        seq = payload.get("seq")
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+            raise InvalidPayload(f"event {event_id}: 'seq' must be an integer ≥ 0, got {seq!r}")
+        ts = payload.get("ts")
+        if not _number(ts):
+            raise InvalidPayload(f"event {event_id}: 'ts' must be a number, got {ts!r}")
+        label = payload.get("label")
+        now = time.time() if received is None else received
+        text = _dumps(payload)
+        with self._write():
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO events "
+                "(id, device, seq, ts, label, score, threshold, received, payload) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    event_id,
+                    device,
+                    seq,
+                    float(ts),
+                    label if isinstance(label, str) else None,
+                    _optional_number(payload, "score"),
+                    _optional_number(payload, "threshold"),
+                    now,
+                    text,
+                ),
+            )
+            new = cur.rowcount == 1
+            model = payload.get("model")
+            self._touch(device, now, model=model if isinstance(model, str) else None)
+        return new
+
+    def add_near_miss(self, payload: dict[str, Any], received: float | None = None) -> None:
+        """Store one ``edgesiam.near_miss.v1`` payload (``device`` and ``ts`` required)."""
+        device = _device(payload.get("device"), "near miss")
+        ts = payload.get("ts")
+        if not _number(ts):
+            raise InvalidPayload(f"near miss from {device}: 'ts' must be a number, got {ts!r}")
+        label = payload.get("label")
+        now = time.time() if received is None else received
+        with self._write():
+            self._db.execute(
+                "INSERT INTO near_misses (device, ts, label, score, threshold, received, payload) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    device,
+                    float(ts),
+                    label if isinstance(label, str) else None,
+                    _optional_number(payload, "score"),
+                    _optional_number(payload, "threshold"),
+                    now,
+                    _dumps(payload),
+                ),
+            )
+            self._touch(device, now)
+
+    def set_status(self, device: str, status: str, received: float | None = None) -> bool:
+        """Record ``online``/``offline`` (the retained status or the last will); True if changed."""
+        _device(device, "status")
+        if status not in ("online", "offline"):
+            raise InvalidPayload(f"status of {device}: expected online or offline, got {status!r}")
+        now = time.time() if received is None else received
+        with self._write():
+            row = self._db.execute(
+                "SELECT status FROM devices WHERE device = ?", (device,)
+            ).fetchone()
+            changed = row is None or row[0] != status
+            self._touch(device, now, seen=status == "online")
+            if changed:
+                self._db.execute(
+                    "UPDATE devices SET status = ?, status_changed = ? WHERE device = ?",
+                    (status, now, device),
+                )
+        return changed
+
+    def set_metrics(
+        self, device: str, payload: dict[str, Any], received: float | None = None
+    ) -> None:
+        """Keep the device's latest ``edgesiam.metrics.v1`` message (only the latest is kept)."""
+        _device(device, "metrics")
+        now = time.time() if received is None else received
+        with self._write():
+            self._touch(device, now)
+            self._db.execute(
+                "UPDATE devices SET metrics = ?, metrics_received = ? WHERE device = ?",
+                (_dumps(payload), now, device),
+            )
+
+    def set_labels(
+        self,
+        device: str,
+        labels: Iterable[str],
+        *,
+        model: str | None = None,
+        received: float | None = None,
+    ) -> None:
+        """The device's enrolled labels (from a ``list`` result, an enroll/forget result or its
+        Home Assistant discovery), and its model's name when known."""
+        _device(device, "labels")
+        clean = sorted({label for label in labels if isinstance(label, str)})
+        now = time.time() if received is None else received
+        with self._write():
+            self._touch(device, now, model=model, seen=False)
+            self._db.execute(
+                "UPDATE devices SET labels = ?, labels_received = ? WHERE device = ?",
+                (json.dumps(clean), now, device),
+            )
+
+    def add_command_result(
+        self, device: str, payload: dict[str, Any], received: float | None = None
+    ) -> None:
+        """Store one ``edgesiam.cmd_result.v1`` payload from ``device``."""
+        _device(device, "command result")
+        verb = payload.get("verb")
+        if not isinstance(verb, str) or not verb:
+            raise InvalidPayload(f"command result from {device}: 'verb' must be a string")
+        correlation = payload.get("correlation_id")
+        error_code = payload.get("error_code")
+        now = time.time() if received is None else received
+        with self._write():
+            self._db.execute(
+                "INSERT INTO command_results "
+                "(device, verb, correlation_id, ok, error_code, ts, received, payload) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    device,
+                    verb[:64],
+                    correlation if isinstance(correlation, str) else None,
+                    1 if payload.get("ok") is True else 0,
+                    error_code if isinstance(error_code, str) else None,
+                    _optional_number(payload, "ts"),
+                    now,
+                    _dumps(payload),
+                ),
+            )
+            self._touch(device, now)
+
+    def purge(self, now: float | None = None) -> dict[str, int]:
+        """Delete what was received before the retention window; the number of rows per table."""
+        if self.retention_days is None:
+            return {}
+        cutoff = (time.time() if now is None else now) - self.retention_days * _DAY
+        removed: dict[str, int] = {}
+        with self._write():
+            for table, column in (
+                ("events", "received"),
+                ("near_misses", "received"),
+                ("command_results", "received"),
+                ("devices", "last_seen"),
+            ):
+                cur = self._db.execute(f"DELETE FROM {table} WHERE {column} < ?", (cutoff,))
+                removed[table] = cur.rowcount
+        return removed
+
+    def transaction(self) -> _Transaction:
+        """Group writes into one transaction (one commit, one fsync): ``with history.transaction():``.
+        If anything inside fails, nothing of it is stored."""
+        return _Transaction(self)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> History:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def events(
+        self, device: str | None = None, since_ts: float | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """Stored event payloads (plus ``received_ts``), newest first: at most ``limit``, of one
+        device or all, with ``ts >= since_ts``."""
+        where, args = self._filter(device, since_ts)
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT payload, received FROM events {where} ORDER BY ts DESC, seq DESC LIMIT ?",
+                (*args, max(0, int(limit))),
+            ).fetchall()
+        return [_with_received(text, received) for text, received in rows]
+
+    def seqs(self, device: str) -> list[int]:
+        """Every stored ``seq`` of ``device``, ascending (gaps are missing events)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq FROM events WHERE device = ? ORDER BY seq", (device,)
+            ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def near_misses(
+        self, device: str | None = None, since_ts: float | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """Stored near misses (plus ``received_ts``), newest first, filtered as :meth:`events`."""
+        where, args = self._filter(device, since_ts)
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT payload, received FROM near_misses {where} ORDER BY ts DESC, n DESC "
+                "LIMIT ?",
+                (*args, max(0, int(limit))),
+            ).fetchall()
+        return [_with_received(text, received) for text, received in rows]
+
+    def timeline(
+        self, device: str, since_ts: float | None = None, limit: int = 2000
+    ) -> list[dict[str, Any]]:
+        """The device's scores over time, oldest first: events (``kind: event``) and near misses
+        (``kind: near_miss``), each ``{ts, kind, label, score, threshold}``; the newest ``limit``."""
+        where, args = self._filter(device, since_ts)
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT ts, kind, label, score, threshold FROM ("
+                f"SELECT ts, 'event' AS kind, label, score, threshold FROM events {where} "
+                f"UNION ALL SELECT ts, 'near_miss', label, score, threshold FROM near_misses "
+                f"{where}) ORDER BY ts DESC LIMIT ?",
+                (*args, *args, max(0, int(limit))),
+            ).fetchall()
+        return [
+            {"ts": ts, "kind": kind, "label": label, "score": score, "threshold": threshold}
+            for ts, kind, label, score, threshold in reversed(rows)
+        ]
+
+    def devices(self) -> list[dict[str, Any]]:
+        """Every device seen within the retention window, by id."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT d.device, d.status, d.status_changed, d.last_seen, d.model, d.labels, "
+                "d.labels_received, d.metrics, d.metrics_received, "
+                "(SELECT COUNT(*) FROM events e WHERE e.device = d.device), "
+                "(SELECT MAX(ts) FROM events e WHERE e.device = d.device) "
+                "FROM devices d ORDER BY d.device"
+            ).fetchall()
+        return [self._device_row(row) for row in rows]
+
+    def device(self, device: str) -> dict[str, Any] | None:
+        """One device as :meth:`devices` gives it, or None."""
+        return next((d for d in self.devices() if d["device"] == device), None)
+
+    def command_results(
+        self,
+        device: str | None = None,
+        *,
+        correlation_id: str | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """Stored command results (plus ``device`` and ``received_ts``), newest first."""
+        clauses, args = [], []
+        if device is not None:
+            clauses.append("device = ?")
+            args.append(device)
+        if correlation_id is not None:
+            clauses.append("correlation_id = ?")
+            args.append(correlation_id)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT device, payload, received FROM command_results {where} "
+                "ORDER BY n DESC LIMIT ?",
+                (*args, max(0, int(limit))),
+            ).fetchall()
+        out = []
+        for dev, text, received in rows:
+            row = _with_received(text, received)
+            row["device"] = dev
+            out.append(row)
+        return out
+
+    def counts(self) -> dict[str, int]:
+        """How many events, near misses, devices and command results are stored."""
+        with self._lock:
+            return {
+                table: int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+                for table in ("events", "near_misses", "devices", "command_results")
+            }
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _write(self) -> _Transaction:
+        return _Transaction(self)
+
+    def _touch(
+        self, device: str, now: float, *, model: str | None = None, seen: bool = True
+    ) -> None:
+        """Create the device's row if needed; move ``last_seen`` forward; set the model if known."""
+        self._db.execute(
+            "INSERT INTO devices (device, last_seen) VALUES (?, ?) ON CONFLICT (device) DO "
+            "UPDATE SET last_seen = MAX(last_seen, excluded.last_seen) WHERE ?",
+            (device, now, 1 if seen else 0),
+        )
+        if model:
+            self._db.execute(
+                "UPDATE devices SET model = ? WHERE device = ? AND model IS NOT ?",
+                (model, device, model),
+            )
+
+    @staticmethod
+    def _filter(device: str | None, since_ts: float | None) -> tuple[str, tuple[Any, ...]]:
+        clauses: list[str] = []
+        args: list[Any] = []
+        if device is not None:
+            clauses.append("device = ?")
+            args.append(device)
+        if since_ts is not None:
+            clauses.append("ts >= ?")
+            args.append(float(since_ts))
+        return (f"WHERE {' AND '.join(clauses)}" if clauses else "", tuple(args))
+
+    @staticmethod
+    def _device_row(row: tuple[Any, ...]) -> dict[str, Any]:
+        (device, status, changed, seen, model, labels, labels_at, metrics, metrics_at) = row[:9]
+        events, last_event_ts = row[9:]
+        return {
+            "device": device,
+            "status": status or "unknown",
+            "status_changed": changed,
+            "last_seen": seen,
+            "model": model,
+            "labels": json.loads(labels) if labels else None,
+            "labels_received": labels_at,
+            "metrics": json.loads(metrics) if metrics else None,
+            "metrics_received": metrics_at,
+            "events": int(events),
+            "last_event_ts": last_event_ts,
+        }
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (or ``ROLLBACK``), SQLite errors as :class:`HistoryError`.
+
+    Nested uses join the outermost transaction, which alone commits (or rolls everything back).
+    """
+
+    def __init__(self, history: History) -> None:
+        self._history = history
+
+    def __enter__(self) -> None:
+        h = self._history
+        h._lock.acquire()
+        if h._depth == 0:
+            try:
+                h._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                h._lock.release()
+                raise HistoryError(f"{h.path}: cannot write the history ({exc})") from None
+        h._depth += 1
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        h = self._history
+        h._depth -= 1
+        try:
+            if h._depth > 0:
+                return  # the outermost transaction decides
+            if kind is None:
+                try:
+                    h._db.execute("COMMIT")
+                    return
+                except sqlite3.Error as error:
+                    h._db.execute("ROLLBACK")
+                    raise HistoryError(f"{h.path}: cannot write the history ({error})") from None
+            h._db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise HistoryError(f"{h.path}: cannot write the history ({exc})") from None
+        finally:
+            h._lock.release()

@@ -1,0 +1,555 @@
+"""The dashboard's MQTT client: every device's messages into the :class:`History`, and commands out.
+
+Subscribed (QoS 1), under the devices' topic prefix: ``+/event``, ``+/status``, ``+/near_miss``,
+``+/metrics``, ``+/cmd/+/result``; and Home Assistant's ``<ha>/event/+/edgesiam_match/config``
+(the retained discovery config names each device's enrolled labels and model).
+
+Nothing acknowledged is lost:
+
+- The session is persistent: a fixed client id (derived from the history's path unless given),
+  MQTT 5 ``clean_start=False`` with a session expiry (7 days by default), so the broker queues
+  QoS 1 events while the dashboard is stopped or the connection is down, and a restart of either
+  side resumes the same session.
+- Messages are acknowledged by hand: an event's PUBACK is sent only after it is committed to
+  SQLite. The network thread hands messages to one writer thread, which stores what has arrived
+  in one transaction (one fsync for a burst, one message at a time when it is quiet), then sends
+  their PUBACKs in arrival order. If the history cannot be written (disk full), the message is
+  left unacknowledged and the broker sends it again on the next connection.
+- Duplicates (an event sent again after a lost PUBACK) are dropped by the history on their ``id``.
+
+:meth:`Ingester.command` publishes ``<prefix>/<device>/cmd/<verb>`` with a fresh
+``correlation_id`` and waits (bounded) for the matching ``…/cmd/<verb>/result``.
+
+The password is handed to paho and never logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from pydantic import SecretStr
+
+from edgesiam.dashboard.history import DEVICE_ID, History, HistoryError, InvalidPayload
+from edgesiam.errors import EdgesiamError, MissingExtraError
+from edgesiam.runtime.mqtt import MqttSettings
+
+__all__ = [
+    "CommandFailed",
+    "IngestCounters",
+    "Ingester",
+    "UpdateCallback",
+    "default_client_id",
+]
+
+log = logging.getLogger(__name__)
+
+UpdateCallback = Callable[[str, dict[str, Any]], None]
+"""``(kind, data)`` after something was stored: kind is ``event``, ``near_miss``, ``status``,
+``metrics``, ``labels``, ``command_result`` or ``broker`` (the dashboard's own connection)."""
+
+VERBS: Final = ("enroll", "forget", "list", "threshold", "reload")
+
+
+class CommandFailed(EdgesiamError):
+    """A command could not be sent, or its result did not come back in time."""
+
+    def __init__(self, message: str, code: str) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+@dataclass
+class IngestCounters:
+    """What the ingester has seen since it started (shown by the dashboard's ``/api/stats``)."""
+
+    messages: int = 0
+    events_new: int = 0
+    duplicates: int = 0
+    invalid: int = 0
+    storage_errors: int = 0
+    connects: int = 0
+
+
+def default_client_id(history_path: Path) -> str:
+    """The fixed client id of a dashboard whose history lives at ``history_path``: stable across
+    restarts (the persistent session) and distinct for two dashboards with different data."""
+    digest = hashlib.sha256(str(Path(history_path).resolve()).encode()).hexdigest()[:12]
+    return f"edgesiam-dashboard-{digest}"
+
+
+def _paho() -> Any:
+    try:
+        import paho.mqtt.client as mqtt
+    except ImportError as exc:
+        raise MissingExtraError("paho-mqtt", "dashboard") from exc
+    return mqtt
+
+
+def _labels_of(result: Any) -> list[str] | None:
+    """The label list in a ``list``/``forget``/``enroll`` result, if it has one."""
+    if not isinstance(result, dict) or not isinstance(result.get("labels"), list):
+        return None
+    out = []
+    for item in result["labels"]:
+        if isinstance(item, str):
+            out.append(item)
+        elif isinstance(item, dict) and isinstance(item.get("label"), str):
+            out.append(item["label"])
+    return out
+
+
+class _QuietWhenStopped(logging.Filter):
+    """paho's loop may log "Client is not connected" once after a deliberate disconnect; that
+    is the stop itself, not an error worth showing."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Client is not connected")
+
+
+@dataclass(frozen=True)
+class _Inbound:
+    """A message from the network thread, waiting to be stored and acknowledged."""
+
+    client: Any
+    topic: str
+    payload: bytes
+    retained: bool
+    mid: int
+    qos: int
+
+
+class _Waiter:
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: dict[str, Any] | None = None
+
+
+class Ingester:
+    """Writes what devices publish into ``history`` and sends them commands (module docstring).
+
+    ``broker`` is ``mqtt[s]://[user@]host[:port]``; ``password`` the already resolved password
+    (refused over plain ``mqtt://`` unless ``allow_plaintext_password``); ``tls_*`` as for the
+    device (:class:`~edgesiam.runtime.mqtt.BrokerOptions`). ``on_update`` is called on the
+    network thread after each stored message: it must be quick and must not raise.
+    """
+
+    def __init__(
+        self,
+        broker: str,
+        history: History,
+        *,
+        prefix: str = "edgesiam",
+        client_id: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        tls_ca: Path | None = None,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
+        tls_insecure: bool = False,
+        allow_plaintext_password: bool = False,
+        protocol: Literal["5", "3.1.1"] = "5",
+        ha_prefix: str = "homeassistant",
+        keepalive: int = 30,
+        session_expiry_s: int = 7 * 24 * 3600,
+        reconnect_max_s: int = 30,
+        on_update: UpdateCallback | None = None,
+        max_batch: int = 500,
+    ) -> None:
+        self.history = history
+        self.settings = MqttSettings.from_dict(
+            {
+                "url": broker,
+                "device_id": "dashboard",
+                "prefix": prefix,
+                "ha_prefix": ha_prefix,
+                "protocol": protocol,
+                "client_id": client_id or default_client_id(history.path),
+                "username": username,
+                "password": SecretStr(password) if password is not None else None,
+                "allow_plaintext_password": allow_plaintext_password,
+                "tls_ca": tls_ca,
+                "tls_cert": tls_cert,
+                "tls_key": tls_key,
+                "tls_insecure": tls_insecure,
+                "keepalive": keepalive,
+                "session_expiry_s": session_expiry_s,
+                "reconnect_max_s": max(1, reconnect_max_s),
+            },
+            source="dashboard broker settings",
+        )
+        self.prefix = prefix
+        self.ha_prefix = ha_prefix
+        self.on_update = on_update
+        self.connected = threading.Event()
+        self.counters = IngestCounters()
+        self.last_error: str | None = None
+        self._client: Any = None
+        self._waiters: dict[str, _Waiter] = {}
+        self._waiters_lock = threading.Lock()
+        self._last_refusal: str | None = None
+        self._inbox: queue.Queue[_Inbound | None] = queue.Queue(maxsize=max_batch * 20)
+        self._max_batch = max_batch
+        self._writer: threading.Thread | None = None
+
+    @property
+    def client_id(self) -> str:
+        return self.settings.effective_client_id
+
+    @property
+    def broker_url(self) -> str:
+        return self.settings.url
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect in the background (retried with backoff); messages flow once connected."""
+        if self._client is not None:
+            return
+        mqtt = _paho()
+        s = self.settings
+        v5 = s.protocol == "5"
+        kwargs: dict[str, Any] = {
+            "callback_api_version": mqtt.CallbackAPIVersion.VERSION2,
+            "client_id": s.effective_client_id,
+            "protocol": mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            "manual_ack": True,
+        }
+        if not v5:
+            kwargs["clean_session"] = False
+        client = mqtt.Client(**kwargs)
+        paho_log = logging.getLogger(f"{__name__}.paho")
+        if not any(isinstance(f, _QuietWhenStopped) for f in paho_log.filters):
+            paho_log.addFilter(_QuietWhenStopped())
+        client.enable_logger(paho_log)
+        client.reconnect_delay_set(s.reconnect_min_s, s.reconnect_max_s)
+        client.max_queued_messages_set(1000)
+        if s.effective_username is not None:
+            client.username_pw_set(s.effective_username, s.resolve_password())
+        address = s.address
+        if address.tls:
+            import ssl
+
+            client.tls_set(
+                ca_certs=str(s.tls_ca) if s.tls_ca else None,
+                certfile=str(s.tls_cert) if s.tls_cert else None,
+                keyfile=str(s.tls_key) if s.tls_key else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+            if s.tls_insecure:
+                client.tls_insecure_set(True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        connect: dict[str, Any] = {"keepalive": s.keepalive}
+        if v5:
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = s.session_expiry_s
+            connect.update(clean_start=False, properties=props)
+        log.info(
+            "dashboard: connecting to %s:%d as %s (client id %s, TLS %s)",
+            address.host,
+            address.port,
+            s.effective_username or "anonymous",
+            s.effective_client_id,
+            "on" if address.tls else "off",
+        )
+        self._client = client
+        self._writer = threading.Thread(
+            target=self._write_loop, name="dashboard-writer", daemon=True
+        )
+        self._writer.start()
+        client.connect_async(address.host, address.port, **connect)
+        client.loop_start()
+
+    def stop(self) -> None:
+        """Disconnect; the broker keeps the session (and queues events) until it expires."""
+        client = self._client
+        if client is None:
+            return
+        self._client = None
+        client.disconnect()
+        client.loop_stop()
+        self.connected.clear()
+        self._inbox.put(None)  # what is queued is stored (not acknowledged: the session has it)
+        if self._writer is not None:
+            self._writer.join(timeout=30)
+            self._writer = None
+        with self._waiters_lock:
+            for waiter in self._waiters.values():
+                waiter.done.set()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self.connected.wait(timeout)
+
+    # -- commands ---------------------------------------------------------------------------------
+
+    def command(
+        self, device: str, verb: str, request: dict[str, Any], timeout: float = 15.0
+    ) -> dict[str, Any]:
+        """Send ``verb`` to ``device`` and return its result (``edgesiam.cmd_result.v1``).
+
+        A fresh ``correlation_id`` replaces any in ``request``. Raises :class:`CommandFailed`
+        (``code`` ``offline``: the dashboard is not connected to the broker; ``timeout``: no
+        result within ``timeout`` seconds, e.g. the device is off; the command stays queued in
+        the device's session and runs when it is back).
+        """
+        if not DEVICE_ID.match(device):
+            raise CommandFailed(f"device {device!r}: not a device id", "invalid")
+        if verb not in VERBS:
+            raise CommandFailed(f"unknown command {verb!r}; one of {', '.join(VERBS)}", "invalid")
+        client = self._client
+        if client is None or not self.connected.is_set():
+            raise CommandFailed("the dashboard is not connected to the MQTT broker", "offline")
+        correlation = f"dash-{uuid.uuid4().hex[:16]}"
+        payload = {**request, "correlation_id": correlation}
+        waiter = _Waiter()
+        with self._waiters_lock:
+            self._waiters[correlation] = waiter
+        try:
+            info = client.publish(f"{self.prefix}/{device}/cmd/{verb}", json.dumps(payload), qos=1)
+            if info.rc != 0:
+                raise CommandFailed(f"the command could not be sent (paho rc {info.rc})", "offline")
+            if not waiter.done.wait(timeout) or waiter.result is None:
+                raise CommandFailed(
+                    f"no result from {device} within {timeout:g} s (is it online?); the command "
+                    "stays queued for it",
+                    "timeout",
+                )
+            return waiter.result
+        finally:
+            with self._waiters_lock:
+                self._waiters.pop(correlation, None)
+
+    # -- paho callbacks (network thread) ----------------------------------------------------------
+
+    def _filters(self) -> list[tuple[str, int]]:
+        p = self.prefix
+        return [
+            (f"{p}/+/event", 1),
+            (f"{p}/+/status", 1),
+            (f"{p}/+/near_miss", 1),
+            (f"{p}/+/metrics", 1),
+            (f"{p}/+/cmd/+/result", 1),
+            (f"{self.ha_prefix}/event/+/edgesiam_match/config", 1),
+        ]
+
+    def _on_connect(
+        self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any
+    ) -> None:
+        if reason_code.is_failure:
+            reason = str(reason_code)
+            if reason != self._last_refusal:
+                log.error("dashboard: the broker refused the connection: %s", reason)
+                self._last_refusal = reason
+            self.last_error = f"broker refused the connection: {reason}"
+            return
+        self._last_refusal = None
+        self.last_error = None
+        self.counters.connects += 1
+        log.info(
+            "dashboard: connected to the broker (session %s)",
+            "resumed" if flags.session_present else "new",
+        )
+        client.subscribe(self._filters())
+        self.connected.set()
+        self._notify("broker", {"connected": True})
+
+    def _on_disconnect(
+        self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any
+    ) -> None:
+        was = self.connected.is_set()
+        self.connected.clear()
+        if was and self._client is not None:
+            log.warning("dashboard: disconnected from the broker (%s); reconnecting", reason_code)
+        self._notify("broker", {"connected": False})
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        self.counters.messages += 1
+        # blocks when the writer is far behind: TCP back-pressure instead of unbounded memory
+        self._inbox.put(
+            _Inbound(
+                client,
+                message.topic,
+                bytes(message.payload),
+                bool(message.retain),
+                message.mid,
+                message.qos,
+            )
+        )
+
+    # -- the writer thread ------------------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        """Store what has arrived in one transaction, then acknowledge it, in arrival order."""
+        while True:
+            first = self._inbox.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self._write_batch(batch)
+            if stop:
+                return
+
+    def _write_batch(self, batch: list[_Inbound]) -> None:
+        updates: list[tuple[str, dict[str, Any]]] = []
+        stored: list[_Inbound] = []
+        try:
+            with self.history.transaction():
+                for item in batch:
+                    if self._store_one(item, updates):
+                        stored.append(item)
+        except HistoryError:
+            # one at a time, so that only what cannot be written stays unacknowledged
+            updates, stored = [], []
+            for item in batch:
+                try:
+                    with self.history.transaction():
+                        if self._store_one(item, updates):
+                            stored.append(item)
+                except HistoryError as exc:
+                    self.counters.storage_errors += 1
+                    self.last_error = str(exc)
+                    log.error("dashboard: %s; the message will be delivered again", exc)
+        for item in stored:
+            if item.qos > 0 and item.client is self._client:
+                item.client.ack(item.mid, item.qos)
+        for kind, data in updates:
+            self._notify(kind, data)
+        for kind, data in updates:
+            if kind == "command_result":
+                self._wake_waiter(data)
+
+    def _store_one(self, item: _Inbound, updates: list[tuple[str, dict[str, Any]]]) -> bool:
+        """Store one message (inside the batch's transaction); False if it must not be acked."""
+        try:
+            self._store(item.topic, item.payload, item.retained, updates)
+        except HistoryError:
+            raise
+        except (InvalidPayload, ValueError, TypeError, RecursionError) as exc:
+            self.counters.invalid += 1
+            log.warning("dashboard: dropped a message on %s: %s", item.topic, exc)
+        except Exception:  # a bug must not stop the writer; the message is dropped
+            self.counters.invalid += 1
+            log.exception("dashboard: could not handle a message on %s", item.topic)
+        return True
+
+    # -- dispatch ---------------------------------------------------------------------------------
+
+    def _store(
+        self,
+        topic: str,
+        payload: bytes,
+        retained: bool,
+        updates: list[tuple[str, dict[str, Any]]],
+    ) -> None:
+        """Write one message to the history; what the page should hear goes to ``updates``."""
+        now = time.time()
+        ha_head = f"{self.ha_prefix}/event/"
+        if topic.startswith(ha_head) and topic.endswith("/edgesiam_match/config"):
+            device = topic[len(ha_head) : -len("/edgesiam_match/config")]
+            if payload and DEVICE_ID.match(device):
+                self._discovery(device, json.loads(payload), now, updates)
+            return
+        head = f"{self.prefix}/"
+        if not topic.startswith(head):
+            return
+        device, _, rest = topic[len(head) :].partition("/")
+        if not DEVICE_ID.match(device):
+            return
+        if rest == "event":
+            data = self._json(payload)
+            if data.get("device") != device:
+                raise InvalidPayload(f"event says device {data.get('device')!r} on {topic}")
+            if self.history.add_event(data, received=now):
+                self.counters.events_new += 1
+                updates.append(("event", {**data, "received_ts": now}))
+            else:
+                self.counters.duplicates += 1
+        elif rest == "status":
+            if not payload:
+                return  # a cleared retained status
+            status = payload.decode("utf-8", "replace").strip()
+            changed = self.history.set_status(device, status, received=now)
+            if changed or not retained:
+                updates.append(("status", {"device": device, "status": status, "ts": now}))
+        elif rest == "near_miss":
+            data = self._json(payload)
+            data["device"] = device
+            self.history.add_near_miss(data, received=now)
+            updates.append(("near_miss", {**data, "received_ts": now}))
+        elif rest == "metrics":
+            data = self._json(payload)
+            self.history.set_metrics(device, data, received=now)
+            updates.append(("metrics", {"device": device, "metrics": data, "received_ts": now}))
+        elif rest.startswith("cmd/") and rest.endswith("/result"):
+            data = self._json(payload)
+            self.history.add_command_result(device, data, received=now)
+            labels = _labels_of(data.get("result")) if data.get("ok") is True else None
+            if labels is not None:
+                model = data["result"].get("model")
+                self.history.set_labels(
+                    device, labels, model=model if isinstance(model, str) else None, received=now
+                )
+                updates.append(("labels", {"device": device, "labels": sorted(labels)}))
+            updates.append(("command_result", {**data, "device": device, "received_ts": now}))
+
+    def _discovery(
+        self, device: str, config: Any, now: float, updates: list[tuple[str, dict[str, Any]]]
+    ) -> None:
+        if not isinstance(config, dict) or not isinstance(config.get("event_types"), list):
+            return
+        block = config.get("device")
+        model = block.get("model") if isinstance(block, dict) else None
+        labels = [x for x in config["event_types"] if isinstance(x, str)]
+        self.history.set_labels(
+            device, labels, model=model if isinstance(model, str) else None, received=now
+        )
+        updates.append(("labels", {"device": device, "labels": sorted(labels)}))
+
+    def _wake_waiter(self, result: dict[str, Any]) -> None:
+        correlation = result.get("correlation_id")
+        if isinstance(correlation, str):
+            with self._waiters_lock:
+                waiter = self._waiters.get(correlation)
+            if waiter is not None:
+                waiter.result = {k: v for k, v in result.items() if k != "received_ts"}
+                waiter.done.set()
+
+    @staticmethod
+    def _json(payload: bytes) -> dict[str, Any]:
+        data = json.loads(payload)
+        if not isinstance(data, dict):
+            raise InvalidPayload("expected a JSON object")
+        return data
+
+    def _notify(self, kind: str, data: dict[str, Any]) -> None:
+        if self.on_update is None:
+            return
+        try:
+            self.on_update(kind, data)
+        except Exception:
+            log.exception("dashboard: live update listener failed")

@@ -1,0 +1,549 @@
+// edgesiam dashboard: renders the REST API's data and keeps it live from /api/stream (Server-Sent
+// Events). No framework, no build step, nothing loaded from elsewhere. Every value from a device
+// is written with textContent, never parsed as HTML.
+"use strict";
+
+const MAX_EVENTS = 200;
+const MAX_NEAR = 100;
+const MAX_WAV_BYTES = 512 * 1024;
+const COLOURS = ["#2f7ed8", "#e4572e", "#17a589", "#a05195", "#f4a259", "#5c6bc0", "#8d6e63", "#c0ca33"];
+
+const state = {
+  devices: new Map(),      // device id -> device record (as /api/devices gives it)
+  events: [],              // newest first
+  near: [],                // newest first
+  timeline: new Map(),     // device id -> points, oldest first
+  commands: [],            // newest first
+  selected: null,          // device shown in the timeline
+  managed: null,           // device shown in the enrollment panel
+  labelColours: new Map(),
+  broker: null,
+  arrived: new Map(),      // "event:<id>" or "status:<device>:<status>" -> when this page first showed it (ms)
+};
+
+function arrival(key) {
+  if (!state.arrived.has(key)) state.arrived.set(key, Date.now());
+  return state.arrived.get(key);
+}
+
+// -- helpers ------------------------------------------------------------------------------------
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key === "dataset") Object.assign(node.dataset, value);
+    else if (key === "css") for (const [name, v] of Object.entries(value)) node.style.setProperty(name, v);
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function svg(tag, attrs, ...children) {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (key === "css") for (const [name, v] of Object.entries(value)) node.style.setProperty(name, v);
+    else node.setAttribute(key, String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function clock(ts) {
+  if (typeof ts !== "number") return "—";
+  const d = new Date(ts * 1000);
+  return d.toLocaleTimeString([], { hour12: false });
+}
+
+function dateTime(ts) {
+  if (typeof ts !== "number") return "—";
+  return new Date(ts * 1000).toLocaleString([], { hour12: false });
+}
+
+function ago(ts) {
+  if (typeof ts !== "number") return "never";
+  const s = Math.max(0, Date.now() / 1000 - ts);
+  if (s < 2) return "just now";
+  if (s < 90) return `${Math.round(s)} s ago`;
+  if (s < 5400) return `${Math.round(s / 60)} min ago`;
+  if (s < 172800) return `${Math.round(s / 3600)} h ago`;
+  return `${Math.round(s / 86400)} days ago`;
+}
+
+function fixed(value, digits) {
+  return typeof value === "number" && isFinite(value) ? value.toFixed(digits) : "—";
+}
+
+function colourOf(label) {
+  if (!state.labelColours.has(label)) {
+    state.labelColours.set(label, COLOURS[state.labelColours.size % COLOURS.length]);
+  }
+  return state.labelColours.get(label);
+}
+
+async function api(path, options) {
+  const response = await fetch(path, Object.assign({ credentials: "same-origin" }, options || {}));
+  if (response.status === 401) {
+    window.location.assign("/login");
+    throw new Error("not logged in");
+  }
+  let data = null;
+  try { data = await response.json(); } catch (e) { data = null; }
+  if (!response.ok && !(data && typeof data === "object")) {
+    throw new Error(`${path}: HTTP ${response.status}`);
+  }
+  return data;
+}
+
+// -- score against threshold ----------------------------------------------------------------------
+
+function scoreCell(score, threshold) {
+  const margin = typeof score === "number" && typeof threshold === "number" ? score - threshold : null;
+  const pct = (v) => `${Math.max(0, Math.min(100, v * 100)).toFixed(1)}%`; // scores 0..1 (cosine)
+  const bar = el("span", { class: "bar" },
+    el("span", { class: margin !== null && margin >= 0 ? "fill fill-hit" : "fill fill-miss",
+                 css: { width: typeof score === "number" ? pct(score) : "0%" } }),
+    typeof threshold === "number" ? el("span", { class: "tick", css: { left: pct(threshold) } }) : null);
+  return el("td", { class: "score" }, bar,
+    el("span", { class: "nums" }, fixed(score, 3), el("span", { class: "vs" }, " / "), fixed(threshold, 3)));
+}
+
+// -- devices ----------------------------------------------------------------------------------------
+
+const METRIC_FIELDS = [
+  ["windows_per_s", "windows/s", 1],
+  ["inference_ms_p50", "inference p50 ms", 2],
+  ["rss_mb", "memory MiB", 1],
+  ["cpu_percent", "CPU %", 0],
+  ["outbox_depth", "outbox", 0],
+  ["uptime_s", "uptime", -1],
+];
+
+function uptime(s) {
+  if (typeof s !== "number") return "—";
+  if (s < 120) return `${Math.round(s)} s`;
+  if (s < 7200) return `${Math.round(s / 60)} min`;
+  return `${(s / 3600).toFixed(1)} h`;
+}
+
+function renderDevices() {
+  const box = document.getElementById("devices");
+  const devices = [...state.devices.values()].sort((a, b) => a.device.localeCompare(b.device));
+  const online = devices.filter((d) => d.status === "online").length;
+  document.getElementById("device-count").textContent = devices.length
+    ? `${online} of ${devices.length} online` : "";
+  box.replaceChildren();
+  if (!devices.length) {
+    box.append(el("p", { class: "empty" }, "No device has published yet."));
+    return;
+  }
+  for (const d of devices) {
+    const metrics = d.metrics || {};
+    const labels = d.labels === null || d.labels === undefined ? null : d.labels;
+    const card = el("article", {
+      class: `device ${d.device === state.selected ? "selected" : ""}`,
+      dataset: { device: d.device, status: d.status, statusShown: arrival(`status:${d.device}:${d.status}`) },
+      tabindex: "0",
+      onclick: () => select(d.device),
+      onkeydown: (e) => { if (e.key === "Enter") select(d.device); },
+    },
+    el("header", {},
+      el("span", { class: "name" }, d.device),
+      el("span", { class: `pill pill-${d.status}`, "data-role": "status" }, d.status)),
+    el("dl", {},
+      el("dt", {}, "last seen"), el("dd", { "data-role": "last-seen", "data-ts": d.last_seen }, ago(d.last_seen)),
+      el("dt", {}, "model"), el("dd", {}, d.model || "—"),
+      el("dt", {}, "events"), el("dd", {}, String(d.events || 0),
+        d.last_event_ts ? el("span", { class: "muted" }, ` · last ${clock(d.last_event_ts)}`) : null)),
+    el("div", { class: "chips" },
+      labels === null ? el("span", { class: "muted" }, "labels unknown")
+        : labels.length ? labels.map((l) => el("span", { class: "chip", css: { "--c": colourOf(l) } }, l))
+          : el("span", { class: "muted" }, "no labels enrolled")),
+    el("div", { class: "metrics" }, METRIC_FIELDS.map(([key, name, digits]) =>
+      el("div", { class: "metric" },
+        el("span", { class: "value" }, digits < 0 ? uptime(metrics[key]) : fixed(metrics[key], digits)),
+        el("span", { class: "name" }, name)))));
+    box.append(card);
+  }
+  renderSelectors();
+}
+
+function refreshAges() {
+  for (const node of document.querySelectorAll("[data-role=last-seen]")) {
+    const ts = parseFloat(node.dataset.ts);
+    node.textContent = ago(isNaN(ts) ? undefined : ts);
+  }
+}
+
+function renderSelectors() {
+  const ids = [...state.devices.keys()].sort();
+  if (state.selected === null && ids.length) {
+    state.selected = ids[0];
+    loadTimeline(ids[0]);
+  }
+  if (state.managed === null && ids.length) state.managed = ids[0];
+  for (const [id, value] of [["timeline-device", state.selected], ["enroll-device", state.managed]]) {
+    const select = document.getElementById(id);
+    const current = [...select.options].map((o) => o.value).join("\n");
+    if (current !== ids.join("\n")) {
+      select.replaceChildren(...ids.map((d) => el("option", { value: d }, d)));
+    }
+    if (value !== null) select.value = value;
+  }
+  renderLabels();
+}
+
+// a click on a device card shows it in both panels; each selector changes its own panel
+function select(device) {
+  state.managed = device;
+  selectTimeline(device);
+  renderDevices();
+}
+
+function selectTimeline(device) {
+  if (state.selected === device) return;
+  state.selected = device;
+  renderDevices();
+  loadTimeline(device);
+}
+
+function selectManaged(device) {
+  state.managed = device;
+  renderSelectors();
+}
+
+function upsertDevice(device, changes) {
+  const d = state.devices.get(device) || {
+    device, status: "unknown", last_seen: null, model: null, labels: null, metrics: null, events: 0,
+  };
+  Object.assign(d, changes);
+  state.devices.set(device, d);
+  return d;
+}
+
+// -- events and near misses ---------------------------------------------------------------------------
+
+function eventRow(e) {
+  const shown = arrival(`event:${e.id}`);
+  return el("tr", { dataset: { device: e.device, id: e.id, shown } },
+    el("td", { class: "time", title: `${dateTime(e.ts)} (on this page at ${dateTime(shown / 1000)})` }, clock(e.ts)),
+    el("td", {}, e.device),
+    el("td", {}, el("span", { class: "chip", css: { "--c": colourOf(e.label) } }, e.label)),
+    scoreCell(e.score, e.threshold),
+    el("td", { class: "num" }, String(e.seq)));
+}
+
+function nearRow(n) {
+  const short = typeof n.score === "number" && typeof n.threshold === "number" ? n.threshold - n.score : null;
+  return el("tr", { dataset: { device: n.device } },
+    el("td", { class: "time", title: dateTime(n.ts) }, clock(n.ts)),
+    el("td", {}, n.device),
+    el("td", {}, n.label ? el("span", { class: "chip", css: { "--c": colourOf(n.label) } }, n.label) : "—"),
+    scoreCell(n.score, n.threshold),
+    el("td", { class: "num" }, fixed(short, 3)));
+}
+
+function renderEvents() {
+  const body = document.querySelector("#events tbody");
+  body.replaceChildren(...state.events.map(eventRow));
+  document.getElementById("events-empty").hidden = state.events.length > 0;
+  document.getElementById("event-count").textContent = state.events.length ? `latest ${state.events.length}` : "";
+}
+
+function renderNear() {
+  const body = document.querySelector("#near-misses tbody");
+  body.replaceChildren(...state.near.map(nearRow));
+  document.getElementById("near-empty").hidden = state.near.length > 0;
+  document.getElementById("near-count").textContent = state.near.length ? `latest ${state.near.length}` : "";
+}
+
+function addEvent(e) {
+  if (state.events.some((x) => x.id === e.id)) return;
+  state.events.unshift(e);
+  state.events.length = Math.min(state.events.length, MAX_EVENTS);
+  renderEvents();
+  const d = upsertDevice(e.device, { last_seen: e.received_ts || e.ts, last_event_ts: e.ts });
+  d.events = (d.events || 0) + 1;
+  if (e.model) d.model = e.model;
+  addPoint(e.device, { ts: e.ts, kind: "event", label: e.label, score: e.score, threshold: e.threshold });
+  renderDevices();
+}
+
+function addNear(n) {
+  state.near.unshift(n);
+  state.near.length = Math.min(state.near.length, MAX_NEAR);
+  renderNear();
+  upsertDevice(n.device, { last_seen: n.received_ts || n.ts });
+  addPoint(n.device, { ts: n.ts, kind: "near_miss", label: n.label, score: n.score, threshold: n.threshold });
+}
+
+// -- timeline (SVG) ---------------------------------------------------------------------------------------
+
+function addPoint(device, point) {
+  if (!state.timeline.has(device)) return; // loaded on selection
+  const points = state.timeline.get(device);
+  points.push(point);
+  if (points.length > 2000) points.splice(0, points.length - 2000);
+  if (device === state.selected) renderTimeline();
+}
+
+async function loadTimeline(device) {
+  if (!device) return;
+  const data = await api(`/api/timeline?device=${encodeURIComponent(device)}&limit=2000`);
+  state.timeline.set(device, data.points || []);
+  if (device === state.selected) renderTimeline();
+}
+
+function renderTimeline() {
+  const box = document.getElementById("timeline");
+  const W = 720, H = 260, L = 46, R = 12, T = 14, B = 30;
+  const points = (state.timeline.get(state.selected) || []).filter((p) => typeof p.score === "number");
+  box.replaceChildren();
+  if (!points.length) {
+    box.append(svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "axis-note" },
+      state.selected ? `no scores from ${state.selected} yet` : "no device selected"));
+    return;
+  }
+  const t0 = points[0].ts, t1 = Math.max(points[points.length - 1].ts, t0 + 1);
+  const scores = points.flatMap((p) => [p.score, p.threshold]).filter((v) => typeof v === "number");
+  let lo = Math.min(...scores), hi = Math.max(...scores);
+  const pad = Math.max(0.05, (hi - lo) * 0.12);
+  lo = Math.max(-1, lo - pad); hi = Math.min(1, hi + pad);
+  const x = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - R);
+  const y = (v) => T + (1 - (v - lo) / (hi - lo)) * (H - T - B);
+  const grid = [];
+  for (let i = 0; i <= 4; i++) {
+    const v = lo + ((hi - lo) * i) / 4;
+    grid.push(svg("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), class: "grid" }),
+      svg("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end", class: "axis" }, v.toFixed(2)));
+  }
+  for (let i = 0; i <= 4; i++) {
+    const t = t0 + ((t1 - t0) * i) / 4;
+    grid.push(svg("text", { x: x(t), y: H - 10, "text-anchor": i === 0 ? "start" : i === 4 ? "end" : "middle", class: "axis" }, clock(t)));
+  }
+  // the threshold as a step line through time (it may change per label or by command)
+  const steps = points.filter((p) => typeof p.threshold === "number");
+  let path = "";
+  steps.forEach((p, i) => { path += `${i ? "L" : "M"}${x(p.ts).toFixed(1)},${y(p.threshold).toFixed(1)} `; });
+  if (steps.length) path += `L${x(t1).toFixed(1)},${y(steps[steps.length - 1].threshold).toFixed(1)}`;
+  const marks = points.map((p) => {
+    const attrs = { cx: x(p.ts).toFixed(1), cy: y(p.score).toFixed(1), r: p.kind === "event" ? 4.5 : 3.5,
+      class: p.kind === "event" ? "pt pt-event" : "pt pt-near", css: { "--c": colourOf(p.label || "?") } };
+    return svg("circle", attrs, svg("title", {}, `${clock(p.ts)} ${p.label || "?"} ${p.kind === "event" ? "match" : "near miss"}: ${fixed(p.score, 3)} (threshold ${fixed(p.threshold, 3)})`));
+  });
+  box.append(...grid, svg("path", { d: path, class: "threshold" }), ...marks);
+}
+
+// -- enrollment and commands ------------------------------------------------------------------------------
+
+function renderLabels() {
+  const list = document.getElementById("labels-list");
+  const d = state.devices.get(state.managed);
+  list.replaceChildren();
+  if (!d) { list.append(el("li", { class: "muted" }, "no device")); return; }
+  if (d.labels === null || d.labels === undefined) {
+    list.append(el("li", { class: "muted" }, "unknown — ask the device"));
+    return;
+  }
+  if (!d.labels.length) { list.append(el("li", { class: "muted" }, "nothing enrolled")); return; }
+  for (const label of d.labels) {
+    list.append(el("li", { dataset: { label } },
+      el("span", { class: "chip", css: { "--c": colourOf(label) } }, label),
+      el("button", { type: "button", class: "danger", "aria-label": `forget ${label}`,
+        onclick: () => forget(d.device, label) }, "Forget")));
+  }
+}
+
+function showResult(result, what) {
+  const box = document.getElementById("command-result");
+  box.hidden = false;
+  box.dataset.ok = result && result.ok ? "true" : "false";
+  box.replaceChildren();
+  if (result && result.ok) {
+    const r = result.result || {};
+    const detail = [];
+    if (r.label) detail.push(`label ${r.label}`);
+    if (typeof r.recordings === "number") detail.push(`${r.recordings} recording(s)`);
+    if (typeof r.consistency === "number") detail.push(`consistency ${r.consistency.toFixed(3)}`);
+    if (typeof r.removed !== "undefined") detail.push(`removed ${r.removed}`);
+    if (Array.isArray(r.warnings) && r.warnings.length) detail.push(`warnings: ${r.warnings.join("; ")}`);
+    box.append(el("strong", {}, `✓ ${what} done`), detail.length ? ` — ${detail.join(", ")}` : "");
+  } else {
+    const message = (result && (result.error || result.message)) || "no answer";
+    const code = result && result.error_code ? ` (${result.error_code})` : "";
+    box.append(el("strong", {}, `✗ ${what} failed${code}`), ` — ${message}`);
+  }
+}
+
+async function command(device, verb, body, what) {
+  const box = document.getElementById("command-result");
+  box.hidden = false;
+  box.dataset.ok = "pending";
+  box.replaceChildren(`${what}: waiting for ${device}…`);
+  try {
+    const result = await api(`/api/devices/${encodeURIComponent(device)}/${verb}`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+    });
+    showResult(result, what);
+    return result;
+  } catch (error) {
+    showResult({ ok: false, error: String(error.message || error) }, what);
+    return null;
+  }
+}
+
+async function forget(device, label) {
+  if (!window.confirm(`Forget "${label}" on ${device}? Its templates are deleted from the device.`)) return;
+  await command(device, "forget", { label }, `forget ${label}`);
+}
+
+function base64Of(buffer) {
+  const bytes = new Uint8Array(buffer);
+  let text = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    text += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(text);
+}
+
+async function enroll(event) {
+  event.preventDefault();
+  const device = document.getElementById("enroll-device").value;
+  const label = document.getElementById("enroll-label").value.trim();
+  const file = document.getElementById("enroll-file").files[0];
+  if (!device) { showResult({ ok: false, error: "no device selected" }, "enroll"); return; }
+  if (!file) { showResult({ ok: false, error: "choose a WAV file" }, "enroll"); return; }
+  if (file.size > MAX_WAV_BYTES) {
+    showResult({ ok: false, error: `${file.name} is ${(file.size / 1024).toFixed(0)} KiB; the device takes at most 512 KiB`, error_code: "too_large" }, `enroll ${label}`);
+    return;
+  }
+  const buffer = await file.arrayBuffer();
+  const head = new TextDecoder("latin1").decode(new Uint8Array(buffer.slice(0, 12)));
+  if (head.slice(0, 4) !== "RIFF" || head.slice(8, 12) !== "WAVE") {
+    showResult({ ok: false, error: `${file.name} is not a WAV file`, error_code: "invalid" }, `enroll ${label}`);
+    return;
+  }
+  const submit = document.getElementById("enroll-submit");
+  submit.disabled = true;
+  try {
+    await command(device, "enroll", { label, wav_base64: base64Of(buffer) }, `enroll ${label}`);
+  } finally {
+    submit.disabled = false;
+  }
+}
+
+function addCommandResult(r) {
+  state.commands.unshift(r);
+  state.commands.length = Math.min(state.commands.length, 20);
+  const log = document.getElementById("command-log");
+  log.replaceChildren(...state.commands.map((c) => el("li", { class: c.ok ? "ok" : "failed" },
+    el("span", { class: "time" }, clock(c.ts)), ` ${c.device} · ${c.verb} · `,
+    c.ok ? "ok" : `${c.error_code || "error"}: ${c.error || ""}`)));
+}
+
+// -- live stream --------------------------------------------------------------------------------------------
+
+function setPill(id, cls, text) {
+  const pill = document.getElementById(id);
+  pill.className = `pill ${cls}`;
+  pill.textContent = text;
+}
+
+function showBroker(stats) {
+  const broker = stats.broker || {};
+  state.broker = broker;
+  setPill("broker-state", broker.connected ? "pill-online" : "pill-offline",
+    broker.connected ? `broker: connected` : `broker: ${broker.last_error || "disconnected"}`);
+  const h = stats.history || {};
+  document.getElementById("footer-stats").textContent =
+    `edgesiam ${stats.version} · history: ${h.events ?? "?"} events, ${h.near_misses ?? "?"} near misses` +
+    (h.retention_days ? `, kept ${h.retention_days} days` : ", kept for ever") +
+    (broker.url ? ` · ${broker.url}` : "");
+  document.getElementById("logout-form").hidden = !stats.auth_required;
+}
+
+function connect() {
+  const source = new EventSource("/api/stream");
+  source.addEventListener("open", () => {
+    document.body.dataset.live = "connected";
+    setPill("live-state", "pill-online", "live");
+  });
+  source.addEventListener("error", () => {
+    document.body.dataset.live = "reconnecting";
+    setPill("live-state", "pill-wait", "live: reconnecting…");
+  });
+  let hellos = 0;
+  source.addEventListener("hello", (m) => {
+    showBroker(JSON.parse(m.data));
+    if (hellos++ > 0) reload(); // a reconnect: catch up on what was missed meanwhile
+  });
+  source.addEventListener("event", (m) => addEvent(JSON.parse(m.data)));
+  source.addEventListener("near_miss", (m) => addNear(JSON.parse(m.data)));
+  source.addEventListener("status", (m) => {
+    const s = JSON.parse(m.data);
+    upsertDevice(s.device, s.status === "online"
+      ? { status: s.status, last_seen: s.ts, status_changed: s.ts } : { status: s.status, status_changed: s.ts });
+    renderDevices();
+  });
+  source.addEventListener("metrics", (m) => {
+    const s = JSON.parse(m.data);
+    upsertDevice(s.device, { metrics: s.metrics, last_seen: s.received_ts });
+    renderDevices();
+  });
+  source.addEventListener("labels", (m) => {
+    const s = JSON.parse(m.data);
+    upsertDevice(s.device, { labels: s.labels });
+    renderDevices();
+  });
+  source.addEventListener("command_result", (m) => addCommandResult(JSON.parse(m.data)));
+  source.addEventListener("broker", (m) => {
+    const b = JSON.parse(m.data);
+    showBroker({ ...lastStats, broker: { ...(state.broker || {}), connected: b.connected } });
+  });
+}
+
+let lastStats = {};
+
+async function reload() {
+  const [stats, devices, events, near, commands] = await Promise.all([
+    api("/api/stats"), api("/api/devices"), api(`/api/events?limit=${MAX_EVENTS}`),
+    api(`/api/near_misses?limit=${MAX_NEAR}`), api("/api/commands?limit=20"),
+  ]);
+  lastStats = stats;
+  showBroker(stats);
+  state.devices = new Map(devices.devices.map((d) => [d.device, d]));
+  state.events = events.events;
+  state.near = near.near_misses;
+  state.commands = [];
+  for (const r of commands.results.reverse()) addCommandResult(r);
+  renderEvents();
+  renderNear();
+  renderDevices();
+  if (state.selected) await loadTimeline(state.selected);
+  document.body.dataset.loaded = "true";
+}
+
+function start() {
+  document.getElementById("enroll-form").addEventListener("submit", enroll);
+  document.getElementById("refresh-labels").addEventListener("click", () => {
+    if (state.managed) command(state.managed, "list", {}, "list labels");
+  });
+  document.getElementById("timeline-device").addEventListener("change", (e) => selectTimeline(e.target.value));
+  document.getElementById("enroll-device").addEventListener("change", (e) => selectManaged(e.target.value));
+  renderTimeline();
+  reload().then(connect, (error) => {
+    setPill("live-state", "pill-offline", `error: ${error.message}`);
+  });
+  setInterval(refreshAges, 1000);
+}
+
+document.addEventListener("DOMContentLoaded", start);

@@ -1,0 +1,176 @@
+"""The REST/JSON API and the live stream over real HTTP, fed from a real Mosquitto."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import io
+import json
+import threading
+import wave
+from typing import Any
+
+import pytest
+
+from tests.dashboard.conftest import Dashboard, event_payload, publisher
+from tests.runtime.conftest import wait_until
+
+
+def wav_bytes(seconds: float = 0.5, rate: int = 16000) -> bytes:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(b"\x00\x10" * int(seconds * rate))
+    return buffer.getvalue()
+
+
+def test_rest_endpoints_serve_the_history(dashboard: Dashboard) -> None:
+    h = dashboard.history
+    base = 1_800_000_000.0
+    h.set_status("alpha", "online")
+    for seq in range(1, 6):
+        h.add_event({**event_payload("alpha", seq, score=0.7 + seq / 100), "ts": base + seq})
+    h.add_event({**event_payload("beta", 1), "ts": base + 2.5})
+    h.add_near_miss(
+        {"device": "alpha", "ts": base + 3.5, "label": "bob", "score": 0.66, "threshold": 0.7}
+    )
+
+    status, headers, body = dashboard.request("/api/devices")
+    assert status == 200 and headers["Cache-Control"] == "no-store"
+    assert [d["device"] for d in body["devices"]] == ["alpha", "beta"]
+    assert body["devices"][0]["status"] == "online" and body["devices"][0]["events"] == 5
+
+    _, _, body = dashboard.request("/api/events?device=alpha&since=1800000003&limit=2")
+    assert [e["seq"] for e in body["events"]] == [5, 4]
+    _, _, body = dashboard.request("/api/events?limit=100")
+    assert len(body["events"]) == 6
+    _, _, body = dashboard.request("/api/near_misses?device=alpha")
+    assert body["near_misses"][0]["label"] == "bob"
+    _, _, body = dashboard.request("/api/timeline?device=alpha")
+    assert [p["kind"] for p in body["points"]].count("near_miss") == 1
+    assert [p["ts"] for p in body["points"]] == sorted(p["ts"] for p in body["points"])
+    _, _, body = dashboard.request("/api/devices/beta")
+    assert body["device"] == "beta"
+    _, _, body = dashboard.request("/api/stats")
+    assert body["history"]["events"] == 6 and body["broker"]["connected"] is True
+    assert body["history"]["retention_days"] == 30.0
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/api/events?limit=0", 400),
+        ("/api/events?limit=many", 400),
+        ("/api/events?since=yesterday", 400),
+        ("/api/events?device=a/b", 400),
+        ("/api/timeline", 400),
+        ("/api/devices/nobody", 404),
+        ("/api/nothing", 404),
+        ("/static/../history.sqlite3", 404),
+        ("/nothing", 404),
+    ],
+)
+def test_bad_requests_get_clear_errors(dashboard: Dashboard, path: str, status: int) -> None:
+    got, _, body = dashboard.request(path)
+    assert got == status
+    assert body["ok"] is False and body["error"]
+
+
+def test_the_page_is_served_with_a_strict_policy(dashboard: Dashboard) -> None:
+    status, headers, page = dashboard.request("/")
+    assert status == 200 and "<title>edgesiam dashboard</title>" in page
+    assert "default-src 'self'" in headers["Content-Security-Policy"]
+    assert "http://" not in page and "https://" not in page  # nothing from a CDN
+    for name in ("app.js", "app.css"):
+        _, _, text = dashboard.request(f"/static/{name}")
+        assert "http://" not in text.replace("http://www.w3.org/2000/svg", "")
+        assert "https://" not in text
+
+
+def test_enroll_requests_are_checked_before_anything_is_sent(dashboard: Dashboard) -> None:
+    good = base64.b64encode(wav_bytes()).decode()
+    cases: list[tuple[Any, int, str]] = [
+        (
+            {
+                "label": "alice",
+                "wav_base64": base64.b64encode(b"not a wav at all, really" * 3).decode(),
+            },
+            400,
+            "not a WAV",
+        ),
+        ({"label": "alice", "wav_base64": "!!!"}, 400, "base64"),
+        ({"label": "a/b", "wav_base64": good}, 400, "label"),
+        ({"label": " alice", "wav_base64": good}, 400, "label"),
+        ({"label": "alice"}, 400, "wav_base64"),
+        ({"label": "alice", "wav_base64": good, "extra": 1}, 400, "unknown"),
+        (
+            {
+                "label": "alice",
+                "wav_base64": base64.b64encode(
+                    b"RIFF" + b"\0" * 4 + b"WAVE" + b"\0" * (516 * 1024)
+                ).decode(),
+            },
+            413,
+            "512 KiB",
+        ),
+    ]
+    for body, status, word in cases:
+        got, _, answer = dashboard.request("/api/devices/pi/enroll", method="POST", body=body)
+        assert got == status, (body.keys(), answer)
+        assert word in answer["error"]
+    got, _, answer = dashboard.request(
+        "/api/devices/pi/forget",
+        method="POST",
+        body=b"label=alice",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert got == 415  # a cross-site form cannot post JSON
+    # a body over the cap is refused from its Content-Length, before it is read
+    host, port = dashboard.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.putrequest("POST", "/api/devices/pi/enroll")
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Content-Length", str(2 * 1024 * 1024))
+    conn.endheaders()
+    assert conn.getresponse().status == 413
+    conn.close()
+
+
+def test_a_command_to_an_absent_device_times_out_clearly(make_dashboard: Any) -> None:
+    dash = make_dashboard(command_timeout_s=0.5)
+    status, _, body = dash.request("/api/devices/ghost/list", method="POST", body={})
+    assert status == 504 and body["error_code"] == "timeout" and "ghost" in body["error"]
+
+
+def test_the_live_stream_carries_what_arrives(dashboard: Dashboard) -> None:
+    host, port = dashboard.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.request("GET", "/api/stream")
+    response = conn.getresponse()
+    assert response.status == 200
+    assert response.getheader("Content-Type", "").startswith("text/event-stream")
+    messages: list[tuple[str, Any]] = []
+
+    def read() -> None:
+        kind = None
+        for raw in response:
+            line = raw.decode().rstrip("\n")
+            if line.startswith("event: "):
+                kind = line[len("event: ") :]
+            elif line.startswith("data: "):
+                messages.append((kind, json.loads(line[len("data: ") :])))
+            if any(k == "event" for k, _ in messages):
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert wait_until(lambda: any(k == "hello" for k, _ in messages), 10)
+    pub = publisher(dashboard.broker)
+    pub.publish("edgesiam/live1/event", json.dumps(event_payload("live1", 1)))
+    reader.join(15)
+    conn.close()
+    pub.stop()
+    (event,) = [data for kind, data in messages if kind == "event"]
+    assert event["device"] == "live1" and event["seq"] == 1 and "received_ts" in event
