@@ -215,14 +215,15 @@ def pipeline_cost(
     seconds: float = 30.0,
     gallery_templates: int = 30,
     model: str | None = None,
+    repeats: int = 3,
 ) -> dict[str, Any]:
     """Front-end + model + matching on every window (at the bundle's hop) of a synthetic signal.
 
     The signal goes through the runtime's own path: chunks of 0.1 s into a
     :class:`StreamWindower`, features from :class:`WindowFeatures` (overlapping log-mel frames
-    computed once), the int8 model, then the gallery. Returns the time per second of signal
-    (``ms_per_second``), the real-time factor (wall ÷ signal), per-window p50/p95, and the share of
-    each stage (what dominates the cost).
+    computed once), the int8 model, then the gallery, ``repeats`` times; the cheapest pass gives
+    the time per second of signal (``ms_per_second``), the real-time factor (wall ÷ signal),
+    per-window p50/p95, and the share of each stage (what dominates the cost).
     """
     from edgesiam.core.frontend import WindowFeatures
     from edgesiam.core.windowing import StreamWindower
@@ -248,21 +249,29 @@ def pipeline_cost(
         warm = WindowFeatures(emb.frontend, emb.window, emb.hop)
         for w, s in itertools.islice(stream(), 3):
             gallery.best(emb.embed_features(warm.features(w, s)))
-        features = WindowFeatures(emb.frontend, emb.window, emb.hop)
-        stages = {"frontend": [], "model": [], "matching": []}  # type: dict[str, list[float]]
-        window_ms: list[float] = []
-        for w, s in stream():
-            t0 = time.perf_counter()
-            feats = features.features(w, s)
-            t1 = time.perf_counter()
-            e = emb.embed_features(feats)
-            t2 = time.perf_counter()
-            gallery.best(e)
-            t3 = time.perf_counter()
-            stages["frontend"].append((t1 - t0) * 1e3)
-            stages["model"].append((t2 - t1) * 1e3)
-            stages["matching"].append((t3 - t2) * 1e3)
-            window_ms.append((t3 - t0) * 1e3)
+        # the signal streamed `passes` times, each pass timed on its own: the cheapest pass is
+        # the figure (the peers are timed the same way, best of 3), so that other work on a shared
+        # machine inflates neither side
+        windows = list(stream())
+        passes: list[tuple[dict[str, list[float]], list[float]]] = []
+        for _ in range(repeats):
+            features = WindowFeatures(emb.frontend, emb.window, emb.hop)
+            stages = {"frontend": [], "model": [], "matching": []}  # type: dict[str, list[float]]
+            window_ms: list[float] = []
+            for w, s in windows:
+                t0 = time.perf_counter()
+                feats = features.features(w, s)
+                t1 = time.perf_counter()
+                e = emb.embed_features(feats)
+                t2 = time.perf_counter()
+                gallery.best(e)
+                t3 = time.perf_counter()
+                stages["frontend"].append((t1 - t0) * 1e3)
+                stages["model"].append((t2 - t1) * 1e3)
+                stages["matching"].append((t3 - t2) * 1e3)
+                window_ms.append((t3 - t0) * 1e3)
+            passes.append((stages, window_ms))
+        stages, window_ms = min(passes, key=lambda p: sum(p[1]))
         profiled = WindowFeatures(emb.frontend, emb.window, emb.hop)
         first = list(itertools.islice(stream(), 21))
         profile = profile_top(
@@ -282,6 +291,7 @@ def pipeline_cost(
         "window_s": emb.window / emb.sample_rate,
         "hop_s": emb.hop / emb.sample_rate,
         "gallery_templates": gallery_templates,
+        "passes": repeats,
         "ms_per_second": round(total_ms / stream_s, 4),
         "real_time_factor": round(total_ms / 1e3 / stream_s, 6),
         "window_ms_p50": pct(window_ms, 50),
@@ -756,7 +766,7 @@ def run_all(
             "latency": model_latency(
                 b, runs, warmup, checkpoint=Path(runs_dir) / m["name"] / "best.pt"
             ),
-            "pipeline": pipeline_cost(b, seconds),
+            "pipeline": pipeline_cost(b, seconds, repeats=1 if quick else 3),
         }
         report["bundles"][b.name] = entry
         dims.append(int(m["embedding_dim"]))
