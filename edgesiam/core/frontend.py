@@ -33,6 +33,10 @@ fitting data (e.g. empty above a band limit) cannot blow up later inputs."""
 SENSOR_STD_FLOOR: Final = 1e-6
 """Smallest per-channel std used for normalisation; the clip bounds what a flat channel yields."""
 
+SAMPLE_LIMIT: Final = np.float32(1e9)
+"""Audio samples beyond ±1e9 (far outside any audio scale: ±1 for float audio, ±32768 for 16-bit
+integers) are clipped to it, so that a frame's power spectrum stays finite in float32."""
+
 _BLOCK_FRAMES: Final = 512
 """Frames per FFT task: keeps one block's spectra in cache and gives threads equal shares."""
 
@@ -162,8 +166,9 @@ class LogMelFrontEnd:
     ``|rfft|²``, the mel filterbank, ``log(mel + log_offset)``, and ``(x - mean) / std`` when
     statistics are set.
 
-    NaN/Inf policy: non-finite samples are replaced by 0 (silence) before framing, so a glitch costs
-    the frames that contain it some energy but never produces non-finite features.
+    NaN/Inf policy: non-finite samples are replaced by 0 (silence) before framing, and finite ones
+    beyond ±:data:`SAMPLE_LIMIT` are clipped to it, so a glitch costs the frames that contain it some
+    energy but never produces non-finite features.
     """
 
     modality: Final = "audio"
@@ -599,8 +604,11 @@ def _normalisation_pair(
 
 
 def _finite_or_zero(x: Float32Array) -> Float32Array:
-    finite = np.isfinite(x)
-    return x if bool(finite.all()) else np.where(finite, x, np.float32(0.0))
+    """``x`` with non-finite samples replaced by 0 and the rest clipped to ±``SAMPLE_LIMIT``."""
+    if x.size == 0 or (x.max() <= SAMPLE_LIMIT and x.min() >= -SAMPLE_LIMIT):  # NaN fails both
+        return x
+    clipped = np.clip(x, -SAMPLE_LIMIT, SAMPLE_LIMIT)
+    return np.where(np.isfinite(x), clipped, np.float32(0.0))
 
 
 def _resolve_threads(threads: int | None) -> int:

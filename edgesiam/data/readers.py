@@ -122,11 +122,26 @@ def read_audio(
         raise DataError(f"cannot read audio ({exc})", path) from exc
     if data.shape[0] == 0:
         raise DataError("holds no audio samples", path)
-    mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
+    # float64 sums: channels near float32's limit must not overflow while being averaged
+    mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float64)
+    mono = mono.astype(np.float32)
     if not np.all(np.isfinite(mono)):
         raise DataError(f"holds {count_non_finite(mono)} NaN/Inf audio samples", path)
     if native != sample_rate:
         mono = soxr.resample(mono, native, int(sample_rate), quality="HQ")
+        if mono.shape[0] == 0:
+            raise DataError(
+                f"is too short: {data.shape[0]} sample(s) at {native} Hz make no sample at "
+                f"{sample_rate} Hz",
+                path,
+            )
+        if not np.all(np.isfinite(mono)):  # float samples near float32's limit overflow
+            peak = float(np.max(np.abs(data)))
+            raise DataError(
+                f"holds samples far outside [-1, 1] (peak {peak:.3g}) that cannot be resampled "
+                f"from {native} Hz to {sample_rate} Hz",
+                path,
+            )
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
@@ -209,22 +224,52 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def _check_npy_header(path: Path) -> None:
+    """Refuse a ``.npy`` whose header promises more data than the file holds, before numpy
+    allocates room for it (a damaged or hostile header can declare terabytes)."""
+    fmt = np.lib.format
+    try:
+        with path.open("rb") as fh:
+            version = fmt.read_magic(fh)
+            if version == (1, 0):
+                shape, _, dtype = fmt.read_array_header_1_0(fh)
+            else:
+                shape, _, dtype = fmt.read_array_header_2_0(fh)
+            data_start = fh.tell()
+    except Exception as exc:  # numpy raises ValueError, SyntaxError, TokenError, TypeError …
+        raise DataError(f"cannot read .npy ({type(exc).__name__}: {exc})", path) from None
+    if dtype.hasobject:
+        raise DataError("holds Python objects, not numbers", path)
+    declared = math.prod(shape) * dtype.itemsize
+    available = path.stat().st_size - data_start
+    if declared > available:
+        raise DataError(
+            f"is truncated or damaged: its header declares shape {shape} of {dtype} "
+            f"({declared} bytes) but only {max(available, 0)} bytes follow",
+            path,
+        )
+
+
 def _read_npy(path: Path) -> np.ndarray:
+    _check_npy_header(path)
     try:
         array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"cannot read .npy ({exc})", path) from exc
+    except Exception as exc:  # whatever a damaged file makes numpy raise
+        raise DataError(f"cannot read .npy ({type(exc).__name__}: {exc})", path) from None
     if not isinstance(array, np.ndarray):
         raise DataError("is not a single numpy array", path)
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
         raise DataError(f"holds {array.dtype} values, not numbers", path)
+    if np.iscomplexobj(array):
+        raise DataError(f"holds complex {array.dtype} values; a sensor channel is real", path)
     if array.ndim == 1:
         array = array[:, None]
     elif array.ndim != 2:
         raise DataError(f"has shape {array.shape}; expected (n,) or (n, channels)", path)
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise DataError(f"holds no samples (shape {array.shape})", path)
-    return np.ascontiguousarray(array, dtype=np.float32)
+    with np.errstate(over="ignore"):  # beyond float32's range is ±Inf, kept like any NaN/Inf
+        return np.ascontiguousarray(array, dtype=np.float32)
 
 
 def read_sensor(path: str | Path, channels: int | None = None) -> np.ndarray:

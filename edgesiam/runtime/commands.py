@@ -49,6 +49,7 @@ SCHEMA_COMMAND_RESULT: Final = "edgesiam.cmd_result.v1"
 VERBS: Final = ("enroll", "forget", "list", "threshold", "reload")
 
 _MAX_MESSAGE = 500
+_FLOAT32_MAX: Final = float(np.finfo(np.float32).max)
 
 
 def validate_label(label: str) -> str:
@@ -116,8 +117,11 @@ class EnrollRequest(_Labelled):
     def _one_source(self) -> EnrollRequest:
         if (self.embeddings is None) == (self.wav_base64 is None):
             raise ValueError("give either embeddings or wav_base64")
-        if self.embeddings is not None and len({len(row) for row in self.embeddings}) != 1:
-            raise ValueError("every embedding must have the same length")
+        if self.embeddings is not None:
+            if len({len(row) for row in self.embeddings}) != 1:
+                raise ValueError("every embedding must have the same length")
+            if any(abs(v) > _FLOAT32_MAX for row in self.embeddings for v in row):
+                raise ValueError("embedding values must fit in float32 (|x| <= 3.4e38)")
         return self
 
 

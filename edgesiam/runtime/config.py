@@ -24,7 +24,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from edgesiam.bundle import FMR_TARGETS, fmr_key
 from edgesiam.config import StrictModel, format_validation_error, load_yaml
 from edgesiam.errors import ConfigError
-from edgesiam.runtime.mqtt import BrokerOptions, MqttSettings
+from edgesiam.runtime.mqtt import BrokerOptions, MqttSettings, parse_broker_url
 
 __all__ = [
     "DecisionConfig",
@@ -142,6 +142,18 @@ class MqttSourceConfig(_SourceBase):
     )
     qos: Literal[0, 1] = 0
 
+    @field_validator("url")
+    @classmethod
+    def _broker_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_broker_url(value)
+            except ValueError as exc:  # an unclosed IPv6 bracket, a port out of range
+                raise ValueError(f"not a usable broker URL ({exc})") from None
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
 
 class SerialSourceConfig(_SourceBase):
     """One sample per line of CSV from a serial port (pyserial, imported when used)."""
@@ -205,9 +217,15 @@ def parse_source_uri(uri: str) -> dict[str, Any]:
             data["device"] = device if isinstance(device, int) else unquote(rest)
     elif kind == "mqtt":
         if rest.startswith("//"):
-            parts = urlsplit("mqtt:" + rest)
+            try:
+                parts = urlsplit("mqtt:" + rest)
+            except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+                raise ConfigError(
+                    f"--source mqtt://…: not a usable broker address ({exc})"
+                ) from None
             if not parts.hostname or not parts.path.strip("/"):
-                raise ConfigError(f"--source {uri!r}: expected mqtt://HOST[:PORT]/TOPIC")
+                shown = "mqtt://…" if parts.password is not None else repr(uri)  # no secrets
+                raise ConfigError(f"--source {shown}: expected mqtt://HOST[:PORT]/TOPIC")
             data["url"] = f"mqtt://{parts.netloc}"
             data["topic"] = unquote(parts.path[1:])
         else:

@@ -90,6 +90,14 @@ _FORBIDDEN: Final = frozenset("/\\+#")
 Float32Array = npt.NDArray[np.float32]
 
 
+_MIN_NORM: Final = 1e-12
+"""An embedding whose L2 norm is below this is zero for matching (``l2_normalize``'s floor)."""
+
+
+def _norm(e: np.ndarray) -> float:
+    return float(np.linalg.norm(e.astype(np.float64)))
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -435,7 +443,7 @@ class GalleryStore:
         for i, e in enumerate(recordings):
             if e.ndim == 2:
                 e = recording_embedding(e)
-            if e.ndim != 1 or not np.all(np.isfinite(e)) or not np.any(e):
+            if e.ndim != 1 or not np.all(np.isfinite(e)) or not _norm(e) > _MIN_NORM:
                 raise DataError(
                     f"recording {i + 1} of '{label}': expected a finite, non-zero embedding (D,) "
                     f"or window embeddings (k, D), got shape {e.shape}"

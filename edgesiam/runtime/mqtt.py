@@ -98,13 +98,13 @@ def parse_broker_url(url: str) -> BrokerAddress:
     A password in the URL is refused: URLs end up in process lists, shell history and logs.
     """
     parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise ConfigError(f"broker URL {url!r}: expected mqtt://[user@]host[:port] or mqtts://…")
-    if parts.password is not None:
+    if parts.password is not None:  # first: no later message may quote the URL with it
         raise ConfigError(
-            f"broker URL for {parts.hostname}: put no password in the URL; "
+            f"broker URL for {parts.hostname or '?'}: put no password in the URL; "
             "give it with password_env or password_file"
         )
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ConfigError(f"broker URL {url!r}: expected mqtt://[user@]host[:port] or mqtts://…")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ConfigError(f"broker URL {url!r}: a broker URL has no path or query")
     try:

@@ -526,8 +526,10 @@ def parse_sensor_payload(
         return np.frombuffer(payload, dtype="<f4").astype(np.float32).reshape(-1, channels)
     try:
         data = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # not UTF-8, not JSON, or an integer of over 4300 digits
         raise DataError(f"not JSON ({exc})") from None
+    except RecursionError:
+        raise DataError("not usable JSON (nested too deeply)") from None
     if isinstance(data, dict):
         if "samples" not in data:
             raise DataError(f"a JSON object needs a 'samples' list of rows; keys: {sorted(data)}")
@@ -544,7 +546,12 @@ def parse_sensor_payload(
             v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in row
         ):
             raise DataError(f"a row holds something other than numbers: {row!r}")
-    return np.array([[np.nan if v is None else v for v in row] for row in data], dtype=np.float32)
+    try:
+        rows = [[np.nan if v is None else float(v) for v in row] for row in data]
+    except OverflowError:
+        raise DataError("a value is too large to be a number (beyond float range)") from None
+    with np.errstate(over="ignore"):  # beyond float32's range is ±Inf, like any non-finite sample
+        return np.array(rows, dtype=np.float32)
 
 
 def parse_csv_row(line: str, channels: int, allow_header: bool = True) -> Float32Array | None:
@@ -570,7 +577,8 @@ def parse_csv_row(line: str, channels: int, allow_header: bool = True) -> Float3
         raise DataError(f"not all values are numbers: {text[:80]!r}") from None
     if len(values) != channels:
         raise DataError(f"a line has {len(values)} value(s); the bundle takes {channels} channels")
-    return np.array(values, dtype=np.float32)
+    with np.errstate(over="ignore"):  # beyond float32's range is ±Inf, like any non-finite sample
+        return np.array(values, dtype=np.float32)
 
 
 def _is_number(text: str) -> bool:
@@ -681,6 +689,10 @@ class MqttSensorSource(_StoppableSource):
             rows = parse_sensor_payload(bytes(message.payload), self.encoding, self.channels)
         except DataError as exc:
             self._reject(f"a message on {message.topic}", str(exc))
+            return
+        except Exception:  # a parser bug must not end paho's network loop, and the stream with it
+            log.exception("%s: could not parse a message on %s", self.description, message.topic)
+            self._reject(f"a message on {message.topic}", "unreadable")
             return
         try:
             self._queue.put_nowait(rows)

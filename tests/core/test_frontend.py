@@ -220,6 +220,17 @@ def test_log_mel_replaces_non_finite_samples_by_silence(speech: np.ndarray) -> N
     assert np.all(np.isfinite(front_end(np.full((2, 16000), np.nan, np.float32))))
 
 
+def test_log_mel_clips_samples_far_outside_any_audio_scale() -> None:
+    rng = np.random.default_rng(0)
+    huge = rng.standard_normal(16000).astype(np.float32) * np.float32(1e30)
+    with np.errstate(all="raise"):  # no overflow anywhere on the way
+        single, batch = LogMelFrontEnd()(huge), LogMelFrontEnd()(huge[None])
+    assert np.all(np.isfinite(single)) and np.all(np.isfinite(batch))
+    clipped = np.clip(huge, -1e9, 1e9)
+    np.testing.assert_array_equal(single, LogMelFrontEnd()(clipped))
+    np.testing.assert_array_equal(batch[0], single)
+
+
 def test_log_mel_rejects_wrong_rank() -> None:
     with pytest.raises(DataError, match=r"\(B, N\)"):
         LogMelFrontEnd()(np.zeros((2, 2, 16000), np.float32))

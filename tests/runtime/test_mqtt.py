@@ -83,9 +83,18 @@ def test_parse_broker_url() -> None:
             parse_broker_url(bad)
 
 
-def test_password_in_the_url_is_refused_without_echoing_it() -> None:
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mqtts://dev1:hunter2@broker.lan",
+        "http://dev1:hunter2@broker.lan",  # a wrong scheme too: the password is checked first
+        "mqtt://dev1:hunter2@broker.lan/topic",
+        "mqtt://dev1:hunter2@",
+    ],
+)
+def test_password_in_the_url_is_refused_without_echoing_it(url: str) -> None:
     with pytest.raises(ConfigError) as info:
-        parse_broker_url("mqtts://dev1:hunter2@broker.lan")
+        parse_broker_url(url)
     assert "hunter2" not in str(info.value)
 
 

@@ -1,0 +1,259 @@
+"""A real ``edgesiam run`` on the secured broker: mutual TLS (the shipped listener, the device's
+own certificate), its password read from a file, the shipped ACL.
+
+It proves that the device publishes its status, events and Home Assistant discovery and answers
+commands from the dashboard; that its login cannot write another device's topics; and that no
+password appears in the broker's log (every log type on), in the device's output at debug
+verbosity, or on any process command line.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+
+from tests.conftest import make_voice
+from tests.runtime.conftest import Subscriber, wait_until
+from tests.security.clients import TlsClient
+from tests.security.conftest import SecureBroker
+
+pytestmark = pytest.mark.timeout(180)
+
+ROOT = Path(__file__).resolve().parents[2]
+BUNDLE = ROOT / "export" / "events"
+RATE = 16000
+RUN_CLI = (
+    "import argparse, sys\n"
+    "from edgesiam.runtime.run_cli import add_run_parser\n"
+    "p = argparse.ArgumentParser(prog='edgesiam')\n"
+    "add_run_parser(p.add_subparsers(dest='command', required=True))\n"
+    "a = p.parse_args(sys.argv[1:])\n"
+    "sys.exit(a.func(a))\n"
+)
+
+
+def voice(seconds: float, seed: int) -> np.ndarray:
+    return make_voice(180.0, 0.7, seconds, RATE, np.random.default_rng(seed))
+
+
+@pytest.fixture(scope="module")
+def gallery(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from edgesiam.interpreters import load_model
+    from edgesiam.runtime.gallery_store import GalleryStore, enroll_recordings, model_sha256
+
+    folder = tmp_path_factory.mktemp("secure-gallery")
+    clip = folder / "voice.wav"
+    sf.write(clip, voice(3.0, seed=1), RATE, subtype="PCM_16")
+    embedder = load_model(BUNDLE)
+    path = folder / "gallery.npz"
+    enroll_recordings(
+        GalleryStore(path, model_sha256(embedder.manifest)), embedder, "voice", [clip]
+    )
+    return path
+
+
+@dataclass
+class Device:
+    """``edgesiam run`` in its own process, fed PCM on stdin; its output is kept."""
+
+    process: subprocess.Popen[bytes]
+    config: Path
+    output: list[bytes]
+
+    def feed(self, pcm: bytes) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(pcm)
+        self.process.stdin.flush()
+
+    def finish(self, timeout: float = 60) -> str:
+        """Close stdin (the stream ends), wait for the clean exit; the whole output."""
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        return self.text
+
+    @property
+    def text(self) -> str:
+        return b"".join(self.output).decode(errors="replace")
+
+
+def start_device(
+    b: SecureBroker, folder: Path, gallery: Path, device: str, password: str | None = None
+) -> Device:
+    """``password`` replaces the device's real one (in its password file)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    password_file = b.password_file(folder, device)
+    if password is not None:
+        password_file.write_text(password + "\n")
+    config = {
+        "bundle": str(BUNDLE),
+        "gallery": str(gallery),
+        "device_id": device,
+        "state_dir": str(folder / "state"),
+        "source": {"type": "stdin", "live": False},
+        "matching": {
+            "threshold": -1.0,  # every window is an event: the stream decides how many
+            "decision": {"n_of": 1, "m": 1, "refractory_s": 0.0},
+            "gate": {"enabled": False},
+        },
+        "mqtt": {
+            "url": f"mqtts://{device}@localhost:{b.mtls_port}",
+            "password_file": str(password_file),
+            "tls_ca": str(b.pki.ca),
+            "tls_cert": str(b.pki.cert(device)),
+            "tls_key": str(b.pki.key(device)),
+            "reconnect_min_s": 1,
+            "reconnect_max_s": 2,
+        },
+        "metrics": {"interval_s": 1.0},
+    }
+    path = folder / f"{device}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    process = subprocess.Popen(
+        [sys.executable, "-c", RUN_CLI, "run", "--config", str(path), "--log-level", "debug"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    output: list[bytes] = []
+
+    def drain() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            output.append(line)
+
+    threading.Thread(target=drain, daemon=True).start()
+    return Device(process, path, output)
+
+
+def to_pcm(x: np.ndarray) -> bytes:
+    return np.clip(np.round(x * 32767), -32768, 32767).astype("<i2").tobytes()
+
+
+def command_lines() -> list[str]:
+    """Every process's command line on this machine, as ``ps`` shows them."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                out.append(
+                    (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                )
+            except OSError:
+                continue
+    return out
+
+
+def statuses(client: TlsClient, device: str) -> list[bytes]:
+    return [m.payload for m in client.on(f"edgesiam/{device}/status")]
+
+
+@pytest.fixture
+def dashboard(secure_broker: SecureBroker) -> Iterator[TlsClient]:
+    b = secure_broker
+    client = TlsClient(b.tls_port, "dashboard", b.passwords["dashboard"], ca=b.pki.ca)
+    assert client.connect().getName() == "Success"
+    client.subscribe("edgesiam/#")
+    yield client
+    client.stop()
+
+
+def test_a_device_over_mutual_tls_publishes_its_topics_and_answers_commands(
+    secure_broker: SecureBroker, gallery: Path, tmp_path: Path, dashboard: TlsClient
+) -> None:
+    b = secure_broker
+    ha = Subscriber(
+        b.broker.host, b.plain_port, ["homeassistant/#"],
+        username="homeassistant", password=b.passwords["homeassistant"],
+    ).start()  # fmt: skip
+    device = start_device(b, tmp_path / "kitchen", gallery, "kitchen")
+    try:
+        assert wait_until(lambda: b"online" in statuses(dashboard, "kitchen"), 60), device.text
+        device.feed(to_pcm(voice(2.0, seed=7)))  # 2 s at the events bundle's 0.25 s hop
+        assert wait_until(lambda: len(dashboard.on("edgesiam/kitchen/event")) >= 3, 60), device.text
+        events = [m.json() for m in dashboard.on("edgesiam/kitchen/event")]
+        seqs = sorted({e["seq"] for e in events})  # at least once: a resend may repeat one
+        assert seqs == list(range(1, len(seqs) + 1))
+        assert {e["device"] for e in events} == {"kitchen"}
+        assert ha.wait_for("homeassistant/event/kitchen/edgesiam_match/config", timeout=30)
+
+        # the dashboard's command reaches the device; its result comes back to the dashboard
+        assert (
+            dashboard.publish("edgesiam/kitchen/cmd/list", b'{"correlation_id": "sec-1"}')
+            == "Success"
+        )
+        assert wait_until(lambda: dashboard.on("edgesiam/kitchen/cmd/list/result"), 30), device.text
+        result = dashboard.on("edgesiam/kitchen/cmd/list/result")[0].json()
+        assert result["ok"] is True and result["correlation_id"] == "sec-1"
+        assert [entry["label"] for entry in result["result"]["labels"]] == ["voice"]
+        assert wait_until(lambda: dashboard.on("edgesiam/kitchen/metrics"), 30)
+        running_lines = command_lines()
+    finally:
+        text = device.finish()
+        ha.stop()
+    assert device.process.returncode == 0, text
+    assert dashboard.on("edgesiam/kitchen/status")[-1].payload == b"offline"
+
+    # no password anywhere: device output at debug level, the broker's log, command lines
+    assert "DEBUG" in text  # the device really logged at debug level
+    for user, password in b.passwords.items():
+        assert password not in text, f"{user}'s password in the device's output"
+        assert password not in b.log, f"{user}'s password in the broker's log"
+        assert not any(password in line for line in running_lines), (
+            f"{user}'s password on a command line"
+        )
+        assert password not in device.config.read_text()  # the config names the file only
+
+
+def test_a_device_login_cannot_write_another_devices_topics(
+    secure_broker: SecureBroker, gallery: Path, tmp_path: Path, dashboard: TlsClient
+) -> None:
+    """The device's own credentials and certificate, used by anything else than edgesiam: the
+    broker refuses every topic of another device."""
+    b = secure_broker
+    rogue = TlsClient(
+        b.mtls_port, "hallway", b.passwords["hallway"], ca=b.pki.ca,
+        cert=b.pki.cert("hallway"), key=b.pki.key("hallway"),
+    )  # fmt: skip
+    assert rogue.connect().getName() == "Success"
+    try:
+        for topic in ("edgesiam/kitchen/event", "edgesiam/kitchen/status",
+                      "edgesiam/kitchen/cmd/forget", "edgesiam/kitchen/cmd/list/result"):  # fmt: skip
+            assert rogue.publish(topic, b'{"forged": true}', retain=True) == "Not authorized", topic
+        assert rogue.publish("edgesiam/hallway/event") == "Success"
+        assert wait_until(lambda: dashboard.on("edgesiam/hallway/event"), 10)
+        assert [m for m in dashboard.messages if b"forged" in m.payload] == []
+    finally:
+        rogue.stop()
+
+
+def test_a_device_with_a_wrong_password_is_refused_and_says_so_without_the_password(
+    secure_broker: SecureBroker, gallery: Path, tmp_path: Path, dashboard: TlsClient
+) -> None:
+    b = secure_broker
+    wrong = "not-" + b.passwords["hallway"][::-1]
+    seen = len(b.log)
+    device = start_device(b, tmp_path / "impostor", gallery, "hallway", password=wrong)
+    try:
+        assert wait_until(lambda: "refused" in device.text, 60), device.text
+        assert wait_until(lambda: "disconnected, not authorised" in b.log[seen:], 10), b.log
+    finally:
+        text = device.finish()
+    assert wrong not in text and b.passwords["hallway"] not in text
+    assert wrong not in b.log
+    assert [m for m in dashboard.on("edgesiam/hallway/status") if m.payload == b"online"] == []
