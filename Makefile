@@ -5,11 +5,11 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
-APT_PACKAGES := espeak-ng flite sox mosquitto mosquitto-clients
+APT_PACKAGES := espeak-ng flite sox mosquitto mosquitto-clients chromium openssl
 DATA ?= data
 RUNS ?= runs
 
-.PHONY: help venv apt device-venvs demo test test-slow lint data train-all export-all results bench measure-device clean
+.PHONY: help venv apt device-venvs demo test test-slow lint data train-all export-all results bench measure-device dashboard fleet-bench reliability soak fuzz clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)  ## create or update .venv with the workstation extras
 
-apt:  ## install the Debian programs the recipes and tests use (espeak-ng, flite, sox, mosquitto)
+apt:  ## install the Debian programs the recipes and tests use (espeak-ng, flite, sox, mosquitto, chromium)
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
@@ -62,6 +62,13 @@ bench: venv apt device-venvs  ## one-thread latency, pipeline cost, RSS, MQTT en
 	PYTHON=$(PYTHON) bash scripts/make_peers_venv.sh
 	$(BIN)/edgesiam bench --json $(RUNS)/bench.json --plots $(RUNS)/bench --markdown $(RUNS)/bench.md --data $(DATA)
 
+BROKER ?= mqtt://localhost:1883
+dashboard: venv  ## the live web dashboard on http://127.0.0.1:8080 (BROKER=mqtt://host:port; history in runs/dashboard)
+	$(BIN)/edgesiam dashboard --broker $(BROKER) --data-dir $(RUNS)/dashboard
+
+fleet-bench: venv apt  ## 100 simulated devices × 5 events/s × 60 s through Mosquitto into the dashboard history → runs/fleet.json
+	$(BIN)/edgesiam fleet-bench --devices 100 --rate 5 --seconds 60 --json $(RUNS)/fleet.json
+
 measure-device: venv apt device-venvs  ## real-time factor, peak RSS and MQTT latency of a device-only run → runs/device_measures.json
 	$(BIN)/python scripts/measure_device.py
 
@@ -83,6 +90,18 @@ results: venv  ## evaluate the trained models and shipped bundles on held-out la
 	  "$(RUNS)/motion/eval-transitions.json+$(RUNS)/motion/eval-transitions-int8.json:motion — 6 postural transitions never seen in training, subjects 21–30 (data/hapt/transitions)" \
 	  "$(RUNS)/motion/eval-test.json+$(RUNS)/motion/eval-test-int8.json:motion — the 6 trained activities, subjects 21–30 never seen (data/hapt/test)" > $(RUNS)/results.md
 	cat $(RUNS)/results.md
+
+RELIABILITY_TESTS = $(wildcard tests/reliability tests/fuzz tests/security)
+reliability: venv apt device-venvs  ## the fault suite at full scale: broker and runtime kills, full disk, tampered files, fuzzing, security
+	EDGESIAM_RELIABILITY=full $(BIN)/python -m pytest -m "not soak" -s -rA --show-capture=no -p no:cacheprovider $(RELIABILITY_TESTS)
+
+SOAK_SECONDS ?= 3600
+soak: venv apt device-venvs  ## one hour of stream at 20x real time through a device-only run: RSS growth and latency drift → runs/soak/
+	SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/python -m pytest -m soak -s -p no:cacheprovider tests/reliability/test_soak.py
+
+FUZZ_SECONDS ?= 60
+fuzz: venv  ## atheris fuzzing of the file readers, MQTT sensor payloads and commands, FUZZ_SECONDS each (default 60) → /tmp/edgesiam-fuzz
+	FUZZ_SECONDS=$(FUZZ_SECONDS) PYTHON=$(BIN)/python bash fuzz/run.sh
 
 clean:  ## remove the virtual environment and caches (data and runs are kept)
 	rm -rf $(VENV) .venv-litert .venv-tflite .pytest_cache .mypy_cache .ruff_cache

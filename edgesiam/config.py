@@ -320,9 +320,13 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
 
 def load_yaml(path: Path) -> Any:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not a text file (not UTF-8 at byte {exc.start}); a config is YAML text"
+        ) from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:

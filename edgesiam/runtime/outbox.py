@@ -15,14 +15,23 @@ Bounds: at most ``max_pending`` events are kept. ``policy="drop_oldest"`` delete
 pending events to make room (subscribers see a gap in ``seq``); ``"reject_new"`` keeps the stored
 ones and refuses the new event with an :class:`OutboxError` (its ``seq`` is used up all the same,
 so the gap is visible too). Either way ``dropped`` (persisted) counts the events lost. A full disk
-(or ``max_bytes``) refuses the new event with an :class:`OutboxError`; acknowledged events free
-their pages, so the outbox accepts events again once the broker is back.
+(or ``max_bytes``) refuses the new event with an :class:`OutboxError` that says which of the two
+it was; the event gets no ``seq`` (so it shows as ``dropped``, not as a gap). Events already stored
+stay stored and are sent as usual. Under ``max_bytes``, acknowledged events free their pages, so
+the outbox takes events again once the broker has taken the pending ones; on a full disk it takes
+them again once space is freed (until then an acknowledgement may fail too: the event stays stored
+and is sent again, a duplicate, never a loss).
+
+Footprint: the database holds the pending events (``max_bytes`` caps it when given); its
+write-ahead log is checkpointed every :data:`WAL_CHECKPOINT_PAGES` pages and truncated to
+:data:`WAL_SIZE_LIMIT` bytes, so it stays around 1 MiB however long the outbox runs.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -34,7 +43,7 @@ from typing import Any, Final, Literal
 
 from edgesiam.errors import OutboxError
 
-__all__ = ["Event", "Outbox", "OutboxPolicy"]
+__all__ = ["WAL_CHECKPOINT_PAGES", "WAL_SIZE_LIMIT", "Event", "Outbox", "OutboxPolicy"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +51,16 @@ OutboxPolicy = Literal["drop_oldest", "reject_new", "drop_newest"]
 """``drop_newest`` is another name for ``reject_new``."""
 
 _SCHEMA_VERSION: Final = 1
+
+WAL_CHECKPOINT_PAGES: Final = 256
+"""The write-ahead log is copied into the database (a passive checkpoint) once it holds this many
+pages (1 MiB with SQLite's 4 KiB pages; SQLite's default is 1000)."""
+
+WAL_SIZE_LIMIT: Final = 1 << 20
+"""Bytes the write-ahead log is truncated to after a checkpoint (it is reused, not regrown)."""
+
+_LOW_SPACE: Final = 64 * 1024
+"""Free bytes under which an SQLITE_FULL is put down to the disk rather than to ``max_bytes``."""
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS events (
@@ -96,6 +115,7 @@ class Outbox:
         )
         self._lock = threading.RLock()
         self._unsaved_drops = 0
+        self._unremoved: set[int] = set()  # acknowledged, not yet removed (a full disk)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
@@ -103,6 +123,8 @@ class Outbox:
             )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+            self._db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             self._db.executescript(_SCHEMA)
             if max_bytes is not None:
                 page = int(self._db.execute("PRAGMA page_size").fetchone()[0])
@@ -119,6 +141,25 @@ class Outbox:
             raise OutboxError(f"outbox {self.path}: cannot open ({exc})") from exc
         prefix = f"{id_prefix}-" if id_prefix else ""
         self._id_prefix = f"{prefix}{instance}-"
+        self.max_bytes = max_bytes
+
+    def _full_reason(self) -> str:
+        """Why SQLite said "full": the disk, or the outbox's own ``max_bytes``."""
+        try:
+            st = os.statvfs(self.path.parent)
+            free = st.f_bavail * st.f_frsize
+        except OSError:
+            free = None
+        if self.max_bytes is not None and (free is None or free >= _LOW_SPACE):
+            return (
+                f"the outbox is full (its size limit, max_bytes {self.max_bytes}); it takes "
+                "events again once the broker has taken the pending ones"
+            )
+        where = f" ({free} bytes free)" if free is not None else ""
+        return (
+            f"the disk holding it is full{where}; free space there: the outbox takes events "
+            "again as soon as there is room"
+        )
 
     # -- transactions ---------------------------------------------------------------------------
 
@@ -162,10 +203,12 @@ class Outbox:
         with self._lock:
             try:
                 with self._transaction():
+                    if self._unremoved:
+                        self._remove(self._unremoved)
                     seq = int(self._meta("next_seq") or 1)
                     event_id = f"{self._id_prefix}{seq}"
                     self._set_meta("next_seq", seq + 1)
-                    depth = self._depth()
+                    depth = self._stored()  # what is left once the unremoved are gone
                     rejected = depth >= self.max_pending and self.policy == "reject_new"
                     written = self._count_drops(1 if rejected else 0)
                     if not rejected:
@@ -182,11 +225,12 @@ class Outbox:
                 if _is_disk_full(exc):
                     self._unsaved_drops += 1
                     raise OutboxError(
-                        f"outbox {self.path}: the disk (or the outbox's size limit) is full; the "
-                        "event was dropped. Free space, or let the broker take the pending events"
+                        f"outbox {self.path}: event dropped, not stored: {self._full_reason()} "
+                        f"({self.dropped} event(s) dropped so far)"
                     ) from exc
                 raise OutboxError(f"outbox {self.path}: cannot store an event ({exc})") from exc
             self._unsaved_drops -= written
+            self._unremoved.clear()
             if rejected:
                 raise OutboxError(
                     f"outbox full ({self.max_pending} events pending, policy reject_new): "
@@ -197,33 +241,58 @@ class Outbox:
     def pending(self, limit: int = 100, after_seq: int = 0) -> list[Event]:
         """Up to ``limit`` stored events with ``seq > after_seq``, in ``seq`` order."""
         with self._lock:
+            gone = set(self._unremoved)  # acknowledged already
             rows = self._db.execute(
                 "SELECT seq, id, payload, created FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-                (after_seq, limit),
+                (after_seq, limit + len(gone)),
             ).fetchall()
-        return [Event(int(s), str(i), json.loads(p), str(p), float(c)) for s, i, p, c in rows]
+        events = [
+            Event(int(s), str(i), json.loads(p), str(p), float(c))
+            for s, i, p, c in rows
+            if int(s) not in gone
+        ]
+        return events[:limit]
 
     def ack(self, seq: int) -> None:
         """The broker has the event: forget it."""
         self.ack_many((seq,))
 
     def ack_many(self, seqs: Iterable[int]) -> None:
-        """Acknowledge several events in one transaction."""
-        batch = [(int(s),) for s in seqs]
+        """Acknowledge several events in one transaction.
+
+        When the removal cannot be written (a full disk), the events stay stored and their
+        ``seq`` is remembered: the next transaction that succeeds removes them. Only a restart
+        before that sends them again (duplicates, never a loss).
+        """
+        batch = {int(s) for s in seqs}
         if not batch:
             return
         with self._lock:
             try:
                 with self._transaction(durable=False):
-                    self._db.executemany("DELETE FROM events WHERE seq = ?", batch)
+                    self._remove(batch | self._unremoved)
                     written = self._count_drops(0)
                 self._unsaved_drops -= written
+                self._unremoved.clear()
             except sqlite3.Error as exc:
-                # the event stays pending: at worst it is sent again (a duplicate, never a loss)
-                log.error("outbox: cannot remove acknowledged events: %s", exc)
+                self._unremoved |= batch
+                why = self._full_reason() if _is_disk_full(exc) else str(exc)
+                log.error(
+                    "outbox %s: cannot remove %d acknowledged event(s) yet; they are removed "
+                    "with the next write that succeeds (or sent again after a restart): %s",
+                    self.path,
+                    len(self._unremoved),
+                    why,
+                )
+
+    def _remove(self, seqs: Iterable[int]) -> None:
+        self._db.executemany("DELETE FROM events WHERE seq = ?", [(s,) for s in sorted(seqs)])
+
+    def _stored(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
 
     def _depth(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+        return max(0, self._stored() - len(self._unremoved))
 
     @property
     def depth(self) -> int:

@@ -67,6 +67,9 @@ __all__ = [
 
 log = logging.getLogger("edgesiam.runtime")
 
+OUTBOX_ERROR_LOG_INTERVAL_S = 10.0
+"""At most one log line per this many seconds for events the outbox refuses (a full disk)."""
+
 OUTBOX_NAME: Final = "outbox.sqlite3"
 _POLL_S: Final = 0.2
 _GALLERY_CHECK_S: Final = 2.0
@@ -244,6 +247,8 @@ class RunSummary:
     dropped_frames: int
     rejected_input: int
     outbox_pending: int
+    outbox_refused: int = 0
+    """events the outbox refused this run (a full disk or its byte bound): counted, never sent"""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -358,6 +363,7 @@ class Runtime:
         self._base = 0
         self._stream_end = 0
         self.outbox_errors = 0
+        self._outbox_error_logged = -math.inf
 
     def __repr__(self) -> str:
         return (
@@ -489,6 +495,7 @@ class Runtime:
             dropped_frames=self.queue.dropped_samples,
             rejected_input=int(getattr(self.source, "rejected", 0)),
             outbox_pending=self._pending_after,
+            outbox_refused=self.outbox_errors,
         )
         log.info("run ended (%s): %s", reason, json.dumps(summary.to_dict()))
         return summary
@@ -619,7 +626,17 @@ class Runtime:
             event = self.outbox.add(build)
         except OutboxError as exc:
             self.outbox_errors += 1
-            log.error("event %s at %.2f s not stored: %s", decision.label, decision.offset_s, exc)
+            now = time.monotonic()
+            if now - self._outbox_error_logged >= OUTBOX_ERROR_LOG_INTERVAL_S:
+                # a full disk refuses every event: one line per interval, not one per event
+                self._outbox_error_logged = now
+                log.error(
+                    "event %s at %.2f s not stored (%d refused in all): %s",
+                    decision.label,
+                    decision.offset_s,
+                    self.outbox_errors,
+                    exc,
+                )
             return
         self.metrics.events += 1
         log.info(

@@ -173,7 +173,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(
         f"edgesiam run: {summary.reason}; {summary.stream_s:.1f} s of stream in "
         f"{summary.wall_s:.1f} s, {summary.windows} windows, {summary.events} event(s), "
-        f"{summary.near_misses} near miss(es), {summary.dropped_frames} dropped samples",
+        f"{summary.near_misses} near miss(es), {summary.dropped_frames} dropped samples"
+        + (
+            f", {summary.outbox_refused} event(s) refused by the outbox (disk full)"
+            if summary.outbox_refused
+            else ""
+        ),
         file=sys.stderr,
     )
     return 0
