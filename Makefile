@@ -58,7 +58,7 @@ export-all: venv  ## export the trained reference models (make train-all first) 
 	$(BIN)/edgesiam export $(RUNS)/events/best.pt -o $(BUNDLES)/events --calib $(DATA)/events/train --heldout $(DATA)/events/val --overwrite
 	$(BIN)/edgesiam export $(RUNS)/motion/best.pt -o $(BUNDLES)/motion --calib $(DATA)/hapt/train --heldout $(DATA)/hapt/val_transitions --overwrite --l2-in-numpy
 
-bench: venv apt device-venvs  ## one-thread latency, pipeline cost, RSS, MQTT end-to-end of export/ → runs/bench.json, runs/bench/
+bench: venv apt device-venvs  ## export/ against the peers: one-thread latency, pipeline cost, RSS, MQTT end-to-end, held-out accuracy → runs/bench.json, runs/bench.md, runs/bench/
 	PYTHON=$(PYTHON) bash scripts/make_peers_venv.sh
 	$(BIN)/edgesiam bench --json $(RUNS)/bench.json --plots $(RUNS)/bench --markdown $(RUNS)/bench.md --data $(DATA)
 
