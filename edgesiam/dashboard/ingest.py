@@ -41,7 +41,7 @@ from pydantic import SecretStr
 
 from edgesiam.dashboard.history import DEVICE_ID, History, HistoryError, InvalidPayload
 from edgesiam.errors import EdgesiamError, MissingExtraError
-from edgesiam.runtime.mqtt import MqttSettings
+from edgesiam.runtime.mqtt import MqttSettings, apply_credentials
 
 __all__ = [
     "CommandFailed",
@@ -233,21 +233,8 @@ class Ingester:
         client.enable_logger(paho_log)
         client.reconnect_delay_set(s.reconnect_min_s, s.reconnect_max_s)
         client.max_queued_messages_set(1000)
-        if s.effective_username is not None:
-            client.username_pw_set(s.effective_username, s.resolve_password())
+        apply_credentials(client, s)
         address = s.address
-        if address.tls:
-            import ssl
-
-            client.tls_set(
-                ca_certs=str(s.tls_ca) if s.tls_ca else None,
-                certfile=str(s.tls_cert) if s.tls_cert else None,
-                keyfile=str(s.tls_key) if s.tls_key else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
-            if s.tls_insecure:
-                client.tls_insecure_set(True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message

@@ -500,6 +500,25 @@ def _paho() -> Any:
     return mqtt
 
 
+def apply_credentials(client: Any, settings: MqttSettings) -> None:
+    """Give a paho client the settings' username and password and, for ``mqtts://``, TLS: the
+    broker's certificate verified against ``tls_ca`` (the system's CAs when unset), an optional
+    client certificate, and hostname checking unless ``tls_insecure``."""
+    username = settings.effective_username
+    if username is not None:
+        client.username_pw_set(username, settings.resolve_password())
+    if settings.address.tls:
+        client.tls_set(
+            ca_certs=str(settings.tls_ca) if settings.tls_ca else None,
+            certfile=str(settings.tls_cert) if settings.tls_cert else None,
+            keyfile=str(settings.tls_key) if settings.tls_key else None,
+            cert_reqs=ssl.CERT_REQUIRED,
+            tls_version=ssl.PROTOCOL_TLS_CLIENT,
+        )
+        if settings.tls_insecure:
+            client.tls_insecure_set(True)
+
+
 class MqttPublisher:
     """The device's MQTT connection (see the module docstring for what it does and why)."""
 
@@ -555,19 +574,7 @@ class MqttPublisher:
         client.max_inflight_messages_set(s.max_inflight)
         client.reconnect_delay_set(s.reconnect_min_s, s.reconnect_max_s)
         client.will_set(self.topics.status, STATUS_OFFLINE, qos=1, retain=True)
-        username = s.effective_username
-        if username is not None:
-            client.username_pw_set(username, s.resolve_password())
-        if s.address.tls:
-            client.tls_set(
-                ca_certs=str(s.tls_ca) if s.tls_ca else None,
-                certfile=str(s.tls_cert) if s.tls_cert else None,
-                keyfile=str(s.tls_key) if s.tls_key else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
-            if s.tls_insecure:
-                client.tls_insecure_set(True)
+        apply_credentials(client, s)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
