@@ -147,3 +147,33 @@ def audio_bundle(
     )
     assert code == 0
     return bundle
+
+
+# --- a real shipped bundle fed a generated voice (runtime, reliability and security tests) -------
+
+EVENTS_BUNDLE = Path(__file__).resolve().parents[1] / "export" / "events"
+
+
+def voice(seconds: float, seed: int) -> np.ndarray:
+    """A generated voice (float32 in [-1, 1]) at 16 kHz."""
+    return make_voice(180.0, 0.7, seconds, 16000, np.random.default_rng(seed))
+
+
+def to_pcm(x: np.ndarray) -> bytes:
+    return np.clip(np.round(x * 32767), -32768, 32767).astype("<i2").tobytes()
+
+
+@pytest.fixture(scope="session")
+def events_gallery(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A gallery for ``export/events`` with one label, ``voice``, enrolled from a generated clip."""
+    from edgesiam.interpreters import load_model
+    from edgesiam.runtime.gallery_store import GalleryStore, enroll_recordings, model_sha256
+
+    folder = tmp_path_factory.mktemp("events_gallery")
+    clip = folder / "voice.wav"
+    sf.write(clip, voice(3.0, seed=1), 16000, subtype="PCM_16")
+    embedder = load_model(EVENTS_BUNDLE)
+    path = folder / "gallery.npz"
+    store = GalleryStore(path, model_sha256(embedder.manifest))
+    enroll_recordings(store, embedder, "voice", [clip])
+    return path

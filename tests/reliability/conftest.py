@@ -25,12 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-import soundfile as sf
 import yaml
 
-from tests.conftest import make_voice
+from tests.conftest import EVENTS_BUNDLE, to_pcm, voice
 from tests.runtime.conftest import (  # noqa: F401
     MosquittoBroker,
     Received,
@@ -43,7 +41,6 @@ from tests.runtime.conftest import (  # noqa: F401
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-EVENTS_BUNDLE = ROOT / "export" / "events"
 RATE = 16000
 WINDOW, HOP = 8000, 4000  # export/events: 0.5 s windows every 0.25 s
 
@@ -79,31 +76,6 @@ class Scale:
 @pytest.fixture(scope="session")
 def scale() -> Scale:
     return Scale.from_env()
-
-
-def voice(seconds: float, seed: int) -> np.ndarray:
-    """A generated voice (float32 in [-1, 1]) at 16 kHz."""
-    return make_voice(180.0, 0.7, seconds, RATE, np.random.default_rng(seed))
-
-
-def to_pcm(x: np.ndarray) -> bytes:
-    return np.clip(np.round(x * 32767), -32768, 32767).astype("<i2").tobytes()
-
-
-@pytest.fixture(scope="session")
-def events_gallery(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A gallery for ``export/events`` with one label, ``voice``, enrolled from a generated clip."""
-    from edgesiam.interpreters import load_model
-    from edgesiam.runtime.gallery_store import GalleryStore, enroll_recordings, model_sha256
-
-    folder = tmp_path_factory.mktemp("events_gallery")
-    clip = folder / "voice.wav"
-    sf.write(clip, voice(3.0, seed=1), RATE, subtype="PCM_16")
-    embedder = load_model(EVENTS_BUNDLE)
-    path = folder / "gallery.npz"
-    store = GalleryStore(path, model_sha256(embedder.manifest))
-    enroll_recordings(store, embedder, "voice", [clip])
-    return path
 
 
 def flood_config(

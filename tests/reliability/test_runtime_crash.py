@@ -27,11 +27,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-import soundfile as sf
 
-from edgesiam.data.readers import read_audio
 from edgesiam.interpreters import load_model
 from edgesiam.runtime.gallery_store import GalleryStore, enroll_recordings, model_sha256
 from tests.reliability.conftest import (
@@ -43,10 +40,11 @@ from tests.reliability.conftest import (
     Subscriber,
     wait_until,
 )
+from tests.runtime import test_crash_restart as device_install
 
-RATE = 16000
-ENROLLED = ("voice0", "voice1", "voice2")
-STREAM = ("voice0", "voice4", "voice1", "voice5", "voice2") * 2
+ENROLLED = device_install.ENROLLED
+stream = device_install.stream  # the same held-out stream fixture as the device-install test
+
 DEVICE = "crash"
 EVENT_TOPIC = f"edgesiam/{DEVICE}/event"
 STATUS_TOPIC = f"edgesiam/{DEVICE}/status"
@@ -61,18 +59,6 @@ def gallery(
     store = GalleryStore(path, model_sha256(embedder.manifest))
     for label in ENROLLED:
         enroll_recordings(store, embedder, label, sorted((audio_heldout / label).glob("*.wav"))[:2])
-    return path
-
-
-@pytest.fixture(scope="module")
-def stream(audio_heldout: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Held-out takes of enrolled and never-enrolled voices, back to back (about 13 s)."""
-    takes = [
-        read_audio(sorted((audio_heldout / label).glob("*.wav"))[2 + i // 5], RATE)
-        for i, label in enumerate(STREAM)
-    ]
-    path = tmp_path_factory.mktemp("crash_stream") / "stream.wav"
-    sf.write(path, np.concatenate(takes), RATE, subtype="PCM_16")
     return path
 
 

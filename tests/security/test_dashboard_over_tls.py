@@ -19,9 +19,10 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import to_pcm, voice
 from tests.runtime.conftest import free_port, wait_until
 from tests.security.conftest import SecureBroker
-from tests.security.test_device_over_tls import command_lines, start_device, to_pcm, voice
+from tests.security.test_device_over_tls import command_lines, start_device
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -38,9 +39,8 @@ def http(url: str, body: dict[str, Any] | None = None, timeout: float = 30) -> A
 
 
 def test_the_dashboard_over_tls_sees_events_and_sends_commands_without_leaking_passwords(
-    secure_broker: SecureBroker, tmp_path: Path
+    secure_broker: SecureBroker, events_gallery: Path, tmp_path: Path
 ) -> None:
-    pytest.importorskip("edgesiam.dashboard.cli", reason="edgesiam dashboard is not installed")
     b = secure_broker
     port = free_port()
     dashboard = subprocess.Popen(
@@ -71,7 +71,7 @@ def test_the_dashboard_over_tls_sees_events_and_sends_commands_without_leaking_p
 
     device = None
     try:
-        device = start_device(b, tmp_path / "porch", gallery_path(tmp_path), "porch")
+        device = start_device(b, tmp_path / "porch", events_gallery, "porch")
         assert wait_until(lambda: b"edgesiam dashboard on" in b"".join(output), 60), text()
         # events are not retained: the dashboard must be subscribed (it has seen the device's
         # retained status) before the device has any to send
@@ -114,21 +114,3 @@ def status(base: str, device: str) -> str | None:
         raise
     value = found.get("status")
     return str(value) if value is not None else None
-
-
-def gallery_path(tmp_path: Path) -> Path:
-    """The device's gallery, enrolled here (the module fixture of the device tests is not shared)."""
-    import soundfile as sf
-
-    from edgesiam.interpreters import load_model
-    from edgesiam.runtime.gallery_store import GalleryStore, enroll_recordings, model_sha256
-    from tests.security.test_device_over_tls import BUNDLE, RATE
-
-    clip = tmp_path / "voice.wav"
-    sf.write(clip, voice(3.0, seed=1), RATE, subtype="PCM_16")
-    embedder = load_model(BUNDLE)
-    path = tmp_path / "gallery.npz"
-    enroll_recordings(
-        GalleryStore(path, model_sha256(embedder.manifest)), embedder, "voice", [clip]
-    )
-    return path

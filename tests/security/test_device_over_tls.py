@@ -17,12 +17,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 import yaml
 
-from tests.conftest import make_voice
+from tests.conftest import to_pcm, voice
 from tests.runtime.conftest import Subscriber, wait_until
 from tests.security.clients import TlsClient
 from tests.security.conftest import SecureBroker
@@ -40,26 +38,6 @@ RUN_CLI = (
     "a = p.parse_args(sys.argv[1:])\n"
     "sys.exit(a.func(a))\n"
 )
-
-
-def voice(seconds: float, seed: int) -> np.ndarray:
-    return make_voice(180.0, 0.7, seconds, RATE, np.random.default_rng(seed))
-
-
-@pytest.fixture(scope="module")
-def gallery(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from edgesiam.interpreters import load_model
-    from edgesiam.runtime.gallery_store import GalleryStore, enroll_recordings, model_sha256
-
-    folder = tmp_path_factory.mktemp("secure-gallery")
-    clip = folder / "voice.wav"
-    sf.write(clip, voice(3.0, seed=1), RATE, subtype="PCM_16")
-    embedder = load_model(BUNDLE)
-    path = folder / "gallery.npz"
-    enroll_recordings(
-        GalleryStore(path, model_sha256(embedder.manifest)), embedder, "voice", [clip]
-    )
-    return path
 
 
 @dataclass
@@ -141,10 +119,6 @@ def start_device(
     return Device(process, path, output)
 
 
-def to_pcm(x: np.ndarray) -> bytes:
-    return np.clip(np.round(x * 32767), -32768, 32767).astype("<i2").tobytes()
-
-
 def command_lines() -> list[str]:
     """Every process's command line on this machine, as ``ps`` shows them."""
     out = []
@@ -174,14 +148,14 @@ def dashboard(secure_broker: SecureBroker) -> Iterator[TlsClient]:
 
 
 def test_a_device_over_mutual_tls_publishes_its_topics_and_answers_commands(
-    secure_broker: SecureBroker, gallery: Path, tmp_path: Path, dashboard: TlsClient
+    secure_broker: SecureBroker, events_gallery: Path, tmp_path: Path, dashboard: TlsClient
 ) -> None:
     b = secure_broker
     ha = Subscriber(
         b.broker.host, b.plain_port, ["homeassistant/#"],
         username="homeassistant", password=b.passwords["homeassistant"],
     ).start()  # fmt: skip
-    device = start_device(b, tmp_path / "kitchen", gallery, "kitchen")
+    device = start_device(b, tmp_path / "kitchen", events_gallery, "kitchen")
     try:
         assert wait_until(lambda: b"online" in statuses(dashboard, "kitchen"), 60), device.text
         device.feed(to_pcm(voice(2.0, seed=7)))  # 2 s at the events bundle's 0.25 s hop
@@ -221,7 +195,7 @@ def test_a_device_over_mutual_tls_publishes_its_topics_and_answers_commands(
 
 
 def test_a_device_login_cannot_write_another_devices_topics(
-    secure_broker: SecureBroker, gallery: Path, tmp_path: Path, dashboard: TlsClient
+    secure_broker: SecureBroker, events_gallery: Path, tmp_path: Path, dashboard: TlsClient
 ) -> None:
     """The device's own credentials and certificate, used by anything else than edgesiam: the
     broker refuses every topic of another device."""
@@ -243,12 +217,12 @@ def test_a_device_login_cannot_write_another_devices_topics(
 
 
 def test_a_device_with_a_wrong_password_is_refused_and_says_so_without_the_password(
-    secure_broker: SecureBroker, gallery: Path, tmp_path: Path, dashboard: TlsClient
+    secure_broker: SecureBroker, events_gallery: Path, tmp_path: Path, dashboard: TlsClient
 ) -> None:
     b = secure_broker
     wrong = "not-" + b.passwords["hallway"][::-1]
     seen = len(b.log)
-    device = start_device(b, tmp_path / "impostor", gallery, "hallway", password=wrong)
+    device = start_device(b, tmp_path / "impostor", events_gallery, "hallway", password=wrong)
     try:
         assert wait_until(lambda: "refused" in device.text, 60), device.text
         assert wait_until(lambda: "disconnected, not authorised" in b.log[seen:], 10), b.log
