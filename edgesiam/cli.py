@@ -71,6 +71,26 @@ def cmd_data_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_render(args: argparse.Namespace) -> int:
+    from edgesiam.data.channels import render_dataset
+
+    source = Path(args.data)
+    for channel in args.channel:
+        out = Path(args.output) / channel
+        written = render_dataset(
+            source,
+            out,
+            channel,
+            seed=args.seed,
+            sample_rate=args.sample_rate,
+            noise_root=Path(args.noise) if args.noise else None,
+            progress=not args.quiet,
+        )
+        state = f"{written} recordings rendered" if written else "already rendered"
+        print(f"{channel}: {state} in {out}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------
 # models
 
@@ -204,6 +224,37 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--root", default="data", help="where dataset folders go (default: data)")
     prep.add_argument("--force", action="store_true", help="prepare again even if already there")
     prep.set_defaults(func=cmd_data_prepare)
+    from edgesiam.data.channels import CHANNELS
+
+    ren = data_sub.add_parser(
+        "render",
+        help="re-record an audio dataset folder through device channels (phone codecs, rooms, ...)",
+        description=textwrap.dedent(
+            """
+            Render every recording of DATA_DIR as a device would hear it, into OUT/<channel>/ (a
+            dataset folder with the same labels), so that `edgesiam eval` on the copy shows what a
+            channel change costs. Channels:
+            """
+        )
+        + "\n".join(f"  {name:<10} {text}" for name, text in CHANNELS.items())
+        + "\n\nExample: edgesiam data render data/speech/test --channel gsm --channel far-field "
+        "--noise data/noise -o data/ood/speech",
+        formatter_class=_formatter,
+    )
+    ren.add_argument("data", metavar="DATA_DIR", help="audio dataset folder to render")
+    ren.add_argument(
+        "--channel",
+        action="append",
+        required=True,
+        choices=list(CHANNELS),
+        help="channel to render through (repeatable)",
+    )
+    ren.add_argument("-o", "--output", required=True, metavar="OUT", help="OUT/<channel>/ folders")
+    ren.add_argument("--noise", metavar="DIR", help="the prepared noise recipe (for far-field)")
+    ren.add_argument("--seed", type=int, default=0, help="seed of rooms, noise and SNRs")
+    ren.add_argument("--sample-rate", type=int, default=16000, help="rate of the output (Hz)")
+    ren.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    ren.set_defaults(func=cmd_data_render)
     lst = data_sub.add_parser("list", help="list the recipes and whether they are prepared")
     lst.add_argument("--root", default="data")
     lst.set_defaults(func=cmd_data_list)

@@ -76,7 +76,7 @@ MODALITIES = ("audio", "sensor")
 TOML_KEYS = ("modality", "sample_rate", "channels")
 
 # Names that may sit anywhere in a dataset folder and are not recordings.
-_IGNORED_NAMES = frozenset({DATASET_TOML, "SUMMARY.json"})
+_IGNORED_NAMES = frozenset({DATASET_TOML, "SUMMARY.json", "RENDER.json"})
 # Documentation that may sit at the top of a dataset folder.
 _DOC_PREFIXES = ("readme", "license", "licence", "copying")
 # A label becomes a folder name, a metric key and an MQTT payload field: keep it to word characters
