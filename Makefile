@@ -9,7 +9,7 @@ APT_PACKAGES := espeak-ng flite sox mosquitto mosquitto-clients chromium openssl
 DATA ?= data
 RUNS ?= runs
 
-.PHONY: help venv apt device-venvs demo test test-slow lint data train-all export-all results bench measure-device dashboard fleet-bench reliability soak fuzz clean
+.PHONY: help venv apt device-venvs demo test test-slow lint data train-all export-all results ood-data results-ood bench measure-device dashboard fleet-bench reliability soak fuzz clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -90,6 +90,24 @@ results: venv  ## evaluate the trained models and shipped bundles on held-out la
 	  "$(RUNS)/motion/eval-transitions.json+$(RUNS)/motion/eval-transitions-int8.json:motion — 6 postural transitions never seen in training, subjects 21–30 (data/hapt/transitions)" \
 	  "$(RUNS)/motion/eval-test.json+$(RUNS)/motion/eval-test-int8.json:motion — the 6 trained activities, subjects 21–30 never seen (data/hapt/test)" > $(RUNS)/results.md
 	cat $(RUNS)/results.md
+
+OOD_CHANNELS := gsm amr-nb ulaw cheap-mic far-field
+OOD_SETS := speaker:speech events:events
+ood-data: venv apt  ## render the held-out audio sets through device channels (phone codecs, cheap mic, far field) → data/ood/
+	$(BIN)/edgesiam data prepare speech events noise --root $(DATA)
+	for s in $(OOD_SETS); do d=$${s#*:}; \
+	  $(BIN)/edgesiam data render $(DATA)/$$d/test $(foreach c,$(OOD_CHANNELS),--channel $(c)) \
+	    --noise $(DATA)/noise -o $(DATA)/ood/$$d -q || exit 1; done
+
+results-ood: ood-data  ## the shipped bundles and the classic descriptor on the out-of-domain sets → runs/results-ood.md
+	mkdir -p $(RUNS)/ood
+	for s in $(OOD_SETS); do b=$${s%%:*}; d=$${s#*:}; \
+	  for c in clean $(OOD_CHANNELS); do \
+	    src=$(DATA)/ood/$$d/$$c; [ $$c = clean ] && src=$(DATA)/$$d/test; \
+	    $(BIN)/edgesiam eval -q --episodes 1000 --json $(RUNS)/ood/$$b-$$c.json --name "edgesiam int8" \
+	      $(BUNDLES)/$$b $$src >/dev/null || exit 1; done; done
+	$(BIN)/python scripts/ood_table.py $(RUNS)/ood > $(RUNS)/results-ood.md
+	cat $(RUNS)/results-ood.md
 
 RELIABILITY_TESTS = $(wildcard tests/reliability tests/fuzz tests/security)
 reliability: venv apt device-venvs  ## the fault suite at full scale: broker and runtime kills, full disk, tampered files, fuzzing, security
