@@ -115,6 +115,12 @@ class EncoderConfig(StrictModel):
     dilations: list[int] = Field(default_factory=lambda: [1, 1, 2, 4])
     embedding_dim: int = Field(64, gt=0, description="size of the L2-normalised embedding")
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout before the projection")
+    input_norm: Literal["none", "mean"] = Field(
+        "none",
+        description="'mean' subtracts each feature channel's mean over the window before the "
+        "first block: a fixed microphone or line colouring (a constant offset of log-mel bins) "
+        "then no longer changes the embedding",
+    )
 
     @model_validator(mode="after")
     def _same_lengths(self) -> EncoderConfig:
@@ -222,6 +228,13 @@ class AudioAugmentConfig(StrictModel):
     gain_db: tuple[float, float] = (-6.0, 6.0)
     shift: float = Field(0.1, ge=0, le=1, description="max time shift, fraction of a window")
     reverb_p: float = Field(0.3, ge=0, le=1)
+    channel_p: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="probability of a random device channel per window: band limits, "
+        "equaliser peaks and dips, 8-bit mu-law or soft clipping",
+    )
     specaugment: SpecAugmentConfig | None = Field(default_factory=SpecAugmentConfig)
 
 

@@ -176,6 +176,8 @@ def build_augment(
             gain_db=aug.gain_db,
             shift_max=aug.shift,
             reverb_p=aug.reverb_p,
+            channel_p=aug.channel_p,
+            sample_rate=sample_rate,
         )
         spec = aug.specaugment
         feature_aug: Augment | None = None
