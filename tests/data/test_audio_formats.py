@@ -170,3 +170,25 @@ def test_list_recordings_of_one_label_folder(
     assert [p.name for p in list_recordings(folder)] == ["a.wav", "b.mp3", "gyro.csv"]
     with pytest.raises(DataError, match=r"holds no recordings \(\.csv \.npy\)"):
         list_recordings(folder / "old", "sensor")
+
+
+def test_embed_reads_mp3_and_skips_other_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """``edgesiam embed`` (and ``eval``, through the same scan) on a folder as a phone leaves it."""
+    from edgesiam.cli import main
+
+    root = tmp_path / "phone"
+    for label, freq in (("saw", 700.0), ("bell", 1200.0)):
+        (root / label).mkdir(parents=True)
+        write_mp3(root / label / "a.mp3", sine(44100, 1.0, freq), 44100)
+        (root / label / "notes.txt").write_text("x")
+    bundle = Path(__file__).resolve().parents[2] / "export" / "events"
+    out = tmp_path / "e.npz"
+    with caplog.at_level(logging.WARNING):
+        code = main(["embed", str(bundle), str(root), "-o", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    data = np.load(out)
+    assert sorted(data["labels"].tolist()) == ["bell", "saw"]
+    assert [Path(p).suffix for p in data["paths"].tolist()] == [".mp3", ".mp3"]
+    assert caplog.text.count("not recordings") == 1
