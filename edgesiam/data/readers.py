@@ -19,9 +19,10 @@ is a decimal comma) or ``.npy`` (1-D = one channel, or 2-D ``(n, C)``). Sensor N
 kept: the front-end decides what to do with them (``count_non_finite`` says how many there are);
 audio must be finite.
 
-Scanning ignores dotfiles (``.DS_Store``), ``dataset.toml`` and ``SUMMARY.json`` everywhere, and
-README / LICENSE / COPYING files at the top level. Other files that are not recordings (``notes.txt``,
-``cover.jpg``) are skipped with one logged line per scan and listed in ``DatasetInfo.skipped``.
+Scanning ignores ``dataset.toml`` and ``SUMMARY.json`` everywhere, hidden folders, and README /
+LICENSE / COPYING files at the top level. Other files that are not recordings (``notes.txt``,
+``cover.jpg``, hidden files such as ``.DS_Store``) are skipped with one logged line per scan; all
+but the hidden ones are listed in ``DatasetInfo.skipped``.
 Anything else that does not fit the layout (a recording directly in the folder, a nested folder, an
 empty label folder, a label name that is unsafe as a path component) is an error, or with
 ``on_error="skip"`` is left out, logged and listed in ``DatasetInfo.skipped``. Mixing audio and
@@ -401,8 +402,8 @@ def _log_not_recordings(files: list[Path], where: Path) -> None:
 def list_recordings(folder: str | Path, modality: str | None = None) -> list[Path]:
     """The recordings directly in ``folder``, sorted: the clips of one label given as a folder.
 
-    Dotfiles are ignored; other files that are not recordings of ``modality`` (any modality when
-    None) and nested folders are skipped with one logged line. A folder without a recording is a
+    Files that are not recordings of ``modality`` (any modality when None), hidden files and
+    nested folders are skipped with one logged line; hidden folders are ignored. A folder without a recording is a
     ``DataError``.
     """
     folder = Path(folder)
@@ -411,9 +412,9 @@ def list_recordings(folder: str | Path, modality: str | None = None) -> list[Pat
     found: list[Path] = []
     others: list[Path] = []
     for item in sorted(folder.iterdir(), key=lambda p: p.name):
-        if item.name.startswith("."):
+        if item.name.startswith(".") and not item.is_file():
             continue
-        kind = modality_of(item) if item.is_file() else None
+        kind = modality_of(item) if item.is_file() and not _is_hidden_file(item) else None
         if kind is not None and (modality is None or kind == modality):
             found.append(item)
         else:
@@ -503,6 +504,10 @@ def read_dataset_toml(path: Path) -> dict[str, object]:
     return data
 
 
+def _is_hidden_file(path: Path) -> bool:
+    return path.name.startswith(".") and path.is_file()
+
+
 def _is_ignored(path: Path, top_level: bool) -> bool:
     name = path.name
     if name.startswith(".") or name in _IGNORED_NAMES:
@@ -534,7 +539,11 @@ def scan_dataset(root: str | Path, on_error: OnError = "fail") -> DatasetInfo:
     recordings: list[Recording] = []
     not_recordings: list[Path] = []
     found: dict[str, Path] = {}  # modality -> first file of that modality
+    hidden: list[Path] = []  # .DS_Store and the like: named in the line, not listed as skipped
     for entry in sorted(root.iterdir(), key=lambda p: p.name):
+        if _is_hidden_file(entry):
+            hidden.append(entry)
+            continue
         if _is_ignored(entry, top_level=True):
             continue
         if not entry.is_dir() and modality_of(entry) is None:
@@ -556,6 +565,9 @@ def scan_dataset(root: str | Path, on_error: OnError = "fail") -> DatasetInfo:
         items: list[Recording] = []
         folder_modalities: dict[str, Path] = {}
         for item in sorted(entry.iterdir(), key=lambda p: p.name):
+            if _is_hidden_file(item):
+                hidden.append(item)
+                continue
             if _is_ignored(item, top_level=False):
                 continue
             if item.is_dir():
@@ -583,7 +595,7 @@ def scan_dataset(root: str | Path, on_error: OnError = "fail") -> DatasetInfo:
             found.setdefault(kind, first)
         recordings.extend(items)
 
-    _log_not_recordings(not_recordings, root)
+    _log_not_recordings(sorted(not_recordings + hidden), root)
     skipped.extend((path, "is not a recording") for path in not_recordings)
     if len(found) > 1:
         raise DataError(

@@ -133,9 +133,9 @@ def test_dataset_folders_read_mp3_and_skip_what_is_not_a_recording(
     assert info.label_counts() == {"bell": 2, "saw": 2}
     lines = [r.getMessage() for r in caplog.records if "not recordings" in r.getMessage()]
     assert len(lines) == 1, caplog.text
-    assert "skipped 3 file(s)" in lines[0]
+    assert "skipped 4 file(s)" in lines[0]
     assert "saw/notes.txt" in lines[0] and "bell/cover.jpg" in lines[0]
-    assert ".DS_Store" not in lines[0]
+    assert "bell/.DS_Store" in lines[0]
     assert sorted(p.name for p, _ in info.skipped) == ["cover.jpg", "notes.txt", "notes.txt"]
     arrays = {(r.label, r.path.name): a for r, a in iter_recordings(info, 16000, progress=False)}
     assert abs(dominant_freq(arrays[("saw", "take1.mp3")], 16000) - 700.0) < 5.0
@@ -167,6 +167,7 @@ def test_list_recordings_of_one_label_folder(
     assert [p.name for p in found] == ["a.wav", "b.mp3"]
     assert caplog.text.count("not recordings") == 1
     assert "gyro.csv" in caplog.text and "readme.txt" in caplog.text and "old" in caplog.text
+    assert ".hidden.wav" in caplog.text
     assert [p.name for p in list_recordings(folder)] == ["a.wav", "b.mp3", "gyro.csv"]
     with pytest.raises(DataError, match=r"holds no recordings \(\.csv \.npy\)"):
         list_recordings(folder / "old", "sensor")

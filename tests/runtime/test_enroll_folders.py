@@ -99,7 +99,7 @@ def test_a_folder_of_clips_with_append_and_replace(
     assert "enrolled 'saw' from 2 recordings" in out
     assert "  saw1.wav: 5 of 5 windows active" in out and "  saw2.mp3: " in out
     skipped = [r.getMessage() for r in caplog.records if "not recordings" in r.getMessage()]
-    assert len(skipped) == 1 and "notes.txt" in skipped[0] and ".DS_Store" not in skipped[0]
+    assert len(skipped) == 1 and "notes.txt" in skipped[0] and ".DS_Store" in skipped[0]
 
     more = wav(tmp_path / "saw3.wav", voice(1.2, seed=3))
     code, out, err = run(capsys, *common, "--append", more)
