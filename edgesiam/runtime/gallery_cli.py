@@ -36,8 +36,8 @@ ENROLL_DESCRIPTION = textwrap.dedent(
     to them instead (at most {MAX_RECORDINGS} in all).
 
     A template is made from the clip's active windows only: those at or above the runtime's
-    energy gate (audio: --gate-db, default {DEFAULT_THRESHOLD_DB:g} dBFS; the gate is on for
-    audio bundles and off for sensor bundles, as in the runtime; --gate on|off changes that).
+    energy gate (--gate-db, default {DEFAULT_THRESHOLD_DB:g} dBFS, for audio). As in the
+    runtime, the gate is on for audio bundles and off for sensor bundles; --gate on|off says.
     A clip with no active window (silence, a dead microphone, no motion) is refused with the
     reason, and the report says how many windows of each clip were active.
 
@@ -57,6 +57,7 @@ ENROLL_DESCRIPTION = textwrap.dedent(
       edgesiam enroll --bundle export/events --gallery workshop.npz --label saw recordings/saw/
       edgesiam enroll --bundle export/events --gallery workshop.npz --from-dataset recordings/
       edgesiam enroll --bundle export/motion --gallery moves.npz --label wave wave*.csv
+
     exit status: 0 when every label was enrolled, 1 when --from-dataset enrolled only some of
     them, 2 for an error.
     """
