@@ -36,8 +36,8 @@ ENROLL_DESCRIPTION = textwrap.dedent(
     to them instead (at most {MAX_RECORDINGS} in all).
 
     A template is made from the clip's active windows only: those at or above the runtime's
-    energy gate (--gate-db, default {DEFAULT_THRESHOLD_DB:g} dBFS, for audio). As in the
-    runtime, the gate is on for audio bundles and off for sensor bundles; --gate on|off says.
+    energy gate (--gate-db, default {DEFAULT_THRESHOLD_DB:g} dBFS, for audio). As in the runtime,
+    the gate is on for audio bundles and off for sensor bundles; --gate on|off says otherwise.
     A clip with no active window (silence, a dead microphone, no motion) is refused with the
     reason, and the report says how many windows of each clip were active.
 
