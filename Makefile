@@ -5,7 +5,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
-APT_PACKAGES := espeak-ng flite sox mosquitto mosquitto-clients chromium openssl
+APT_PACKAGES := espeak-ng flite sox mosquitto mosquitto-clients chromium openssl ffmpeg
 DATA ?= data
 RUNS ?= runs
 
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)  ## create or update .venv with the workstation extras
 
-apt:  ## install the Debian programs the recipes and tests use (espeak-ng, flite, sox, mosquitto, chromium)
+apt:  ## install the Debian programs the recipes and tests use (espeak-ng, flite, sox, mosquitto, chromium, ffmpeg)
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \

@@ -10,19 +10,23 @@ An item whose stem is ``GROUP__NAME`` belongs to the group GROUP (a language, a 
 subject).
 
 Audio (``.wav .flac .ogg .opus``) is read with soundfile (libsndfile; Ogg/Opus needs libsndfile
->= 1.1), mixed down to mono by averaging the channels and resampled with soxr. Sensor recordings are
+>= 1.1), mixed down to mono by averaging the channels and resampled with soxr. Phone recordings
+(``.mp3 .m4a .aac``) are read by libsndfile where it can (MP3 from libsndfile 1.1), else decoded by
+``ffmpeg`` when it is on PATH; without either, the error says what to install. Sensor recordings are
 ``.csv`` (rows = samples, columns = channels; an optional header row; comma, semicolon, tab or
 whitespace separated; an empty cell is a missing value, NaN; in a semicolon-separated file a comma
 is a decimal comma) or ``.npy`` (1-D = one channel, or 2-D ``(n, C)``). Sensor NaN/Inf values are
 kept: the front-end decides what to do with them (``count_non_finite`` says how many there are);
 audio must be finite.
 
-Scanning ignores dotfiles, ``dataset.toml`` and ``SUMMARY.json`` everywhere, and README / LICENSE /
-COPYING files at the top level. Anything else that does not fit the layout (a file directly in the
-folder, a file with an unknown extension, a nested folder, an empty label folder, a label name that
-is unsafe as a path component) is an error, or with ``on_error="skip"`` is left out, logged and
-listed in ``DatasetInfo.skipped``. Mixing audio and sensor files, and a bad ``dataset.toml``, are
-always errors.
+Scanning ignores ``dataset.toml`` and ``SUMMARY.json`` everywhere, hidden folders, and README /
+LICENSE / COPYING files at the top level. Other files that are not recordings (``notes.txt``,
+``cover.jpg``, hidden files such as ``.DS_Store``) are skipped with one logged line per scan; all
+but the hidden ones are listed in ``DatasetInfo.skipped``.
+Anything else that does not fit the layout (a recording directly in the folder, a nested folder, an
+empty label folder, a label name that is unsafe as a path component) is an error, or with
+``on_error="skip"`` is left out, logged and listed in ``DatasetInfo.skipped``. Mixing audio and
+sensor files, and a bad ``dataset.toml``, are always errors.
 
 Nothing here imports torch or librosa: the device install reads files with this module too.
 """
@@ -33,6 +37,9 @@ import csv
 import logging
 import math
 import re
+import shutil
+import subprocess
+import tempfile
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -50,6 +57,8 @@ __all__ = [
     "AUDIO_EXTENSIONS",
     "DATASET_TOML",
     "GROUP_SEPARATOR",
+    "MPEG_AUDIO_EXTENSIONS",
+    "RECORDING_EXTENSIONS",
     "SENSOR_EXTENSIONS",
     "DatasetInfo",
     "OnError",
@@ -57,6 +66,7 @@ __all__ = [
     "count_non_finite",
     "is_safe_label",
     "iter_recordings",
+    "list_recordings",
     "load_recording",
     "modality_of",
     "parse_group",
@@ -69,7 +79,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus")
+MPEG_AUDIO_EXTENSIONS = (".mp3", ".m4a", ".aac")
+"""Phone recordings: MP3 (libsndfile >= 1.1, or ffmpeg) and AAC in MP4/ADTS (ffmpeg). Kept apart
+from ``AUDIO_EXTENSIONS``, which the data recipes use to pick files from packages."""
 SENSOR_EXTENSIONS = (".csv", ".npy")
+RECORDING_EXTENSIONS = AUDIO_EXTENSIONS + MPEG_AUDIO_EXTENSIONS + SENSOR_EXTENSIONS
 DATASET_TOML = "dataset.toml"
 GROUP_SEPARATOR = "__"
 MODALITIES = ("audio", "sensor")
@@ -106,6 +120,8 @@ def read_audio(
     path = Path(path)
     if int(sample_rate) <= 0:
         raise DataError(f"sample rate must be positive, got {sample_rate}", path)
+    if not _libsndfile_reads(path):
+        return _read_decoded(path, int(sample_rate), offset_s, max_seconds)
     try:
         with sf.SoundFile(str(path)) as f:
             native = int(f.samplerate)
@@ -143,6 +159,53 @@ def read_audio(
                 path,
             )
     return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def _libsndfile_reads(path: Path) -> bool:
+    """False for the MPEG formats the installed libsndfile cannot decode (AAC never; MP3 before 1.1)."""
+    suffix = path.suffix.lower()
+    if suffix in (".m4a", ".aac"):
+        return False
+    return suffix != ".mp3" or "MP3" in sf.available_formats()
+
+
+def _read_decoded(
+    path: Path, sample_rate: int, offset_s: float, max_seconds: float | None
+) -> np.ndarray:
+    """``read_audio`` of a file that ffmpeg decodes to a temporary WAV; errors name ``path``."""
+    with tempfile.TemporaryDirectory(prefix="edgesiam-decode-") as folder:
+        decoded = _decode_with_ffmpeg(path, Path(folder) / "decoded.wav")
+        try:
+            return read_audio(decoded, sample_rate, offset_s=offset_s, max_seconds=max_seconds)
+        except DataError as exc:
+            raise DataError(str(exc).removeprefix(f"{decoded}: "), path) from None
+
+
+def _decode_with_ffmpeg(path: Path, out: Path) -> Path:
+    """Decode ``path`` with ffmpeg into the float WAV ``out`` (rate and channels kept as they are)."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        also = (
+            " or a libsndfile >= 1.1 (pip install -U soundfile)"
+            if path.suffix.lower() == ".mp3"
+            else ""
+        )
+        raise DataError(
+            f"reading {path.suffix.lower()} files needs ffmpeg on PATH{also}: install it with "
+            "'sudo apt-get install ffmpeg' (Debian, Raspberry Pi OS), or convert the file to WAV",
+            path,
+        )
+    command = [ffmpeg, "-nostdin", "-v", "error", "-y", "-i", f"file:{path}", "-vn"]
+    command += ["-c:a", "pcm_f32le", str(out)]
+    try:
+        done = subprocess.run(command, capture_output=True, timeout=300, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise DataError(f"cannot decode audio with ffmpeg ({exc})", path) from exc
+    if done.returncode != 0 or not out.is_file():
+        lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        why = lines[-1] if lines else f"exit status {done.returncode}"
+        raise DataError(f"cannot decode audio with ffmpeg ({why})", path)
+    return out
 
 
 def count_non_finite(array: np.ndarray) -> int:
@@ -314,11 +377,54 @@ def is_safe_label(label: str) -> bool:
 def modality_of(path: Path) -> str | None:
     """``"audio"`` or ``"sensor"`` from a file's extension, None for anything else."""
     suffix = path.suffix.lower()
-    if suffix in AUDIO_EXTENSIONS:
+    if suffix in AUDIO_EXTENSIONS or suffix in MPEG_AUDIO_EXTENSIONS:
         return "audio"
     if suffix in SENSOR_EXTENSIONS:
         return "sensor"
     return None
+
+
+def _log_not_recordings(files: list[Path], where: Path) -> None:
+    """One line for every file of a scan that is not a recording (``notes.txt``, ``cover.jpg``)."""
+    if not files:
+        return
+    names = [str(f.relative_to(where)) if f.is_relative_to(where) else str(f) for f in files]
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    log.warning(
+        "%s: skipped %d file(s) that are not recordings (%s): %s",
+        where,
+        len(files),
+        " ".join(RECORDING_EXTENSIONS),
+        shown,
+    )
+
+
+def list_recordings(folder: str | Path, modality: str | None = None) -> list[Path]:
+    """The recordings directly in ``folder``, sorted: the clips of one label given as a folder.
+
+    Files that are not recordings of ``modality`` (any modality when None), hidden files and
+    nested folders are skipped with one logged line; hidden folders are ignored. A folder without a recording is a
+    ``DataError``.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError("is not a folder", folder)
+    found: list[Path] = []
+    others: list[Path] = []
+    for item in sorted(folder.iterdir(), key=lambda p: p.name):
+        if item.name.startswith(".") and not item.is_file():
+            continue
+        kind = modality_of(item) if item.is_file() and not _is_hidden_file(item) else None
+        if kind is not None and (modality is None or kind == modality):
+            found.append(item)
+        else:
+            others.append(item)
+    _log_not_recordings(others, folder)
+    if not found:
+        wanted = {"audio": AUDIO_EXTENSIONS + MPEG_AUDIO_EXTENSIONS, "sensor": SENSOR_EXTENSIONS}
+        extensions = wanted.get(modality or "", RECORDING_EXTENSIONS)
+        raise DataError(f"holds no recordings ({' '.join(extensions)})", folder)
+    return found
 
 
 @dataclass(frozen=True)
@@ -398,6 +504,10 @@ def read_dataset_toml(path: Path) -> dict[str, object]:
     return data
 
 
+def _is_hidden_file(path: Path) -> bool:
+    return path.name.startswith(".") and path.is_file()
+
+
 def _is_ignored(path: Path, top_level: bool) -> bool:
     name = path.name
     if name.startswith(".") or name in _IGNORED_NAMES:
@@ -427,9 +537,17 @@ def scan_dataset(root: str | Path, on_error: OnError = "fail") -> DatasetInfo:
         skipped.append((path, reason))
 
     recordings: list[Recording] = []
+    not_recordings: list[Path] = []
     found: dict[str, Path] = {}  # modality -> first file of that modality
+    hidden: list[Path] = []  # .DS_Store and the like: named in the line, not listed as skipped
     for entry in sorted(root.iterdir(), key=lambda p: p.name):
+        if _is_hidden_file(entry):
+            hidden.append(entry)
+            continue
         if _is_ignored(entry, top_level=True):
+            continue
+        if not entry.is_dir() and modality_of(entry) is None:
+            not_recordings.append(entry)
             continue
         if not entry.is_dir():
             problem(
@@ -447,6 +565,9 @@ def scan_dataset(root: str | Path, on_error: OnError = "fail") -> DatasetInfo:
         items: list[Recording] = []
         folder_modalities: dict[str, Path] = {}
         for item in sorted(entry.iterdir(), key=lambda p: p.name):
+            if _is_hidden_file(item):
+                hidden.append(item)
+                continue
             if _is_ignored(item, top_level=False):
                 continue
             if item.is_dir():
@@ -456,11 +577,7 @@ def scan_dataset(root: str | Path, on_error: OnError = "fail") -> DatasetInfo:
                 continue
             kind = modality_of(item)
             if kind is None:
-                problem(
-                    item,
-                    f"has an unknown extension '{item.suffix}'; "
-                    f"audio: {', '.join(AUDIO_EXTENSIONS)}; sensor: {', '.join(SENSOR_EXTENSIONS)}",
-                )
+                not_recordings.append(item)
                 continue
             folder_modalities.setdefault(kind, item)
             items.append(Recording(path=item, label=label, group=parse_group(item.stem)))
@@ -478,6 +595,8 @@ def scan_dataset(root: str | Path, on_error: OnError = "fail") -> DatasetInfo:
             found.setdefault(kind, first)
         recordings.extend(items)
 
+    _log_not_recordings(sorted(not_recordings + hidden), root)
+    skipped.extend((path, "is not a recording") for path in not_recordings)
     if len(found) > 1:
         raise DataError(
             f"mixes audio files ({found['audio']}) and sensor files ({found['sensor']}); "
@@ -487,7 +606,7 @@ def scan_dataset(root: str | Path, on_error: OnError = "fail") -> DatasetInfo:
     if not recordings:
         raise DataError(
             "holds no recordings; expected DIR/<label>/<item> with item extensions "
-            f"{', '.join(AUDIO_EXTENSIONS + SENSOR_EXTENSIONS)}",
+            f"{', '.join(RECORDING_EXTENSIONS)}",
             root,
         )
     modality = next(iter(found))

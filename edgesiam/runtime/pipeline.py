@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Final, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, TextIO
 
 import numpy as np
 
@@ -54,6 +54,9 @@ from edgesiam.runtime.metrics import RuntimeMetrics, peak_rss_mb, rss_mb
 from edgesiam.runtime.mqtt import CommandCallback, MqttPublisher, Publisher
 from edgesiam.runtime.outbox import Event, Outbox
 from edgesiam.runtime.sources import Source, StreamFormat, open_source
+
+if TYPE_CHECKING:
+    from edgesiam.runtime.commands import Clip
 
 __all__ = [
     "ChunkQueue",
@@ -661,6 +664,7 @@ class Runtime:
             outbox_errors=self.outbox_errors,
             rejected_input=int(getattr(self.source, "rejected", 0)),
             labels=len(self.gallery.labels),
+            modality=self.format.modality,
             queue_samples=self.queue.held,
         )
 
@@ -756,10 +760,13 @@ class RuntimeCommands:
             "consistency": round(float(enrolment.consistency), 4),
             "replaced": enrolment.replaced,
             "warnings": list(enrolment.warnings),
+            "clips": [clip.to_dict() for clip in getattr(enrolment, "clips", [])],
             "labels": self._labels(),
         }
 
-    def enroll_embeddings(self, label: str, embeddings: np.ndarray) -> dict[str, Any]:
+    def enroll_embeddings(
+        self, label: str, embeddings: np.ndarray, append: bool = False
+    ) -> dict[str, Any]:
         """Each row is one recording's embedding (as ``edgesiam embed`` writes them)."""
         rt = self.runtime
         dim = int(rt.embedder.embedding_dim)
@@ -768,18 +775,40 @@ class RuntimeCommands:
                 f"embeddings must be rows of {dim} numbers (this bundle's embedding size), "
                 f"got shape {tuple(embeddings.shape)}"
             )
-        return self._enrolled(rt.store.enroll(label, list(embeddings)))
+        return self._enrolled(rt.store.enroll(label, list(embeddings), append=append))
 
-    def enroll_wav(self, label: str, wav_bytes: bytes) -> dict[str, Any]:
-        """One recording as a WAV file, embedded here with the bundle (contract 3)."""
+    def enroll_clips(self, label: str, clips: list[Clip], append: bool = False) -> dict[str, Any]:
+        """Recordings sent with the command (WAVs for audio, CSVs for sensors), embedded here with
+        the bundle from their active windows, as ``edgesiam enroll`` does."""
         rt = self.runtime
-        if rt.format.modality != "audio":
-            raise ValueError("this bundle is for sensors: enroll with embeddings, not a WAV")
+        wanted = "wav" if rt.format.modality == "audio" else "csv"
+        for clip in clips:
+            if clip.kind != wanted:
+                raise ValueError(
+                    f"{clip.name}: this bundle is for {rt.format.modality}: send "
+                    f"{wanted}_base64 recordings, not {clip.kind}_base64"
+                )
         with tempfile.TemporaryDirectory(prefix="edgesiam-enroll-") as folder:
-            path = Path(folder) / "command.wav"
-            path.write_bytes(wav_bytes)
-            with rt._lock:  # the interpreter is not thread-safe
-                enrolment = enroll_recordings(rt.store, rt.embedder, label, [path], gate=rt.gate)
+            paths = [Path(folder) / f"{i:02d}.{c.kind}" for i, c in enumerate(clips, start=1)]
+            for path, clip in zip(paths, clips, strict=True):
+                path.write_bytes(clip.data)
+            names = [clip.name for clip in clips]
+            try:
+                with rt._lock:  # the interpreter is not thread-safe
+                    enrolment = enroll_recordings(
+                        rt.store,
+                        rt.embedder,
+                        label,
+                        paths,
+                        gate=rt.gate,
+                        append=append,
+                        names=names,
+                    )
+            except DataError as exc:
+                text = str(exc)
+                for path, name in zip(paths, names, strict=True):
+                    text = text.replace(str(path), name)
+                raise DataError(text) from None
         return self._enrolled(enrolment)
 
     def forget(self, label: str) -> dict[str, Any]:
@@ -810,6 +839,7 @@ class RuntimeCommands:
             ],
             "default_threshold": round(thresholds.default, 5),
             "model": rt.embedder.manifest.name,
+            "modality": rt.format.modality,
         }
 
     def set_threshold(

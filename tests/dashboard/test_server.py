@@ -132,7 +132,7 @@ def test_enroll_requests_are_checked_before_anything_is_sent(dashboard: Dashboar
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
     conn.putrequest("POST", "/api/devices/pi/enroll")
     conn.putheader("Content-Type", "application/json")
-    conn.putheader("Content-Length", str(2 * 1024 * 1024))
+    conn.putheader("Content-Length", str(3 * 1024 * 1024))
     conn.endheaders()
     assert conn.getresponse().status == 413
     conn.close()
