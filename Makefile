@@ -9,7 +9,7 @@ APT_PACKAGES := espeak-ng flite sox mosquitto mosquitto-clients chromium openssl
 DATA ?= data
 RUNS ?= runs
 
-.PHONY: help venv apt device-venvs demo test test-slow lint data train-all export-all results ood-data results-ood bench measure-device dashboard fleet-bench reliability soak fuzz clean
+.PHONY: help venv apt device-venvs demo test test-slow test-arm64 lint data train-all export-all results ood-data results-ood bench measure-device dashboard fleet-bench reliability soak fuzz clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -47,7 +47,17 @@ test: venv apt lint device-venvs  ## the whole default test suite (what CI runs)
 	$(BIN)/python -m pytest -m "not slow" -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
 
 test-slow: venv apt device-venvs  ## heavy tests: real data recipes, full training runs
-	$(BIN)/python -m pytest -m slow -q
+	$(BIN)/python -m pytest -m "slow and not arm64" -q
+
+ARM64_APT := qemu-user-static debootstrap binfmt-support
+test-arm64: venv apt device-venvs  ## the device install on a Pi's CPU: aarch64 Debian roots (Bookworm/3.11, Trixie/3.13) under qemu-user, install.sh, events and embeddings vs x86 → runs/arm64.json, runs/model_cost.json (root; cached in .cache/arm64)
+	@missing=""; for p in $(ARM64_APT); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	EDGESIAM_DATA=$(DATA) ARM64_REPORT=$(RUNS)/arm64.json $(BIN)/python -m pytest -m arm64 -p no:cacheprovider -rA tests/arm64
+	$(BIN)/python scripts/model_cost.py $(BUNDLES)/speaker $(BUNDLES)/events $(BUNDLES)/motion --json $(RUNS)/model_cost.json --markdown
 
 train-all: data  ## train the three reference recipes (speaker, events, motion)
 	for r in speaker events motion; do $(BIN)/edgesiam train configs/$$r.yaml --output $(RUNS)/$$r || exit 1; done

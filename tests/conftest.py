@@ -9,6 +9,9 @@ easy enough that a tiny encoder learns them in seconds, so tests can check that 
 from __future__ import annotations
 
 import argparse
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +150,27 @@ def audio_bundle(
     )
     assert code == 0
     return bundle
+
+
+def build_wheel(out: Path) -> Path:
+    """This checkout as the wheel a device installs, built from a copy (no build/ left behind)."""
+    root = Path(__file__).resolve().parents[1]
+    src = out / "src"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(root / "edgesiam", src / "edgesiam", ignore=ignore)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, src / name)
+    cmd = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
+    subprocess.run([*cmd, "-w", str(out), str(src)], check=True, capture_output=True, timeout=600)
+    (wheel,) = out.glob("edgesiam-*.whl")
+    return wheel
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "arm64: the device install on aarch64 under qemu-user (run with `make test-arm64`)",
+    )
 
 
 # --- a real shipped bundle fed a generated voice (runtime, reliability and security tests) -------
