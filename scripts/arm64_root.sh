@@ -12,15 +12,15 @@
 # binfmt_misc (mounted first if the kernel has it unmounted), with the F flag so that the
 # emulator is found from inside the chroot. CMD runs with a clean environment (PATH, HOME, LANG
 # and PIP_CERT: the host's CA bundle, copied in, so that pip inside reaches PyPI through the same
-# proxy the host uses). Idempotent: a stamp file keyed on this script marks a finished root; an
+# proxy the host uses). Idempotent: a stamp file keyed on the suite, the packages and ROOT_RECIPE marks a finished root; an
 # unfinished one is removed and built again.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-SCRIPT="$ROOT/scripts/arm64_root.sh"
 CACHE="${ARM64_CACHE:-$ROOT/.cache/arm64}"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 PACKAGES=python3,python3-venv,ca-certificates,systemd
+ROOT_RECIPE=1 # raise when a change here needs the roots built again
 
 die() {
   echo "arm64_root.sh: $*" >&2
@@ -35,7 +35,7 @@ suite_dir() {
 }
 
 stamp_of() {
-  echo "$1/.edgesiam-root-$( { cat "$SCRIPT"; echo "$2 $MIRROR"; } | sha1sum | cut -c1-12)"
+  echo "$1/.edgesiam-root-$(echo "$ROOT_RECIPE $2 $PACKAGES $MIRROR" | sha1sum | cut -c1-12)"
 }
 
 ensure_binfmt() {
@@ -97,6 +97,7 @@ run_in() {
   [ -f "$ca" ] && install -D -m 0644 "$ca" "$dir/etc/edgesiam-host-ca.crt"
   # each exec mounts /proc and /dev for its own run and takes them down again
   mountpoint -q "$dir/proc" || mount -t proc proc "$dir/proc"
+  # no /sys: with it, cpuinfo (XNNPACK) finds an x86 host's CPU list and crashes under qemu-user
   mountpoint -q "$dir/dev" || mount --bind /dev "$dir/dev"
   trap 'unmount_all "'"$dir"'"' EXIT
   local rc=0
