@@ -97,14 +97,18 @@ class StdinSourceConfig(_SourceBase):
 
     type: Literal["stdin"] = "stdin"
     sample_rate: int | None = Field(
-        None, gt=0, description="samples per second (default: the bundle's rate)"
+        None,
+        gt=0,
+        description="samples per second of the stream (default: a WAV header's, else the "
+        "bundle's); another rate than the bundle's is resampled on the device",
     )
     channels: int = Field(1, ge=1, le=64, description="interleaved channels")
     format: Literal["s16le", "f32le"] = Field("s16le", description="sample encoding")
-    live: bool = Field(
-        True,
-        description="samples arrive in real time (arecord): when processing falls behind they "
-        "are dropped and counted; false for a recording piped in, which waits for the pipeline",
+    live: bool | None = Field(
+        None,
+        description="true: samples arrive in real time (arecord), dropped and counted when "
+        "processing falls behind; false: a recording piped in, which waits for the pipeline; "
+        "unset: a recording when stdin is a file or runs ahead of real time, else live",
     )
 
 
@@ -116,7 +120,10 @@ class MicSourceConfig(_SourceBase):
         None, description="PortAudio device name or index (default: the system's default input)"
     )
     sample_rate: int | None = Field(
-        None, gt=0, description="samples per second (default: the bundle's rate)"
+        None,
+        gt=0,
+        description="rate to record at (default: the bundle's when the device can, else the "
+        "device's own, e.g. 48000); another rate than the bundle's is resampled on the device",
     )
     channels: int = Field(1, ge=1, le=64)
 

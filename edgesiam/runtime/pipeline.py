@@ -89,12 +89,13 @@ class ChunkQueue:
     """Chunks ``(start_sample, samples)`` from the source thread to the loop, bounded in samples.
 
     ``block=True`` (a file read as fast as possible): ``put`` waits for room. ``block=False`` (a
-    live source): a chunk that does not fit is dropped and counted. A chunk larger than the whole
-    bound is taken when the queue is empty, so nothing is starved. After :meth:`close` (the run
-    is stopping) chunks are refused without being counted as drops.
+    live source): a chunk that does not fit is dropped and counted. ``block`` may be a callable,
+    asked while the queue is full (a source that learns whether it is live: standard input). A
+    chunk larger than the whole bound is taken when the queue is empty, so nothing is starved.
+    After :meth:`close` (the run is stopping) chunks are refused without being counted as drops.
     """
 
-    def __init__(self, max_samples: int, block: bool) -> None:
+    def __init__(self, max_samples: int, block: bool | Callable[[], bool]) -> None:
         self.max_samples = max(1, int(max_samples))
         self.block = block
         self._items: deque[tuple[int, np.ndarray] | _End] = deque()
@@ -113,7 +114,7 @@ class ChunkQueue:
         """Queue a chunk; False when it was dropped (no room, or the queue is closed)."""
         n = int(chunk.shape[0])
         with self._cond:
-            while self.block and not self._closed and not self._fits(n):
+            while not self._closed and not self._fits(n) and self._blocks():
                 self._cond.wait(_POLL_S)
             if self._closed:
                 return False  # the run is stopping: not a drop
@@ -125,6 +126,9 @@ class ChunkQueue:
             self._held += n
             self._cond.notify_all()
             return True
+
+    def _blocks(self) -> bool:
+        return self.block() if callable(self.block) else self.block
 
     def _fits(self, n: int) -> bool:
         return self._held == 0 or self._held + n <= self.max_samples
@@ -354,7 +358,7 @@ class Runtime:
         self.publisher.set_labels(self.gallery.labels)
         self.queue = ChunkQueue(
             max(1, round(config.processing.queue_s * self.source.sample_rate)),
-            block=not self.source.live,
+            block=getattr(self.source, "wait_for_room", not self.source.live),
         )
         self._pump_thread: threading.Thread | None = None
         self._stopped_at: float | None = None
@@ -550,14 +554,33 @@ class Runtime:
                 return
         self.queue.end()
 
+    def _log_drop(self, dropped: int, before: int) -> None:
+        """Say why samples were lost: a live source outran the device, or a recording was
+        declared live."""
+        where = self.source.description
+        if getattr(self.source, "unpaced", False):
+            log.warning(
+                "%s delivers faster than real time (a recording, not a live stream) but is set "
+                "live: %d samples dropped before sample %d; set the source's live: false "
+                "(--source %s:?live=false) so that the pipeline waits for it",
+                where,
+                dropped,
+                before,
+                self.config.source.type,
+            )
+        else:
+            log.warning(
+                "processing fell behind the live source %s: %d samples dropped before sample %d "
+                "(this device processes more slowly than the stream arrives)",
+                where,
+                dropped,
+                before,
+            )
+
     def _process(self, start: int, chunk: np.ndarray) -> None:
         """One chunk: window it, and gate, embed, match and decide each window."""
         if start != self._expected_start:  # chunks were dropped: restart the windows here
-            log.warning(
-                "processing fell behind: %d samples dropped before sample %d",
-                start - self._expected_start,
-                start,
-            )
+            self._log_drop(start - self._expected_start, start)
             self.windower.reset()
             self.features.reset()
             self._base = start
