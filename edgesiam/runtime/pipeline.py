@@ -364,6 +364,7 @@ class Runtime:
         self._stopped_at: float | None = None
         self._pending_after = 0
         self._expected_start = 0
+        self._drops_logged = 0
         self._base = 0
         self._stream_end = 0
         self.outbox_errors = 0
@@ -488,6 +489,8 @@ class Runtime:
             self._finish()
         if error is not None:
             raise error
+        if (unsaid := self.queue.dropped_samples - self._drops_logged) > 0:
+            self._log_drop(unsaid, "at the end of the stream")
         summary = RunSummary(
             reason=reason,
             stream_s=round(self._stream_end / self.source.sample_rate, 3),
@@ -554,33 +557,34 @@ class Runtime:
                 return
         self.queue.end()
 
-    def _log_drop(self, dropped: int, before: int) -> None:
+    def _log_drop(self, dropped: int, when: str) -> None:
         """Say why samples were lost: a live source outran the device, or a recording was
         declared live."""
+        self._drops_logged += dropped
         where = self.source.description
         if getattr(self.source, "unpaced", False):
             log.warning(
                 "%s delivers faster than real time (a recording, not a live stream) but is set "
-                "live: %d samples dropped before sample %d; set the source's live: false "
+                "live: %d samples dropped %s; set the source's live: false "
                 "(--source %s:?live=false) so that the pipeline waits for it",
                 where,
                 dropped,
-                before,
-                self.config.source.type,
+                when,
+                where.split(":", 1)[0],
             )
         else:
             log.warning(
-                "processing fell behind the live source %s: %d samples dropped before sample %d "
+                "processing fell behind the live source %s: %d samples dropped %s "
                 "(this device processes more slowly than the stream arrives)",
                 where,
                 dropped,
-                before,
+                when,
             )
 
     def _process(self, start: int, chunk: np.ndarray) -> None:
         """One chunk: window it, and gate, embed, match and decide each window."""
         if start != self._expected_start:  # chunks were dropped: restart the windows here
-            self._log_drop(start - self._expected_start, start)
+            self._log_drop(start - self._expected_start, f"before sample {start}")
             self.windower.reset()
             self.features.reset()
             self._base = start
