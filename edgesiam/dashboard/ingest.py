@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import queue
+import sys
 import threading
 import time
 import uuid
@@ -41,7 +42,12 @@ from pydantic import SecretStr
 
 from edgesiam.dashboard.history import DEVICE_ID, History, HistoryError, InvalidPayload
 from edgesiam.errors import EdgesiamError, MissingExtraError
-from edgesiam.runtime.mqtt import MqttSettings, apply_credentials
+from edgesiam.runtime.mqtt import (
+    MqttSettings,
+    apply_credentials,
+    connect_failure_reason,
+    retry_delay,
+)
 
 __all__ = [
     "CommandFailed",
@@ -197,6 +203,7 @@ class Ingester:
         self._waiters: dict[str, _Waiter] = {}
         self._waiters_lock = threading.Lock()
         self._last_refusal: str | None = None
+        self._failures = 0
         self._inbox: queue.Queue[_Inbound | None] = queue.Queue(maxsize=max_batch * 20)
         self._max_batch = max_batch
         self._writer: threading.Thread | None = None
@@ -236,6 +243,7 @@ class Ingester:
         apply_credentials(client, s)
         address = s.address
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         connect: dict[str, Any] = {"keepalive": s.keepalive}
@@ -334,6 +342,20 @@ class Ingester:
             (f"{self.ha_prefix}/event/+/edgesiam_match/config", 1),
         ]
 
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        """paho could not open the connection; it is handling the ``OSError`` that says why."""
+        address = self.settings.address
+        self._failures += 1
+        self.last_error = connect_failure_reason(
+            sys.exc_info()[1], address.host, address.port, address.tls
+        )
+        log.warning(
+            "dashboard: %s; retrying in %d s",
+            self.last_error,
+            retry_delay(self.settings, self._failures),
+        )
+        self._notify("broker", {"connected": False, "last_error": self.last_error})
+
     def _on_connect(
         self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any
     ) -> None:
@@ -346,6 +368,7 @@ class Ingester:
             return
         self._last_refusal = None
         self.last_error = None
+        self._failures = 0
         self.counters.connects += 1
         log.info(
             "dashboard: connected to the broker (session %s)",
@@ -361,8 +384,9 @@ class Ingester:
         was = self.connected.is_set()
         self.connected.clear()
         if was and self._client is not None:
-            log.warning("dashboard: disconnected from the broker (%s); reconnecting", reason_code)
-        self._notify("broker", {"connected": False})
+            self.last_error = f"disconnected ({reason_code})"
+            log.warning("dashboard: %s from the broker; reconnecting", self.last_error)
+        self._notify("broker", {"connected": False, "last_error": self.last_error})
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
         self.counters.messages += 1

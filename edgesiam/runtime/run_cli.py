@@ -42,10 +42,12 @@ DESCRIPTION = textwrap.dedent(
     CONFIG is a YAML runtime config (see firmware_configs/); the flags override it, and with
     --bundle and --source no config file is needed. Sources:
       file:PATH          an audio file (resampled) or a sensor .csv/.npy; ends the run
-      stdin:             raw s16le PCM at the bundle's rate (stdin:?sample_rate=16000&format=f32le)
-      mic:[DEVICE]       a PortAudio microphone (needs edgesiam[mic])
+      stdin:             raw s16le PCM (stdin:?sample_rate=48000&format=f32le; live=true|false)
+      mic:[DEVICE]       a PortAudio microphone (needs edgesiam[mic]; ?sample_rate=48000)
       mqtt:TOPIC         IMU rows from a topic (?format=json|f32le); mqtt://HOST:PORT/TOPIC
       serial:PORT        one CSV line per sample (needs edgesiam[serial]; ?baudrate=115200)
+    A stdin: or mic: rate other than the bundle's is resampled on the device. A recording piped
+    into stdin: (one that arrives faster than real time) is waited for, never dropped.
 
     Examples:
       arecord -f S16_LE -r 16000 -c 1 | edgesiam run --bundle speaker --source stdin: --no-mqtt
@@ -73,6 +75,11 @@ def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
     run.add_argument("--realtime", action="store_true", help="pace a file: source at its real rate")
     run.add_argument(
         "--broker", metavar="URL", help="mqtt[s]://[user@]host[:port] (password: see the config)"
+    )
+    run.add_argument(
+        "--protocol",
+        choices=["auto", "5", "3.1.1"],
+        help="MQTT version (default auto: 5, falling back to 3.1.1, which edgesiam broker speaks)",
     )
     run.add_argument("--device-id", metavar="ID", help="this device's MQTT name (default: host)")
     run.add_argument("--state-dir", metavar="DIR", help="outbox and sequence numbers")
@@ -113,6 +120,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     if args.broker:
         out["mqtt.url"] = args.broker
         out["mqtt.enabled"] = True
+    if args.protocol:
+        out["mqtt.protocol"] = args.protocol
     if args.device_id:
         out["device_id"] = args.device_id
     if args.state_dir:

@@ -507,7 +507,7 @@ function connect() {
   source.addEventListener("command_result", (m) => addCommandResult(JSON.parse(m.data)));
   source.addEventListener("broker", (m) => {
     const b = JSON.parse(m.data);
-    showBroker({ ...lastStats, broker: { ...(state.broker || {}), connected: b.connected } });
+    showBroker({ ...lastStats, broker: { ...(state.broker || {}), ...b } }); // connected, last_error
   });
 }
 
