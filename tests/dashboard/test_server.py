@@ -7,13 +7,19 @@ import http.client
 import io
 import json
 import threading
+import urllib.request
 import wave
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from edgesiam.dashboard.auth import TokenAuth
+from edgesiam.dashboard.history import History
+from edgesiam.dashboard.ingest import Ingester
+from edgesiam.dashboard.server import DashboardApp, DashboardServer, LiveFeed
 from tests.dashboard.conftest import Dashboard, event_payload, publisher
-from tests.runtime.conftest import wait_until
+from tests.runtime.conftest import free_port, wait_until
 
 
 def wav_bytes(seconds: float = 0.5, rate: int = 16000) -> bytes:
@@ -174,3 +180,33 @@ def test_the_live_stream_carries_what_arrives(dashboard: Dashboard) -> None:
     pub.stop()
     (event,) = [data for kind, data in messages if kind == "event"]
     assert event["device"] == "live1" and event["seq"] == 1 and "received_ts" in event
+
+
+def test_an_unreachable_broker_is_shown_with_its_reason(tmp_path: Path) -> None:
+    """``/api/stats`` (what the page's broker pill shows) says why, not ``last_error: null``."""
+    port = free_port()  # nothing listens there
+    history = History(tmp_path / "history.sqlite3")
+    feed = LiveFeed()
+    updates: list[tuple[str, dict[str, Any]]] = []
+
+    def on_update(kind: str, data: dict[str, Any]) -> None:
+        updates.append((kind, data))
+        feed.publish(kind, data)
+
+    ingester = Ingester(f"mqtt://localhost:{port}", history, on_update=on_update)
+    server = DashboardServer(
+        DashboardApp(history, ingester, TokenAuth(None), feed=feed), "127.0.0.1", 0
+    )
+    ingester.start()
+    server.start()
+    try:
+        assert wait_until(lambda: ingester.last_error is not None, timeout=15)
+        with urllib.request.urlopen(f"{server.url}/api/stats", timeout=30) as response:
+            broker = json.loads(response.read())["broker"]
+        assert broker["connected"] is False
+        assert f"connection refused by localhost:{port}" in broker["last_error"]
+        assert ("broker", {"connected": False, "last_error": broker["last_error"]}) in updates
+    finally:
+        server.stop()
+        ingester.stop()
+        history.close()

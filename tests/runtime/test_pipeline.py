@@ -250,9 +250,13 @@ def test_a_recording_piped_into_stdin_loses_nothing_by_default(
     sf.write(wav, samples, RATE, subtype="PCM_16")
     raw.write_bytes(sf.read(wav, dtype="int16")[0].astype("<i2").tobytes())
     common = ["--bundle", str(audio_bundle), "--gallery", str(gallery), "--device-id", "test-pi"]
-    by_file, file_err = run_cli([*common, "--source", f"file:{wav}", "--state-dir", "s1"])
+    by_file, file_err = run_cli(
+        [*common, "--source", f"file:{wav}", "--state-dir", str(tmp_path / "s1")]
+    )
     cat = subprocess.Popen(["cat", str(raw)], stdout=subprocess.PIPE)
-    by_pipe, pipe_err = run_cli([*common, "--source", "stdin:", "--state-dir", "s2"], cat.stdout)
+    by_pipe, pipe_err = run_cli(
+        [*common, "--source", "stdin:", "--state-dir", str(tmp_path / "s2")], cat.stdout
+    )
     assert cat.wait(10) == 0
     assert "fell behind" not in pipe_err and "faster than real time" not in pipe_err
     windows = [line.split(" windows,")[0].rsplit(" ", 1)[1] for line in (file_err, pipe_err)]
