@@ -13,7 +13,7 @@ unit of latency, and :meth:`StreamResampler.flush` at the end of a stream for it
 
 Cost: one small matrix product per unit (the polyphase taps of a block of outputs against the
 input samples that block spans), about 250 multiply-adds per output sample for 48 → 16 kHz (206 taps, in blocks of 16
-outputs), about 0.4 ms per second of audio on one x86 core.
+outputs), 0.4–0.6 ms per second of audio on one x86 core.
 """
 
 from __future__ import annotations
