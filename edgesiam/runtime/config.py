@@ -265,6 +265,11 @@ class DecisionConfig(StrictModel):
     refractory_s: float = Field(
         2.0, ge=0, description="no new event for the same label within this many seconds"
     )
+    hold: bool = Field(
+        False,
+        description="renew the refractory period while the label keeps matching: one event per "
+        "continuous occurrence (a long sound), the next after refractory_s without a match",
+    )
 
     @model_validator(mode="after")
     def _n_within_m(self) -> DecisionConfig:

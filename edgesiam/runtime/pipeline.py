@@ -281,7 +281,7 @@ class RunSummary:
 
 def _rule(matching: MatchingConfig) -> DecisionRule:
     d = matching.decision
-    return DecisionRule(d.n_of, d.m, d.refractory_s, matching.near_miss_margin)
+    return DecisionRule(d.n_of, d.m, d.refractory_s, matching.near_miss_margin, hold=d.hold)
 
 
 def _gate(matching: MatchingConfig, modality: str) -> EnergyGate:

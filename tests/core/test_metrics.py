@@ -268,7 +268,8 @@ def test_window_template_trials_score_as_the_runtime_gallery_does() -> None:
     windows /= np.linalg.norm(windows, axis=1, keepdims=True)  # as the model's output is
     owner = [1, 2, 6, 0]
     genuine, impostor = window_template_trials(windows, owner, templates, labels)
-    want_genuine, want_impostor = [], []
+    want_genuine: list[float] = []
+    want_impostor: list[float] = []
     for w, o in zip(windows, owner, strict=True):
         gallery = Gallery(5)
         for i, (t, label) in enumerate(zip(templates, labels, strict=True)):
