@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -50,6 +52,7 @@ __all__ = [
     "Thresholds",
     "adaptive_s_norm",
     "cohort_statistics",
+    "failed_gate_checks",
     "fmr_key",
     "is_bundle",
     "load_manifest",
@@ -66,6 +69,10 @@ FMR_TARGETS: Final = (1e-2, 1e-3, 1e-4)
 """False-match rates the manifest's thresholds are calibrated for."""
 
 _CHUNK: Final = 1 << 20
+
+log = logging.getLogger("edgesiam.bundle")
+_warned_gates: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
 
 
 def fmr_key(fmr: float) -> str:
@@ -372,7 +379,33 @@ def load_manifest(bundle_dir: str | Path, verify: bool = True) -> Manifest:
     manifest = read_manifest(bundle_dir)
     if verify:
         verify_files(bundle_dir, manifest)
+    _warn_failed_gate(bundle_dir, manifest)
     return manifest
+
+
+def failed_gate_checks(manifest: Manifest) -> list[GateCheck]:
+    """The export gate's checks that failed (empty for a bundle that passed it)."""
+    return [c for c in manifest.gate.checks if not c.passed]
+
+
+def _warn_failed_gate(bundle_dir: str | Path, manifest: Manifest) -> None:
+    """A bundle exported with ``--force`` past a failed gate is usable but not trustworthy: say
+    so once per bundle and process, naming each failed check, however often it is loaded."""
+    failed = failed_gate_checks(manifest)
+    if manifest.gate.passed and not failed:
+        return
+    key = (str(Path(bundle_dir).resolve()), manifest.created)
+    with _warned_lock:
+        if key in _warned_gates:
+            return
+        _warned_gates.add(key)
+    checks = "; ".join(f"{c.name}: {c.detail}" for c in failed) or "no check recorded"
+    log.warning(
+        "bundle %s failed its export gate and was written with --force: do not deploy it "
+        "(failed: %s)",
+        bundle_dir,
+        checks,
+    )
 
 
 # --- score normalisation -----------------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from edgesiam import __version__
+from edgesiam.bundle import FMR_TARGETS, fmr_key
 from edgesiam.errors import ConfigError, EdgesiamError, MissingExtraError, ModelError
 
 EPILOG = textwrap.dedent(
@@ -162,6 +163,16 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fmr(text: str) -> float:
+    rates = {fmr_key(t): t for t in FMR_TARGETS}
+    try:
+        return rates[fmr_key(float(text))]
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: one of the calibrated false-match rates {', '.join(rates)}"
+        ) from None
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from edgesiam.data.readers import scan_dataset
     from edgesiam.embedders import baseline_embeddings, embed_dataset
@@ -179,11 +190,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
     report.write(json_path=args.json, plots_dir=args.plots)
     print(f"{len(ours.labels)} recordings, {len(set(ours.labels))} labels from {info.root}")
     print(report.markdown())
+    _report_window_thresholds(args, embedder, info)
     if args.json:
         print(f"metrics: {args.json}")
     if args.plots:
         print(f"plots: {args.plots}/")
     return 0
+
+
+def _report_window_thresholds(args: argparse.Namespace, embedder: Any, info: Any) -> None:
+    """The window-level threshold the runtime would use for ``--target-fmr`` (and the JSON's)."""
+    import json
+
+    from edgesiam.window_thresholds import window_thresholds
+
+    measured = window_thresholds(embedder, info, on_error=args.on_error, seed=args.seed)
+    manifest = getattr(embedder, "manifest", None)
+    bundle_value = None
+    if manifest is not None:
+        bundle_value = manifest.thresholds.window.at_fmr.get(fmr_key(args.target_fmr))
+    print("\n".join(measured.describe(args.target_fmr, bundle_value)))
+    if args.json:
+        path = Path(args.json)
+        document = json.loads(path.read_text())
+        document["window_thresholds"] = measured.to_dict()
+        path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -295,6 +326,11 @@ def build_parser() -> argparse.ArgumentParser:
             (p_target 0.01), 5-way 1-shot and 5-shot accuracy over seeded episodes, leave-one-out
             top-1, and the hard (same-group) trials, beside a classic baseline on the same trials
             (MFCC mean/std for audio, per-channel statistics for sensors).
+
+            Then the window-level thresholds: each window that passes the runtime's energy gate
+            scored against each label's best template, as `edgesiam run` scores a live stream
+            (the per-recording EER threshold above is far from what a stream needs). The line for
+            --target-fmr gives the threshold to use with `run --threshold`.
             """
         ),
         formatter_class=_formatter,
@@ -307,6 +343,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="seed of the few-shot episodes")
     ev.add_argument("--no-baseline", action="store_true", help="skip the classic baseline")
     ev.add_argument("--name", default="edgesiam", help="the model's name in the report")
+    ev.add_argument(
+        "--target-fmr",
+        type=_fmr,
+        default=1e-3,
+        metavar="RATE",
+        help="false-match rate whose window-level threshold is pointed out: 0.01, 0.001 "
+        "(default) or 0.0001",
+    )
     ev.add_argument("--on-error", choices=["fail", "skip"], default="fail")
     ev.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     ev.set_defaults(func=cmd_eval)

@@ -10,7 +10,8 @@ nothing else. Routes (``docs/DASHBOARD.md`` documents each):
   ``/api/near_misses``, ``/api/timeline``, ``/api/commands``: JSON from the history.
 - ``GET /api/stream``: Server-Sent Events (``event``, ``near_miss``, ``status``, ``metrics``,
   ``labels``, ``command_result``, ``broker``), one JSON object per message.
-- ``POST /api/devices/<id>/enroll|forget|list``: a command to the device; the answer is its result.
+- ``POST /api/devices/<id>/enroll|forget|list|threshold``: a command to the device; the answer is
+  its result (``threshold``: ``{"label": …, "value": cosine}``, no label = the default).
 
 Every response carries a strict Content-Security-Policy (the page loads nothing from elsewhere) and
 API responses are never cached. Request bodies are JSON (``Content-Type: application/json``: a form
@@ -301,6 +302,26 @@ def check_enroll(data: dict[str, Any]) -> dict[str, Any]:
     return request
 
 
+def check_threshold(data: dict[str, Any]) -> dict[str, Any]:
+    """A ``threshold`` request: a cosine ``value`` for ``label`` (or, without one, the default);
+    a ``label`` with ``value`` null drops the value set over MQTT for it."""
+    request: dict[str, Any] = {}
+    if data.get("label") is not None:
+        request["label"] = check_label(data["label"])
+    value = data.get("value")
+    if value is None and "label" not in request:
+        raise BadRequest("value: a cosine threshold in [-1, 1] is required")
+    if value is not None:
+        if (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not -1.0 <= value <= 1.0
+        ):
+            raise BadRequest(f"value: a cosine threshold in [-1, 1], got {value!r}")
+        request["value"] = float(value)
+    return request
+
+
 class DashboardApp:
     """Routes requests to the history, the live feed and the commander; knows nothing of sockets."""
 
@@ -455,7 +476,7 @@ class DashboardApp:
                 return Response.json({"results": rows})
             return Response.error(404, f"no such endpoint: GET /api/{route}", "not_found")
         if method == "POST":
-            match = re.fullmatch(r"devices/([^/]+)/(enroll|forget|list)", route)
+            match = re.fullmatch(r"devices/([^/]+)/(enroll|forget|list|threshold)", route)
             if match is None:
                 return Response.error(404, f"no such endpoint: POST /api/{route}", "not_found")
             device, verb = match.groups()
@@ -484,6 +505,9 @@ class DashboardApp:
         elif verb == "forget":
             unknown = set(data) - {"label"}
             request = {"label": check_label(data.get("label"))}
+        elif verb == "threshold":
+            unknown = set(data) - {"label", "value"}
+            request = check_threshold(data)
         else:
             unknown = set(data)
             request = {}

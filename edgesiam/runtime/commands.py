@@ -16,8 +16,9 @@ Verbs and their request fields (every request may carry ``correlation_id``, a st
 - ``forget``: ``label``.
 - ``list``: nothing.
 - ``threshold``: ``label`` (omit for the default threshold) and one of ``value`` (a cosine in
-  [-1, 1]) or ``target_fmr`` (a calibrated false-match rate); neither with a label clears that
-  label's own threshold.
+  [-1, 1]) or ``target_fmr`` (a calibrated false-match rate); neither with a label drops the value
+  set over MQTT for that label. The runtime saves these beside the gallery: they outlast a restart
+  (:mod:`edgesiam.runtime.threshold_store`).
 - ``reload``: nothing (re-read the gallery and config from disk).
 """
 

@@ -27,6 +27,7 @@ from edgesiam.errors import ConfigError
 from edgesiam.runtime.mqtt import BrokerOptions, MqttSettings, parse_broker_url
 
 __all__ = [
+    "UNSET",
     "DecisionConfig",
     "FileSourceConfig",
     "GateConfig",
@@ -264,6 +265,11 @@ class DecisionConfig(StrictModel):
     refractory_s: float = Field(
         2.0, ge=0, description="no new event for the same label within this many seconds"
     )
+    hold: bool = Field(
+        False,
+        description="renew the refractory period while the label keeps matching: one event per "
+        "continuous occurrence (a long sound), the next after refractory_s without a match",
+    )
 
     @model_validator(mode="after")
     def _n_within_m(self) -> DecisionConfig:
@@ -443,9 +449,13 @@ class RuntimeConfig(StrictModel):
 # loading
 
 
+UNSET: Final = object()
+"""An override value that removes the key (``run --threshold`` drops the file's ``target_fmr``)."""
+
+
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Set dotted keys (``mqtt.port``) in a copy of ``data``; a dict value replaces the section
-    when its key is the section itself (``source``)."""
+    when its key is the section itself (``source``); :data:`UNSET` removes the key."""
     out: dict[str, Any] = dict(data)
     for dotted, value in overrides.items():
         node = out
@@ -455,7 +465,10 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
             child = dict(child) if isinstance(child, dict) else {}
             node[key] = child
             node = child
-        node[leaf] = value
+        if value is UNSET:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = value
     return out
 
 

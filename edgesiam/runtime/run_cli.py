@@ -19,6 +19,7 @@ from typing import Any
 from edgesiam.config import load_yaml
 from edgesiam.errors import ConfigError
 from edgesiam.runtime.config import (
+    UNSET,
     RuntimeConfig,
     is_runtime_config,
     load_runtime_config,
@@ -52,6 +53,14 @@ DESCRIPTION = textwrap.dedent(
       edgesiam run --config /etc/edgesiam/pi4-audio.yaml --broker mqtts://pi@broker.lan:8883
       edgesiam run --bundle speaker --gallery g.npz --source file:test.wav --no-mqtt --realtime
 
+    Thresholds: a window matches a label when its score (cosine to the label's best template)
+    is at least the label's threshold. By default that is the bundle's calibrated window
+    threshold at --target-fmr (0.001: about one false match per thousand windows of other
+    sounds); --threshold sets one cosine for every label; matching.per_label in the config sets
+    a label's own; cmd/threshold over MQTT overrides both and is kept across restarts. The run
+    prints each label's threshold and where it comes from; with --no-mqtt, near misses (score
+    just under the threshold) are printed on stderr with their gap, to tune offline.
+
     SIGINT/SIGTERM stop cleanly: the source stops, queued samples are processed, pending events
     are flushed, 'offline' is published. A second SIGINT quits at once.
     """
@@ -81,6 +90,19 @@ def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--print-events", action="store_true", help="also print each event as a JSON line"
+    )
+    run.add_argument(
+        "--threshold",
+        type=float,
+        metavar="COSINE",
+        help="one cosine threshold for every label, in [-1, 1] (matching.threshold)",
+    )
+    run.add_argument(
+        "--target-fmr",
+        type=float,
+        metavar="RATE",
+        help="use the bundle's threshold calibrated for this false-match rate: 0.01, 0.001 "
+        "(default) or 0.0001 (matching.target_fmr)",
     )
     run.add_argument(
         "--log-level",
@@ -123,7 +145,20 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["mqtt.enabled"] = False
     if args.print_events:
         out["print_events"] = True
+    out.update(_threshold_overrides(args))
     return out
+
+
+def _threshold_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    threshold = getattr(args, "threshold", None)
+    target_fmr = getattr(args, "target_fmr", None)
+    if threshold is not None and target_fmr is not None:
+        raise ConfigError("--threshold and --target-fmr contradict each other; give one")
+    if threshold is not None:  # the flag wins over either setting of the config file
+        return {"matching.threshold": threshold, "matching.target_fmr": UNSET}
+    if target_fmr is not None:
+        return {"matching.target_fmr": target_fmr, "matching.threshold": UNSET}
+    return {}
 
 
 def config_from_args(args: argparse.Namespace) -> RuntimeConfig:

@@ -174,3 +174,30 @@ def test_the_live_stream_carries_what_arrives(dashboard: Dashboard) -> None:
     pub.stop()
     (event,) = [data for kind, data in messages if kind == "event"]
     assert event["device"] == "live1" and event["seq"] == 1 and "received_ts" in event
+
+
+def test_threshold_requests_are_checked_then_sent_to_the_device(dashboard: Dashboard) -> None:
+    cases: list[tuple[Any, str]] = [
+        ({"label": "alice", "value": 1.5}, "[-1, 1]"),
+        ({"label": "alice", "value": "high"}, "[-1, 1]"),
+        ({"label": "alice", "value": True}, "[-1, 1]"),
+        ({}, "value"),
+        ({"label": "a/b", "value": 0.8}, "label"),
+        ({"label": "alice", "value": 0.8, "target": 1}, "unknown"),
+    ]
+    for body, word in cases:
+        got, _, answer = dashboard.request("/api/devices/pi/threshold", method="POST", body=body)
+        assert got == 400 and word in answer["error"], (body, answer)
+    # a valid request goes out as the device's threshold command (nobody answers here)
+    device = publisher(dashboard.broker)
+    device.client.subscribe("edgesiam/pi/cmd/#", qos=1)
+    wait_until(lambda: False, 0.2)
+    got, _, answer = dashboard.request(
+        "/api/devices/pi/threshold", method="POST", body={"label": "alice", "value": 0.8125}
+    )
+    sent = device.wait_for("edgesiam/pi/cmd/threshold", timeout=5)
+    assert sent and {k: v for k, v in sent[0].json().items() if k != "correlation_id"} == {
+        "label": "alice",
+        "value": 0.8125,
+    }
+    device.stop()

@@ -18,7 +18,7 @@ const state = {
   commands: [],            // newest first
   selected: null,          // device shown in the timeline
   managed: null,           // device shown in the enrollment panel
-  labelColours: new Map(),
+  labelsShown: null,        // what the labels list shows, so it is not rebuilt while typed in
   broker: null,
   arrived: new Map(),      // "event:<id>" or "status:<device>:<status>" -> when this page first showed it (ms)
 };
@@ -85,11 +85,29 @@ function fixed(value, digits) {
   return typeof value === "number" && isFinite(value) ? value.toFixed(digits) : "—";
 }
 
+// a label's colour follows from its name alone (FNV-1a hash), so it never changes when other
+// labels come and go, and is the same on every page and device
 function colourOf(label) {
-  if (!state.labelColours.has(label)) {
-    state.labelColours.set(label, COLOURS[state.labelColours.size % COLOURS.length]);
+  let hash = 0x811c9dc5;
+  for (const ch of String(label)) {
+    hash ^= ch.codePointAt(0);
+    hash = Math.imul(hash, 0x01000193) >>> 0;
   }
-  return state.labelColours.get(label);
+  return COLOURS[hash % COLOURS.length];
+}
+
+// a gap under a thousandth must not read as "0.000"
+function gap(value) {
+  if (typeof value !== "number" || !isFinite(value)) return "—";
+  if (Math.abs(value) >= 0.001 || value === 0) return value.toFixed(3);
+  return Math.abs(value) >= 0.0001 ? value.toFixed(4) : "< 0.0001";
+}
+
+function thresholdOf(device, label) {
+  const t = device && device.thresholds;
+  if (!t) return null;
+  const own = t.labels && typeof t.labels[label] === "number" ? t.labels[label] : null;
+  return own !== null ? own : typeof t.default === "number" ? t.default : null;
 }
 
 async function api(path, options) {
@@ -251,7 +269,7 @@ function nearRow(n) {
     el("td", {}, n.device),
     el("td", {}, n.label ? el("span", { class: "chip", css: { "--c": colourOf(n.label) } }, n.label) : "—"),
     scoreCell(n.score, n.threshold),
-    el("td", { class: "num" }, fixed(short, 3)));
+    el("td", { class: "num" }, gap(short)));
 }
 
 function renderEvents() {
@@ -387,6 +405,9 @@ function renderLabels() {
   const list = document.getElementById("labels-list");
   const d = state.devices.get(state.managed);
   renderEnrollForm(d);
+  const shown = JSON.stringify([state.managed, d && d.labels, d && d.thresholds]);
+  if (shown === state.labelsShown) return; // unchanged: keep what the user is typing
+  state.labelsShown = shown;
   list.replaceChildren();
   if (!d) { list.append(el("li", { class: "muted" }, "no device")); return; }
   if (d.labels === null || d.labels === undefined) {
@@ -395,11 +416,28 @@ function renderLabels() {
   }
   if (!d.labels.length) { list.append(el("li", { class: "muted" }, "nothing enrolled")); return; }
   for (const label of d.labels) {
+    const threshold = thresholdOf(d, label);
     list.append(el("li", { dataset: { label } },
       el("span", { class: "chip", css: { "--c": colourOf(label) } }, label),
       el("button", { type: "button", class: "danger", "aria-label": `forget ${label}`,
-        onclick: () => forget(d.device, label) }, "Forget")));
+        onclick: () => forget(d.device, label) }, "Forget"),
+      el("form", { class: "threshold", onsubmit: (e) => setThreshold(e, d.device, label) },
+        el("input", { type: "number", name: "threshold", min: "-1", max: "1", step: "any",
+          required: true, value: threshold === null ? null : threshold.toFixed(4),
+          placeholder: "ask the device", title: "threshold: a window matches at this cosine score or above",
+          "aria-label": `threshold of ${label}` }),
+        el("button", { type: "submit", class: "secondary", "aria-label": `set the threshold of ${label}` }, "Set"))));
   }
+}
+
+async function setThreshold(event, device, label) {
+  event.preventDefault();
+  const value = parseFloat(event.target.elements.threshold.value);
+  if (!(value >= -1 && value <= 1)) {
+    showResult({ ok: false, error: "a threshold is a cosine between -1 and 1", error_code: "invalid" }, `threshold ${label}`);
+    return;
+  }
+  await command(device, "threshold", { label, value }, `threshold ${label}`);
 }
 
 function showResult(result, what) {
@@ -416,6 +454,7 @@ function showResult(result, what) {
     if (typeof r.removed !== "undefined") detail.push(`removed ${r.removed}`);
     const clipTexts = Array.isArray(r.clips) ? r.clips.map(clipText) : [];
     const warnings = (Array.isArray(r.warnings) ? r.warnings : []).filter((w) => !clipTexts.includes(w));
+    if (typeof r.threshold === "number") detail.push(`threshold ${r.threshold.toFixed(4)} (${r.source || "?"})`);
     if (warnings.length) detail.push(`warnings: ${warnings.join("; ")}`);
     box.append(el("strong", {}, `✓ ${what} done`), detail.length ? ` — ${detail.join(", ")}` : "");
     if (clipTexts.length) {
@@ -582,7 +621,7 @@ function connect() {
   });
   source.addEventListener("labels", (m) => {
     const s = JSON.parse(m.data);
-    upsertDevice(s.device, { labels: s.labels });
+    upsertDevice(s.device, s.thresholds ? { labels: s.labels, thresholds: s.thresholds } : { labels: s.labels });
     renderDevices();
   });
   source.addEventListener("command_result", (m) => {
