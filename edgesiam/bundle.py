@@ -223,6 +223,11 @@ class Manifest(_Strict):
     sample_rate: int = Field(gt=0)
     channels: int = Field(gt=0)
     channel_names: list[str] | None = None
+    channel_units: list[str | None] | None = Field(
+        None,
+        description="unit of each channel (g, m/s^2, rad/s, deg/s; null: none); inputs are "
+        "converted to these (absent in bundles exported before units were stated)",
+    )
     window: int = Field(gt=0, description="window length in samples")
     hop: int = Field(gt=0, description="hop between windows in samples")
     window_s: float

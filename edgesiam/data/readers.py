@@ -67,6 +67,7 @@ __all__ = [
     "Recording",
     "SensorSpec",
     "count_non_finite",
+    "dataset_units",
     "is_safe_label",
     "iter_recordings",
     "load_recording",
@@ -76,6 +77,7 @@ __all__ = [
     "read_dataset_toml",
     "read_sensor",
     "read_sensor_for",
+    "reading_spec",
     "scan_dataset",
 ]
 
@@ -343,6 +345,11 @@ class SensorSpec:
         )
 
 
+def reading_spec(model: Any) -> SensorSpec | None:
+    """The :class:`SensorSpec` recordings are read with for ``model``; None for audio models."""
+    return SensorSpec.of(model) if model.modality == "sensor" else None
+
+
 @dataclass
 class SensorNotes:
     """What reading one recording for a model found worth saying (one line each)."""
@@ -386,6 +393,18 @@ def _source_units(
         return units
     by_name = {_key(n): u for n, u in zip(names, units, strict=True)}
     return [by_name.get(_key(w)) for w in wanted]
+
+
+def dataset_units(info: DatasetInfo, names: Sequence[str] | None) -> list[str | None] | None:
+    """The units ``info`` declares, one per channel in the order of ``names`` (default: the
+    dataset's channels); None when it declares none."""
+    wanted = list(names) if names else info.channels
+    if info.units is None or not wanted:
+        return None
+    try:
+        return _source_units(info.units, info.channels, wanted, len(wanted))
+    except ConfigError as exc:
+        raise DataError(f"units: {exc}", info.root / DATASET_TOML) from None
 
 
 def read_sensor_for(
