@@ -67,6 +67,7 @@ __all__ = [
     "Recording",
     "SensorSpec",
     "count_non_finite",
+    "dataset_toml_for",
     "dataset_units",
     "is_safe_label",
     "iter_recordings",
@@ -76,6 +77,7 @@ __all__ = [
     "read_audio",
     "read_dataset_toml",
     "read_sensor",
+    "read_recording_for",
     "read_sensor_for",
     "reading_spec",
     "scan_dataset",
@@ -405,6 +407,33 @@ def dataset_units(info: DatasetInfo, names: Sequence[str] | None) -> list[str | 
         return _source_units(info.units, info.channels, wanted, len(wanted))
     except ConfigError as exc:
         raise DataError(f"units: {exc}", info.root / DATASET_TOML) from None
+
+
+def dataset_toml_for(path: Path) -> Path | None:
+    """The ``dataset.toml`` that describes a recording outside a scanned dataset: beside it, or in
+    the dataset folder above its label folder (``DIR/dataset.toml`` for ``DIR/<label>/file``)."""
+    for folder in (path.parent, path.parent.parent):
+        candidate = folder / DATASET_TOML
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_recording_for(path: str | Path, spec: SensorSpec) -> tuple[np.ndarray, SensorNotes]:
+    """Read one sensor recording for a model, as its dataset's ``dataset.toml`` (found by
+    :func:`dataset_toml_for`) describes it: its rate, column names and units."""
+    path = Path(path)
+    toml = dataset_toml_for(path)
+    meta = read_dataset_toml(toml) if toml is not None else {}
+    rate, channels = meta.get("sample_rate"), meta.get("channels")
+    return read_sensor_for(
+        path,
+        spec,
+        sample_rate=rate if isinstance(rate, int) else None,
+        channels=[str(c) for c in channels] if isinstance(channels, list) else None,
+        units=meta.get("units"),
+        setting=f"units in {toml}" if toml else f"units in a {DATASET_TOML} beside the recording",
+    )
 
 
 def read_sensor_for(
