@@ -53,7 +53,7 @@ UNITS: Final[dict[str, tuple[str, float]]] = {
 
 _ALIASES: Final = {"m/s2": "m/s^2", "m/s²": "m/s^2", "dps": "deg/s", "°/s": "deg/s"}
 
-_PLAUSIBLE_G: Final = (0.7, 1.3)
+_PLAUSIBLE_G: Final = (0.5, 2.0)
 """Resting accelerometer magnitude, in g, that passes the gravity check."""
 _REST_BLOCK: Final = 16
 """Samples per block when looking for the quietest stretches of a recording."""
