@@ -66,6 +66,7 @@ __all__ = [
     "OnError",
     "Recording",
     "SensorSpec",
+    "column_order",
     "count_non_finite",
     "dataset_toml_for",
     "dataset_units",
@@ -364,15 +365,13 @@ def _key(name: str) -> str:
     return name.strip().casefold()
 
 
-def _match_columns(
-    x: np.ndarray, columns: Sequence[str] | None, wanted: Sequence[str], path: Path
-) -> np.ndarray | None:
-    """``x``'s columns in the order of ``wanted`` when ``columns`` names any of them, else None."""
-    if columns is None:
-        return None
+def column_order(columns: Sequence[str], wanted: Sequence[str], where: object) -> list[int] | None:
+    """The indices of ``wanted``'s channels among named ``columns`` (matched without case), or
+    None when the names include none of them; ``DataError`` (naming ``where``) when they name
+    some but not all."""
     index = {_key(c): i for i, c in enumerate(columns)}
     if len(index) != len(columns):
-        raise DataError(f"its column names repeat a name: {', '.join(columns)}", path)
+        raise DataError(f"its column names repeat a name: {', '.join(columns)}", where)
     if not any(_key(w) in index for w in wanted):
         return None
     missing = [w for w in wanted if _key(w) not in index]
@@ -380,9 +379,17 @@ def _match_columns(
         raise DataError(
             f"its columns ({', '.join(columns)}) lack the channel(s) {', '.join(missing)}; the "
             f"model takes {', '.join(wanted)}",
-            path,
+            where,
         )
-    return x[:, [index[_key(w)] for w in wanted]]
+    return [index[_key(w)] for w in wanted]
+
+
+def _match_columns(
+    x: np.ndarray, columns: Sequence[str] | None, wanted: Sequence[str], path: Path
+) -> np.ndarray | None:
+    """``x``'s columns in the order of ``wanted`` when ``columns`` names any of them, else None."""
+    order = None if columns is None else column_order(columns, wanted, path)
+    return None if order is None else x[:, order]
 
 
 def _source_units(

@@ -627,12 +627,7 @@ def parse_csv_row(line: str, channels: int, allow_header: bool = True) -> Float3
     text = line.strip()
     if not text:
         return None
-    for sep in (",", ";", "\t"):
-        if sep in text:
-            fields = [f.strip() for f in text.split(sep)]
-            break
-    else:
-        fields = text.split()
+    fields = _csv_fields(text)
     try:
         values = [float(f) for f in fields]
     except ValueError:
@@ -643,6 +638,13 @@ def parse_csv_row(line: str, channels: int, allow_header: bool = True) -> Float3
         raise DataError(f"a line has {len(values)} value(s); the bundle takes {channels} channels")
     with np.errstate(over="ignore"):  # beyond float32's range is ±Inf, like any non-finite sample
         return np.array(values, dtype=np.float32)
+
+
+def _csv_fields(text: str) -> list[str]:
+    for sep in (",", ";", "\t"):
+        if sep in text:
+            return [f.strip() for f in text.split(sep)]
+    return text.split()
 
 
 def _is_number(text: str) -> bool:
@@ -794,7 +796,9 @@ class SerialSource(_StoppableSource):
     """One sample per CSV line from a serial port (an Arduino, an IMU breakout, a pyserial URL).
 
     Lines are gathered into chunks of ``chunk_s`` seconds, or fewer when the line stops for a
-    moment. A header line is skipped; a malformed line is counted in :attr:`rejected`.
+    moment. A header line that names the bundle's channels sets the columns' order (one that names
+    some but not all of them ends the stream with an error); a malformed line is counted in
+    :attr:`rejected`.
     """
 
     def __init__(
@@ -817,6 +821,7 @@ class SerialSource(_StoppableSource):
         self.sample_rate = float(sample_rate or fmt.sample_rate)
         _check_channels(self.channels, fmt, self.description)
         self._convert_units(fmt, units, self.sample_rate)
+        self._names = fmt.channel_names
         self._chunk = _chunk_samples(chunk_s, self.sample_rate)
         if stream is None:
             serial = _import_serial()
@@ -829,19 +834,24 @@ class SerialSource(_StoppableSource):
     def chunks(self) -> Iterator[Float32Array]:
         rows: list[Float32Array] = []
         started = False  # a header may come before the first row, not after
+        order: list[int] | None = None  # the bundle's channels among a header's columns
         try:
             while not self.closed:
                 line = self._stream.readline()
                 if line:
                     text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
+                    width = self.channels if order is None else len(_csv_fields(text.strip()))
                     try:
-                        row = parse_csv_row(text, self.channels, allow_header=not started)
-                        started = started or row is not None
+                        row = parse_csv_row(text, width, allow_header=not started)
                     except DataError as exc:
                         self._reject("a line", str(exc))
                         row = None
+                    else:
+                        if row is None and not started and text.strip():
+                            order = self._header_order(_csv_fields(text.strip()))
+                        started = started or row is not None
                     if row is not None:
-                        rows.append(row)
+                        rows.append(row if order is None else row[order])
                 if rows and (len(rows) >= self._chunk or not line):
                     yield self._in_bundle_units(np.stack(rows))
                     rows = []
@@ -850,6 +860,23 @@ class SerialSource(_StoppableSource):
         finally:
             with contextlib.suppress(Exception):
                 self._stream.close()
+
+    def _header_order(self, columns: list[str]) -> list[int] | None:
+        """Where the bundle's channels are among a header's ``columns`` (None: in order)."""
+        if not self._names:
+            return None
+        from edgesiam.data.readers import column_order
+
+        order = column_order(columns, self._names, self.description)
+        if order is None:
+            log.warning(
+                "%s: its header (%s) names none of the bundle's channels: columns taken in the "
+                "bundle's order (%s)",
+                self.description,
+                ", ".join(columns),
+                ", ".join(self._names),
+            )
+        return order
 
     def _at_end(self) -> bool:
         """A port only times out; a file-like stream (tests, replays) ends."""

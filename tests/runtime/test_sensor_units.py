@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from edgesiam.embedders import embed_recording
-from edgesiam.errors import ConfigError
+from edgesiam.errors import ConfigError, DataError
 from edgesiam.interpreters import load_model
 from edgesiam.runtime.gallery_store import GalleryStore, model_sha256
 from edgesiam.runtime.mqtt import MqttSettings
@@ -203,3 +203,21 @@ def test_embed_reads_the_dataset_for_the_bundle_and_skips_an_empty_field(
     assert list(data["labels"]) == ["move1", "move2"]
     for got, want in zip(data["embeddings"], expected, strict=True):
         assert cosine(got, want) > 0.94  # resampled twice: 100 Hz made by linear interpolation
+
+
+def test_serial_header_sets_the_column_order(caplog: pytest.LogCaptureFixture) -> None:
+    x = gesture(100)
+    order = [3, 4, 5, 0, 1, 2]
+    text = csv_text(x[:, order], [NAMES[i] for i in order])
+    source = SerialSource(IMU, "loop://", stream=io.BytesIO(text.encode()))
+    np.testing.assert_allclose(collect(source), x, atol=1e-5)
+    partial = csv_text(x, ["acc_x", "acc_y", "acc_z", "gx", "gy", "gz"])
+    source = SerialSource(IMU, "loop://", stream=io.BytesIO(partial.encode()))
+    with pytest.raises(DataError, match=r"serial:loop://: .*lack the channel\(s\) gyro_x, gyro_y"):
+        collect(source)
+    unknown = csv_text(x, ["a", "b", "c", "d", "e", "f"])
+    with caplog.at_level(logging.WARNING, logger="edgesiam.runtime"):
+        got = collect(SerialSource(IMU, "loop://", stream=io.BytesIO(unknown.encode())))
+    np.testing.assert_allclose(got, x, atol=1e-5)
+    [notice] = [r.getMessage() for r in caplog.records if "bundle's order" in r.getMessage()]
+    assert "names none of the bundle's channels" in notice
