@@ -26,9 +26,17 @@ from typing import Any, Final, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
-from edgesiam.errors import BundleError
+from edgesiam.core.units import canonical_unit
+from edgesiam.errors import BundleError, ConfigError
 
 __all__ = [
     "FMR_TARGETS",
@@ -253,6 +261,21 @@ class Manifest(_Strict):
     files: dict[str, str] = Field(
         default_factory=dict, description="sha256 of every file of the bundle but the manifest"
     )
+
+    @field_validator("channel_units")
+    @classmethod
+    def _known_units(
+        cls, units: list[str | None] | None, info: ValidationInfo
+    ) -> list[str | None] | None:
+        if units is None:
+            return None
+        channels = info.data.get("channels")
+        if channels is not None and len(units) != channels:
+            raise ValueError(f"{len(units)} unit(s) for {channels} channel(s)")
+        try:
+            return [u and canonical_unit(u) for u in units]
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
 
 
 # --- hashing and reading -----------------------------------------------------------------------

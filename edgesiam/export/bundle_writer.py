@@ -239,7 +239,7 @@ def model_card(manifest: Manifest, context: dict[str, Any]) -> str:
         "",
         f"- Input: {m.modality}, {m.sample_rate} Hz, {m.channels} channel(s)"
         + (f" ({', '.join(m.channel_names)})" if m.channel_names else "")
-        + (f" in {', '.join(str(u) for u in m.channel_units)}" if m.channel_units else "")
+        + (f" in {', '.join(u or '-' for u in m.channel_units)}" if m.channel_units else "")
         + f"; windows of {m.window_s:g} s ({m.window} samples), hop {m.hop_s:g} s",
         f"- Front-end: {m.frontend.kind} → features {m.features[0]}×{m.features[1]} "
         f"(`{m.frontend.file}` holds its whole state)",
