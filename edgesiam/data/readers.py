@@ -426,14 +426,15 @@ def dataset_toml_for(path: Path) -> Path | None:
     return None
 
 
-def read_recording_for(path: str | Path, spec: SensorSpec) -> tuple[np.ndarray, SensorNotes]:
+def read_recording_for(path: str | Path, spec: SensorSpec) -> np.ndarray:
     """Read one sensor recording for a model, as its dataset's ``dataset.toml`` (found by
-    :func:`dataset_toml_for`) describes it: its rate, column names and units."""
+    :func:`dataset_toml_for`) describes it: its rate, column names and units. Its notices are
+    logged as warnings naming the file."""
     path = Path(path)
     toml = dataset_toml_for(path)
     meta = read_dataset_toml(toml) if toml is not None else {}
     rate, channels = meta.get("sample_rate"), meta.get("channels")
-    return read_sensor_for(
+    x, notes = read_sensor_for(
         path,
         spec,
         sample_rate=rate if isinstance(rate, int) else None,
@@ -441,6 +442,10 @@ def read_recording_for(path: str | Path, spec: SensorSpec) -> tuple[np.ndarray, 
         units=meta.get("units"),
         setting=f"units in {toml}" if toml else f"units in a {DATASET_TOML} beside the recording",
     )
+    for line in (notes.order, notes.gravity):
+        if line:
+            log.warning("%s: %s", path, line)
+    return x
 
 
 def read_sensor_for(

@@ -607,10 +607,8 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None], mode: int = 0o6
 # --- enrolling recordings ----------------------------------------------------------------------
 
 
-def _read_recording(embedder: Any, path: Path) -> tuple[np.ndarray, list[str]]:
-    """The recording at the bundle's rate (sensors: its channels and units, as the dataset.toml
-    of the recording's dataset folder describes the file), and what is worth a warning."""
-    from edgesiam.data.readers import SensorSpec, modality_of, read_audio, read_recording_for
+def _read_recording(embedder: Any, path: Path) -> np.ndarray:
+    from edgesiam.data.readers import modality_of, read_audio
 
     kind = modality_of(path)
     if kind is None:
@@ -624,9 +622,16 @@ def _read_recording(embedder: Any, path: Path) -> tuple[np.ndarray, list[str]]:
     if not path.is_file():
         raise DataError("does not exist (or is not a file)", path)
     if kind == "audio":
-        return read_audio(path, int(embedder.sample_rate)), []
-    x, notes = read_recording_for(path, SensorSpec.of(embedder))
-    return x, [f"{path.name}: {line}" for line in (notes.order, notes.gravity) if line]
+        return read_audio(path, int(embedder.sample_rate))
+    return _read_sensor_recording(embedder, path)
+
+
+def _read_sensor_recording(embedder: Any, path: Path) -> np.ndarray:
+    """A sensor file in the bundle's channel order, units and rate, as the dataset.toml of its
+    dataset folder describes it (notices are logged, naming the file)."""
+    from edgesiam.data.readers import SensorSpec, read_recording_for
+
+    return read_recording_for(path, SensorSpec.of(embedder))
 
 
 def _clip_warnings(embedder: Any, path: Path, x: np.ndarray, gate: EnergyGate) -> list[str]:
@@ -710,8 +715,7 @@ def enroll_recordings(
     warnings: list[str] = []
     embeddings = []
     for f in files:
-        x, notes = _read_recording(embedder, f)
-        warnings.extend(notes)
+        x = _read_recording(embedder, f)
         warnings.extend(_clip_warnings(embedder, f, x, gate))
         embeddings.append(embed_recording(embedder, x))
     result = store.enroll(label, embeddings, sources=[f.name for f in files], append=append)

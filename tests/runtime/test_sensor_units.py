@@ -145,7 +145,7 @@ def test_mqtt_rows_in_si_units_are_converted(
 
 
 def test_enroll_reads_header_units_and_rate_as_the_dataset_declares(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     x = gesture(600)
     np.save(tmp_path / "reference.npy", x)
@@ -164,9 +164,20 @@ def test_enroll_reads_header_units_and_rate_as_the_dataset_declares(
     assert code == 0, err
     code, _, err = run(capsys, "enroll", *common, "--label", "wave", folder / "1.csv")
     assert code == 0, err
-    assert "at rest" not in err and "model's order" not in err
+    assert not [r for r in caplog.records if "1.csv" in r.getMessage()]  # no notice, no warning
     loaded = GalleryStore(gallery).load(model_sha256(load_model(MOTION_BUNDLE).manifest))
     assert cosine(loaded.templates("ref")[0], loaded.templates("wave")[0]) > 0.99
+    # a loose file without a header is taken in the bundle's order, and said so once
+    loose = tmp_path / "loose.csv"
+    loose.write_text(csv_text(x, None))
+    with caplog.at_level(logging.WARNING, logger="edgesiam.data.readers"):
+        code, _, err = run(capsys, "enroll", *common, "--label", "loose", loose)
+    assert code == 0, err
+    [notice] = [r.getMessage() for r in caplog.records if r.getMessage().startswith(str(loose))]
+    assert notice.endswith(
+        "has no header: columns taken in the model's order (acc_x, acc_y, "
+        "acc_z, gyro_x, gyro_y, gyro_z)"
+    )
 
 
 def test_embed_reads_the_dataset_for_the_bundle_and_skips_an_empty_field(
