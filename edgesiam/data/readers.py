@@ -426,21 +426,25 @@ def dataset_toml_for(path: Path) -> Path | None:
     return None
 
 
-def read_recording_for(path: str | Path, spec: SensorSpec) -> np.ndarray:
+def read_recording_for(
+    path: str | Path, spec: SensorSpec, *, units: object = None, setting: str | None = None
+) -> np.ndarray:
     """Read one sensor recording for a model, as its dataset's ``dataset.toml`` (found by
-    :func:`dataset_toml_for`) describes it: its rate, column names and units. Its notices are
-    logged as warnings naming the file."""
+    :func:`dataset_toml_for`) describes it: its rate, column names and units (``units``, when
+    given, instead; ``setting`` says where they are set). Notices are logged naming the file."""
     path = Path(path)
     toml = dataset_toml_for(path)
     meta = read_dataset_toml(toml) if toml is not None else {}
     rate, channels = meta.get("sample_rate"), meta.get("channels")
+    if setting is None:
+        setting = f"units in {toml}" if toml else f"units in a {DATASET_TOML} beside the file"
     x, notes = read_sensor_for(
         path,
         spec,
         sample_rate=rate if isinstance(rate, int) else None,
         channels=[str(c) for c in channels] if isinstance(channels, list) else None,
-        units=meta.get("units"),
-        setting=f"units in {toml}" if toml else f"units in a {DATASET_TOML} beside the recording",
+        units=meta.get("units") if units is None else units,
+        setting=setting,
     )
     for line in (notes.order, notes.gravity):
         if line:

@@ -219,7 +219,8 @@ class FileSource(_StoppableSource):
     Read as fast as the pipeline takes it, or paced at the stream's rate with ``realtime``.
     Non-finite samples are passed on (the front-end replaces them); the stream ends with the file.
     A sensor CSV's columns are matched to the bundle's channels by their header's names, and its
-    samples converted from ``units`` to the bundle's.
+    samples converted from ``units`` to the bundle's; the file's ``dataset.toml`` (beside it or
+    above its label folder) gives its rate, column names and units.
     """
 
     def __init__(
@@ -256,14 +257,11 @@ class FileSource(_StoppableSource):
                     f"{self.path}: a sensor recording cannot feed an audio bundle; "
                     f"give a {', '.join(AUDIO_SUFFIXES)} file"
                 )
-            from edgesiam.data.readers import SensorSpec, read_sensor_for
+            from edgesiam.data.readers import SensorSpec, read_recording_for
 
             spec = SensorSpec(fmt.sample_rate, None, fmt.channel_names, fmt.channel_units)
-            data, notes = read_sensor_for(self.path, spec, units=units, setting=_UNITS_SETTING)
+            data = read_recording_for(self.path, spec, units=units, setting=_UNITS_SETTING)
             _check_channels(data.shape[1], fmt, str(self.path), " (one column per channel)")
-            for line in (notes.order, notes.gravity):
-                if line:
-                    log.warning("%s: %s", self.path, line)
             self._sensor = data
             self._chunk = _chunk_samples(chunk_s, self.sample_rate)
         else:

@@ -232,3 +232,19 @@ def test_serial_header_sets_the_column_order(caplog: pytest.LogCaptureFixture) -
     np.testing.assert_allclose(got, x, atol=1e-5)
     [notice] = [r.getMessage() for r in caplog.records if "bundle's order" in r.getMessage()]
     assert "names none of the bundle's channels" in notice
+
+
+def test_file_source_honours_the_files_dataset_toml(tmp_path: Path) -> None:
+    x = gesture(300)
+    t50, t100 = np.arange(300) / 50, np.arange(600) / 100
+    fast = np.stack([np.interp(t100, t50, x[:, c]) for c in range(6)], axis=1) * TO_SI
+    (tmp_path / "ds" / "wave").mkdir(parents=True)
+    np.save(tmp_path / "ds" / "wave" / "1.npy", fast[:, [3, 4, 5, 0, 1, 2]])
+    names = ", ".join(f'"{NAMES[i]}"' for i in [3, 4, 5, 0, 1, 2])
+    units = ", ".join(f'"{SI[i]}"' for i in [3, 4, 5, 0, 1, 2])
+    (tmp_path / "ds" / "dataset.toml").write_text(
+        f"sample_rate = 100\nchannels = [{names}]\nunits = [{units}]\n"
+    )
+    got = collect(FileSource(tmp_path / "ds" / "wave" / "1.npy", IMU))
+    assert got.shape == (300, 6)
+    assert float(np.abs(got - x)[20:-20].mean()) < 0.02  # back at 50 Hz, in g and rad/s, in order
