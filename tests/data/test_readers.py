@@ -571,3 +571,17 @@ def test_empty_csv_field_skips_the_recording_with_skip(tmp_path: Path) -> None:
     got = list(iter_recordings(info, on_error="skip", progress=False))
     assert [r.path.name for r, _ in got] == ["1.csv", "2.csv"]
     assert [(p.name, "line 2" in why) for p, why in info.skipped] == [("3.csv", True)]
+
+
+def test_training_reads_csv_columns_by_the_dataset_channel_names(tmp_path: Path) -> None:
+    x = imu_recording()
+    order = [3, 4, 5, 0, 1, 2]
+    root = tmp_path / "ds"
+    write_imu_csv(root / "wave" / "1.csv", x[:, order], [IMU[i] for i in order])
+    names = ", ".join(f'"{c}"' for c in IMU)
+    (root / "dataset.toml").write_text(f"sample_rate = 50\nchannels = [{names}]\n")
+    [(_, got)] = list(iter_recordings(scan_dataset(root), sample_rate=50, progress=False))
+    np.testing.assert_allclose(got, x, atol=1e-6)
+    write_imu_csv(root / "wave" / "2.csv", x, ["acc_x", "acc_y", "acc_z", "gx", "gy", "gz"])
+    with pytest.raises(DataError, match=r"2\.csv.*lack the channel\(s\) gyro_x, gyro_y, gyro_z"):
+        list(iter_recordings(scan_dataset(root), sample_rate=50, progress=False))
