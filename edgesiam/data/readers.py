@@ -482,7 +482,9 @@ def read_sensor_for(
                 )
             matched = _match_columns(x, channels, wanted, path)
         if matched is None:
-            what = "has no header" if header is None else "has a header naming none of them"
+            what = "has a header naming none of them"
+            if header is None:
+                what = "has no header" if path.suffix.lower() == ".csv" else "names no columns"
             notes.order = f"{what}: columns taken in the model's order ({', '.join(wanted)})"
         else:
             x = matched
