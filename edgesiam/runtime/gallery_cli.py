@@ -29,10 +29,8 @@ ENROLL_DESCRIPTION = textwrap.dedent(
     model is refused with any other (re-enroll with the new bundle into a new file).
 
     Audio files (.wav .flac .ogg .opus) are resampled to the bundle's rate; sensor files
-    (.csv .npy) must have the bundle's channels: a CSV header naming them is matched by name,
-    and the dataset.toml beside a file (or in the folder above its label folder) gives its
-    sample_rate, column names and units, which are converted to the bundle's. Enrolling a label
-    again replaces its recordings; --append adds to them instead.
+    (.csv .npy) must have the bundle's channels. Enrolling a label again replaces its
+    recordings; --append adds to them instead.
 
     The consistency is the mean cosine between the recordings (1.0 = identical; n/a for one):
     low values mean the recordings disagree (different conditions, or the wrong clip). You are
