@@ -581,6 +581,23 @@ class DatasetInfo:
         return len(self.recordings)
 
 
+def _check_toml_units(units: object, channels: object, path: Path) -> None:
+    """Check the unit names (and, when the channels are named, the layout) of ``units``."""
+    if units is None:
+        return
+    names = channels if isinstance(channels, list) else None
+    try:
+        if names is not None:
+            declared_units(units, names, len(names))
+        elif isinstance(units, dict):  # channel names are checked against the model's later
+            for unit in units.values():
+                canonical_unit(unit)
+        else:
+            declared_units(units, None, len(units) if isinstance(units, list) else 0)
+    except ConfigError as exc:
+        raise DataError(f"units: {exc}", path) from None
+
+
 def read_dataset_toml(path: Path) -> dict[str, object]:
     """Read and check a ``dataset.toml``; unknown keys and wrong types are ``DataError``."""
     try:
@@ -617,23 +634,6 @@ def read_dataset_toml(path: Path) -> dict[str, object]:
             )
     _check_toml_units(data.get("units"), channels, path)
     return data
-
-
-def _check_toml_units(units: object, channels: object, path: Path) -> None:
-    """Check the unit names (and, when the channels are named, the layout) of ``units``."""
-    if units is None:
-        return
-    names = channels if isinstance(channels, list) else None
-    try:
-        if names is not None:
-            declared_units(units, names, len(names))
-        elif isinstance(units, dict):  # channel names are checked against the model's later
-            for unit in units.values():
-                canonical_unit(unit)
-        else:
-            declared_units(units, None, len(units) if isinstance(units, list) else 0)
-    except ConfigError as exc:
-        raise DataError(f"units: {exc}", path) from None
 
 
 def _is_ignored(path: Path, top_level: bool) -> bool:
