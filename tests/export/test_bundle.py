@@ -182,24 +182,3 @@ def test_adaptive_s_norm_matches_its_formula() -> None:
     assert sa[0][1] == pytest.approx(top.mean()) and sa[1][1] == pytest.approx(top.std())
     expected = 0.5 * ((raw[1, 2] - sa[0][1]) / sa[1][1] + (raw[1, 2] - sb[0][2]) / sb[1][2])
     assert got[1, 2] == pytest.approx(expected)
-
-
-def test_manifest_without_channel_units_still_loads(tmp_path: Path) -> None:
-    import shutil
-
-    shipped = Path(__file__).resolve().parents[2] / "export" / "motion"
-    assert load_manifest(shipped).channel_units == ["g", "g", "g", "rad/s", "rad/s", "rad/s"]
-    old = tmp_path / "motion"
-    shutil.copytree(shipped, old)
-    data = json.loads((old / "manifest.json").read_text())
-    del data["channel_units"]  # a bundle exported before units were stated
-    (old / "manifest.json").write_text(json.dumps(data))
-    assert load_manifest(old).channel_units is None
-    data["channel_units"] = ["g"] * 5 + ["furlong"]
-    (old / "manifest.json").write_text(json.dumps(data))
-    with pytest.raises(BundleError, match=r"channel_units.*unknown unit 'furlong'"):
-        load_manifest(old)
-    data["channel_units"] = ["g"] * 3
-    (old / "manifest.json").write_text(json.dumps(data))
-    with pytest.raises(BundleError, match=r"channel_units.*3 unit\(s\) for 6 channel"):
-        load_manifest(old)

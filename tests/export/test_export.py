@@ -391,21 +391,3 @@ def test_sensor_model_exports_and_embeds_like_torch(sensor_dataset: Path, tmp_pa
     ours = embed_dataset(BundleEmbedder(out), info, progress=False)
     ref = embed_dataset(CheckpointEmbedder(tmp_path / "run" / "best.pt"), info, progress=False)
     assert _cosines(ours.embeddings, ref.embeddings).min() >= 0.999
-
-
-def test_bundle_units_come_from_the_checkpoint_else_the_calibration_data(tmp_path: Path) -> None:
-    from types import SimpleNamespace
-
-    from edgesiam.export.bundle_writer import _channel_units
-    from tests.conftest import write_sensor_dataset
-
-    calib = write_sensor_dataset(tmp_path / "calib", labels=2, per_label=1, seconds=1.0)
-    names = ["acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z"]
-    model = SimpleNamespace(modality="sensor", channel_names=names, channel_units=None)
-    assert _channel_units(model, calib) is None  # nobody states units
-    with (calib / "dataset.toml").open("a") as fh:
-        fh.write('[units]\ngyro_x = "deg/s"\nacc_x = "g"\n')
-    assert _channel_units(model, calib) == ["g", None, None, "deg/s", None, None]
-    model.channel_units = ["g"] * 3 + ["rad/s"] * 3
-    assert _channel_units(model, calib) == ["g", "g", "g", "rad/s", "rad/s", "rad/s"]
-    assert _channel_units(SimpleNamespace(modality="audio"), calib) is None
