@@ -28,9 +28,17 @@ from typing import Any, Final, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
-from edgesiam.errors import BundleError
+from edgesiam.core.units import canonical_unit
+from edgesiam.errors import BundleError, ConfigError
 
 __all__ = [
     "FMR_TARGETS",
@@ -230,6 +238,11 @@ class Manifest(_Strict):
     sample_rate: int = Field(gt=0)
     channels: int = Field(gt=0)
     channel_names: list[str] | None = None
+    channel_units: list[str | None] | None = Field(
+        None,
+        description="unit of each channel (g, m/s^2, rad/s, deg/s; null: none); inputs are "
+        "converted to these (absent in bundles exported before units were stated)",
+    )
     window: int = Field(gt=0, description="window length in samples")
     hop: int = Field(gt=0, description="hop between windows in samples")
     window_s: float
@@ -255,6 +268,21 @@ class Manifest(_Strict):
     files: dict[str, str] = Field(
         default_factory=dict, description="sha256 of every file of the bundle but the manifest"
     )
+
+    @field_validator("channel_units")
+    @classmethod
+    def _known_units(
+        cls, units: list[str | None] | None, info: ValidationInfo
+    ) -> list[str | None] | None:
+        if units is None:
+            return None
+        channels = info.data.get("channels")
+        if channels is not None and len(units) != channels:
+            raise ValueError(f"{len(units)} unit(s) for {channels} channel(s)")
+        try:
+            return [u and canonical_unit(u) for u in units]
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
 
 
 # --- hashing and reading -----------------------------------------------------------------------

@@ -16,7 +16,7 @@ import numpy as np
 from edgesiam.core.embedding import recording_embedding
 from edgesiam.core.frontend import FrontEnd
 from edgesiam.core.windowing import frame
-from edgesiam.data.readers import DatasetInfo, iter_recordings
+from edgesiam.data.readers import DatasetInfo, iter_recordings, reading_spec
 from edgesiam.errors import DataError
 
 
@@ -91,12 +91,13 @@ def embed_dataset(
             f"the model is for {embedder.modality} but the dataset holds {info.modality} recordings",
             info.root,
         )
-    rate = embedder.sample_rate if info.modality == "audio" else None
     embeddings: list[np.ndarray] = []
     labels: list[str] = []
     groups: list[str | None] = []
     paths: list[str] = []
-    for rec, x in iter_recordings(info, sample_rate=rate, on_error=on_error, progress=progress):
+    for rec, x in iter_recordings(
+        info, embedder.sample_rate, on_error, progress, spec=reading_spec(embedder)
+    ):
         embeddings.append(embed_recording(embedder, x))
         labels.append(rec.label)
         groups.append(rec.group)
@@ -119,10 +120,11 @@ def baseline_embeddings(
     from edgesiam.core.frontend import LogMelFrontEnd
 
     audio = info.modality == "audio"
-    rate = embedder.sample_rate if audio else None
     plain = LogMelFrontEnd(embedder.frontend.params) if audio else None  # type: ignore[attr-defined]
     rows = []
-    for _, x in iter_recordings(info, sample_rate=rate, on_error=on_error, progress=progress):
+    for _, x in iter_recordings(
+        info, embedder.sample_rate, on_error, progress, spec=reading_spec(embedder)
+    ):
         rows.append(mfcc_statistics(x, plain) if plain is not None else channel_statistics(x))
     if not rows:
         raise DataError("no recording could be read for the baseline", info.root)

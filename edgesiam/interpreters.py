@@ -409,6 +409,7 @@ class BundleEmbedder:
         self.hop: int = m.hop
         self.channels: int = m.channels
         self.channel_names = m.channel_names
+        self.channel_units = m.channel_units
         self.embedding_dim: int = m.embedding_dim
         self.frontend: FrontEnd = _load_frontend(self.path / m.frontend.file)
         if self.frontend.modality != m.modality:

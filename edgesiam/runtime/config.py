@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
 from edgesiam.bundle import FMR_TARGETS, fmr_key
 from edgesiam.config import StrictModel, format_validation_error, load_yaml
+from edgesiam.core.units import canonical_unit
 from edgesiam.errors import ConfigError
 from edgesiam.runtime.mqtt import BrokerOptions, MqttSettings, parse_broker_url
 
@@ -79,6 +80,26 @@ class _SourceBase(StrictModel):
     )
 
 
+def _known_units(value: list[str | None] | dict[str, str]) -> list[str | None] | dict[str, str]:
+    try:
+        if isinstance(value, dict):
+            return {k: canonical_unit(u) for k, u in value.items()}
+        return [None if u is None else canonical_unit(u) for u in value]
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+
+
+SensorUnits = Annotated[
+    list[str | None] | dict[str, str] | None,
+    AfterValidator(lambda v: None if v is None else _known_units(v)),
+    Field(
+        description="units the sensor samples are in: one per channel in the bundle's order "
+        "(e.g. [m/s^2, m/s^2, m/s^2, deg/s, deg/s, deg/s]) or a table by the bundle's channel "
+        "names; g, m/s^2, rad/s, deg/s. Converted to the bundle's units (default: already in them)"
+    ),
+]
+
+
 class FileSourceConfig(_SourceBase):
     """Samples from a file: audio (wav, flac, ogg, opus; resampled to the bundle's rate) or a
     sensor recording (csv, npy). The run ends when the file is exhausted."""
@@ -88,6 +109,7 @@ class FileSourceConfig(_SourceBase):
     realtime: bool = Field(
         False, description="pace the samples at the stream's rate (a replayed live stream)"
     )
+    units: SensorUnits = None
 
 
 class StdinSourceConfig(_SourceBase):
@@ -107,6 +129,7 @@ class StdinSourceConfig(_SourceBase):
         description="samples arrive in real time (arecord): when processing falls behind they "
         "are dropped and counted; false for a recording piped in, which waits for the pipeline",
     )
+    units: SensorUnits = None
 
 
 class MicSourceConfig(_SourceBase):
@@ -142,6 +165,7 @@ class MqttSourceConfig(_SourceBase):
         "(default: the runtime's broker, with its credentials)",
     )
     qos: Literal[0, 1] = 0
+    units: SensorUnits = None
 
     @field_validator("url")
     @classmethod
@@ -166,6 +190,7 @@ class SerialSourceConfig(_SourceBase):
     sample_rate: float | None = Field(
         None, gt=0, description="nominal samples per second (default: the bundle's)"
     )
+    units: SensorUnits = None
 
 
 SourceConfig = Annotated[

@@ -30,7 +30,8 @@ ENROLL_DESCRIPTION = textwrap.dedent(
     notes.txt are skipped with one line), or enroll every DIR/<label>/ of a dataset folder at
     once with --from-dataset DIR. Audio (.wav .flac .ogg .opus .mp3 .m4a .aac) is resampled to
     the bundle's rate (.m4a/.aac need ffmpeg); sensor files (.csv .npy) must have the bundle's
-    channels.
+    channels. CSV headers are matched by name; the dataset.toml beside a file (or one folder
+    above its label folder) gives its rate, column names and units.
 
     Enrolling a label again REPLACES its recordings (the default); --append adds the new ones
     to them instead (at most {MAX_RECORDINGS} in all).

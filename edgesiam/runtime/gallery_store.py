@@ -636,7 +636,7 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None], mode: int = 0o6
 
 
 def _read_recording(embedder: Any, path: Path) -> np.ndarray:
-    from edgesiam.data.readers import RECORDING_EXTENSIONS, modality_of, read_audio, read_sensor
+    from edgesiam.data.readers import RECORDING_EXTENSIONS, modality_of, read_audio
 
     kind = modality_of(path)
     if kind is None:
@@ -649,7 +649,15 @@ def _read_recording(embedder: Any, path: Path) -> np.ndarray:
         raise DataError("does not exist (or is not a file)", path)
     if kind == "audio":
         return read_audio(path, int(embedder.sample_rate))
-    return read_sensor(path, channels=int(embedder.channels))
+    return _read_sensor_recording(embedder, path)
+
+
+def _read_sensor_recording(embedder: Any, path: Path) -> np.ndarray:
+    """A sensor file in the bundle's channel order, units and rate, as the dataset.toml of its
+    dataset folder describes it (notices are logged, naming the file)."""
+    from edgesiam.data.readers import SensorSpec, read_recording_for
+
+    return read_recording_for(path, SensorSpec.of(embedder))
 
 
 def _template_gate(gate: EnergyGate) -> EnergyGate:
