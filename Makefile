@@ -43,8 +43,8 @@ lint: venv  ## ruff format --check, ruff check, mypy (strict) on the core, confi
 device-venvs:  ## the two device-only venvs the device tests use (.venv-litert, .venv-tflite)
 	PYTHON=$(PYTHON) bash scripts/make_device_venvs.sh
 
-test: venv apt lint device-venvs  ## the whole default test suite (what CI runs)
-	$(BIN)/python -m pytest -m "not slow" -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
+test: venv apt lint device-venvs  ## the whole default test suite (what CI runs; CI=true: Hypothesis derandomised)
+	CI=$${CI:-true} $(BIN)/python -m pytest -m "not slow" -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
 
 test-slow: venv apt device-venvs  ## heavy tests: real data recipes, full training runs
 	$(BIN)/python -m pytest -m slow -q

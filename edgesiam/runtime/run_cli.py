@@ -18,6 +18,7 @@ from typing import Any
 
 from edgesiam.config import load_yaml
 from edgesiam.errors import ConfigError
+from edgesiam.paths import expand_user
 from edgesiam.runtime.config import (
     RuntimeConfig,
     is_runtime_config,
@@ -92,21 +93,21 @@ def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
     return run  # type: ignore[no-any-return]
 
 
-def _absolute(path: str) -> str:
-    return str(Path(path).expanduser().resolve())
+def _absolute(path: str, option: str) -> str:
+    return str(expand_user(path, option).resolve())
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The flags given, as dotted config keys."""
     out: dict[str, Any] = {}
     if args.bundle:
-        out["bundle"] = _absolute(args.bundle)
+        out["bundle"] = _absolute(args.bundle, "--bundle")
     if args.gallery:
-        out["gallery"] = _absolute(args.gallery)
+        out["gallery"] = _absolute(args.gallery, "--gallery")
     if args.source:
         source = parse_source_uri(args.source)
         if source["type"] == "file":
-            source["path"] = _absolute(source["path"])
+            source["path"] = _absolute(source["path"], "--source")
         out["source"] = source
     if args.realtime:
         out["source.realtime"] = True
@@ -116,7 +117,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     if args.device_id:
         out["device_id"] = args.device_id
     if args.state_dir:
-        out["state_dir"] = _absolute(args.state_dir)
+        out["state_dir"] = _absolute(args.state_dir, "--state-dir")
     if args.no_mqtt:
         if args.broker:
             raise ConfigError("--no-mqtt and --broker contradict each other; give one")
