@@ -9,7 +9,7 @@ APT_PACKAGES := espeak-ng flite sox mosquitto mosquitto-clients chromium openssl
 DATA ?= data
 RUNS ?= runs
 
-.PHONY: help venv apt device-venvs demo test test-slow lint data train-all export-all results bench measure-device dashboard fleet-bench reliability soak fuzz clean
+.PHONY: help venv apt device-venvs dist demo test test-slow lint data train-all export-all results bench measure-device dashboard fleet-bench reliability soak fuzz clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ lint: venv  ## ruff format --check, ruff check, mypy (strict) on the core, confi
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+dist: venv  ## build the sdist and the wheel a device installs into dist/ (README: on the device)
+	PYTHON=$(BIN)/python bash scripts/make_dist.sh dist
 
 device-venvs:  ## the two device-only venvs the device tests use (.venv-litert, .venv-tflite)
 	PYTHON=$(PYTHON) bash scripts/make_device_venvs.sh
