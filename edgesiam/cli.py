@@ -276,12 +276,14 @@ def build_parser() -> argparse.ArgumentParser:
     from edgesiam.bench.cli import add_bench_parser
     from edgesiam.dashboard.cli import add_dashboard_parser, add_fleet_bench_parser
     from edgesiam.export.cli import add_export_parser
+    from edgesiam.export.edgetpu import add_compile_parser
     from edgesiam.runtime.broker import add_broker_parser
     from edgesiam.runtime.demo import add_demo_parser
     from edgesiam.runtime.gallery_cli import add_gallery_parsers
     from edgesiam.runtime.run_cli import add_run_parser
 
     add_export_parser(sub)
+    add_compile_parser(sub)
     add_gallery_parsers(sub)
     add_run_parser(sub)
     add_broker_parser(sub)

@@ -58,6 +58,12 @@ __all__ = [
 ]
 
 BACKENDS: Final = ("ai-edge-litert", "tflite-runtime", "tensorflow")
+EDGETPU_COMPILE_STEP: Final = (
+    "the Edge TPU runs only a model compiled by Coral's edgetpu_compiler, which runs on x86-64 "
+    "Linux alone: compile the bundle there with `edgesiam compile-edgetpu BUNDLE` (or export it "
+    "with edgetpu_compiler on PATH) and copy it to the device again, or run without "
+    "interpreter.delegate (the int8 model on the CPU)"
+)
 BACKEND_ENV: Final = "EDGESIAM_INTERPRETER"
 
 Float32Array = npt.NDArray[np.float32]
@@ -420,14 +426,10 @@ class BundleEmbedder:
             raise BundleError(f"unknown delegate {delegate!r}; the only one is 'edgetpu'")
         key = model or ("edgetpu" if delegate == "edgetpu" else m.model)
         if key not in m.models:
-            extra = (
-                " (export on a machine where edgetpu_compiler is on PATH to get one)"
-                if key == "edgetpu"
-                else ""
-            )
             raise BundleError(
-                f"{self.path}: the bundle has no {key!r} model{extra}; it has: "
-                f"{', '.join(sorted(m.models))}"
+                f"{self.path}: the bundle has no {key!r} model (it has: "
+                f"{', '.join(sorted(m.models))})"
+                + (f"; {EDGETPU_COMPILE_STEP}" if key == "edgetpu" else "")
             )
         self.model_key = key
         self.model_entry: BundleModel = m.models[key]
