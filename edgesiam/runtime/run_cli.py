@@ -44,14 +44,14 @@ DESCRIPTION = textwrap.dedent(
     --bundle and --source no config file is needed. Sources:
       file:PATH          an audio file (resampled) or a sensor .csv/.npy; ends the run
       stdin:             raw s16le PCM at the bundle's rate (stdin:?sample_rate=16000&format=f32le)
-      mic:[DEVICE]       a PortAudio microphone (needs edgesiam[mic])
+      mic:[DEVICE]       a PortAudio microphone (needs edgesiam[audio])
       mqtt:TOPIC         IMU rows from a topic (?format=json|f32le); mqtt://HOST:PORT/TOPIC
       serial:PORT        one CSV line per sample (needs edgesiam[serial]; ?baudrate=115200)
 
     Examples:
-      arecord -f S16_LE -r 16000 -c 1 | edgesiam run --bundle speaker --source stdin: --no-mqtt
+      arecord -f S16_LE -r 16000 -c 1 | edgesiam run --bundle export/speaker --source stdin: --no-mqtt
       edgesiam run --config /etc/edgesiam/pi4-audio.yaml --broker mqtts://pi@broker.lan:8883
-      edgesiam run --bundle speaker --gallery g.npz --source file:test.wav --no-mqtt --realtime
+      edgesiam run --bundle export/events --gallery g.npz --source file:test.wav --no-mqtt --realtime
 
     SIGINT/SIGTERM stop cleanly: the source stops, queued samples are processed, pending events
     are flushed, 'offline' is published. A second SIGINT quits at once.
