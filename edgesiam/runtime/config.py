@@ -4,7 +4,8 @@ Unknown keys are errors with their path (``matching.gate.treshold_db: unknown ke
 chosen by its ``type`` field (``file``, ``stdin``, ``mic``, ``mqtt``, ``serial``); secrets never
 need to sit in the file: the MQTT password comes from ``password_env`` (an environment variable)
 or ``password_file`` (a systemd credential, a Docker secret). Relative paths in a file are taken
-relative to that file's folder.
+relative to that file's folder; ``~`` and ``~user`` are expanded (a user unknown here is an error
+naming the key).
 
 ``load_runtime_config(path, overrides)`` reads a YAML file (or nothing: ``path=None``), applies
 dotted-key overrides (what the ``edgesiam run`` flags set) and validates the result.
