@@ -9,7 +9,7 @@ APT_PACKAGES := espeak-ng flite sox mosquitto mosquitto-clients chromium openssl
 DATA ?= data
 RUNS ?= runs
 
-.PHONY: help venv apt device-venvs demo test test-slow lint data train-all export-all results ood-data results-ood bench measure-device dashboard fleet-bench reliability soak fuzz clean
+.PHONY: help venv apt device-venvs dist demo test test-slow lint data train-all export-all results ood-data results-ood bench measure-device dashboard fleet-bench reliability soak fuzz clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -40,11 +40,14 @@ lint: venv  ## ruff format --check, ruff check, mypy (strict) on the core, confi
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+dist: venv  ## build the sdist and the wheel a device installs into dist/ (README: on the device)
+	PYTHON=$(BIN)/python bash scripts/make_dist.sh dist
+
 device-venvs:  ## the two device-only venvs the device tests use (.venv-litert, .venv-tflite)
 	PYTHON=$(PYTHON) bash scripts/make_device_venvs.sh
 
-test: venv apt lint device-venvs  ## the whole default test suite (what CI runs)
-	$(BIN)/python -m pytest -m "not slow" -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
+test: venv apt lint device-venvs  ## the whole default test suite (what CI runs; CI=true: Hypothesis derandomised)
+	CI=$${CI:-true} $(BIN)/python -m pytest -m "not slow" -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
 
 test-slow: venv apt device-venvs  ## heavy tests: real data recipes, full training runs
 	$(BIN)/python -m pytest -m slow -q

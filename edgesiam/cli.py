@@ -175,17 +175,18 @@ def _fmr(text: str) -> float:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from edgesiam.data.readers import scan_dataset
-    from edgesiam.embedders import baseline_embeddings, embed_dataset
+    from edgesiam.embedders import embed_dataset
     from edgesiam.evaluation import Report
 
     embedder = load_embedder(Path(args.model))
     info = scan_dataset(Path(args.data), on_error=args.on_error)
-    ours = embed_dataset(embedder, info, on_error=args.on_error, progress=not args.quiet)
+    ours = embed_dataset(
+        embedder, info, args.on_error, progress=not args.quiet, baseline=not args.no_baseline
+    )
     systems = {args.name: (ours.embeddings, ours.labels, ours.groups)}
-    if not args.no_baseline:
+    if ours.baseline is not None:  # read in the same pass: one progress bar, one decode
         name = "mfcc-stats" if info.modality == "audio" else "channel-stats"
-        base = baseline_embeddings(embedder, info, args.on_error, progress=not args.quiet)
-        systems[name] = (base, ours.labels, ours.groups)
+        systems[name] = (ours.baseline, ours.labels, ours.groups)
     report = Report.from_systems(systems, seed=args.seed, episodes=args.episodes)
     report.write(json_path=args.json, plots_dir=args.plots)
     print(f"{len(ours.labels)} recordings, {len(set(ours.labels))} labels from {info.root}")
@@ -371,12 +372,14 @@ def build_parser() -> argparse.ArgumentParser:
     from edgesiam.bench.cli import add_bench_parser
     from edgesiam.dashboard.cli import add_dashboard_parser, add_fleet_bench_parser
     from edgesiam.export.cli import add_export_parser
+    from edgesiam.export.edgetpu import add_compile_parser
     from edgesiam.runtime.broker import add_broker_parser
     from edgesiam.runtime.demo import add_demo_parser
     from edgesiam.runtime.gallery_cli import add_gallery_parsers
     from edgesiam.runtime.run_cli import add_run_parser
 
     add_export_parser(sub)
+    add_compile_parser(sub)
     add_gallery_parsers(sub)
     add_run_parser(sub)
     add_broker_parser(sub)

@@ -4,7 +4,8 @@ Unknown keys are errors with their path (``matching.gate.treshold_db: unknown ke
 chosen by its ``type`` field (``file``, ``stdin``, ``mic``, ``mqtt``, ``serial``); secrets never
 need to sit in the file: the MQTT password comes from ``password_env`` (an environment variable)
 or ``password_file`` (a systemd credential, a Docker secret). Relative paths in a file are taken
-relative to that file's folder.
+relative to that file's folder; ``~`` and ``~user`` are expanded (a user unknown here is an error
+naming the key).
 
 ``load_runtime_config(path, overrides)`` reads a YAML file (or nothing: ``path=None``), applies
 dotted-key overrides (what the ``edgesiam run`` flags set) and validates the result.
@@ -25,6 +26,7 @@ from edgesiam.bundle import FMR_TARGETS, fmr_key
 from edgesiam.config import StrictModel, format_validation_error, load_yaml
 from edgesiam.core.units import canonical_unit
 from edgesiam.errors import ConfigError
+from edgesiam.paths import UserPath, expand_user
 from edgesiam.runtime.mqtt import BrokerOptions, MqttSettings, parse_broker_url
 
 __all__ = [
@@ -66,7 +68,7 @@ def default_state_dir() -> Path:
     systemd = os.environ.get("STATE_DIRECTORY")
     if systemd:
         return Path(systemd.split(":")[0])
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    base = os.environ.get("XDG_STATE_HOME") or expand_user("~/.local/state", "state_dir")
     return Path(base) / "edgesiam"
 
 
@@ -105,7 +107,7 @@ class FileSourceConfig(_SourceBase):
     sensor recording (csv, npy). The run ends when the file is exhausted."""
 
     type: Literal["file"] = "file"
-    path: Path = Field(description="the file to read")
+    path: UserPath = Field(description="the file to read")
     realtime: bool = Field(
         False, description="pace the samples at the stream's rate (a replayed live stream)"
     )
@@ -435,14 +437,14 @@ class ProcessingConfig(StrictModel):
 class RuntimeConfig(StrictModel):
     """Everything ``edgesiam run`` needs on a device."""
 
-    bundle: Path = Field(description="bundle directory (from edgesiam export)")
-    gallery: Path | None = Field(
+    bundle: UserPath = Field(description="bundle directory (from edgesiam export)")
+    gallery: UserPath | None = Field(
         None, description="enrolled templates (default: <state_dir>/gallery.npz)"
     )
     device_id: str = Field(
         default_factory=default_device_id, description="this device's name in MQTT topics"
     )
-    state_dir: Path = Field(
+    state_dir: UserPath = Field(
         default_factory=default_state_dir,
         description="outbox and sequence numbers (default: $STATE_DIRECTORY or "
         "~/.local/state/edgesiam)",
@@ -523,10 +525,13 @@ def _relative_to(data: dict[str, Any], folder: Path) -> dict[str, Any]:
             node = node[key]
         if isinstance(node, dict):
             value = node.get(keys[-1])
-            if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            # ~ and ~user are left to the UserPath fields, whose errors name the key
+            if (
+                isinstance(value, str)
+                and value[:1] not in ("", "~")
+                and not Path(value).is_absolute()
+            ):
                 node[keys[-1]] = str(folder / value)
-            elif isinstance(value, str):
-                node[keys[-1]] = str(Path(value).expanduser())
     return out
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from edgesiam.config import load_yaml
 from edgesiam.errors import ConfigError
+from edgesiam.paths import expand_user
 from edgesiam.runtime.config import (
     UNSET,
     RuntimeConfig,
@@ -44,14 +45,14 @@ DESCRIPTION = textwrap.dedent(
     --bundle and --source no config file is needed. Sources:
       file:PATH          an audio file (resampled) or a sensor .csv/.npy; ends the run
       stdin:             raw s16le PCM at the bundle's rate (stdin:?sample_rate=16000&format=f32le)
-      mic:[DEVICE]       a PortAudio microphone (needs edgesiam[mic])
+      mic:[DEVICE]       a PortAudio microphone (needs edgesiam[audio])
       mqtt:TOPIC         IMU rows from a topic (?format=json|f32le); mqtt://HOST:PORT/TOPIC
       serial:PORT        one CSV line per sample (needs edgesiam[serial]; ?baudrate=115200)
 
     Examples:
-      arecord -f S16_LE -r 16000 -c 1 | edgesiam run --bundle speaker --source stdin: --no-mqtt
+      arecord -f S16_LE -r 16000 -c 1 | edgesiam run --bundle export/speaker --source stdin: --no-mqtt
       edgesiam run --config /etc/edgesiam/pi4-audio.yaml --broker mqtts://pi@broker.lan:8883
-      edgesiam run --bundle speaker --gallery g.npz --source file:test.wav --no-mqtt --realtime
+      edgesiam run --bundle export/events --gallery g.npz --source file:test.wav --no-mqtt --realtime
 
     Thresholds: a window matches a label when its score (cosine to the label's best template)
     is at least the label's threshold. By default that is the bundle's calibrated window
@@ -114,21 +115,21 @@ def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
     return run  # type: ignore[no-any-return]
 
 
-def _absolute(path: str) -> str:
-    return str(Path(path).expanduser().resolve())
+def _absolute(path: str, option: str) -> str:
+    return str(expand_user(path, option).resolve())
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The flags given, as dotted config keys."""
     out: dict[str, Any] = {}
     if args.bundle:
-        out["bundle"] = _absolute(args.bundle)
+        out["bundle"] = _absolute(args.bundle, "--bundle")
     if args.gallery:
-        out["gallery"] = _absolute(args.gallery)
+        out["gallery"] = _absolute(args.gallery, "--gallery")
     if args.source:
         source = parse_source_uri(args.source)
         if source["type"] == "file":
-            source["path"] = _absolute(source["path"])
+            source["path"] = _absolute(source["path"], "--source")
         out["source"] = source
     if args.realtime:
         out["source.realtime"] = True
@@ -138,7 +139,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     if args.device_id:
         out["device_id"] = args.device_id
     if args.state_dir:
-        out["state_dir"] = _absolute(args.state_dir)
+        out["state_dir"] = _absolute(args.state_dir, "--state-dir")
     if args.no_mqtt:
         if args.broker:
             raise ConfigError("--no-mqtt and --broker contradict each other; give one")
