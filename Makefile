@@ -5,11 +5,11 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
-APT_PACKAGES := espeak-ng flite sox mosquitto mosquitto-clients chromium openssl
+APT_PACKAGES := espeak-ng flite sox mosquitto mosquitto-clients chromium openssl ffmpeg
 DATA ?= data
 RUNS ?= runs
 
-.PHONY: help venv apt device-venvs demo test test-slow lint data train-all export-all results bench measure-device dashboard fleet-bench reliability soak fuzz clean
+.PHONY: help venv apt device-venvs dist demo test test-slow lint data train-all export-all results ood-data results-ood bench measure-device dashboard fleet-bench reliability soak fuzz clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)  ## create or update .venv with the workstation extras
 
-apt:  ## install the Debian programs the recipes and tests use (espeak-ng, flite, sox, mosquitto, chromium)
+apt:  ## install the Debian programs the recipes and tests use (espeak-ng, flite, sox, mosquitto, chromium, ffmpeg)
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
@@ -40,11 +40,14 @@ lint: venv  ## ruff format --check, ruff check, mypy (strict) on the core, confi
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+dist: venv  ## build the sdist and the wheel a device installs into dist/ (README: on the device)
+	PYTHON=$(BIN)/python bash scripts/make_dist.sh dist
+
 device-venvs:  ## the two device-only venvs the device tests use (.venv-litert, .venv-tflite)
 	PYTHON=$(PYTHON) bash scripts/make_device_venvs.sh
 
-test: venv apt lint device-venvs  ## the whole default test suite (what CI runs)
-	$(BIN)/python -m pytest -m "not slow" -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
+test: venv apt lint device-venvs  ## the whole default test suite (what CI runs; CI=true: Hypothesis derandomised)
+	CI=$${CI:-true} $(BIN)/python -m pytest -m "not slow" -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
 
 test-slow: venv apt device-venvs  ## heavy tests: real data recipes, full training runs
 	$(BIN)/python -m pytest -m slow -q
@@ -90,6 +93,24 @@ results: venv  ## evaluate the trained models and shipped bundles on held-out la
 	  "$(RUNS)/motion/eval-transitions.json+$(RUNS)/motion/eval-transitions-int8.json:motion — 6 postural transitions never seen in training, subjects 21–30 (data/hapt/transitions)" \
 	  "$(RUNS)/motion/eval-test.json+$(RUNS)/motion/eval-test-int8.json:motion — the 6 trained activities, subjects 21–30 never seen (data/hapt/test)" > $(RUNS)/results.md
 	cat $(RUNS)/results.md
+
+OOD_CHANNELS := gsm amr-nb ulaw cheap-mic far-field
+OOD_SETS := speaker:speech events:events
+ood-data: venv apt  ## render the held-out audio sets through device channels (phone codecs, cheap mic, far field) → data/ood/
+	$(BIN)/edgesiam data prepare speech events noise --root $(DATA)
+	for s in $(OOD_SETS); do d=$${s#*:}; \
+	  $(BIN)/edgesiam data render $(DATA)/$$d/test $(foreach c,$(OOD_CHANNELS),--channel $(c)) \
+	    --noise $(DATA)/noise -o $(DATA)/ood/$$d -q || exit 1; done
+
+results-ood: ood-data  ## the shipped bundles and the classic descriptor on the out-of-domain sets → runs/results-ood.md
+	mkdir -p $(RUNS)/ood
+	for s in $(OOD_SETS); do b=$${s%%:*}; d=$${s#*:}; \
+	  for c in clean $(OOD_CHANNELS); do \
+	    src=$(DATA)/ood/$$d/$$c; [ $$c = clean ] && src=$(DATA)/$$d/test; \
+	    $(BIN)/edgesiam eval -q --episodes 1000 --json $(RUNS)/ood/$$b-$$c.json --name "edgesiam int8" \
+	      $(BUNDLES)/$$b $$src >/dev/null || exit 1; done; done
+	$(BIN)/python scripts/ood_table.py $(RUNS)/ood > $(RUNS)/results-ood.md
+	cat $(RUNS)/results-ood.md
 
 RELIABILITY_TESTS = $(wildcard tests/reliability tests/fuzz tests/security)
 reliability: venv apt device-venvs  ## the fault suite at full scale: broker and runtime kills, full disk, tampered files, fuzzing, security

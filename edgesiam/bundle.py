@@ -20,15 +20,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any, Final, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
-from edgesiam.errors import BundleError
+from edgesiam.core.units import canonical_unit
+from edgesiam.errors import BundleError, ConfigError
 
 __all__ = [
     "FMR_TARGETS",
@@ -50,6 +60,7 @@ __all__ = [
     "Thresholds",
     "adaptive_s_norm",
     "cohort_statistics",
+    "failed_gate_checks",
     "fmr_key",
     "is_bundle",
     "load_manifest",
@@ -66,6 +77,10 @@ FMR_TARGETS: Final = (1e-2, 1e-3, 1e-4)
 """False-match rates the manifest's thresholds are calibrated for."""
 
 _CHUNK: Final = 1 << 20
+
+log = logging.getLogger("edgesiam.bundle")
+_warned_gates: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
 
 
 def fmr_key(fmr: float) -> str:
@@ -223,6 +238,11 @@ class Manifest(_Strict):
     sample_rate: int = Field(gt=0)
     channels: int = Field(gt=0)
     channel_names: list[str] | None = None
+    channel_units: list[str | None] | None = Field(
+        None,
+        description="unit of each channel (g, m/s^2, rad/s, deg/s; null: none); inputs are "
+        "converted to these (absent in bundles exported before units were stated)",
+    )
     window: int = Field(gt=0, description="window length in samples")
     hop: int = Field(gt=0, description="hop between windows in samples")
     window_s: float
@@ -248,6 +268,21 @@ class Manifest(_Strict):
     files: dict[str, str] = Field(
         default_factory=dict, description="sha256 of every file of the bundle but the manifest"
     )
+
+    @field_validator("channel_units")
+    @classmethod
+    def _known_units(
+        cls, units: list[str | None] | None, info: ValidationInfo
+    ) -> list[str | None] | None:
+        if units is None:
+            return None
+        channels = info.data.get("channels")
+        if channels is not None and len(units) != channels:
+            raise ValueError(f"{len(units)} unit(s) for {channels} channel(s)")
+        try:
+            return [u and canonical_unit(u) for u in units]
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
 
 
 # --- hashing and reading -----------------------------------------------------------------------
@@ -372,7 +407,33 @@ def load_manifest(bundle_dir: str | Path, verify: bool = True) -> Manifest:
     manifest = read_manifest(bundle_dir)
     if verify:
         verify_files(bundle_dir, manifest)
+    _warn_failed_gate(bundle_dir, manifest)
     return manifest
+
+
+def failed_gate_checks(manifest: Manifest) -> list[GateCheck]:
+    """The export gate's checks that failed (empty for a bundle that passed it)."""
+    return [c for c in manifest.gate.checks if not c.passed]
+
+
+def _warn_failed_gate(bundle_dir: str | Path, manifest: Manifest) -> None:
+    """A bundle exported with ``--force`` past a failed gate is usable but not trustworthy: say
+    so once per bundle and process, naming each failed check, however often it is loaded."""
+    failed = failed_gate_checks(manifest)
+    if manifest.gate.passed and not failed:
+        return
+    key = (str(Path(bundle_dir).resolve()), manifest.created)
+    with _warned_lock:
+        if key in _warned_gates:
+            return
+        _warned_gates.add(key)
+    checks = "; ".join(f"{c.name}: {c.detail}" for c in failed) or "no check recorded"
+    log.warning(
+        "bundle %s failed its export gate and was written with --force: do not deploy it "
+        "(failed: %s)",
+        bundle_dir,
+        checks,
+    )
 
 
 # --- score normalisation -----------------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from edgesiam import __version__
+from edgesiam.bundle import FMR_TARGETS, fmr_key
 from edgesiam.errors import ConfigError, EdgesiamError, MissingExtraError, ModelError
 
 EPILOG = textwrap.dedent(
@@ -68,6 +69,26 @@ def cmd_data_list(args: argparse.Namespace) -> int:
         recipe = get_recipe(name)
         state = "prepared" if read_summary(root / name) else "not prepared"
         print(f"{name:<16} {state:<13} {recipe.description}")
+    return 0
+
+
+def cmd_data_render(args: argparse.Namespace) -> int:
+    from edgesiam.data.channels import render_dataset
+
+    source = Path(args.data)
+    for channel in args.channel:
+        out = Path(args.output) / channel
+        written = render_dataset(
+            source,
+            out,
+            channel,
+            seed=args.seed,
+            sample_rate=args.sample_rate,
+            noise_root=Path(args.noise) if args.noise else None,
+            progress=not args.quiet,
+        )
+        state = f"{written} recordings rendered" if written else "already rendered"
+        print(f"{channel}: {state} in {out}")
     return 0
 
 
@@ -142,28 +163,59 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fmr(text: str) -> float:
+    rates = {fmr_key(t): t for t in FMR_TARGETS}
+    try:
+        return rates[fmr_key(float(text))]
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: one of the calibrated false-match rates {', '.join(rates)}"
+        ) from None
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from edgesiam.data.readers import scan_dataset
-    from edgesiam.embedders import baseline_embeddings, embed_dataset
+    from edgesiam.embedders import embed_dataset
     from edgesiam.evaluation import Report
 
     embedder = load_embedder(Path(args.model))
     info = scan_dataset(Path(args.data), on_error=args.on_error)
-    ours = embed_dataset(embedder, info, on_error=args.on_error, progress=not args.quiet)
+    ours = embed_dataset(
+        embedder, info, args.on_error, progress=not args.quiet, baseline=not args.no_baseline
+    )
     systems = {args.name: (ours.embeddings, ours.labels, ours.groups)}
-    if not args.no_baseline:
+    if ours.baseline is not None:  # read in the same pass: one progress bar, one decode
         name = "mfcc-stats" if info.modality == "audio" else "channel-stats"
-        base = baseline_embeddings(embedder, info, args.on_error, progress=not args.quiet)
-        systems[name] = (base, ours.labels, ours.groups)
+        systems[name] = (ours.baseline, ours.labels, ours.groups)
     report = Report.from_systems(systems, seed=args.seed, episodes=args.episodes)
     report.write(json_path=args.json, plots_dir=args.plots)
     print(f"{len(ours.labels)} recordings, {len(set(ours.labels))} labels from {info.root}")
     print(report.markdown())
+    _report_window_thresholds(args, embedder, info)
     if args.json:
         print(f"metrics: {args.json}")
     if args.plots:
         print(f"plots: {args.plots}/")
     return 0
+
+
+def _report_window_thresholds(args: argparse.Namespace, embedder: Any, info: Any) -> None:
+    """The window-level threshold the runtime would use for ``--target-fmr`` (and the JSON's)."""
+    import json
+
+    from edgesiam.window_thresholds import window_thresholds
+
+    measured = window_thresholds(embedder, info, on_error=args.on_error, seed=args.seed)
+    manifest = getattr(embedder, "manifest", None)
+    bundle_value = None
+    if manifest is not None:
+        bundle_value = manifest.thresholds.window.at_fmr.get(fmr_key(args.target_fmr))
+    print("\n".join(measured.describe(args.target_fmr, bundle_value)))
+    if args.json:
+        path = Path(args.json)
+        document = json.loads(path.read_text())
+        document["window_thresholds"] = measured.to_dict()
+        path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -204,6 +256,37 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--root", default="data", help="where dataset folders go (default: data)")
     prep.add_argument("--force", action="store_true", help="prepare again even if already there")
     prep.set_defaults(func=cmd_data_prepare)
+    from edgesiam.data.channels import CHANNELS
+
+    ren = data_sub.add_parser(
+        "render",
+        help="re-record an audio dataset folder through device channels (phone codecs, rooms, ...)",
+        description=textwrap.dedent(
+            """
+            Render every recording of DATA_DIR as a device would hear it, into OUT/<channel>/ (a
+            dataset folder with the same labels), so that `edgesiam eval` on the copy shows what a
+            channel change costs. Channels:
+            """
+        )
+        + "\n".join(f"  {name:<10} {text}" for name, text in CHANNELS.items())
+        + "\n\nExample: edgesiam data render data/speech/test --channel gsm --channel far-field "
+        "--noise data/noise -o data/ood/speech",
+        formatter_class=_formatter,
+    )
+    ren.add_argument("data", metavar="DATA_DIR", help="audio dataset folder to render")
+    ren.add_argument(
+        "--channel",
+        action="append",
+        required=True,
+        choices=list(CHANNELS),
+        help="channel to render through (repeatable)",
+    )
+    ren.add_argument("-o", "--output", required=True, metavar="OUT", help="OUT/<channel>/ folders")
+    ren.add_argument("--noise", metavar="DIR", help="the prepared noise recipe (for far-field)")
+    ren.add_argument("--seed", type=int, default=0, help="seed of rooms, noise and SNRs")
+    ren.add_argument("--sample-rate", type=int, default=16000, help="rate of the output (Hz)")
+    ren.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    ren.set_defaults(func=cmd_data_render)
     lst = data_sub.add_parser("list", help="list the recipes and whether they are prepared")
     lst.add_argument("--root", default="data")
     lst.set_defaults(func=cmd_data_list)
@@ -244,6 +327,11 @@ def build_parser() -> argparse.ArgumentParser:
             (p_target 0.01), 5-way 1-shot and 5-shot accuracy over seeded episodes, leave-one-out
             top-1, and the hard (same-group) trials, beside a classic baseline on the same trials
             (MFCC mean/std for audio, per-channel statistics for sensors).
+
+            Then the window-level thresholds: each window that passes the runtime's energy gate
+            scored against each label's best template, as `edgesiam run` scores a live stream
+            (the per-recording EER threshold above is far from what a stream needs). The line for
+            --target-fmr gives the threshold to use with `run --threshold`.
             """
         ),
         formatter_class=_formatter,
@@ -256,6 +344,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="seed of the few-shot episodes")
     ev.add_argument("--no-baseline", action="store_true", help="skip the classic baseline")
     ev.add_argument("--name", default="edgesiam", help="the model's name in the report")
+    ev.add_argument(
+        "--target-fmr",
+        type=_fmr,
+        default=1e-3,
+        metavar="RATE",
+        help="false-match rate whose window-level threshold is pointed out: 0.01, 0.001 "
+        "(default) or 0.0001",
+    )
     ev.add_argument("--on-error", choices=["fail", "skip"], default="fail")
     ev.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     ev.set_defaults(func=cmd_eval)
@@ -276,12 +372,14 @@ def build_parser() -> argparse.ArgumentParser:
     from edgesiam.bench.cli import add_bench_parser
     from edgesiam.dashboard.cli import add_dashboard_parser, add_fleet_bench_parser
     from edgesiam.export.cli import add_export_parser
+    from edgesiam.export.edgetpu import add_compile_parser
     from edgesiam.runtime.broker import add_broker_parser
     from edgesiam.runtime.demo import add_demo_parser
     from edgesiam.runtime.gallery_cli import add_gallery_parsers
     from edgesiam.runtime.run_cli import add_run_parser
 
     add_export_parser(sub)
+    add_compile_parser(sub)
     add_gallery_parsers(sub)
     add_run_parser(sub)
     add_broker_parser(sub)

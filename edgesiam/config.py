@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgesiam.errors import ConfigError
+from edgesiam.paths import UserPath
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -71,11 +72,11 @@ class DataConfig(StrictModel):
     def _one_or_many(cls, value: object) -> object:
         return [value] if isinstance(value, (str, Path)) else value
 
-    train: list[Path] = Field(
+    train: list[UserPath] = Field(
         description="dataset folder(s) of the training labels; several folders are pooled "
         "(a label is the folder's label name, so the same name in two folders is one label)"
     )
-    val: Path | None = Field(
+    val: UserPath | None = Field(
         None, description="dataset folder of held-out labels for per-epoch validation EER"
     )
     sample_rate: int | None = Field(
@@ -115,6 +116,12 @@ class EncoderConfig(StrictModel):
     dilations: list[int] = Field(default_factory=lambda: [1, 1, 2, 4])
     embedding_dim: int = Field(64, gt=0, description="size of the L2-normalised embedding")
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout before the projection")
+    input_norm: Literal["none", "mean"] = Field(
+        "none",
+        description="'mean' subtracts each feature channel's mean over the window before the "
+        "first block: a fixed microphone or line colouring (a constant offset of log-mel bins) "
+        "then no longer changes the embedding",
+    )
 
     @model_validator(mode="after")
     def _same_lengths(self) -> EncoderConfig:
@@ -215,13 +222,20 @@ class AudioAugmentConfig(StrictModel):
     """Waveform augmentation from real recordings, then SpecAugment on the log-mel features."""
 
     type: Literal["audio"] = "audio"
-    noise_dir: Path | None = Field(None, description="folder of noise recordings to mix in")
-    rir_dir: Path | None = Field(None, description="folder of room impulse responses")
+    noise_dir: UserPath | None = Field(None, description="folder of noise recordings to mix in")
+    rir_dir: UserPath | None = Field(None, description="folder of room impulse responses")
     noise_p: float = Field(0.5, ge=0, le=1)
     snr_db: tuple[float, float] = (5.0, 20.0)
     gain_db: tuple[float, float] = (-6.0, 6.0)
     shift: float = Field(0.1, ge=0, le=1, description="max time shift, fraction of a window")
     reverb_p: float = Field(0.3, ge=0, le=1)
+    channel_p: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="probability of a random device channel per window: band limits, "
+        "equaliser peaks and dips, 8-bit mu-law or soft clipping",
+    )
     specaugment: SpecAugmentConfig | None = Field(default_factory=SpecAugmentConfig)
 
 

@@ -75,7 +75,8 @@ CREATE TABLE IF NOT EXISTS devices (
     labels TEXT,
     labels_received REAL,
     metrics TEXT,
-    metrics_received REAL
+    metrics_received REAL,
+    thresholds TEXT
 );
 CREATE TABLE IF NOT EXISTS command_results (
     n INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -161,6 +162,7 @@ class History:
             self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
             self._db.execute("PRAGMA busy_timeout=30000")
             self._db.executescript(_SCHEMA)
+            self._add_missing_columns()
             found = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if found is None:
                 self._db.execute(
@@ -173,6 +175,12 @@ class History:
         except sqlite3.Error as exc:
             raise HistoryError(f"{self.path}: cannot open the history database ({exc})") from None
         self.purge()
+
+    def _add_missing_columns(self) -> None:
+        """A history written by an older edgesiam gains the columns added since (same schema)."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(devices)")}
+        if "thresholds" not in have:
+            self._db.execute("ALTER TABLE devices ADD COLUMN thresholds TEXT")
 
     # -- writes -----------------------------------------------------------------------------------
 
@@ -291,6 +299,25 @@ class History:
             self._db.execute(
                 "UPDATE devices SET labels = ?, labels_received = ? WHERE device = ?",
                 (json.dumps(clean), now, device),
+            )
+
+    def set_thresholds(
+        self,
+        device: str,
+        default: float | None,
+        per_label: Mapping[str, float],
+        received: float | None = None,
+    ) -> None:
+        """The thresholds the device reported (``list`` and ``threshold`` results): the default
+        and each label's, kept until the device reports them again."""
+        _device(device, "thresholds")
+        clean = {k: float(v) for k, v in per_label.items() if isinstance(k, str) and _number(v)}
+        value = {"default": float(default) if _number(default) else None, "labels": clean}
+        now = time.time() if received is None else received
+        with self._write():
+            self._touch(device, now, seen=False)
+            self._db.execute(
+                "UPDATE devices SET thresholds = ? WHERE device = ?", (_dumps(value), device)
             )
 
     def add_command_result(
@@ -414,7 +441,7 @@ class History:
         with self._lock:
             rows = self._db.execute(
                 "SELECT d.device, d.status, d.status_changed, d.last_seen, d.model, d.labels, "
-                "d.labels_received, d.metrics, d.metrics_received, "
+                "d.labels_received, d.metrics, d.metrics_received, d.thresholds, "
                 "(SELECT COUNT(*) FROM events e WHERE e.device = d.device), "
                 "(SELECT MAX(ts) FROM events e WHERE e.device = d.device) "
                 "FROM devices d ORDER BY d.device"
@@ -497,7 +524,7 @@ class History:
     @staticmethod
     def _device_row(row: tuple[Any, ...]) -> dict[str, Any]:
         (device, status, changed, seen, model, labels, labels_at, metrics, metrics_at) = row[:9]
-        events, last_event_ts = row[9:]
+        thresholds, events, last_event_ts = row[9:]
         return {
             "device": device,
             "status": status or "unknown",
@@ -508,6 +535,7 @@ class History:
             "labels_received": labels_at,
             "metrics": json.loads(metrics) if metrics else None,
             "metrics_received": metrics_at,
+            "thresholds": json.loads(thresholds) if thresholds else None,
             "events": int(events),
             "last_event_ts": last_event_ts,
         }

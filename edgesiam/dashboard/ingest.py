@@ -114,6 +114,24 @@ def _labels_of(result: Any) -> list[str] | None:
     return out
 
 
+def _thresholds_of(result: Any) -> tuple[float | None, dict[str, float]] | None:
+    """The default and per-label thresholds in a ``list``/``threshold`` result, if it has them."""
+    if not isinstance(result, dict) or not isinstance(result.get("labels"), list):
+        return None
+    per_label = {
+        item["label"]: float(item["threshold"])
+        for item in result["labels"]
+        if isinstance(item, dict)
+        and isinstance(item.get("label"), str)
+        and isinstance(item.get("threshold"), int | float)
+        and not isinstance(item.get("threshold"), bool)
+    }
+    default = result.get("default_threshold")
+    if not per_label and not isinstance(default, int | float):
+        return None
+    return (float(default) if isinstance(default, int | float) else None), per_label
+
+
 class _QuietWhenStopped(logging.Filter):
     """paho's loop may log "Client is not connected" once after a deliberate disconnect; that
     is the stop itself, not an error worth showing."""
@@ -525,7 +543,12 @@ class Ingester:
                 self.history.set_labels(
                     device, labels, model=model if isinstance(model, str) else None, received=now
                 )
-                updates.append(("labels", {"device": device, "labels": sorted(labels)}))
+                update: dict[str, Any] = {"device": device, "labels": sorted(labels)}
+                thresholds = _thresholds_of(data["result"])
+                if thresholds is not None:
+                    self.history.set_thresholds(device, *thresholds, received=now)
+                    update["thresholds"] = {"default": thresholds[0], "labels": thresholds[1]}
+                updates.append(("labels", update))
             updates.append(("command_result", {**data, "device": device, "received_ts": now}))
 
     def _discovery(

@@ -10,7 +10,8 @@ nothing else. Routes (``docs/DASHBOARD.md`` documents each):
   ``/api/near_misses``, ``/api/timeline``, ``/api/commands``: JSON from the history.
 - ``GET /api/stream``: Server-Sent Events (``event``, ``near_miss``, ``status``, ``metrics``,
   ``labels``, ``command_result``, ``broker``), one JSON object per message.
-- ``POST /api/devices/<id>/enroll|forget|list``: a command to the device; the answer is its result.
+- ``POST /api/devices/<id>/enroll|forget|list|threshold``: a command to the device; the answer is
+  its result (``threshold``: ``{"label": …, "value": cosine}``, no label = the default).
 
 Every response carries a strict Content-Security-Policy (the page loads nothing from elsewhere) and
 API responses are never cached. Request bodies are JSON (``Content-Type: application/json``: a form
@@ -54,8 +55,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_WAV_BYTES: Final = 512 * 1024
-"""The runtime's cap on an enrolled WAV (``CommandHandler.max_wav_bytes``)."""
-MAX_BODY_BYTES: Final = 4 * ((MAX_WAV_BYTES + 2) // 3) + 16 * 1024
+"""The runtime's cap on one enrolled clip, WAV or CSV (``CommandHandler.max_wav_bytes``)."""
+MAX_ENROLL_BYTES: Final = 2 * 1024 * 1024
+"""The runtime's cap on all the clips of one enroll command (``CommandHandler.max_enroll_bytes``)."""
+MAX_CLIPS: Final = 10
+MAX_BODY_BYTES: Final = 4 * ((MAX_ENROLL_BYTES + 2) // 3) + 64 * 1024
 MAX_LIMIT: Final = 10_000
 STATIC_FILES: Final = {
     "app.js": "text/javascript; charset=utf-8",
@@ -66,6 +70,7 @@ CSP: Final = (
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 _LABEL_FORBIDDEN = re.compile(r"[/\\+#\x00-\x1f\x7f]")
+_NAME_FORBIDDEN = re.compile(r"[/\\\x00-\x1f\x7f]")
 
 
 class Commander(Protocol):
@@ -213,21 +218,108 @@ def check_label(label: Any) -> str:
     return label
 
 
-def check_wav(data: Any) -> str:
-    """A base64 WAV within the runtime's cap; returns it unchanged."""
+def _decoded_clip(data: Any, key: str, what: str) -> bytes:
+    """A base64 clip within the runtime's cap on one clip, decoded."""
     if not isinstance(data, str) or not data:
-        raise BadRequest("wav_base64: a base64 string is required")
+        raise BadRequest(f"{key}: a base64 string is required")
     if len(data) > 4 * ((MAX_WAV_BYTES + 2) // 3):
-        raise BadRequest(f"the WAV is over {MAX_WAV_BYTES // 1024} KiB", 413, "too_large")
+        raise BadRequest(f"the {what} is over {MAX_WAV_BYTES // 1024} KiB", 413, "too_large")
     try:
         raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
-        raise BadRequest("wav_base64: not valid base64") from None
+        raise BadRequest(f"{key}: not valid base64") from None
     if len(raw) > MAX_WAV_BYTES:
-        raise BadRequest(f"the WAV is over {MAX_WAV_BYTES // 1024} KiB", 413, "too_large")
+        raise BadRequest(f"the {what} is over {MAX_WAV_BYTES // 1024} KiB", 413, "too_large")
+    return raw
+
+
+def check_wav(data: Any) -> str:
+    """A base64 WAV within the runtime's cap; returns it unchanged."""
+    raw = _decoded_clip(data, "wav_base64", "WAV")
     if len(raw) < 44 or raw[:4] != b"RIFF" or raw[8:12] != b"WAVE":
         raise BadRequest("the file is not a WAV (RIFF/WAVE header missing)")
-    return data
+    return str(data)
+
+
+def check_csv(data: Any) -> str:
+    """A base64 sensor CSV (text) within the runtime's cap; returns it unchanged."""
+    raw = _decoded_clip(data, "csv_base64", "CSV")
+    if not raw.strip() or b"\x00" in raw:
+        raise BadRequest("the file is not a text CSV")
+    return str(data)
+
+
+def _check_clip(clip: Any) -> dict[str, Any]:
+    if not isinstance(clip, dict) or set(clip) - {"name", "wav_base64", "csv_base64"}:
+        raise BadRequest('clips: each clip is {"name", "wav_base64" or "csv_base64"}')
+    if ("wav_base64" in clip) == ("csv_base64" in clip):
+        raise BadRequest("clips: each clip gives either wav_base64 or csv_base64")
+    out: dict[str, Any] = {}
+    name = clip.get("name")
+    if name is not None:
+        if not isinstance(name, str) or not 1 <= len(name) <= 128 or _NAME_FORBIDDEN.search(name):
+            raise BadRequest("clips: a clip name is a file name (1-128 characters, no / or \\)")
+        out["name"] = name
+    if "wav_base64" in clip:
+        out["wav_base64"] = check_wav(clip["wav_base64"])
+    else:
+        out["csv_base64"] = check_csv(clip["csv_base64"])
+    return out
+
+
+def check_enroll(data: dict[str, Any]) -> dict[str, Any]:
+    """An enroll request as the device takes it (``docs/MQTT.md``), checked before it is sent."""
+    unknown = set(data) - {"label", "wav_base64", "csv_base64", "clips", "append"}
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+    request: dict[str, Any] = {"label": check_label(data.get("label"))}
+    sources = [key for key in ("wav_base64", "csv_base64", "clips") if key in data]
+    if len(sources) != 1:
+        raise BadRequest("give one of wav_base64, csv_base64 or clips")
+    if "wav_base64" in data:
+        request["wav_base64"] = check_wav(data["wav_base64"])
+    elif "csv_base64" in data:
+        request["csv_base64"] = check_csv(data["csv_base64"])
+    else:
+        clips = data["clips"]
+        if not isinstance(clips, list) or not 1 <= len(clips) <= MAX_CLIPS:
+            raise BadRequest(f"clips: a list of 1 to {MAX_CLIPS} clips")
+        request["clips"] = [_check_clip(clip) for clip in clips]
+        total = sum(
+            len(str(v)) * 3 // 4 for c in request["clips"] for k, v in c.items() if k != "name"
+        )
+        if total > MAX_ENROLL_BYTES:
+            raise BadRequest(
+                f"the clips are over {MAX_ENROLL_BYTES // (1024 * 1024)} MiB together; send the "
+                "rest with append",
+                413,
+                "too_large",
+            )
+    if "append" in data:
+        if not isinstance(data["append"], bool):
+            raise BadRequest("append: true or false")
+        request["append"] = data["append"]
+    return request
+
+
+def check_threshold(data: dict[str, Any]) -> dict[str, Any]:
+    """A ``threshold`` request: a cosine ``value`` for ``label`` (or, without one, the default);
+    a ``label`` with ``value`` null drops the value set over MQTT for it."""
+    request: dict[str, Any] = {}
+    if data.get("label") is not None:
+        request["label"] = check_label(data["label"])
+    value = data.get("value")
+    if value is None and "label" not in request:
+        raise BadRequest("value: a cosine threshold in [-1, 1] is required")
+    if value is not None:
+        if (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not -1.0 <= value <= 1.0
+        ):
+            raise BadRequest(f"value: a cosine threshold in [-1, 1], got {value!r}")
+        request["value"] = float(value)
+    return request
 
 
 class DashboardApp:
@@ -384,7 +476,7 @@ class DashboardApp:
                 return Response.json({"results": rows})
             return Response.error(404, f"no such endpoint: GET /api/{route}", "not_found")
         if method == "POST":
-            match = re.fullmatch(r"devices/([^/]+)/(enroll|forget|list)", route)
+            match = re.fullmatch(r"devices/([^/]+)/(enroll|forget|list|threshold)", route)
             if match is None:
                 return Response.error(404, f"no such endpoint: POST /api/{route}", "not_found")
             device, verb = match.groups()
@@ -407,15 +499,15 @@ class DashboardApp:
         return data
 
     def _command(self, device: str, verb: str, data: dict[str, Any]) -> Response:
+        unknown: set[str] = set()
         if verb == "enroll":
-            unknown = set(data) - {"label", "wav_base64"}
-            request = {
-                "label": check_label(data.get("label")),
-                "wav_base64": check_wav(data.get("wav_base64")),
-            }
+            request = check_enroll(data)
         elif verb == "forget":
             unknown = set(data) - {"label"}
             request = {"label": check_label(data.get("label"))}
+        elif verb == "threshold":
+            unknown = set(data) - {"label", "value"}
+            request = check_threshold(data)
         else:
             unknown = set(data)
             request = {}
@@ -454,6 +546,7 @@ class DashboardApp:
             "live_listeners": self.feed.listeners,
             "auth_required": self.auth.required,
             "max_wav_bytes": MAX_WAV_BYTES,
+            "max_enroll_bytes": MAX_ENROLL_BYTES,
         }
 
 

@@ -239,6 +239,7 @@ def model_card(manifest: Manifest, context: dict[str, Any]) -> str:
         "",
         f"- Input: {m.modality}, {m.sample_rate} Hz, {m.channels} channel(s)"
         + (f" ({', '.join(m.channel_names)})" if m.channel_names else "")
+        + (f" in {', '.join(u or '-' for u in m.channel_units)}" if m.channel_units else "")
         + f"; windows of {m.window_s:g} s ({m.window} samples), hop {m.hop_s:g} s",
         f"- Front-end: {m.frontend.kind} → features {m.features[0]}×{m.features[1]} "
         f"(`{m.frontend.file}` holds its whole state)",
@@ -430,6 +431,19 @@ def _machine() -> str:
     except OSError:
         pass
     return f"{platform.machine()} {name}".strip()
+
+
+def _channel_units(embedder: Any, calib_dir: Path) -> list[str | None] | None:
+    """The units of the model's channels: the checkpoint's, else those its calibration data
+    declare (which it was read in); None when neither states any."""
+    if embedder.modality != "sensor":
+        return None
+    units: list[str | None] | None = getattr(embedder, "channel_units", None)
+    if units is None:
+        from edgesiam.data.readers import dataset_units, scan_dataset
+
+        units = dataset_units(scan_dataset(calib_dir), embedder.channel_names)
+    return units if units is not None and any(u is not None for u in units) else None
 
 
 def _frontend_info(state: dict[str, np.ndarray]) -> FrontEndInfo:
@@ -703,6 +717,7 @@ def _finish(
         sample_rate=embedder.sample_rate,
         channels=embedder.channels,
         channel_names=embedder.channel_names,
+        channel_units=_channel_units(embedder, Path(str(calib.root))),
         window=embedder.window,
         hop=embedder.hop,
         window_s=embedder.window / embedder.sample_rate,

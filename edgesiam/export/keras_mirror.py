@@ -43,6 +43,7 @@ class MirrorSpec:
     convs: list[ConvSpec]
     projection_kernel: np.ndarray  # (C_last, D)
     projection_bias: np.ndarray  # (D,)
+    input_norm: str = "none"  # "mean": subtract each input channel's mean over time first
 
     @property
     def embedding_dim(self) -> int:
@@ -107,6 +108,7 @@ def mirror_spec(encoder: Any) -> MirrorSpec:
         convs=convs,
         projection_kernel=_numpy(projection.weight).T.astype(np.float32),
         projection_bias=_numpy(projection.bias).astype(np.float32),
+        input_norm=str(getattr(encoder, "input_norm", "none")),
     )
 
 
@@ -147,8 +149,16 @@ def build_keras_mirror(spec: MirrorSpec, time_steps: int, l2_in_model: bool = Tr
         def call(self, x: Any) -> Any:
             return x[:, :: self.step, :]
 
+    class CentreOverTime(keras.layers.Layer):  # type: ignore[misc,name-defined]
+        """Each channel minus its mean over time (MEAN, SUB)."""
+
+        def call(self, x: Any) -> Any:
+            return x - tf.reduce_mean(x, axis=1, keepdims=True)
+
     inputs = keras.Input(shape=(time_steps, spec.in_channels), batch_size=1, name="features")
     h = inputs
+    if spec.input_norm == "mean":
+        h = CentreOverTime(name="centre")(h)
     for i, conv in enumerate(spec.convs):
         if conv.padding:
             h = keras.layers.ZeroPadding1D(conv.padding, name=f"pad{i}")(h)

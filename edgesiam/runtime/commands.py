@@ -8,13 +8,17 @@ with the request's ``correlation_id`` echoed when it could be read.
 
 Verbs and their request fields (every request may carry ``correlation_id``, a string):
 
-- ``enroll``: ``label`` and either ``embeddings`` (rows of floats, already L2-normalised or not) or
-  ``wav_base64`` (a short WAV file, base64; at most ``max_wav_bytes`` decoded).
+- ``enroll``: ``label`` and one of ``embeddings`` (rows of floats, already L2-normalised or not),
+  ``wav_base64`` (a short WAV file, base64; at most ``max_clip_bytes`` decoded), ``csv_base64`` (a
+  sensor CSV, base64, for a sensor bundle) or ``clips`` (1-10 of ``{"name", "wav_base64" or
+  "csv_base64"}``; at most ``max_enroll_bytes`` decoded in all); ``append`` (default false: the
+  label's recordings are replaced) adds them to the label instead.
 - ``forget``: ``label``.
 - ``list``: nothing.
 - ``threshold``: ``label`` (omit for the default threshold) and one of ``value`` (a cosine in
-  [-1, 1]) or ``target_fmr`` (a calibrated false-match rate); neither with a label clears that
-  label's own threshold.
+  [-1, 1]) or ``target_fmr`` (a calibrated false-match rate); neither with a label drops the value
+  set over MQTT for that label. The runtime saves these beside the gallery: they outlast a restart
+  (:mod:`edgesiam.runtime.threshold_store`).
 - ``reload``: nothing (re-read the gallery and config from disk).
 """
 
@@ -24,18 +28,29 @@ import base64
 import binascii
 import json
 import logging
+import re
 import threading
 import time
-from typing import Annotated, Any, Final, Protocol
+from dataclasses import dataclass
+from typing import Annotated, Any, Final, Literal, Protocol
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from edgesiam.errors import EdgesiamError
 
 __all__ = [
     "SCHEMA_COMMAND_RESULT",
     "VERBS",
+    "Clip",
     "CommandHandler",
     "CommandTarget",
     "error_result",
@@ -49,6 +64,9 @@ SCHEMA_COMMAND_RESULT: Final = "edgesiam.cmd_result.v1"
 VERBS: Final = ("enroll", "forget", "list", "threshold", "reload")
 
 _MAX_MESSAGE = 500
+_MAX_CLIPS: Final = 10
+"""The gallery's limit on one label's recordings (``gallery_store.MAX_RECORDINGS``)."""
+_NAME_FORBIDDEN: Final = re.compile(r"[/\\\x00-\x1f\x7f]")
 _FLOAT32_MAX: Final = float(np.finfo(np.float32).max)
 
 
@@ -63,6 +81,15 @@ def validate_label(label: str) -> str:
         raise ValueError(str(exc)) from None
 
 
+@dataclass(frozen=True)
+class Clip:
+    """One recording sent with ``enroll``: its name (for reports), ``"wav"`` or ``"csv"``, bytes."""
+
+    name: str
+    kind: Literal["wav", "csv"]
+    data: bytes
+
+
 class CommandTarget(Protocol):
     """What the runtime offers to commands; each returns a JSON-serialisable dict.
 
@@ -71,9 +98,13 @@ class CommandTarget(Protocol):
     caller. Calls come from the publisher's command thread, one at a time.
     """
 
-    def enroll_embeddings(self, label: str, embeddings: np.ndarray) -> dict[str, Any]: ...
+    def enroll_embeddings(
+        self, label: str, embeddings: np.ndarray, append: bool = False
+    ) -> dict[str, Any]: ...
 
-    def enroll_wav(self, label: str, wav_bytes: bytes) -> dict[str, Any]: ...
+    def enroll_clips(
+        self, label: str, clips: list[Clip], append: bool = False
+    ) -> dict[str, Any]: ...
 
     def forget(self, label: str) -> dict[str, Any]: ...
 
@@ -107,16 +138,45 @@ class _Labelled(_Request):
         return validate_label(value)
 
 
+class ClipRequest(BaseModel):
+    """One clip of ``enroll``'s ``clips``: a WAV or a sensor CSV, base64, and an optional name."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str | None = Field(None, min_length=1, max_length=128)
+    wav_base64: str | None = None
+    csv_base64: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and (
+            _NAME_FORBIDDEN.search(value) or value != value.strip() or value in (".", "..")
+        ):
+            raise ValueError("a clip name is a file name: no / \\ or control characters")
+        return value
+
+    @model_validator(mode="after")
+    def _one_file(self) -> ClipRequest:
+        if (self.wav_base64 is None) == (self.csv_base64 is None):
+            raise ValueError("each clip gives either wav_base64 or csv_base64")
+        return self
+
+
 class EnrollRequest(_Labelled):
     embeddings: list[Annotated[list[Finite], Field(min_length=1, max_length=4096)]] | None = Field(
         None, min_length=1, max_length=256
     )
     wav_base64: str | None = None
+    csv_base64: str | None = None
+    clips: list[ClipRequest] | None = Field(None, min_length=1, max_length=_MAX_CLIPS)
+    append: StrictBool = False
 
     @model_validator(mode="after")
     def _one_source(self) -> EnrollRequest:
-        if (self.embeddings is None) == (self.wav_base64 is None):
-            raise ValueError("give either embeddings or wav_base64")
+        given = [self.embeddings, self.wav_base64, self.csv_base64, self.clips]
+        if sum(x is not None for x in given) != 1:
+            raise ValueError("give either embeddings, wav_base64, csv_base64 or clips")
         if self.embeddings is not None:
             if len({len(row) for row in self.embeddings}) != 1:
                 raise ValueError("every embedding must have the same length")
@@ -227,8 +287,9 @@ def _plain(value: Any) -> Any:
 class CommandHandler:
     """Validates command requests and runs them against a :class:`CommandTarget`.
 
-    ``max_wav_bytes`` caps a decoded ``wav_base64``; ``max_payload_bytes`` caps the raw message
-    before it is even parsed.
+    ``max_wav_bytes`` caps one decoded clip (a WAV or a CSV), ``max_enroll_bytes`` all the clips
+    of one request together; ``max_payload_bytes`` caps the raw message before it is even parsed
+    (raised, when needed, to fit ``max_enroll_bytes`` in base64).
     """
 
     def __init__(
@@ -236,11 +297,15 @@ class CommandHandler:
         target: CommandTarget,
         *,
         max_wav_bytes: int = 512 * 1024,
+        max_enroll_bytes: int = 2 * 1024 * 1024,
         max_payload_bytes: int = 2 * 1024 * 1024,
     ) -> None:
         self.target = target
         self.max_wav_bytes = max_wav_bytes
-        self.max_payload_bytes = max(max_payload_bytes, (max_wav_bytes * 4) // 3 + 64 * 1024)
+        self.max_enroll_bytes = max(max_enroll_bytes, max_wav_bytes)
+        self.max_payload_bytes = max(
+            max_payload_bytes, (self.max_enroll_bytes * 4) // 3 + 64 * 1024
+        )
         self._lock = threading.Lock()
 
     def __call__(self, verb: str, payload: bytes) -> dict[str, Any]:
@@ -316,10 +381,9 @@ class CommandHandler:
         t = self.target
         if isinstance(request, EnrollRequest):
             if request.embeddings is not None:
-                return t.enroll_embeddings(
-                    request.label, np.asarray(request.embeddings, dtype=np.float32)
-                )
-            return t.enroll_wav(request.label, self._decode_wav(request.wav_base64 or ""))
+                rows = np.asarray(request.embeddings, dtype=np.float32)
+                return t.enroll_embeddings(request.label, rows, append=request.append)
+            return t.enroll_clips(request.label, self._clips(request), append=request.append)
         if isinstance(request, ForgetRequest):
             return t.forget(request.label)
         if isinstance(request, ListRequest):
@@ -330,19 +394,37 @@ class CommandHandler:
             return t.reload()
         raise _Invalid(f"unknown command {verb!r}")  # pragma: no cover - _SCHEMAS covers all
 
-    def _decode_wav(self, text: str) -> bytes:
-        limit = 4 * ((self.max_wav_bytes + 2) // 3)
-        if len(text) > limit:
-            raise _TooLarge(f"the WAV is over {self.max_wav_bytes} bytes")
+    def _clips(self, request: EnrollRequest) -> list[Clip]:
+        """The request's clips, decoded and checked against the size caps."""
+        given = request.clips or [
+            ClipRequest(wav_base64=request.wav_base64, csv_base64=request.csv_base64)
+        ]
+        clips = [self._decode_clip(i, clip) for i, clip in enumerate(given, start=1)]
+        total = sum(len(clip.data) for clip in clips)
+        if total > self.max_enroll_bytes:
+            raise _TooLarge(
+                f"the clips are {total} bytes in all; at most {self.max_enroll_bytes} per request "
+                "(send the rest with append)"
+            )
+        return clips
+
+    def _decode_clip(self, number: int, clip: ClipRequest) -> Clip:
+        kind: Literal["wav", "csv"] = "wav" if clip.wav_base64 is not None else "csv"
+        text = clip.wav_base64 if clip.wav_base64 is not None else clip.csv_base64 or ""
+        what = "WAV" if kind == "wav" else "CSV"
+        if len(text) > 4 * ((self.max_wav_bytes + 2) // 3):
+            raise _TooLarge(f"the {what} is over {self.max_wav_bytes} bytes")
         try:
             raw = base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
-            raise _Invalid("wav_base64 is not valid base64") from None
+            raise _Invalid(f"{kind}_base64 is not valid base64") from None
         if len(raw) > self.max_wav_bytes:
-            raise _TooLarge(f"the WAV is {len(raw)} bytes; at most {self.max_wav_bytes}")
-        if len(raw) < 44 or raw[:4] != b"RIFF" or raw[8:12] != b"WAVE":
+            raise _TooLarge(f"the {what} is {len(raw)} bytes; at most {self.max_wav_bytes}")
+        if kind == "wav" and (len(raw) < 44 or raw[:4] != b"RIFF" or raw[8:12] != b"WAVE"):
             raise _Invalid("wav_base64 does not hold a WAV file (no RIFF/WAVE header)")
-        return raw
+        if kind == "csv" and (not raw.strip() or b"\x00" in raw):
+            raise _Invalid("csv_base64 does not hold a text CSV file")
+        return Clip(clip.name or f"clip{number}.{kind}", kind, raw)
 
 
 class _TooLarge(Exception):

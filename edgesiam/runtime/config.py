@@ -4,7 +4,8 @@ Unknown keys are errors with their path (``matching.gate.treshold_db: unknown ke
 chosen by its ``type`` field (``file``, ``stdin``, ``mic``, ``mqtt``, ``serial``); secrets never
 need to sit in the file: the MQTT password comes from ``password_env`` (an environment variable)
 or ``password_file`` (a systemd credential, a Docker secret). Relative paths in a file are taken
-relative to that file's folder.
+relative to that file's folder; ``~`` and ``~user`` are expanded (a user unknown here is an error
+naming the key).
 
 ``load_runtime_config(path, overrides)`` reads a YAML file (or nothing: ``path=None``), applies
 dotted-key overrides (what the ``edgesiam run`` flags set) and validates the result.
@@ -19,14 +20,17 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
 from edgesiam.bundle import FMR_TARGETS, fmr_key
 from edgesiam.config import StrictModel, format_validation_error, load_yaml
+from edgesiam.core.units import canonical_unit
 from edgesiam.errors import ConfigError
+from edgesiam.paths import UserPath, expand_user
 from edgesiam.runtime.mqtt import BrokerOptions, MqttSettings, parse_broker_url
 
 __all__ = [
+    "UNSET",
     "DecisionConfig",
     "FileSourceConfig",
     "GateConfig",
@@ -64,7 +68,7 @@ def default_state_dir() -> Path:
     systemd = os.environ.get("STATE_DIRECTORY")
     if systemd:
         return Path(systemd.split(":")[0])
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    base = os.environ.get("XDG_STATE_HOME") or expand_user("~/.local/state", "state_dir")
     return Path(base) / "edgesiam"
 
 
@@ -78,15 +82,36 @@ class _SourceBase(StrictModel):
     )
 
 
+def _known_units(value: list[str | None] | dict[str, str]) -> list[str | None] | dict[str, str]:
+    try:
+        if isinstance(value, dict):
+            return {k: canonical_unit(u) for k, u in value.items()}
+        return [None if u is None else canonical_unit(u) for u in value]
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+
+
+SensorUnits = Annotated[
+    list[str | None] | dict[str, str] | None,
+    AfterValidator(lambda v: None if v is None else _known_units(v)),
+    Field(
+        description="units the sensor samples are in: one per channel in the bundle's order "
+        "(e.g. [m/s^2, m/s^2, m/s^2, deg/s, deg/s, deg/s]) or a table by the bundle's channel "
+        "names; g, m/s^2, rad/s, deg/s. Converted to the bundle's units (default: already in them)"
+    ),
+]
+
+
 class FileSourceConfig(_SourceBase):
     """Samples from a file: audio (wav, flac, ogg, opus; resampled to the bundle's rate) or a
     sensor recording (csv, npy). The run ends when the file is exhausted."""
 
     type: Literal["file"] = "file"
-    path: Path = Field(description="the file to read")
+    path: UserPath = Field(description="the file to read")
     realtime: bool = Field(
         False, description="pace the samples at the stream's rate (a replayed live stream)"
     )
+    units: SensorUnits = None
 
 
 class StdinSourceConfig(_SourceBase):
@@ -110,6 +135,7 @@ class StdinSourceConfig(_SourceBase):
         "processing falls behind; false: a recording piped in, which waits for the pipeline; "
         "unset: a recording when stdin is a file or runs ahead of real time, else live",
     )
+    units: SensorUnits = None
 
 
 class MicSourceConfig(_SourceBase):
@@ -148,6 +174,7 @@ class MqttSourceConfig(_SourceBase):
         "(default: the runtime's broker, with its credentials)",
     )
     qos: Literal[0, 1] = 0
+    units: SensorUnits = None
 
     @field_validator("url")
     @classmethod
@@ -172,6 +199,7 @@ class SerialSourceConfig(_SourceBase):
     sample_rate: float | None = Field(
         None, gt=0, description="nominal samples per second (default: the bundle's)"
     )
+    units: SensorUnits = None
 
 
 SourceConfig = Annotated[
@@ -270,6 +298,11 @@ class DecisionConfig(StrictModel):
     m: int = Field(3, ge=1, description="… among the last m windows")
     refractory_s: float = Field(
         2.0, ge=0, description="no new event for the same label within this many seconds"
+    )
+    hold: bool = Field(
+        False,
+        description="renew the refractory period while the label keeps matching: one event per "
+        "continuous occurrence (a long sound), the next after refractory_s without a match",
     )
 
     @model_validator(mode="after")
@@ -411,14 +444,14 @@ class ProcessingConfig(StrictModel):
 class RuntimeConfig(StrictModel):
     """Everything ``edgesiam run`` needs on a device."""
 
-    bundle: Path = Field(description="bundle directory (from edgesiam export)")
-    gallery: Path | None = Field(
+    bundle: UserPath = Field(description="bundle directory (from edgesiam export)")
+    gallery: UserPath | None = Field(
         None, description="enrolled templates (default: <state_dir>/gallery.npz)"
     )
     device_id: str = Field(
         default_factory=default_device_id, description="this device's name in MQTT topics"
     )
-    state_dir: Path = Field(
+    state_dir: UserPath = Field(
         default_factory=default_state_dir,
         description="outbox and sequence numbers (default: $STATE_DIRECTORY or "
         "~/.local/state/edgesiam)",
@@ -450,9 +483,13 @@ class RuntimeConfig(StrictModel):
 # loading
 
 
+UNSET: Final = object()
+"""An override value that removes the key (``run --threshold`` drops the file's ``target_fmr``)."""
+
+
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Set dotted keys (``mqtt.port``) in a copy of ``data``; a dict value replaces the section
-    when its key is the section itself (``source``)."""
+    when its key is the section itself (``source``); :data:`UNSET` removes the key."""
     out: dict[str, Any] = dict(data)
     for dotted, value in overrides.items():
         node = out
@@ -462,7 +499,10 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
             child = dict(child) if isinstance(child, dict) else {}
             node[key] = child
             node = child
-        node[leaf] = value
+        if value is UNSET:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = value
     return out
 
 
@@ -492,10 +532,13 @@ def _relative_to(data: dict[str, Any], folder: Path) -> dict[str, Any]:
             node = node[key]
         if isinstance(node, dict):
             value = node.get(keys[-1])
-            if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            # ~ and ~user are left to the UserPath fields, whose errors name the key
+            if (
+                isinstance(value, str)
+                and value[:1] not in ("", "~")
+                and not Path(value).is_absolute()
+            ):
                 node[keys[-1]] = str(folder / value)
-            elif isinstance(value, str):
-                node[keys[-1]] = str(Path(value).expanduser())
     return out
 
 

@@ -14,7 +14,9 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from edgesiam.runtime.gallery_store import MAX_RECORDINGS, GalleryInfo, GalleryStore
+from edgesiam.core.gate import DEFAULT_SENSOR_THRESHOLD, DEFAULT_THRESHOLD_DB
+from edgesiam.errors import ConfigError, DataError, EdgesiamError
+from edgesiam.runtime.gallery_store import MAX_RECORDINGS, Enrolment, GalleryInfo, GalleryStore
 
 __all__ = ["add_gallery_parsers", "cmd_enroll", "cmd_gallery_forget", "cmd_gallery_list"]
 
@@ -22,27 +24,43 @@ ENROLL_DESCRIPTION = textwrap.dedent(
     f"""
     Enroll a label (a person, a sound, a gesture) from 1 to {MAX_RECORDINGS} example recordings,
     so that the runtime recognises it. Each recording is embedded with the bundle's int8 model
-    (the mean of its windows' embeddings) and stored as one template in the gallery file.
+    and stored as one template in the gallery file.
 
-    The gallery is one .npz file, written atomically (a power cut leaves the old or the new
-    gallery, never a broken one) and bound to the bundle's model: a gallery enrolled with one
-    model is refused with any other (re-enroll with the new bundle into a new file).
+    Give the recordings as files, as a folder (every recording in it; other files such as
+    notes.txt are skipped with one line), or enroll every DIR/<label>/ of a dataset folder at
+    once with --from-dataset DIR. Audio (.wav .flac .ogg .opus .mp3 .m4a .aac) is resampled to
+    the bundle's rate (.m4a/.aac need ffmpeg); sensor files (.csv .npy) must have the bundle's
+    channels. CSV headers are matched by name; the dataset.toml beside a file (or one folder
+    above its label folder) gives its rate, column names and units.
 
-    Audio files (.wav .flac .ogg .opus) are resampled to the bundle's rate; sensor files
-    (.csv .npy) must have the bundle's channels. Enrolling a label again replaces its
-    recordings; --append adds to them instead.
+    Enrolling a label again REPLACES its recordings (the default); --append adds the new ones
+    to them instead (at most {MAX_RECORDINGS} in all).
+
+    A template is made from the clip's active windows only: those at or above the runtime's
+    energy gate (--gate-db, default {DEFAULT_THRESHOLD_DB:g} dBFS, for audio). As in the runtime,
+    the gate is on for audio bundles and off for sensor bundles; --gate on|off says otherwise.
+    A clip with no active window (silence, a dead microphone, no motion) is refused with the
+    reason, and the report says how many windows of each clip were active.
+
+    The gallery is one .npz file, written atomically and bound to the bundle's model: a gallery
+    enrolled with one model is refused with any other (re-enroll into a new file).
 
     The consistency is the mean cosine between the recordings (1.0 = identical; n/a for one):
     low values mean the recordings disagree (different conditions, or the wrong clip). You are
-    warned about clips shorter than one window, silent or mostly silent clips, and labels that
-    are close to another enrolled label.
+    warned about clips shorter than one window, mostly silent clips, and labels that are close
+    to another enrolled label.
 
     examples:
-      edgesiam enroll --bundle bundles/speaker --gallery gallery.npz --label alice \\
+      edgesiam enroll --bundle export/speaker --gallery gallery.npz --label alice \\
           alice1.wav alice2.wav alice3.wav
-      edgesiam enroll --bundle bundles/speaker --gallery gallery.npz --label alice --append \\
-          alice4.wav
-      edgesiam enroll --bundle bundles/motion --gallery moves.npz --label wave wave*.csv
+      edgesiam enroll --bundle export/speaker --gallery gallery.npz --label alice --append \\
+          alice4.mp3
+      edgesiam enroll --bundle export/events --gallery workshop.npz --label saw recordings/saw/
+      edgesiam enroll --bundle export/events --gallery workshop.npz --from-dataset recordings/
+      edgesiam enroll --bundle export/motion --gallery moves.npz --label wave wave*.csv
+
+    exit status: 0 when every label was enrolled, 1 when --from-dataset enrolled only some of
+    them, 2 for an error.
     """
 )
 
@@ -71,29 +89,49 @@ def add_gallery_parsers(subparsers: Any) -> tuple[argparse.ArgumentParser, argpa
         description=ENROLL_DESCRIPTION,
         formatter_class=_formatter,
     )
-    en.add_argument("files", nargs="+", metavar="FILE", help="example recordings of the label")
+    en.add_argument(
+        "files",
+        nargs="*",
+        metavar="FILE_OR_FOLDER",
+        help="example recordings of the label, or folders of them",
+    )
     en.add_argument("--bundle", required=True, metavar="BUNDLE_DIR", help="the exported bundle")
     en.add_argument(
         "--gallery", required=True, metavar="GALLERY", help="gallery file (created when absent)"
     )
-    en.add_argument("--label", required=True, help="the name to enroll (1-64 characters)")
+    en.add_argument("--label", help="the name to enroll (1-64 characters)")
     en.add_argument(
-        "--append", action="store_true", help="add to the label's recordings instead of replacing"
+        "--from-dataset",
+        metavar="DIR",
+        help="enroll every DIR/<label>/ of a dataset folder (instead of --label and files)",
+    )
+    en.add_argument(
+        "--append",
+        action="store_true",
+        help="add to the label's recordings (default: replace them)",
+    )
+    en.add_argument(
+        "--gate",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="the energy gate that picks a clip's active windows: auto = as the runtime "
+        "(on for audio, off for sensors)",
     )
     en.add_argument(
         "--gate-db",
         type=float,
-        default=-45.0,
+        default=DEFAULT_THRESHOLD_DB,
         metavar="DBFS",
-        help="audio level under which a clip or window counts as silent (default -45)",
+        help=f"audio level under which a window is silent (default {DEFAULT_THRESHOLD_DB:g}, "
+        "as matching.gate.threshold_db)",
     )
     en.add_argument(
         "--sensor-threshold",
         type=float,
-        default=0.02,
+        default=DEFAULT_SENSOR_THRESHOLD,
         metavar="STD",
-        help="sensor activity (total std of the first three channels) under which a clip counts as "
-        "motionless (default 0.02)",
+        help="sensor activity (total std of the first three channels) under which a window is "
+        f"still (default {DEFAULT_SENSOR_THRESHOLD:g}, as matching.gate.sensor_threshold)",
     )
     en.add_argument("--json", action="store_true", help="print the result as JSON")
     en.set_defaults(func=cmd_enroll)
@@ -142,50 +180,156 @@ def _bundle_sha(bundle: str | None) -> tuple[str | None, str | None]:
 def cmd_enroll(args: argparse.Namespace) -> int:
     from edgesiam.core.gate import EnergyGate
     from edgesiam.interpreters import load_model
-    from edgesiam.runtime.gallery_store import enroll_recordings, model_sha256, validate_label
+    from edgesiam.runtime.gallery_store import model_sha256, validate_label
 
-    validate_label(args.label)
+    if args.from_dataset is not None:
+        if args.label is not None or args.files:
+            raise ConfigError(
+                "--from-dataset takes the labels from the folder names: give no --label or files"
+            )
+    elif args.label is None or not args.files:
+        raise ConfigError(
+            "give --label NAME and the recordings (files or a folder), or --from-dataset DIR"
+        )
+    else:
+        validate_label(args.label)
     embedder = load_model(Path(args.bundle))
     store = GalleryStore(
         Path(args.gallery), model_sha256(embedder.manifest), bundle_name=embedder.manifest.name
     )
-    gate = EnergyGate(args.gate_db, sensor_threshold=args.sensor_threshold)
-    result = enroll_recordings(
-        store, embedder, args.label, [Path(f) for f in args.files], gate=gate, append=args.append
+    enabled = {"auto": None, "on": True, "off": False}[args.gate]
+    gate = EnergyGate.for_modality(
+        embedder.modality, args.gate_db, enabled=enabled, sensor_threshold=args.sensor_threshold
     )
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "gallery": str(store.path),
-                    "label": result.label,
-                    "recordings": result.recordings,
-                    "consistency": None if result.recordings < 2 else result.consistency,
-                    "replaced": result.replaced,
-                    "closest": None
-                    if result.closest is None
-                    else {"label": result.closest[0], "score": result.closest[1]},
-                    "warnings": result.warnings,
-                },
-                indent=2,
-            )
+    plan: dict[str, list[Path]]
+    if args.from_dataset is None:
+        plan = {str(args.label): _recordings_of(args.files, embedder.modality)}
+    else:
+        plan = _dataset_plan(Path(args.from_dataset), embedder.modality)
+    _check_counts(store, plan, args.append)
+    done: list[Enrolment] = []
+    failed: list[tuple[str, str]] = []
+    for label, files in plan.items():
+        try:
+            done.append(_enroll_one(store, embedder, label, files, gate, args.append))
+        except EdgesiamError as exc:
+            if args.from_dataset is None:
+                raise
+            failed.append((label, str(exc)))
+    _print_enrolments(args, store, embedder.manifest.name, done, failed)
+    return 1 if failed else 0
+
+
+def _recordings_of(names: list[str], modality: str) -> list[Path]:
+    """Files as given; a folder stands for the recordings in it (other files skipped)."""
+    from edgesiam.data.readers import list_recordings
+
+    files: list[Path] = []
+    for name in names:
+        path = Path(name)
+        files.extend(list_recordings(path, modality) if path.is_dir() else [path])
+    return files
+
+
+def _dataset_plan(root: Path, modality: str) -> dict[str, list[Path]]:
+    """Every label folder of a dataset folder and its recordings, in label order."""
+    from edgesiam.data.readers import scan_dataset
+
+    info = scan_dataset(root)
+    if info.modality != modality:
+        raise DataError(
+            f"holds {info.modality} recordings, but the bundle is for {modality}", info.root
         )
-        return 0
-    verb = "re-enrolled" if result.replaced else "enrolled"
-    print(
-        f"{verb} '{result.label}' from {result.recordings} recording"
-        f"{'s' if result.recordings != 1 else ''} into {store.path} "
-        f"(model {embedder.manifest.name}, sha256 {(store.bundle_sha256 or '')[:12]}…)"
-    )
-    print(
-        f"  consistency: {result.consistency_text} (mean cosine between the recordings; "
-        "1.0 = identical, n/a for one)"
-    )
-    if result.closest is not None:
-        print(f"  closest other label: {result.closest[0]} ({result.closest[1]:.3f})")
-    for warning in result.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    return 0
+    plan: dict[str, list[Path]] = {}
+    for rec in info.recordings:
+        plan.setdefault(rec.label, []).append(rec.path)
+    return plan
+
+
+def _check_counts(store: GalleryStore, plan: dict[str, list[Path]], append: bool) -> None:
+    """Refuse a plan that would pass a label's limit before anything is written."""
+    have = {}
+    if append and store.exists():
+        have = {info.label: info.recordings for info in store.list()}
+    over = [
+        f"{label} ({have.get(label, 0) + len(files)})"
+        for label, files in plan.items()
+        if have.get(label, 0) + len(files) > MAX_RECORDINGS
+    ]
+    if over:
+        raise ConfigError(
+            f"a label takes 1 to {MAX_RECORDINGS} recordings; these would have more: "
+            f"{', '.join(over)}. Keep the best {MAX_RECORDINGS} of each (few-shot enrolment), "
+            "or enroll without --append to replace the old ones"
+        )
+
+
+def _enroll_one(
+    store: GalleryStore,
+    embedder: Any,
+    label: str,
+    files: list[Path],
+    gate: Any,
+    append: bool,
+) -> Enrolment:
+    from edgesiam.runtime.gallery_store import enroll_recordings, validate_label
+
+    validate_label(label)
+    return enroll_recordings(store, embedder, label, files, gate=gate, append=append)
+
+
+def _enrolment_json(result: Enrolment) -> dict[str, Any]:
+    return {
+        "label": result.label,
+        "recordings": result.recordings,
+        "consistency": None if result.recordings < 2 else result.consistency,
+        "replaced": result.replaced,
+        "clips": [clip.to_dict() for clip in result.clips],
+        "closest": None
+        if result.closest is None
+        else {"label": result.closest[0], "score": result.closest[1]},
+        "warnings": result.warnings,
+    }
+
+
+def _print_enrolments(
+    args: argparse.Namespace,
+    store: GalleryStore,
+    model: str,
+    done: list[Enrolment],
+    failed: list[tuple[str, str]],
+) -> None:
+    if args.json:
+        if args.from_dataset is None:
+            out: dict[str, Any] = {"gallery": str(store.path), **_enrolment_json(done[0])}
+        else:
+            out = {
+                "gallery": str(store.path),
+                "labels": [_enrolment_json(result) for result in done],
+                "failed": [{"label": label, "error": error} for label, error in failed],
+            }
+        print(json.dumps(out, indent=2))
+        return
+    for result in done:
+        verb = "re-enrolled" if result.replaced else "enrolled"
+        print(
+            f"{verb} '{result.label}' from {result.recordings} recording"
+            f"{'s' if result.recordings != 1 else ''} into {store.path} "
+            f"(model {model}, sha256 {(store.bundle_sha256 or '')[:12]}…)"
+        )
+        for clip in result.clips:
+            print(f"  {clip.text}")
+        print(
+            f"  consistency: {result.consistency_text} (mean cosine between the recordings; "
+            "1.0 = identical, n/a for one)"
+        )
+        if result.closest is not None:
+            print(f"  closest other label: {result.closest[0]} ({result.closest[1]:.3f})")
+        for warning in result.warnings:
+            if not any(warning == clip.text for clip in result.clips):
+                print(f"warning: {warning}", file=sys.stderr)
+    for label, error in failed:
+        print(f"edgesiam: error: label '{label}': {error}", file=sys.stderr)
 
 
 def _info_json(info: GalleryInfo) -> dict[str, Any]:

@@ -68,6 +68,7 @@ __all__ = [
     "GALLERY_VERSION",
     "MAX_LABEL_LENGTH",
     "MAX_RECORDINGS",
+    "ClipReport",
     "Enrolment",
     "GalleryInfo",
     "GalleryStore",
@@ -84,7 +85,7 @@ MAX_LABEL_LENGTH: Final = 64
 MAX_RECORDINGS: Final = 10
 """Most recordings one label may have (few-shot enrolment: 1 to 10)."""
 MOSTLY_SILENT: Final = 0.5
-"""A clip with more than this fraction of its windows below the gate gets a warning."""
+"""A clip with more than this fraction of its windows gated out gets a warning."""
 
 _FORBIDDEN: Final = frozenset("/\\+#")
 Float32Array = npt.NDArray[np.float32]
@@ -188,6 +189,31 @@ class GalleryInfo:
         return sum(info.recordings for info in self.labels)
 
 
+@dataclass(frozen=True)
+class ClipReport:
+    """What one clip gave its label: its windows, how many the energy gate let through (the
+    template is made of those), or why it was refused."""
+
+    name: str
+    windows: int
+    active: int
+    refused: str | None = None
+
+    @property
+    def text(self) -> str:
+        if self.refused is not None:
+            return f"{self.name}: refused: {self.refused}"
+        return f"{self.name}: {self.active} of {self.windows} windows active"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "windows": self.windows,
+            "active": self.active,
+            "refused": self.refused,
+        }
+
+
 @dataclass
 class Enrolment:
     """What an enrolment did: the label, its recordings and consistency, and any warnings."""
@@ -199,6 +225,8 @@ class Enrolment:
     warnings: list[str] = field(default_factory=list)
     closest: tuple[str, float] | None = None
     """The most similar other enrolled label and its best cosine to this label's recordings."""
+    clips: list[ClipReport] = field(default_factory=list)
+    """One report per clip given, refused ones included (enroll_recordings)."""
 
     @property
     def consistency_text(self) -> str:
@@ -608,14 +636,12 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None], mode: int = 0o6
 
 
 def _read_recording(embedder: Any, path: Path) -> np.ndarray:
-    from edgesiam.data.readers import modality_of, read_audio, read_sensor
+    from edgesiam.data.readers import RECORDING_EXTENSIONS, modality_of, read_audio
 
     kind = modality_of(path)
     if kind is None:
         raise DataError(
-            "is not a recording this edgesiam reads (audio: .wav .flac .ogg .opus; "
-            "sensor: .csv .npy)",
-            path,
+            f"is not a recording this edgesiam reads ({' '.join(RECORDING_EXTENSIONS)})", path
         )
     if kind != embedder.modality:
         raise DataError(f"is a {kind} file, but the bundle is for {embedder.modality}", path)
@@ -623,40 +649,103 @@ def _read_recording(embedder: Any, path: Path) -> np.ndarray:
         raise DataError("does not exist (or is not a file)", path)
     if kind == "audio":
         return read_audio(path, int(embedder.sample_rate))
-    return read_sensor(path, channels=int(embedder.channels))
+    return _read_sensor_recording(embedder, path)
 
 
-def _clip_warnings(embedder: Any, path: Path, x: np.ndarray, gate: EnergyGate) -> list[str]:
+def _read_sensor_recording(embedder: Any, path: Path) -> np.ndarray:
+    """A sensor file in the bundle's channel order, units and rate, as the dataset.toml of its
+    dataset folder describes it (notices are logged, naming the file)."""
+    from edgesiam.data.readers import SensorSpec, read_recording_for
+
+    return read_recording_for(path, SensorSpec.of(embedder))
+
+
+def _template_gate(gate: EnergyGate) -> EnergyGate:
+    """``gate``'s thresholds without its hangover: the hangover lets a stream's word endings reach
+    the model, but a template made from the quiet windows after a sound would match the quiet
+    parts of every stream. A copy also leaves the runtime's own gate (which the device's enroll
+    command passes) as it was."""
+    return EnergyGate(
+        gate.threshold_db,
+        0,
+        enabled=gate.enabled,
+        sensor_threshold=gate.sensor_threshold,
+    )
+
+
+def _no_activity(embedder: Any, windows: np.ndarray, gate: EnergyGate) -> str:
+    levels = gate.levels(windows)
+    top = float(np.nanmax(levels)) if np.any(np.isfinite(levels)) else math.nan
+    n = len(windows)
+    if embedder.modality == "audio":
+        return (
+            f"no active window: all {n} of its windows are below the energy gate's "
+            f"{gate.threshold_db:.0f} dBFS (the loudest is {top:.1f} dBFS); record closer or "
+            "louder, or lower the gate (enroll --gate-db, matching.gate.threshold_db)"
+        )
+    return (
+        f"no active window: none of its {n} windows moves more than the gate's "
+        f"{gate.sensor_threshold:g} (the most is {top:.4g}); record the motion itself, or lower "
+        "the gate (enroll --sensor-threshold, matching.gate.sensor_threshold)"
+    )
+
+
+def _embed_active(
+    embedder: Any, name: str, x: np.ndarray, gate: EnergyGate
+) -> tuple[np.ndarray | None, ClipReport]:
+    """A clip's recording embedding from the windows above the runtime's energy gate.
+
+    Returns ``(None, report)`` when no window is active: silence must not become a template that
+    then matches the quiet parts of every stream.
+    """
+    from edgesiam.embedders import embed_windows
+
+    windows = frame(x, embedder.window, embedder.hop)
+    mask = _template_gate(gate).active_mask(windows)
+    active = int(np.count_nonzero(mask))
+    if active == 0:
+        return None, ClipReport(name, len(windows), 0, _no_activity(embedder, windows, gate))
+    embedding = recording_embedding(embed_windows(embedder, windows[mask]))
+    return embedding, ClipReport(name, len(windows), active)
+
+
+def _clip_warnings(embedder: Any, x: np.ndarray, clip: ClipReport, gate: EnergyGate) -> list[str]:
     out = []
     rate = float(embedder.sample_rate)
+    name = clip.name
     if x.shape[0] < embedder.window:
         out.append(
-            f"{path.name}: shorter than one window ({x.shape[0] / rate:.2f} s < "
+            f"{name}: shorter than one window ({x.shape[0] / rate:.2f} s < "
             f"{embedder.window / rate:.2f} s): it was padded with silence; record a longer clip"
         )
     if embedder.modality == "audio":
         level = rms_dbfs(x)
-        if not level >= gate.threshold_db:
+        if not gate.enabled and not level >= gate.threshold_db:
             out.append(
-                f"{path.name}: silent (RMS {level:.1f} dBFS, below the gate's "
-                f"{gate.threshold_db:.0f} dBFS): check the microphone and record again"
+                f"{name}: silent (RMS {level:.1f} dBFS, below {gate.threshold_db:.0f} dBFS; the "
+                "gate is off, so it was enrolled as it is): check the microphone and record again"
             )
-        elif x.shape[0] >= embedder.window:
-            levels = gate.levels(frame(x, embedder.window, embedder.hop))
-            quiet = float(np.mean(levels < gate.threshold_db))
-            if quiet > MOSTLY_SILENT:
-                out.append(
-                    f"{path.name}: {quiet:.0%} of its windows are below the gate's "
-                    f"{gate.threshold_db:.0f} dBFS: trim the silence or record closer"
-                )
+        elif gate.enabled and clip.active < clip.windows * (1.0 - MOSTLY_SILENT):
+            out.append(
+                f"{name}: only {clip.active} of its {clip.windows} windows pass the energy gate "
+                f"({gate.threshold_db:.0f} dBFS): its template is made from those; trim the "
+                "silence or record closer"
+            )
     else:
         activity = sensor_activity(x)
         if activity < gate.sensor_threshold:
             out.append(
-                f"{path.name}: shows almost no motion (total std of its first three channels "
+                f"{name}: shows almost no motion (total std of its first three channels "
                 f"{activity:.4g} < {gate.sensor_threshold:g})"
             )
     return out
+
+
+def _refused(label: str, clips: Sequence[ClipReport], files: Sequence[Path]) -> DataError:
+    if len(clips) == 1:
+        return DataError(f"refused: {clips[0].refused}", files[0])
+    texts = "; ".join(c.text for c in clips)
+    return DataError(f"'{label}' was not enrolled: every clip was refused: {texts}")
 
 
 def enroll_recordings(
@@ -667,25 +756,33 @@ def enroll_recordings(
     *,
     gate: EnergyGate | None = None,
     append: bool = False,
+    names: Sequence[str] | None = None,
 ) -> Enrolment:
-    """Read 1-10 recordings, embed them with ``embedder`` (contract 3) and enroll ``label``.
+    """Read 1-10 recordings, embed them with ``embedder`` and enroll ``label``.
 
     ``embedder`` is a ``WindowEmbedder`` (a :class:`edgesiam.interpreters.BundleEmbedder` on the
     device); when it has a ``manifest``, the store is bound to its model (a store bound to
     another model is refused). Audio is read at the bundle's rate; sensor files (.csv/.npy) must
-    have the bundle's channels. Warnings (not errors) for clips shorter than one window, silent
-    or mostly silent clips (by ``gate``, default :class:`EnergyGate` defaults), recordings that
-    disagree (consistency below the bundle's same-label threshold at its EER) and a label that is
-    close to another enrolled one (above the bundle's threshold at FMR 1e-3).
-    """
-    from edgesiam.embedders import embed_recording
+    have the bundle's channels.
 
+    Each template is the recording embedding (contract 3) of the clip's *active* windows: those
+    at or above ``gate``'s threshold, the runtime's energy gate without its hangover (default: the
+    runtime's default gate of the bundle's modality, on for audio, off for sensors). A clip with no active window is refused
+    (reported in ``Enrolment.clips`` and the warnings); when every clip is refused nothing is
+    written and a ``DataError`` says why. Warnings (not errors) for clips shorter than one window,
+    mostly silent clips, recordings that disagree (consistency below the bundle's same-label
+    threshold at its EER) and a label that is close to another enrolled one (above the bundle's
+    threshold at FMR 1e-3). ``names`` replaces the file names in reports and ``sources``.
+    """
     validate_label(label)
     files = [Path(p) for p in paths]
     if not 1 <= len(files) <= MAX_RECORDINGS:
         raise ConfigError(
             f"enroll '{label}' from 1 to {MAX_RECORDINGS} recordings, got {len(files)}"
         )
+    shown = [str(n) for n in names] if names is not None else [f.name for f in files]
+    if len(shown) != len(files):
+        raise ConfigError(f"{len(shown)} names for {len(files)} recordings")
     seen: set[Path] = set()
     for f in files:
         key = f.resolve()
@@ -703,15 +800,26 @@ def enroll_recordings(
                 f"the gallery store is bound to model sha256 {_short(store.bundle_sha256)}…, the "
                 f"embedder's bundle has {_short(sha)}…"
             )
-    gate = gate if gate is not None else EnergyGate()
+    gate = gate if gate is not None else EnergyGate.for_modality(embedder.modality)
     warnings: list[str] = []
     embeddings = []
-    for f in files:
+    clips: list[ClipReport] = []
+    sources: list[str] = []
+    for f, name in zip(files, shown, strict=True):
         x = _read_recording(embedder, f)
-        warnings.extend(_clip_warnings(embedder, f, x, gate))
-        embeddings.append(embed_recording(embedder, x))
-    result = store.enroll(label, embeddings, sources=[f.name for f in files], append=append)
+        embedding, clip = _embed_active(embedder, name, x, gate)
+        clips.append(clip)
+        if embedding is None:
+            warnings.append(clip.text)
+            continue
+        warnings.extend(_clip_warnings(embedder, x, clip, gate))
+        embeddings.append(embedding)
+        sources.append(name)
+    if not embeddings:
+        raise _refused(label, clips, files)
+    result = store.enroll(label, embeddings, sources=sources, append=append)
     result.warnings = warnings + _model_warnings(manifest, result)
+    result.clips = clips
     return result
 
 

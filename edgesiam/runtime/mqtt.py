@@ -42,7 +42,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final, Literal, Protocol, runtime_checkable
 from urllib.parse import unquote, urlsplit
 
@@ -50,6 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 
 from edgesiam import __version__
 from edgesiam.errors import ConfigError, MissingExtraError
+from edgesiam.paths import UserPath
 from edgesiam.runtime.outbox import Event, Outbox
 
 __all__ = [
@@ -150,13 +150,13 @@ class BrokerOptions(BaseModel):
     username: str | None = Field(None, description="default: the user@ of the URL")
     password: SecretStr | None = Field(None, description="the password itself (already resolved)")
     password_env: str | None = Field(None, description="environment variable holding it")
-    password_file: Path | None = Field(None, description="file holding it (one line)")
+    password_file: UserPath | None = Field(None, description="file holding it (one line)")
     allow_plaintext_password: bool = Field(
         False, description="send a password over mqtt:// without TLS (trusted networks only)"
     )
-    tls_ca: Path | None = Field(None, description="CA bundle (default: the system's)")
-    tls_cert: Path | None = Field(None, description="client certificate (PEM)")
-    tls_key: Path | None = Field(None, description="client key (PEM)")
+    tls_ca: UserPath | None = Field(None, description="CA bundle (default: the system's)")
+    tls_cert: UserPath | None = Field(None, description="client certificate (PEM)")
+    tls_key: UserPath | None = Field(None, description="client key (PEM)")
     tls_insecure: bool = Field(False, description="skip the host-name check (test brokers only)")
     keepalive: int = Field(30, ge=5, le=3600, description="seconds; the will fires after 1.5×")
     reconnect_min_s: int = Field(1, ge=1, description="first reconnect delay")

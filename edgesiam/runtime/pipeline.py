@@ -33,14 +33,14 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Final, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, TextIO
 
 import numpy as np
 
 from edgesiam.core.decision import Decider, Decision, DecisionRule
 from edgesiam.core.frontend import WindowFeatures
 from edgesiam.core.gate import EnergyGate
-from edgesiam.core.matching import Gallery, Thresholds, threshold_for
+from edgesiam.core.matching import Gallery, threshold_for
 from edgesiam.core.windowing import StreamWindower
 from edgesiam.errors import DataError, EdgesiamError, OutboxError
 from edgesiam.runtime.config import (
@@ -54,6 +54,16 @@ from edgesiam.runtime.metrics import RuntimeMetrics, peak_rss_mb, rss_mb
 from edgesiam.runtime.mqtt import CommandCallback, MqttPublisher, Publisher
 from edgesiam.runtime.outbox import Event, Outbox
 from edgesiam.runtime.sources import Source, StreamFormat, open_source
+from edgesiam.runtime.threshold_store import (
+    SetThresholds,
+    ThresholdSources,
+    ThresholdStore,
+    resolve_thresholds,
+    thresholds_path,
+)
+
+if TYPE_CHECKING:
+    from edgesiam.runtime.commands import Clip
 
 __all__ = [
     "ChunkQueue",
@@ -193,17 +203,35 @@ class NullPublisher:
 
 
 class StdoutPublisher(NullPublisher):
-    """``--no-mqtt``: each event as one JSON line on standard output, and nothing kept in memory
-    (a device may run like this for days)."""
+    """``--no-mqtt``: each event as one JSON line on standard output, each near miss as one line
+    on standard error (score and gap, to tune thresholds offline), and nothing kept in memory (a
+    device may run like this for days)."""
 
-    def __init__(self, outbox: Outbox | None = None, out: TextIO | None = None) -> None:
+    def __init__(
+        self, outbox: Outbox | None = None, out: TextIO | None = None, err: TextIO | None = None
+    ) -> None:
         super().__init__(outbox)
         self.out = out
+        self.err = err
 
     def publish_event(self, event: Event) -> None:
         stream = self.out if self.out is not None else sys.stdout
         print(event.text, file=stream, flush=True)
         super().publish_event(event)
+
+    def publish_near_miss(self, data: dict[str, Any]) -> None:
+        stream = self.err if self.err is not None else sys.stderr
+        print(near_miss_line(data), file=stream, flush=True)
+
+
+def near_miss_line(data: dict[str, Any]) -> str:
+    """``near miss: bell 0.9712 < 0.9793 (short by 0.0081) at 12.35 s`` (4 decimals: a gap
+    under a thousandth must not read as 0.000)."""
+    score, threshold = float(data["score"]), float(data["threshold"])
+    return (
+        f"near miss: {data['label']} {score:.4f} < {threshold:.4f} "
+        f"(short by {threshold - score:.4f}) at {float(data['offset_s']):.2f} s"
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -258,15 +286,9 @@ class RunSummary:
         return asdict(self)
 
 
-def _thresholds(matching: MatchingConfig, at_fmr: dict[str, float]) -> Thresholds:
-    return Thresholds.from_manifest(
-        at_fmr, matching.target_fmr, matching.threshold, dict(matching.per_label)
-    )
-
-
 def _rule(matching: MatchingConfig) -> DecisionRule:
     d = matching.decision
-    return DecisionRule(d.n_of, d.m, d.refractory_s, matching.near_miss_margin)
+    return DecisionRule(d.n_of, d.m, d.refractory_s, matching.near_miss_margin, hold=d.hold)
 
 
 def _gate(matching: MatchingConfig, modality: str) -> EnergyGate:
@@ -314,7 +336,6 @@ class Runtime:
         self.model_sha256 = model_sha256(manifest)
         self.window_at_fmr = dict(manifest.thresholds.window.at_fmr)
         m = config.matching
-        self.thresholds = _thresholds(m, self.window_at_fmr)
         self._warn_unsupported_threshold(m)
         self.decider = Decider(_rule(m))
         self.gate = _gate(m, self.format.modality)
@@ -331,6 +352,13 @@ class Runtime:
         )
         self.gallery = self._load_gallery()
         self._gallery_print = self.store.fingerprint()
+        self.threshold_store = ThresholdStore(
+            thresholds_path(config.gallery_path), self.model_sha256, manifest.name
+        )
+        self.matching = m
+        self.set_thresholds = self.threshold_store.load()
+        self.threshold_sources = resolve_thresholds(m, self.window_at_fmr, self.set_thresholds)
+        self.thresholds = self.threshold_sources.thresholds
         self.metrics = RuntimeMetrics(config.metrics.latency_window)
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.outbox = Outbox(
@@ -476,6 +504,10 @@ class Runtime:
             self.embedder.hop,
             len(self.gallery.labels),
             self.config.device_id,
+        )
+        log.info(
+            "thresholds (a window matches when its score >= its label's threshold):\n%s",
+            "\n".join(self.threshold_sources.report(self.gallery.labels)),
         )
         _sd_notify("READY=1")
         error: BaseException | None = None
@@ -688,6 +720,7 @@ class Runtime:
             outbox_errors=self.outbox_errors,
             rejected_input=int(getattr(self.source, "rejected", 0)),
             labels=len(self.gallery.labels),
+            modality=self.format.modality,
             queue_samples=self.queue.held,
         )
 
@@ -747,14 +780,28 @@ class Runtime:
         self.replace_gallery(gallery)
 
     def apply_matching(self, matching: MatchingConfig) -> None:
-        """New thresholds, decision rule and gate (``reload``); the decider starts afresh."""
-        thresholds = _thresholds(matching, self.window_at_fmr)
+        """New thresholds, decision rule and gate (``reload``); the decider starts afresh.
+        Thresholds set over MQTT (saved beside the gallery) still take precedence."""
+        sources = resolve_thresholds(matching, self.window_at_fmr, self.set_thresholds)
         rule = _rule(matching)
         gate = _gate(matching, self.format.modality)
         with self._lock:
-            self.thresholds = thresholds
+            self.matching = matching
+            self.threshold_sources = sources
+            self.thresholds = sources.thresholds
             self.decider = Decider(rule)
             self.gate = gate
+
+    def apply_set_thresholds(self, saved: SetThresholds, save: bool = True) -> ThresholdSources:
+        """Thresholds set over MQTT: saved (atomically, beside the gallery) first, then used."""
+        if save:
+            saved = self.threshold_store.save(saved)
+        sources = resolve_thresholds(self.matching, self.window_at_fmr, saved)
+        with self._lock:
+            self.set_thresholds = saved
+            self.threshold_sources = sources
+            self.thresholds = sources.thresholds
+        return sources
 
 
 # ------------------------------------------------------------------------------------------------
@@ -765,7 +812,8 @@ class RuntimeCommands:
     """The :class:`~edgesiam.runtime.commands.CommandTarget` of a running :class:`Runtime`.
 
     Enrolments go to the gallery file first (atomic, bound to the bundle), then the running
-    gallery is swapped. Threshold changes last until the next restart or ``reload``.
+    gallery is swapped. Threshold changes are saved beside the gallery (bound to the bundle,
+    atomic) before they are used, so they stay in force across restarts and ``reload``.
     """
 
     def __init__(self, runtime: Runtime) -> None:
@@ -783,10 +831,13 @@ class RuntimeCommands:
             "consistency": round(float(enrolment.consistency), 4),
             "replaced": enrolment.replaced,
             "warnings": list(enrolment.warnings),
+            "clips": [clip.to_dict() for clip in getattr(enrolment, "clips", [])],
             "labels": self._labels(),
         }
 
-    def enroll_embeddings(self, label: str, embeddings: np.ndarray) -> dict[str, Any]:
+    def enroll_embeddings(
+        self, label: str, embeddings: np.ndarray, append: bool = False
+    ) -> dict[str, Any]:
         """Each row is one recording's embedding (as ``edgesiam embed`` writes them)."""
         rt = self.runtime
         dim = int(rt.embedder.embedding_dim)
@@ -795,18 +846,40 @@ class RuntimeCommands:
                 f"embeddings must be rows of {dim} numbers (this bundle's embedding size), "
                 f"got shape {tuple(embeddings.shape)}"
             )
-        return self._enrolled(rt.store.enroll(label, list(embeddings)))
+        return self._enrolled(rt.store.enroll(label, list(embeddings), append=append))
 
-    def enroll_wav(self, label: str, wav_bytes: bytes) -> dict[str, Any]:
-        """One recording as a WAV file, embedded here with the bundle (contract 3)."""
+    def enroll_clips(self, label: str, clips: list[Clip], append: bool = False) -> dict[str, Any]:
+        """Recordings sent with the command (WAVs for audio, CSVs for sensors), embedded here with
+        the bundle from their active windows, as ``edgesiam enroll`` does."""
         rt = self.runtime
-        if rt.format.modality != "audio":
-            raise ValueError("this bundle is for sensors: enroll with embeddings, not a WAV")
+        wanted = "wav" if rt.format.modality == "audio" else "csv"
+        for clip in clips:
+            if clip.kind != wanted:
+                raise ValueError(
+                    f"{clip.name}: this bundle is for {rt.format.modality}: send "
+                    f"{wanted}_base64 recordings, not {clip.kind}_base64"
+                )
         with tempfile.TemporaryDirectory(prefix="edgesiam-enroll-") as folder:
-            path = Path(folder) / "command.wav"
-            path.write_bytes(wav_bytes)
-            with rt._lock:  # the interpreter is not thread-safe
-                enrolment = enroll_recordings(rt.store, rt.embedder, label, [path], gate=rt.gate)
+            paths = [Path(folder) / f"{i:02d}.{c.kind}" for i, c in enumerate(clips, start=1)]
+            for path, clip in zip(paths, clips, strict=True):
+                path.write_bytes(clip.data)
+            names = [clip.name for clip in clips]
+            try:
+                with rt._lock:  # the interpreter is not thread-safe
+                    enrolment = enroll_recordings(
+                        rt.store,
+                        rt.embedder,
+                        label,
+                        paths,
+                        gate=rt.gate,
+                        append=append,
+                        names=names,
+                    )
+            except DataError as exc:
+                text = str(exc)
+                for path, name in zip(paths, names, strict=True):
+                    text = text.replace(str(path), name)
+                raise DataError(text) from None
         return self._enrolled(enrolment)
 
     def forget(self, label: str) -> dict[str, Any]:
@@ -819,7 +892,8 @@ class RuntimeCommands:
         rt = self.runtime
         with rt._lock:
             counts = rt.gallery.counts()
-            thresholds = rt.thresholds
+            sources = rt.threshold_sources
+        thresholds = sources.thresholds
         info = {i.label: i for i in rt.store.list()} if rt.store.exists() else {}
         return {
             "labels": [
@@ -832,40 +906,54 @@ class RuntimeCommands:
                         else round(info[label].consistency, 4)
                     ),
                     "threshold": round(thresholds.for_label(label), 5),
+                    "threshold_source": sources.source_of(label),
                 }
                 for label, n in counts.items()
             ],
             "default_threshold": round(thresholds.default, 5),
+            "default_threshold_source": sources.default_source,
             "model": rt.embedder.manifest.name,
+            "modality": rt.format.modality,
         }
 
     def set_threshold(
         self, label: str | None, value: float | None, target_fmr: float | None
     ) -> dict[str, Any]:
+        """Set (and save) the default or a label's threshold; a label with neither ``value``
+        nor ``target_fmr`` drops the value set over MQTT for it (back to the config's)."""
         rt = self.runtime
         if target_fmr is not None:
             value = threshold_for(rt.window_at_fmr, target_fmr)
-        with rt._lock:
-            old = rt.thresholds
-            per_label = dict(old.per_label)
-            if label is None:
-                assert value is not None  # the request schema guarantees one of them
-                new = Thresholds(value, per_label)
-            else:
-                if value is None:
-                    per_label.pop(label, None)
-                else:
-                    per_label[label] = value
-                new = Thresholds(old.default, per_label)
-            rt.thresholds = new
+        old = rt.set_thresholds
+        per_label = dict(old.per_label)
+        default = old.default
+        if label is None:
+            assert value is not None  # the request schema guarantees one of them
+            default = value
+        elif value is None:
+            per_label.pop(label, None)
+        else:
+            per_label[label] = value
+        sources = rt.apply_set_thresholds(SetThresholds(default, per_label))
+        new = sources.thresholds
         shown = new.default if label is None else new.for_label(label)
-        return {"label": label, "threshold": round(shown, 5), "default": round(new.default, 5)}
+        listed = self.list()
+        return {
+            "label": label,
+            "threshold": round(shown, 5),
+            "source": sources.default_source if label is None else sources.source_of(label),
+            "default": round(new.default, 5),
+            "saved": str(rt.threshold_store.path),
+            "labels": listed["labels"],
+            "default_threshold": listed["default_threshold"],
+        }
 
     def reload(self) -> dict[str, Any]:
         """Re-read the gallery file and, when the run came from a config file, its matching."""
         rt = self.runtime
         rt.replace_gallery(rt._load_gallery())
         reloaded = ["gallery"]
+        rt.apply_set_thresholds(rt.threshold_store.load(), save=False)
         if rt.config_path is not None:
             fresh = load_runtime_config(rt.config_path)
             rt.apply_matching(fresh.matching)

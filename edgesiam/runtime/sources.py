@@ -14,6 +14,10 @@ regular file or runs ahead of real time, which no microphone can (:class:`Stream
 A microphone or standard input at another rate than the bundle's (many USB microphones record only
 at 44.1 or 48 kHz) is resampled on the device by :class:`~edgesiam.core.resample.StreamResampler`.
 
+Sensor samples are converted from the source's declared ``units`` to the bundle's, and the first
+seconds of a stream are checked for gravity (about 1 g at rest): a stream whose accelerometer does
+not fit its declared units is warned about once, saying what it read and what to set.
+
 Bad input never stops a live stream: a malformed MQTT message or serial line is counted in
 ``rejected`` and logged, then skipped. A source whose format cannot fit the bundle (wrong rate,
 wrong channel count) is refused when it is opened, with a message that says what to change.
@@ -46,6 +50,7 @@ from pydantic import ValidationError
 
 from edgesiam.config import StrictModel, format_validation_error
 from edgesiam.core.resample import StreamResampler
+from edgesiam.core.units import GravityCheck, conversion_factors, declared_units
 from edgesiam.errors import ConfigError, DataError, MissingExtraError
 from edgesiam.runtime.config import (
     FileSourceConfig,
@@ -83,6 +88,9 @@ _POLL_S: Final = 0.2
 """How often a blocked read looks whether the source was closed."""
 _WIDTH_CHECK: Final = 10
 """Rows of the wrong width in a row, from the start, before a stream is declared unusable."""
+_GRAVITY_CHECK_S: Final = 10.0
+"""Seconds at the start of a sensor stream that the gravity check looks at."""
+_UNITS_SETTING: Final = "the source's units (source.units, or ?units= in --source)"
 
 
 @dataclass(frozen=True)
@@ -92,11 +100,21 @@ class StreamFormat:
     modality: Literal["audio", "sensor"]
     sample_rate: int
     channels: int
+    channel_names: tuple[str, ...] | None = None
+    channel_units: tuple[str | None, ...] | None = None
 
     @classmethod
     def of(cls, embedder: Any) -> StreamFormat:
         """The format of a ``WindowEmbedder`` (a loaded bundle)."""
-        return cls(embedder.modality, int(embedder.sample_rate), int(embedder.channels))
+        names = getattr(embedder, "channel_names", None)
+        units = getattr(embedder, "channel_units", None)
+        return cls(
+            embedder.modality,
+            int(embedder.sample_rate),
+            int(embedder.channels),
+            tuple(names) if names else None,
+            tuple(units) if units else None,
+        )
 
     @property
     def stream_channels(self) -> int:
@@ -123,6 +141,30 @@ class Source(Protocol):
         ...
 
 
+class _UnitConversion:
+    """A sensor stream's chunks in the bundle's units; the gravity check on its first seconds."""
+
+    def __init__(self, fmt: StreamFormat, declared: object, where: str, rate: float) -> None:
+        names = list(fmt.channel_names) if fmt.channel_names else None
+        target = list(fmt.channel_units) if fmt.channel_units else None
+        try:
+            have = declared_units(declared, names, fmt.channels)
+            self.factors = conversion_factors(have, target)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: units: {exc}") from None
+        effective = [h if h is not None else t for h, t in zip(have, target or have, strict=True)]
+        self.check = GravityCheck(effective, names, _UNITS_SETTING, round(_GRAVITY_CHECK_S * rate))
+        self.where = where
+
+    def __call__(self, chunk: Float32Array) -> Float32Array:
+        warning = self.check.push(chunk)
+        if warning:
+            log.warning("%s: %s", self.where, warning)
+        if self.factors is None:
+            return chunk
+        return np.asarray(chunk * self.factors, dtype=np.float32)
+
+
 class _StoppableSource:
     description = "source"
     live = True
@@ -130,6 +172,15 @@ class _StoppableSource:
     def __init__(self) -> None:
         self._stop = threading.Event()
         self.rejected = 0
+        self._units: _UnitConversion | None = None
+
+    def _convert_units(self, fmt: StreamFormat, declared: object, rate: float) -> None:
+        """Convert this sensor stream from ``declared`` units to the bundle's (see the module)."""
+        if fmt.modality == "sensor":
+            self._units = _UnitConversion(fmt, declared, self.description, rate)
+
+    def _in_bundle_units(self, chunk: Float32Array) -> Float32Array:
+        return chunk if self._units is None else self._units(chunk)
 
     def close(self) -> None:
         self._stop.set()
@@ -206,10 +257,18 @@ class FileSource(_StoppableSource):
 
     Read as fast as the pipeline takes it, or paced at the stream's rate with ``realtime``.
     Non-finite samples are passed on (the front-end replaces them); the stream ends with the file.
+    A sensor CSV's columns are matched to the bundle's channels by their header's names, and its
+    samples converted from ``units`` to the bundle's; the file's ``dataset.toml`` (beside it or
+    above its label folder) gives its rate, column names and units.
     """
 
     def __init__(
-        self, path: str | Path, fmt: StreamFormat, chunk_s: float = 0.1, realtime: bool = False
+        self,
+        path: str | Path,
+        fmt: StreamFormat,
+        chunk_s: float = 0.1,
+        realtime: bool = False,
+        units: object = None,
     ) -> None:
         super().__init__()
         self.path = Path(path)
@@ -237,9 +296,10 @@ class FileSource(_StoppableSource):
                     f"{self.path}: a sensor recording cannot feed an audio bundle; "
                     f"give a {', '.join(AUDIO_SUFFIXES)} file"
                 )
-            from edgesiam.data.readers import read_sensor
+            from edgesiam.data.readers import SensorSpec, read_recording_for
 
-            data = read_sensor(self.path)
+            spec = SensorSpec(fmt.sample_rate, None, fmt.channel_names, fmt.channel_units)
+            data = read_recording_for(self.path, spec, units=units, setting=_UNITS_SETTING)
             _check_channels(data.shape[1], fmt, str(self.path), " (one column per channel)")
             self._sensor = data
             self._chunk = _chunk_samples(chunk_s, self.sample_rate)
@@ -433,6 +493,7 @@ class StdinSource(_StoppableSource):
         chunk_s: float = 0.1,
         stream: BinaryIO | None = None,
         live: bool | None = None,
+        units: object = None,
     ) -> None:
         super().__init__()
         self.description = "stdin"
@@ -449,6 +510,7 @@ class StdinSource(_StoppableSource):
         )
         _check_channels(self.channels, fmt, "stdin", hint)
         self._rate = _ToBundleRate(self.input_rate, fmt, self.channels, "stdin")
+        self._convert_units(fmt, units, self.sample_rate)
         self._stream = stream
         self._chunk_frames = _chunk_samples(chunk_s, self.input_rate)
         source = stream if stream is not None else getattr(sys.stdin, "buffer", None)
@@ -524,9 +586,9 @@ class StdinSource(_StoppableSource):
             self.pacing.add(samples.shape[0] // self.channels)
             out = rate.push(samples.reshape(-1, self.channels))
             if out.shape[0]:
-                yield out
+                yield self._in_bundle_units(out)
         if rate is not None and not self.closed and (tail := rate.flush()).shape[0]:
-            yield tail
+            yield self._in_bundle_units(tail)
         if pending:
             log.warning("stdin: ignored %d trailing byte(s) of an incomplete frame", len(pending))
 
@@ -732,12 +794,7 @@ def parse_csv_row(line: str, channels: int, allow_header: bool = True) -> Float3
     text = line.strip()
     if not text:
         return None
-    for sep in (",", ";", "\t"):
-        if sep in text:
-            fields = [f.strip() for f in text.split(sep)]
-            break
-    else:
-        fields = text.split()
+    fields = _csv_fields(text)
     try:
         values = [float(f) for f in fields]
     except ValueError:
@@ -748,6 +805,13 @@ def parse_csv_row(line: str, channels: int, allow_header: bool = True) -> Float3
         raise DataError(f"a line has {len(values)} value(s); the bundle takes {channels} channels")
     with np.errstate(over="ignore"):  # beyond float32's range is ±Inf, like any non-finite sample
         return np.array(values, dtype=np.float32)
+
+
+def _csv_fields(text: str) -> list[str]:
+    for sep in (",", ";", "\t"):
+        if sep in text:
+            return [f.strip() for f in text.split(sep)]
+    return text.split()
 
 
 def _is_number(text: str) -> bool:
@@ -786,6 +850,7 @@ class MqttSensorSource(_StoppableSource):
         url: str | None = None,
         qos: int = 0,
         client_id: str | None = None,
+        units: object = None,
     ) -> None:
         super().__init__()
         self.topic = topic
@@ -807,6 +872,7 @@ class MqttSensorSource(_StoppableSource):
         self.description = f"{scheme}://{self.address.host}:{self.address.port}/{topic}"
         self.qos = qos
         self.client_id = client_id
+        self._convert_units(fmt, units, self.sample_rate)
         self._queue: queue.Queue[Float32Array] = queue.Queue(maxsize=1024)
         self.subscribed = threading.Event()
         self.overflows = 0
@@ -876,9 +942,10 @@ class MqttSensorSource(_StoppableSource):
         try:
             while not self.closed:
                 try:
-                    yield self._queue.get(timeout=_POLL_S)
+                    rows = self._queue.get(timeout=_POLL_S)
                 except queue.Empty:
                     continue
+                yield self._in_bundle_units(rows)
         finally:
             client.disconnect()
             client.loop_stop()
@@ -896,7 +963,9 @@ class SerialSource(_StoppableSource):
     """One sample per CSV line from a serial port (an Arduino, an IMU breakout, a pyserial URL).
 
     Lines are gathered into chunks of ``chunk_s`` seconds, or fewer when the line stops for a
-    moment. A header line is skipped; a malformed line is counted in :attr:`rejected`.
+    moment. A header line that names the bundle's channels sets the columns' order (one that names
+    some but not all of them ends the stream with an error); a malformed line is counted in
+    :attr:`rejected`.
     """
 
     def __init__(
@@ -909,6 +978,7 @@ class SerialSource(_StoppableSource):
         sample_rate: float | None = None,
         chunk_s: float = 0.1,
         stream: Any | None = None,
+        units: object = None,
     ) -> None:
         super().__init__()
         self.port = port
@@ -917,6 +987,8 @@ class SerialSource(_StoppableSource):
         self.channels = int(channels or fmt.stream_channels)
         self.sample_rate = float(sample_rate or fmt.sample_rate)
         _check_channels(self.channels, fmt, self.description)
+        self._convert_units(fmt, units, self.sample_rate)
+        self._names = fmt.channel_names
         self._chunk = _chunk_samples(chunk_s, self.sample_rate)
         if stream is None:
             serial = _import_serial()
@@ -929,27 +1001,49 @@ class SerialSource(_StoppableSource):
     def chunks(self) -> Iterator[Float32Array]:
         rows: list[Float32Array] = []
         started = False  # a header may come before the first row, not after
+        order: list[int] | None = None  # the bundle's channels among a header's columns
         try:
             while not self.closed:
                 line = self._stream.readline()
                 if line:
                     text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
+                    width = self.channels if order is None else len(_csv_fields(text.strip()))
                     try:
-                        row = parse_csv_row(text, self.channels, allow_header=not started)
-                        started = started or row is not None
+                        row = parse_csv_row(text, width, allow_header=not started)
                     except DataError as exc:
                         self._reject("a line", str(exc))
                         row = None
+                    else:
+                        if row is None and not started and text.strip():
+                            order = self._header_order(_csv_fields(text.strip()))
+                        started = started or row is not None
                     if row is not None:
-                        rows.append(row)
+                        rows.append(row if order is None else row[order])
                 if rows and (len(rows) >= self._chunk or not line):
-                    yield np.stack(rows)
+                    yield self._in_bundle_units(np.stack(rows))
                     rows = []
                 if not line and self._at_end():
                     break
         finally:
             with contextlib.suppress(Exception):
                 self._stream.close()
+
+    def _header_order(self, columns: list[str]) -> list[int] | None:
+        """Where the bundle's channels are among a header's ``columns`` (None: in order)."""
+        if not self._names:
+            return None
+        from edgesiam.data.readers import column_order
+
+        order = column_order(columns, self._names, self.description)
+        if order is None:
+            log.warning(
+                "%s: its header (%s) names none of the bundle's channels: columns taken in the "
+                "bundle's order (%s)",
+                self.description,
+                ", ".join(columns),
+                ", ".join(self._names),
+            )
+        return order
 
     def _at_end(self) -> bool:
         """A port only times out; a file-like stream (tests, replays) ends."""
@@ -997,7 +1091,7 @@ def open_source(
     """
     config = source_config(config_or_uri)
     if isinstance(config, FileSourceConfig):
-        return FileSource(config.path, fmt, config.chunk_s, config.realtime)
+        return FileSource(config.path, fmt, config.chunk_s, config.realtime, config.units)
     if isinstance(config, StdinSourceConfig):
         return StdinSource(
             fmt,
@@ -1007,6 +1101,7 @@ def open_source(
             config.chunk_s,
             stdin,
             live=config.live,
+            units=config.units,
         )
     if isinstance(config, MicSourceConfig):
         return MicSource(fmt, config.device, config.sample_rate, config.channels, config.chunk_s)
@@ -1021,6 +1116,7 @@ def open_source(
             url=config.url,
             qos=config.qos,
             client_id=client_id,
+            units=config.units,
         )
     return SerialSource(
         fmt,
@@ -1029,4 +1125,5 @@ def open_source(
         channels=config.channels,
         sample_rate=config.sample_rate,
         chunk_s=config.chunk_s,
+        units=config.units,
     )

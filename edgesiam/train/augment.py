@@ -81,9 +81,14 @@ class AudioAugmenter:
         shift_max: float = 0.1,
         reverb_p: float = 0.3,
         shift_fill: Literal["circular", "zero"] = "circular",
+        channel_p: float = 0.0,
+        sample_rate: int = 16000,
     ) -> None:
         _check_probability("noise_p", noise_p)
         _check_probability("reverb_p", reverb_p)
+        _check_probability("channel_p", channel_p)
+        self.channel_p = channel_p
+        self.sample_rate = sample_rate
         if not 0.0 <= shift_max <= 1.0:
             raise ConfigError(f"shift_max is a fraction of the window in [0, 1], got {shift_max}")
         if shift_fill not in ("circular", "zero"):
@@ -106,6 +111,9 @@ class AudioAugmenter:
             x = self._reverberate(x, self.rirs, rng)
         if self.noise is not None:
             x = self._add_noise(x, self.noise, rng)
+        if self.channel_p > 0:
+            rows = np.flatnonzero(rng.random(x.shape[0]) < self.channel_p)
+            x[rows] = random_channel(x[rows], self.sample_rate, rng)
         gains = 10.0 ** (rng.uniform(*self.gain_db, size=(x.shape[0], 1)) / 20.0)
         return np.clip(x * gains, -1.0, 1.0).astype(np.float32)
 
@@ -149,6 +157,57 @@ class AudioAugmenter:
             scale = np.sqrt(signal_power / (noise_power * 10.0 ** (snr_db / 10.0)))
             out[row] = x[row] + scale * excerpt
         return out
+
+
+def random_channel(x: Float64Array, sample_rate: int, rng: np.random.Generator) -> Float64Array:
+    """Each row of ``x (B, N)`` as heard through its own random device channel.
+
+    A channel here is what stays constant for a microphone, a line or a codec: a band limit (a
+    low cut of 50–400 Hz and a high cut of 2.8–7.5 kHz, each with a smooth skirt), a few equaliser
+    peaks and dips (±9 dB, a third of an octave to two octaves wide), and, for some rows, 8-bit
+    µ-law companding or soft clipping. None of it is one of the real codecs or rooms that
+    out-of-domain evaluation uses, so those stay unseen.
+    """
+    if x.shape[0] == 0:
+        return x
+    n = x.shape[1]
+    freqs = np.fft.rfftfreq(n, 1.0 / sample_rate)
+    logf = np.log2(np.maximum(freqs, 1.0))[None, :]
+    b = x.shape[0]
+    low = rng.uniform(50, 400, size=(b, 1))
+    high = np.minimum(rng.uniform(2800, 7500, size=(b, 1)), 0.95 * sample_rate / 2)
+    skirt = rng.uniform(0.15, 0.6, size=(b, 1))  # octaves from full gain to about -20 dB
+    band = _sigmoid((logf - np.log2(low)) / (skirt / 4)) * _sigmoid(
+        (np.log2(high) - logf) / (skirt / 4)
+    )
+    gain_db = np.zeros((b, freqs.shape[0]))
+    for _ in range(3):
+        centre = rng.uniform(np.log2(150), np.log2(6000), size=(b, 1))
+        width = rng.uniform(1 / 3, 2, size=(b, 1))
+        gain_db += rng.uniform(-9, 9, size=(b, 1)) * np.exp(
+            -0.5 * ((logf - centre) / (width / 2)) ** 2
+        )
+    response = band * 10.0 ** (gain_db / 20.0)
+    y = np.fft.irfft(np.fft.rfft(x, axis=1) * response, n, axis=1)
+    peak_in = np.abs(x).max(axis=1, keepdims=True)
+    peak_out = np.maximum(np.abs(y).max(axis=1, keepdims=True), _EPS)
+    y *= peak_in / peak_out
+    kind = rng.random(b)
+    mu = kind < 0.3
+    if mu.any():  # 8-bit µ-law: quantise in the companded domain
+        c = np.sign(y[mu]) * np.log1p(255 * np.abs(y[mu])) / np.log(256.0)
+        c = np.round(c * 127) / 127
+        y[mu] = np.sign(c) * np.expm1(np.abs(c) * np.log(256.0)) / 255
+    clip = (kind >= 0.3) & (kind < 0.5)
+    if clip.any():
+        drive = rng.uniform(1.5, 6, size=(int(clip.sum()), 1))
+        peak = np.maximum(peak_in[clip], _EPS)
+        y[clip] = np.tanh(drive * y[clip] / peak) / np.tanh(drive) * peak
+    return y
+
+
+def _sigmoid(z: Float64Array) -> Float64Array:
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
 def _from_direct_path(rir: Float32Array) -> Float32Array:

@@ -1,9 +1,10 @@
 """The Siamese encoder: one module embeds every branch of a pair or triplet (weights are shared by
 construction, not by copying).
 
-Only ops that convert to a clean int8 TFLite graph are used: Conv1d with symmetric zero padding
-(a TFLite CONV_2D after a PAD), BatchNorm (folded into the convolution on export), ReLU, a mean over
-time, a linear projection and L2 normalisation.
+Only ops that convert to a clean int8 TFLite graph are used: optionally each input channel's mean
+over time subtracted (MEAN, SUB), Conv1d with symmetric zero padding (a TFLite CONV_2D after a PAD),
+BatchNorm (folded into the convolution on export), ReLU, a mean over time, a linear projection and
+L2 normalisation.
 
 >>> import torch
 >>> enc = Conv1dEncoder(in_channels=40, channels=[32, 64], kernel_sizes=[5, 3], strides=[2, 1],
@@ -70,8 +71,12 @@ class Conv1dEncoder(nn.Module):
         dilations: Sequence[int],
         embedding_dim: int,
         dropout: float = 0.0,
+        input_norm: str = "none",
     ) -> None:
         super().__init__()
+        if input_norm not in ("none", "mean"):
+            raise ValueError(f"input_norm must be 'none' or 'mean', got {input_norm!r}")
+        self.input_norm = input_norm
         blocks: list[nn.Module] = []
         width = in_channels
         for out, k, s, d in zip(channels, kernel_sizes, strides, dilations, strict=True):
@@ -93,6 +98,7 @@ class Conv1dEncoder(nn.Module):
             config.dilations,
             config.embedding_dim,
             config.dropout,
+            config.input_norm,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -101,6 +107,8 @@ class Conv1dEncoder(nn.Module):
                 f"expected features of shape (batch, {self.in_channels}, time), "
                 f"got {tuple(x.shape)}"
             )
+        if self.input_norm == "mean":
+            x = x - x.mean(dim=2, keepdim=True)
         h = self.blocks(x).mean(dim=2)
         return F.normalize(self.projection(self.dropout(h)), dim=1)
 

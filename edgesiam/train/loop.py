@@ -39,7 +39,7 @@ from edgesiam.core.embedding import recording_embedding
 from edgesiam.core.frontend import FrontEnd, LogMelFrontEnd, LogMelParams, SensorFrontEnd
 from edgesiam.core.metrics import equal_error_rate, trial_scores
 from edgesiam.core.windowing import frame
-from edgesiam.data.readers import iter_recordings, scan_dataset
+from edgesiam.data.readers import dataset_units, iter_recordings, scan_dataset
 from edgesiam.errors import ConfigError, DataError
 from edgesiam.train.augment import AudioAugmenter, ImuAugmenter, spec_augment
 from edgesiam.train.checkpoint import (
@@ -176,6 +176,8 @@ def build_augment(
             gain_db=aug.gain_db,
             shift_max=aug.shift,
             reverb_p=aug.reverb_p,
+            channel_p=aug.channel_p,
+            sample_rate=sample_rate,
         )
         spec = aug.specaugment
         feature_aug: Augment | None = None
@@ -377,6 +379,7 @@ def train(
             "hop": hop,
             "channels": channels,
             "channel_names": info.channels,
+            "channel_units": dataset_units(info, info.channels),
             "in_channels": in_channels,
             "label_names": train_set.label_names,
             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ import soundfile as sf
 
 from edgesiam.runtime.homeassistant import discovery_messages
 from edgesiam.runtime.mqtt import Topics
-from tests.conftest import make_voice
+from tests.conftest import make_motion, make_voice
 from tests.dashboard.conftest import ARTIFACTS, Dashboard, event_payload, publisher
 from tests.runtime.conftest import wait_until
 
@@ -214,6 +215,7 @@ def test_enroll_from_the_page_round_trips_to_a_running_device(
     )
     open_page(page, dashboard)
     page.select_option("#enroll-device", "livingroom")
+    assert page.get_attribute("#enroll-label", "placeholder") == "e.g. alice"  # a speaker model
     page.fill("#enroll-label", "grandma")
     page.set_input_files("#enroll-file", str(voice_clip(tmp_path / "grandma.wav")))
     page.click("#enroll-submit")
@@ -242,10 +244,31 @@ def test_enroll_from_the_page_round_trips_to_a_running_device(
     page.wait_for_selector('#command-result[data-ok="false"]', timeout=10_000)
     assert "512 KiB" in page.inner_text("#command-result")
 
-    page.set_input_files("#enroll-file", str(voice_clip(tmp_path / "grandpa.wav", f0=95.0)))
+    # a silent clip is refused by the device, with the reason
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(32000, dtype=np.float32), 16000, subtype="PCM_16")
+    page.set_input_files("#enroll-file", str(silent))
+    page.click("#enroll-submit")
+    page.wait_for_selector(
+        '#command-result[data-ok="false"]:has-text("silent.wav: refused: no active window")',
+        timeout=60_000,
+    )
+
+    # several clips of one label at once, then one more added to them
+    takes = [voice_clip(tmp_path / f"grandpa{i}.wav", f0=95.0 + i) for i in (1, 2)]
+    page.set_input_files("#enroll-file", [str(p) for p in takes])
     page.fill("#enroll-label", "grandpa")
     page.click("#enroll-submit")
     page.wait_for_selector('#labels-list li[data-label="grandpa"]', timeout=60_000)
+    page.wait_for_selector('#command-result[data-ok="true"]:has-text("grandpa")', timeout=60_000)
+    shown = page.inner_text("#command-result")
+    assert "2 recording(s)" in shown and "grandpa1.wav: 3 of 3 windows active" in shown
+    page.select_option("#enroll-mode", "append")
+    page.set_input_files("#enroll-file", str(voice_clip(tmp_path / "grandpa3.wav", f0=97.0)))
+    page.click("#enroll-submit")
+    page.wait_for_selector(
+        '#command-result[data-ok="true"]:has-text("3 recording(s)")', timeout=60_000
+    )
     page.select_option("#timeline-device", "kitchen")
     page.wait_for_selector("#timeline circle >> nth=15", timeout=10_000)
     page.wait_for_timeout(300)  # let the row highlight fade before the screenshot
@@ -263,4 +286,137 @@ def test_enroll_from_the_page_round_trips_to_a_running_device(
     assert wait_until(
         lambda: (dashboard.history.device("livingroom") or {}).get("labels") == ["grandpa"], 15
     )
+    assert page.errors == []
+
+
+@pytest.fixture
+def imu_device(dashboard: Dashboard, tmp_path: Path) -> Iterator[Any]:
+    """A running runtime with the shipped motion bundle, reading IMU rows from MQTT."""
+    from edgesiam.runtime.pipeline import Runtime
+    from tests.runtime.test_pipeline import make_config
+
+    config = make_config(
+        ROOT / "export" / "motion",
+        tmp_path / "gallery.npz",
+        {"type": "mqtt", "topic": "sensors/wrist/imu"},
+        tmp_path / "state",
+        device_id="wrist",
+        mqtt={"enabled": True, "url": dashboard.broker.url, "homeassistant": False},
+        metrics={"interval_s": 0.5},
+    )
+    runtime = Runtime(config)
+    thread = threading.Thread(target=runtime.run, daemon=True)
+    thread.start()
+    assert wait_until(lambda: (dashboard.history.device("wrist") or {}).get("metrics") or {})
+    yield runtime
+    runtime.stop()
+    thread.join(15)
+
+
+def test_an_imu_device_enrolls_csv_clips_from_the_page(
+    page: Any, dashboard: Dashboard, imu_device: Any, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(5)
+    takes = []
+    for i in (1, 2):
+        takes.append(tmp_path / f"wave{i}.csv")
+        np.savetxt(
+            takes[-1],
+            make_motion(2, 300, 50, rng),
+            delimiter=",",
+            header="acc_x,acc_y,acc_z,gyro_x,gyro_y,gyro_z",
+            comments="",
+        )
+    open_page(page, dashboard)
+    page.select_option("#enroll-device", "wrist")
+    page.wait_for_selector('#enroll-form[data-modality="sensor"]', timeout=10_000)
+    assert page.get_attribute("#enroll-label", "placeholder") == "e.g. wave"
+    assert page.get_attribute("#enroll-file", "accept") == ".csv,text/csv"
+    assert "CSVs of the motion" in page.inner_text("#enroll-hint")
+
+    page.fill("#enroll-label", "wave")
+    page.set_input_files("#enroll-file", [str(p) for p in takes])
+    page.click("#enroll-submit")
+    page.wait_for_selector('#command-result[data-ok="true"]', timeout=60_000)
+    page.wait_for_selector('#labels-list li[data-label="wave"]', timeout=10_000)
+    assert page.inner_text('#command-result li[data-clip="wave2.csv"]') == (
+        "wave2.csv: 6 of 6 windows active"
+    )
+    assert imu_device.gallery.counts() == {"wave": 2}
+
+    # a WAV is not what this device takes: refused on the page, nothing sent
+    wav = voice_clip(tmp_path / "voice.wav")
+    page.set_input_files("#enroll-file", str(wav))
+    page.click("#enroll-submit")
+    page.wait_for_selector('#command-result[data-ok="false"]', timeout=10_000)
+    assert "voice.wav is not a CSV text file" in page.inner_text("#command-result")
+    assert page.errors == []
+
+
+def test_a_labels_threshold_is_shown_and_set_from_the_page(
+    page: Any, dashboard: Dashboard, device_run: subprocess.Popen[bytes], tmp_path: Path
+) -> None:
+    """The page shows each label's threshold as the device reports it, and a new value set there
+    reaches the running device, which keeps it beside its gallery."""
+    open_page(page, dashboard)
+    page.select_option("#enroll-device", "livingroom")
+    page.fill("#enroll-label", "grandma")
+    page.set_input_files("#enroll-file", str(voice_clip(tmp_path / "grandma.wav")))
+    page.click("#enroll-submit")
+    page.wait_for_selector('#labels-list li[data-label="grandma"]', timeout=60_000)
+    page.click("#refresh-labels")  # the device's list carries each label's threshold
+    field = '#labels-list li[data-label="grandma"] input[name="threshold"]'
+    calibrated = json.loads((SPEAKER / "manifest.json").read_text())["thresholds"]["window"]
+    shown = f"{calibrated['at_fmr']['0.001']:.4f}"
+    page.wait_for_selector(f'{field}[value="{shown}"]', timeout=60_000)
+
+    page.fill(field, "0.8125")
+    page.click('#labels-list li[data-label="grandma"] form.threshold button')
+    page.wait_for_selector(
+        '#command-result[data-ok="true"]:has-text("threshold grandma done")', timeout=60_000
+    )
+    assert "0.8125" in page.inner_text("#command-result")
+    page.wait_for_selector(f'{field}[value="0.8125"]', timeout=10_000)
+    stored = dashboard.history.device("livingroom")
+    assert stored is not None and stored["thresholds"]["labels"]["grandma"] == 0.8125
+    saved = json.loads((tmp_path / "gallery.thresholds.json").read_text())
+    assert saved["per_label"] == {"grandma": 0.8125}  # on the device, kept across restarts
+    assert page.errors == []
+
+
+def chip_colour(page: Any, selector: str) -> str:
+    style = page.get_attribute(selector, "style") or ""
+    return style.split("--c:")[1].split(";")[0].strip()
+
+
+def test_a_near_miss_a_fraction_of_a_thousandth_short_never_reads_zero(
+    page: Any, dashboard: Dashboard
+) -> None:
+    pub = publisher(dashboard.broker)
+    near = {"schema": "edgesiam.near_miss.v1", "device": "porch", "ts": time.time(),
+            "label": "alice", "score": 0.6996, "threshold": 0.7, "model": "speaker"}  # fmt: skip
+    pub.publish("edgesiam/porch/near_miss", json.dumps(near))
+    assert wait_until(lambda: dashboard.history.counts()["near_misses"] == 1, 10)
+    pub.stop()
+    open_page(page, dashboard)
+    assert page.inner_text("#near-misses tbody tr >> nth=0 >> td.num") == "0.0004"
+    assert page.errors == []
+
+
+def test_label_colours_stay_when_labels_are_added(page: Any, dashboard: Dashboard) -> None:
+    pub = publisher(dashboard.broker)
+    first = event_payload("porch", 1, label="alice")
+    pub.publish("edgesiam/porch/event", json.dumps(first))
+    assert wait_until(lambda: dashboard.history.counts()["events"] == 1, 10)
+    open_page(page, dashboard)
+    row = f'#events tbody tr[data-id="{first["id"]}"] .chip'
+    before = chip_colour(page, row)
+
+    for seq, label in enumerate(["zoe", "bob", "carol"], start=2):  # newer: shown above alice
+        pub.publish("edgesiam/porch/event", json.dumps(event_payload("porch", seq, label=label)))
+    assert wait_until(lambda: dashboard.history.counts()["events"] == 4, 10)
+    pub.stop()
+    open_page(page, dashboard)  # a fresh page meets the labels in another order
+    assert page.inner_text(row) == "alice"
+    assert chip_colour(page, row) == before
     assert page.errors == []

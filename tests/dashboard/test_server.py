@@ -138,7 +138,7 @@ def test_enroll_requests_are_checked_before_anything_is_sent(dashboard: Dashboar
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
     conn.putrequest("POST", "/api/devices/pi/enroll")
     conn.putheader("Content-Type", "application/json")
-    conn.putheader("Content-Length", str(2 * 1024 * 1024))
+    conn.putheader("Content-Length", str(3 * 1024 * 1024))
     conn.endheaders()
     assert conn.getresponse().status == 413
     conn.close()
@@ -210,3 +210,30 @@ def test_an_unreachable_broker_is_shown_with_its_reason(tmp_path: Path) -> None:
         server.stop()
         ingester.stop()
         history.close()
+
+
+def test_threshold_requests_are_checked_then_sent_to_the_device(dashboard: Dashboard) -> None:
+    cases: list[tuple[Any, str]] = [
+        ({"label": "alice", "value": 1.5}, "[-1, 1]"),
+        ({"label": "alice", "value": "high"}, "[-1, 1]"),
+        ({"label": "alice", "value": True}, "[-1, 1]"),
+        ({}, "value"),
+        ({"label": "a/b", "value": 0.8}, "label"),
+        ({"label": "alice", "value": 0.8, "target": 1}, "unknown"),
+    ]
+    for body, word in cases:
+        got, _, answer = dashboard.request("/api/devices/pi/threshold", method="POST", body=body)
+        assert got == 400 and word in answer["error"], (body, answer)
+    # a valid request goes out as the device's threshold command (nobody answers here)
+    device = publisher(dashboard.broker)
+    device.client.subscribe("edgesiam/pi/cmd/#", qos=1)
+    wait_until(lambda: False, 0.2)
+    got, _, answer = dashboard.request(
+        "/api/devices/pi/threshold", method="POST", body={"label": "alice", "value": 0.8125}
+    )
+    sent = device.wait_for("edgesiam/pi/cmd/threshold", timeout=5)
+    assert sent and {k: v for k, v in sent[0].json().items() if k != "correlation_id"} == {
+        "label": "alice",
+        "value": 0.8125,
+    }
+    device.stop()

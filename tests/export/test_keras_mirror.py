@@ -43,11 +43,15 @@ def test_fold_batchnorm_equals_conv_then_batchnorm() -> None:
 
 
 @pytest.mark.parametrize(
-    ("strides", "dilations", "time_steps"),
-    [([2, 1, 1], [1, 2, 4], 49), ([1, 2, 3], [1, 2, 2], 40)],  # the second: stride with dilation
+    ("strides", "dilations", "time_steps", "input_norm"),
+    [
+        ([2, 1, 1], [1, 2, 4], 49, "none"),
+        ([1, 2, 3], [1, 2, 2], 40, "none"),  # stride with dilation
+        ([2, 1, 1], [1, 2, 4], 49, "mean"),  # each input channel centred over time first
+    ],
 )
 def test_keras_mirror_matches_torch(
-    strides: list[int], dilations: list[int], time_steps: int
+    strides: list[int], dilations: list[int], time_steps: int, input_norm: str
 ) -> None:
     torch.manual_seed(0)
     encoder = Conv1dEncoder(
@@ -58,6 +62,7 @@ def test_keras_mirror_matches_torch(
         dilations=dilations,
         embedding_dim=10,
         dropout=0.3,
+        input_norm=input_norm,
     ).eval()
     _randomise_batchnorm(encoder, 2)
     model = build_keras_mirror(mirror_spec(encoder), time_steps)

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgesiam.errors import EdgesiamError
-from edgesiam.runtime.commands import VERBS, CommandHandler, validate_label
+from edgesiam.runtime.commands import VERBS, Clip, CommandHandler, validate_label
 from edgesiam.runtime.mqtt import MqttPublisher, MqttSettings, event_builder
 from edgesiam.runtime.outbox import Outbox
 from tests.runtime.conftest import MosquittoBroker, Subscriber, wait_until
@@ -33,17 +33,20 @@ class FakeRuntime:
         self.block = threading.Event()
         self.block.set()
 
-    def enroll_embeddings(self, label: str, embeddings: np.ndarray) -> dict[str, Any]:
+    def enroll_embeddings(
+        self, label: str, embeddings: np.ndarray, append: bool = False
+    ) -> dict[str, Any]:
         self.calls.append(("enroll_embeddings", (label, embeddings)))
         if embeddings.shape[1] != 4:
             raise EdgesiamError(f"the model's embeddings have 4 values, not {embeddings.shape[1]}")
         self.labels[label] = self.labels.get(label, 0) + len(embeddings)
         return {"label": label, "templates": self.labels[label], "consistency": 0.93}
 
-    def enroll_wav(self, label: str, wav_bytes: bytes) -> dict[str, Any]:
-        self.calls.append(("enroll_wav", (label, len(wav_bytes))))
+    def enroll_clips(self, label: str, clips: list[Clip], append: bool = False) -> dict[str, Any]:
+        shapes = [(c.name, c.kind, len(c.data)) for c in clips]
+        self.calls.append(("enroll_clips", (label, shapes, append)))
         self.block.wait(10)
-        return {"label": label, "templates": 1}
+        return {"label": label, "templates": len(clips)}
 
     def forget(self, label: str) -> dict[str, Any]:
         self.calls.append(("forget", label))
@@ -110,7 +113,38 @@ def test_enroll_wav(handler: CommandHandler, runtime: FakeRuntime) -> None:
         "enroll", req(label="carol", wav_base64=base64.b64encode(data).decode())
     )
     assert result["ok"] is True
-    assert runtime.calls[-1] == ("enroll_wav", ("carol", len(data)))
+    assert runtime.calls[-1] == (
+        "enroll_clips",
+        ("carol", [("clip1.wav", "wav", len(data))], False),
+    )
+
+
+def test_enroll_several_clips_a_csv_and_append(
+    handler: CommandHandler, runtime: FakeRuntime
+) -> None:
+    data = wav_bytes()
+    clips = [
+        {"name": "saw1.wav", "wav_base64": base64.b64encode(data).decode()},
+        {"wav_base64": base64.b64encode(data).decode()},
+    ]
+    result = handler.handle("enroll", req(label="saw", clips=clips, append=True))
+    assert result["ok"] is True, result
+    assert runtime.calls[-1] == (
+        "enroll_clips",
+        ("saw", [("saw1.wav", "wav", len(data)), ("clip2.wav", "wav", len(data))], True),
+    )
+    csv = b"acc_x,acc_y,acc_z\n0.1,0.2,0.98\n"
+    result = handler.handle("enroll", req(label="wave", csv_base64=base64.b64encode(csv).decode()))
+    assert result["ok"] is True, result
+    assert runtime.calls[-1] == ("enroll_clips", ("wave", [("clip1.csv", "csv", len(csv))], False))
+
+
+def test_all_clips_of_a_request_share_one_size_cap(runtime: FakeRuntime) -> None:
+    h = CommandHandler(runtime, max_wav_bytes=64 * 1024, max_enroll_bytes=100 * 1024)
+    clip = {"wav_base64": base64.b64encode(wav_bytes(1.5)).decode()}  # 48 KiB each
+    assert h.handle("enroll", req(label="x", clips=[clip, clip]))["ok"] is True
+    result = h.handle("enroll", req(label="x", clips=[clip, clip, clip]))
+    assert result["error_code"] == "too_large" and "send the rest with append" in result["error"]
 
 
 @pytest.mark.parametrize(
@@ -127,6 +161,13 @@ def test_enroll_wav(handler: CommandHandler, runtime: FakeRuntime) -> None:
         (req(label="x", wav_base64="***"), "invalid", "base64"),
         (req(label="x", wav_base64=base64.b64encode(wav_bytes(3.0)).decode()), "too_large", "WAV"),
         (req(label="x"), "invalid", "either"),
+        (req(label="x", wav_base64="UklGRg==", csv_base64="YQ=="), "invalid", "either"),
+        (req(label="x", clips=[]), "invalid", "clips"),
+        (req(label="x", clips=[{"name": "a.wav"}]), "invalid", "wav_base64 or csv_base64"),
+        (req(label="x", clips=[{"name": "../a", "csv_base64": "YQ=="}]), "invalid", "file name"),
+        (req(label="x", clips=[{"csv_base64": "AAAA"}]), "invalid", "text CSV"),
+        (req(label="x", clips=[{"csv_base64": "YQ=="}] * 11), "invalid", "clips"),
+        (req(label="x", embeddings=[[1, 0, 0, 0]], append="yes"), "invalid", "append"),
         (req(label="x", embeddings=[[1, 2], [3]]), "invalid", "same length"),
         (req(label="x", embeddings=[]), "invalid", "embeddings"),
         (req(label="x", embeddings=[[1, 2, 3]]), "failed", "4 values"),
@@ -324,12 +365,12 @@ def test_a_slow_command_blocks_neither_events_nor_the_connection(
 ) -> None:
     publisher, outbox = device
     client = subscriber("edgesiam/dev1/#")
-    runtime.block.clear()  # enroll_wav hangs until released
+    runtime.block.clear()  # enroll_clips hangs until released
     wav = base64.b64encode(wav_bytes()).decode()
     client.publish(
         "edgesiam/dev1/cmd/enroll", req(label="slow", wav_base64=wav, correlation_id="s")
     )
-    assert wait_until(lambda: any(c[0] == "enroll_wav" for c in runtime.calls))
+    assert wait_until(lambda: any(c[0] == "enroll_clips" for c in runtime.calls))
     for i in range(5):
         build = event_builder(
             device="dev1", model="m", label="alice", score=0.9, threshold=0.5, offset_s=i

@@ -90,7 +90,7 @@ def test_enroll_list_match_and_forget(
     assert code == 2 and "no label 'voice3'" in err and "enrolled: voice0" in err
 
 
-def test_short_and_silent_clips_are_enrolled_with_warnings(
+def test_short_clips_are_enrolled_with_warnings_and_silent_ones_refused(
     audio_bundle: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -113,10 +113,14 @@ def test_short_and_silent_clips_are_enrolled_with_warnings(
     )
     assert code == 0, err
     result = json.loads(out)
-    assert result["recordings"] == 2 and isinstance(result["consistency"], float)
+    assert result["recordings"] == 1 and result["consistency"] is None
     warnings = "\n".join(result["warnings"])
     assert "short.wav: shorter than one window (0.20 s < 0.50 s)" in warnings
-    assert "silent.wav: silent (RMS -200.0 dBFS" in warnings
+    assert "silent.wav: refused: no active window" in warnings
+    assert [(c["name"], c["active"], c["refused"] is None) for c in result["clips"]] == [
+        ("short.wav", 1, True),
+        ("silent.wav", 0, False),
+    ]
 
 
 def test_another_models_gallery_is_refused(
@@ -160,7 +164,15 @@ def test_bad_arguments_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFi
     [
         (
             ["enroll", "--help"],
-            ["examples:", "edgesiam enroll --bundle", "--append", "consistency"],
+            [
+                "examples:",
+                "edgesiam enroll --bundle",
+                "--append",
+                "consistency",
+                "--from-dataset recordings/",
+                "REPLACES",
+                "active windows",
+            ],
         ),
         (["gallery", "--help"], ["examples:", "edgesiam gallery forget --gallery"]),
         (["gallery", "list", "--help"], ["--bundle", "--json"]),

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgesiam.core.frontend import SensorFrontEnd
+from edgesiam.core.gate import EnergyGate
 from edgesiam.errors import ConfigError, DataError
 from edgesiam.runtime import gallery_store
 from edgesiam.runtime.gallery_store import (
@@ -363,7 +364,7 @@ def write_tone(
     return path
 
 
-def test_enroll_recordings_warns_about_short_and_silent_clips(tmp_path: Path) -> None:
+def test_enroll_recordings_reports_windows_and_refuses_silent_clips(tmp_path: Path) -> None:
     store = GalleryStore(tmp_path / "g.npz", SHA)
     files = [
         write_tone(tmp_path / "a.wav", 300, 1.0),
@@ -375,13 +376,56 @@ def test_enroll_recordings_warns_about_short_and_silent_clips(tmp_path: Path) ->
     sf.write(tmp_path / "tail.wav", quiet_tail.astype(np.float32), 8000)
     files.append(tmp_path / "tail.wav")
     result = enroll_recordings(store, SpectrumEmbedder(), "tone", files)
-    assert result.recordings == 5 and 0 < result.consistency <= 1
+    assert result.recordings == 4 and 0 < result.consistency <= 1
+    assert [c.text for c in result.clips] == [
+        "a.wav: 3 of 3 windows active",
+        "b.wav: 3 of 3 windows active",
+        "short.wav: 1 of 1 windows active",
+        "silent.wav: refused: no active window: all 3 of its windows are below the energy "
+        "gate's -45 dBFS (the loudest is -82.5 dBFS); record closer or louder, or lower the gate "
+        "(enroll --gate-db, matching.gate.threshold_db)",
+        "tail.wav: 2 of 11 windows active",  # the gate's hangover is for streams, not templates
+    ]
     text = "\n".join(result.warnings)
     assert len(result.warnings) == 3, text
     assert "short.wav: shorter than one window (0.20 s < 0.50 s)" in text
-    assert "silent.wav: silent (RMS -8" in text
-    assert "tail.wav: 82% of its windows are below" in text
-    assert store.list()[0].sources == ["a.wav", "b.wav", "short.wav", "silent.wav", "tail.wav"]
+    assert result.clips[3].text in result.warnings
+    assert "tail.wav: only 2 of its 11 windows pass the energy gate (-45 dBFS)" in text
+    assert store.list()[0].sources == ["a.wav", "b.wav", "short.wav", "tail.wav"]
+
+
+def test_templates_are_made_from_the_active_windows_only(tmp_path: Path) -> None:
+    """Silence after a sound does not dilute its template (it did: the mean took every window)."""
+    from edgesiam.embedders import embed_recording
+
+    model = SpectrumEmbedder()
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(8000) / 8000)).astype(np.float32)
+    padded = np.concatenate([tone, np.zeros(8 * 8000, np.float32)])
+    sf.write(tmp_path / "tone.wav", tone, 8000, subtype="FLOAT")
+    sf.write(tmp_path / "padded.wav", padded, 8000, subtype="FLOAT")
+    store = GalleryStore(tmp_path / "g.npz", SHA)
+    enroll_recordings(store, model, "clean", [tmp_path / "tone.wav"])
+    result = enroll_recordings(store, model, "padded", [tmp_path / "padded.wav"])
+    assert result.clips[0].text == "padded.wav: 4 of 35 windows active"
+    gallery = store.load()
+    clean, padded_template = gallery.templates("clean")[0], gallery.templates("padded")[0]
+    assert float(clean @ padded_template) > 0.999
+    every_window = embed_recording(model, padded)  # what a template of all windows would be
+    assert float(clean @ every_window) < 0.95
+
+
+def test_a_clip_with_no_active_window_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    store = GalleryStore(tmp_path / "g.npz", SHA)
+    sf.write(tmp_path / "silence.wav", np.zeros(16000, np.float32), 16000)
+    with pytest.raises(DataError, match=r"silence\.wav: refused: no active window: all 3 of") as e:
+        enroll_recordings(store, SpectrumEmbedder(), "hammer", [tmp_path / "silence.wav"])
+    assert "loudest is -200.0 dBFS" in str(e.value)
+    write_tone(tmp_path / "hum.wav", 300, 1.0, amp=1e-3)
+    with pytest.raises(DataError, match=r"'hammer' was not enrolled: every clip was refused: "):
+        enroll_recordings(
+            store, SpectrumEmbedder(), "hammer", [tmp_path / "silence.wav", tmp_path / "hum.wav"]
+        )
+    assert not store.exists()
 
 
 def test_enroll_recordings_refuses_bad_input(tmp_path: Path) -> None:
@@ -429,3 +473,16 @@ def test_enroll_sensor_recordings_warns_about_no_motion(tmp_path: Path) -> None:
     )
     assert [w.split(":")[0] for w in result.warnings] == ["still.csv"]
     assert "almost no motion" in result.warnings[0]
+    # the runtime's gate is off for sensors by default: every window makes the template
+    assert [c.text for c in result.clips] == [
+        "moving.npy: 5 of 5 windows active",
+        "still.csv: 5 of 5 windows active",
+    ]
+    # a device whose config turns the sensor gate on enrolls as it matches: moving windows only
+    gate = EnergyGate.for_modality("sensor", enabled=True)
+    files = [tmp_path / "moving.npy", tmp_path / "still.csv"]
+    result = enroll_recordings(store, MotionEmbedder(), "wave", files, gate=gate)
+    assert result.recordings == 1 and result.clips[0].active == 5
+    assert result.clips[1].text.startswith(
+        "still.csv: refused: no active window: none of its 5 windows moves more than the gate's 0.02"
+    )

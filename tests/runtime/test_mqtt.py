@@ -230,8 +230,10 @@ def test_status_online_is_retained_and_offline_follows_a_clean_stop(
     subscriber: Callable[..., Subscriber],
 ) -> None:
     publisher, _ = make_publisher()
+    watcher = subscriber("edgesiam/dev1/status")
     publisher.start()
     assert wait_until(lambda: publisher.connected)
+    watcher.wait_for("edgesiam/dev1/status")  # the broker has it, so it is retained from now on
     late = subscriber("edgesiam/dev1/status")  # joins after: gets the retained message
     (online,) = late.wait_for("edgesiam/dev1/status")
     assert (online.payload, online.retain) == (b"online", True)

@@ -10,6 +10,7 @@ from edgesiam.train.augment import (
     AudioAugmenter,
     ImuAugmenter,
     bounded_rotations,
+    random_channel,
     spec_augment,
     uniform_rotations,
 )
@@ -122,6 +123,39 @@ def test_reverb_keeps_the_peak_and_changes_the_signal() -> None:
     np.testing.assert_allclose(np.abs(out).max(axis=1), np.abs(clean).max(axis=1), rtol=1e-5)
     assert not np.allclose(out, clean, atol=1e-3)
     assert abs(out[0, 0]) < 1e-3 and abs(out[0, 1]) > 1e-4, "aligned on the direct path"
+
+
+def _spectrum(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.fft.rfftfreq(x.shape[-1], 1 / 16000), np.abs(np.fft.rfft(x, axis=-1)) ** 2
+
+
+def test_random_channel_band_limits_each_row_differently_and_keeps_the_peak() -> None:
+    rng = np.random.default_rng(0)
+    x = 0.2 * rng.standard_normal((64, 8000))
+    y = random_channel(x.copy(), 16000, np.random.default_rng(1))
+    assert y.shape == x.shape and np.all(np.isfinite(y))
+    np.testing.assert_allclose(np.abs(y).max(axis=1), np.abs(x).max(axis=1), rtol=0.02)
+    freqs, power = _spectrum(y)
+    _, before = _spectrum(x)
+    share = lambda p, sel: p[:, sel].sum(axis=1) / p.sum(axis=1)  # noqa: E731
+    assert np.all(share(power, freqs < 40) < share(before, freqs < 40))  # every row: a low cut
+    assert np.all(share(power, freqs > 7600) < share(before, freqs > 7600))  # and a high cut
+    responses = power[:, 10:3000] / before[:, 10:3000]
+    assert np.std(np.log(responses[:, 1000:1100].mean(axis=1))) > 0.2  # rows differ
+
+
+def test_random_channel_is_seeded_and_applied_with_channel_p() -> None:
+    x = (0.1 * np.random.default_rng(5).standard_normal((16, 4000))).astype(np.float32)
+    a = random_channel(x.astype(np.float64), 16000, np.random.default_rng(3))
+    b = random_channel(x.astype(np.float64), 16000, np.random.default_rng(3))
+    np.testing.assert_array_equal(a, b)
+    plain = AudioAugmenter(noise_p=0, reverb_p=0, gain_db=(0, 0), shift_max=0)
+    assert np.array_equal(plain(x, np.random.default_rng(0)), x)  # channel_p defaults to 0
+    every = AudioAugmenter(noise_p=0, reverb_p=0, gain_db=(0, 0), shift_max=0, channel_p=1.0)
+    changed = every(x, np.random.default_rng(0))
+    assert not np.any(np.all(np.isclose(changed, x, atol=1e-4), axis=1))
+    with pytest.raises(ConfigError, match="channel_p"):
+        AudioAugmenter(channel_p=1.5)
 
 
 def test_audio_rejects_bad_arguments() -> None:

@@ -76,3 +76,18 @@ def test_each_objective_learns_to_separate_two_clusters(objective: dict[str, obj
     same = sim[y[:, None] == y[None, :]].mean()
     diff = sim[y[:, None] != y[None, :]].mean()
     assert same > diff + 0.5
+
+
+def test_mean_input_norm_ignores_a_constant_colouring_of_each_channel() -> None:
+    torch.manual_seed(0)
+    kwargs = dict(channels=[8, 8], kernel_sizes=[3, 3], strides=[1, 1], dilations=[1, 1])
+    centred = Conv1dEncoder(in_channels=5, embedding_dim=4, input_norm="mean", **kwargs).eval()
+    plain = Conv1dEncoder(in_channels=5, embedding_dim=4, **kwargs).eval()
+    plain.load_state_dict(centred.state_dict())
+    x = torch.randn(3, 5, 40)
+    colour = torch.randn(1, 5, 1) * 3  # a microphone's fixed gain per mel band, in log units
+    with torch.no_grad():
+        torch.testing.assert_close(centred(x + colour), centred(x), atol=1e-5, rtol=0)
+        assert not torch.allclose(plain(x + colour), plain(x), atol=1e-3)
+    with pytest.raises(ValueError, match="input_norm"):
+        Conv1dEncoder(in_channels=5, embedding_dim=4, input_norm="max", **kwargs)

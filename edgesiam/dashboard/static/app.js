@@ -5,7 +5,9 @@
 
 const MAX_EVENTS = 200;
 const MAX_NEAR = 100;
-const MAX_WAV_BYTES = 512 * 1024;
+const MAX_WAV_BYTES = 512 * 1024;       // one clip (WAV or CSV), as the device takes it
+const MAX_ENROLL_BYTES = 2 * 1024 * 1024; // all the clips of one enroll command
+const MAX_CLIPS = 10;
 const COLOURS = ["#2f7ed8", "#e4572e", "#17a589", "#a05195", "#f4a259", "#5c6bc0", "#8d6e63", "#c0ca33"];
 
 const state = {
@@ -16,7 +18,7 @@ const state = {
   commands: [],            // newest first
   selected: null,          // device shown in the timeline
   managed: null,           // device shown in the enrollment panel
-  labelColours: new Map(),
+  labelsShown: null,        // what the labels list shows, so it is not rebuilt while typed in
   broker: null,
   arrived: new Map(),      // "event:<id>" or "status:<device>:<status>" -> when this page first showed it (ms)
 };
@@ -83,11 +85,29 @@ function fixed(value, digits) {
   return typeof value === "number" && isFinite(value) ? value.toFixed(digits) : "—";
 }
 
+// a label's colour follows from its name alone (FNV-1a hash), so it never changes when other
+// labels come and go, and is the same on every page and device
 function colourOf(label) {
-  if (!state.labelColours.has(label)) {
-    state.labelColours.set(label, COLOURS[state.labelColours.size % COLOURS.length]);
+  let hash = 0x811c9dc5;
+  for (const ch of String(label)) {
+    hash ^= ch.codePointAt(0);
+    hash = Math.imul(hash, 0x01000193) >>> 0;
   }
-  return state.labelColours.get(label);
+  return COLOURS[hash % COLOURS.length];
+}
+
+// a gap under a thousandth must not read as "0.000"
+function gap(value) {
+  if (typeof value !== "number" || !isFinite(value)) return "—";
+  if (Math.abs(value) >= 0.001 || value === 0) return value.toFixed(3);
+  return Math.abs(value) >= 0.0001 ? value.toFixed(4) : "< 0.0001";
+}
+
+function thresholdOf(device, label) {
+  const t = device && device.thresholds;
+  if (!t) return null;
+  const own = t.labels && typeof t.labels[label] === "number" ? t.labels[label] : null;
+  return own !== null ? own : typeof t.default === "number" ? t.default : null;
 }
 
 async function api(path, options) {
@@ -249,7 +269,7 @@ function nearRow(n) {
     el("td", {}, n.device),
     el("td", {}, n.label ? el("span", { class: "chip", css: { "--c": colourOf(n.label) } }, n.label) : "—"),
     scoreCell(n.score, n.threshold),
-    el("td", { class: "num" }, fixed(short, 3)));
+    el("td", { class: "num" }, gap(short)));
 }
 
 function renderEvents() {
@@ -345,9 +365,49 @@ function renderTimeline() {
 
 // -- enrollment and commands ------------------------------------------------------------------------------
 
+// what the device's bundle takes: "audio" (WAV clips) or "sensor" (CSV clips), from its metrics or
+// its last list/enroll result; null until it has said
+function modalityOf(d) {
+  if (!d) return null;
+  return d.modality || (d.metrics && d.metrics.modality) || null;
+}
+
+// an example label that fits the device's bundle: a name for a speaker model, a gesture for a
+// motion model, a sound otherwise
+function labelExample(d) {
+  const modality = modalityOf(d);
+  const model = ((d && d.model) || "").toLowerCase();
+  if (modality === "sensor" || /motion|imu|gesture/.test(model)) return "wave";
+  if (/speak|voice/.test(model)) return "alice";
+  if (modality === "audio" || /event|sound/.test(model)) return "doorbell";
+  return null;
+}
+
+function renderEnrollForm(d) {
+  const modality = modalityOf(d);
+  const example = labelExample(d);
+  const input = document.getElementById("enroll-label");
+  input.placeholder = example ? `e.g. ${example}` : "label name";
+  const file = document.getElementById("enroll-file");
+  file.accept = modality === "sensor" ? ".csv,text/csv"
+    : modality === "audio" ? ".wav,audio/wav,audio/x-wav" : ".wav,.csv,audio/wav,audio/x-wav,text/csv";
+  const what = modality === "sensor"
+    ? "CSVs of the motion (one row per sample, one column per channel, an optional header row)"
+    : modality === "audio" ? "WAVs of the sound or voice"
+      : "WAVs for a sound or voice device, CSVs (one row per sample, one column per channel) for a motion device";
+  document.getElementById("enroll-hint").textContent =
+    `1 to ${MAX_CLIPS} recordings of the label: ${what}; each up to 512 KiB, 2 MiB together. ` +
+    "Silent clips are refused by the device. They are sent to the device as its enroll command.";
+  document.getElementById("enroll-form").dataset.modality = modality || "unknown";
+}
+
 function renderLabels() {
   const list = document.getElementById("labels-list");
   const d = state.devices.get(state.managed);
+  renderEnrollForm(d);
+  const shown = JSON.stringify([state.managed, d && d.labels, d && d.thresholds]);
+  if (shown === state.labelsShown) return; // unchanged: keep what the user is typing
+  state.labelsShown = shown;
   list.replaceChildren();
   if (!d) { list.append(el("li", { class: "muted" }, "no device")); return; }
   if (d.labels === null || d.labels === undefined) {
@@ -356,11 +416,28 @@ function renderLabels() {
   }
   if (!d.labels.length) { list.append(el("li", { class: "muted" }, "nothing enrolled")); return; }
   for (const label of d.labels) {
+    const threshold = thresholdOf(d, label);
     list.append(el("li", { dataset: { label } },
       el("span", { class: "chip", css: { "--c": colourOf(label) } }, label),
       el("button", { type: "button", class: "danger", "aria-label": `forget ${label}`,
-        onclick: () => forget(d.device, label) }, "Forget")));
+        onclick: () => forget(d.device, label) }, "Forget"),
+      el("form", { class: "threshold", onsubmit: (e) => setThreshold(e, d.device, label) },
+        el("input", { type: "number", name: "threshold", min: "-1", max: "1", step: "any",
+          required: true, value: threshold === null ? null : threshold.toFixed(4),
+          placeholder: "ask the device", title: "threshold: a window matches at this cosine score or above",
+          "aria-label": `threshold of ${label}` }),
+        el("button", { type: "submit", class: "secondary", "aria-label": `set the threshold of ${label}` }, "Set"))));
   }
+}
+
+async function setThreshold(event, device, label) {
+  event.preventDefault();
+  const value = parseFloat(event.target.elements.threshold.value);
+  if (!(value >= -1 && value <= 1)) {
+    showResult({ ok: false, error: "a threshold is a cosine between -1 and 1", error_code: "invalid" }, `threshold ${label}`);
+    return;
+  }
+  await command(device, "threshold", { label, value }, `threshold ${label}`);
 }
 
 function showResult(result, what) {
@@ -375,13 +452,25 @@ function showResult(result, what) {
     if (typeof r.recordings === "number") detail.push(`${r.recordings} recording(s)`);
     if (typeof r.consistency === "number") detail.push(`consistency ${r.consistency.toFixed(3)}`);
     if (typeof r.removed !== "undefined") detail.push(`removed ${r.removed}`);
-    if (Array.isArray(r.warnings) && r.warnings.length) detail.push(`warnings: ${r.warnings.join("; ")}`);
+    const clipTexts = Array.isArray(r.clips) ? r.clips.map(clipText) : [];
+    const warnings = (Array.isArray(r.warnings) ? r.warnings : []).filter((w) => !clipTexts.includes(w));
+    if (typeof r.threshold === "number") detail.push(`threshold ${r.threshold.toFixed(4)} (${r.source || "?"})`);
+    if (warnings.length) detail.push(`warnings: ${warnings.join("; ")}`);
     box.append(el("strong", {}, `✓ ${what} done`), detail.length ? ` — ${detail.join(", ")}` : "");
+    if (clipTexts.length) {
+      box.append(el("ul", { class: "clips" }, (r.clips || []).map((c, i) =>
+        el("li", { dataset: { clip: c.name, refused: c.refused ? "true" : "false" } }, clipTexts[i]))));
+    }
   } else {
     const message = (result && (result.error || result.message)) || "no answer";
     const code = result && result.error_code ? ` (${result.error_code})` : "";
     box.append(el("strong", {}, `✗ ${what} failed${code}`), ` — ${message}`);
   }
+}
+
+// one clip's line, as the device and `edgesiam enroll` word it
+function clipText(c) {
+  return c.refused ? `${c.name}: refused: ${c.refused}` : `${c.name}: ${c.active} of ${c.windows} windows active`;
 }
 
 async function command(device, verb, body, what) {
@@ -394,6 +483,10 @@ async function command(device, verb, body, what) {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
     });
     showResult(result, what);
+    if (result && result.ok && result.result && result.result.modality) {
+      upsertDevice(device, { modality: result.result.modality });
+      renderLabels();
+    }
     return result;
   } catch (error) {
     showResult({ ok: false, error: String(error.message || error) }, what);
@@ -415,27 +508,54 @@ function base64Of(buffer) {
   return btoa(text);
 }
 
+// a clip as the enroll command takes it, or a message saying why the file cannot be one
+async function clipOf(file, modality) {
+  if (file.size > MAX_WAV_BYTES) {
+    return { error: `${file.name} is ${(file.size / 1024).toFixed(0)} KiB; the device takes at most 512 KiB per clip`, code: "too_large" };
+  }
+  const buffer = await file.arrayBuffer();
+  const head = new TextDecoder("latin1").decode(new Uint8Array(buffer.slice(0, 12)));
+  const isWav = head.slice(0, 4) === "RIFF" && head.slice(8, 12) === "WAVE";
+  const kind = modality === "sensor" ? "csv" : modality === "audio" ? "wav"
+    : /\.csv$/i.test(file.name) ? "csv" : "wav";
+  if (kind === "wav" && !isWav) {
+    return { error: `${file.name} is not a WAV file${modality === "audio" ? " (this device takes WAV clips)" : ""}`, code: "invalid" };
+  }
+  if (kind === "csv" && (isWav || new Uint8Array(buffer).includes(0))) {
+    return { error: `${file.name} is not a CSV text file (this device takes CSV clips)`, code: "invalid" };
+  }
+  return { clip: { name: file.name, [`${kind}_base64`]: base64Of(buffer) }, size: buffer.byteLength };
+}
+
 async function enroll(event) {
   event.preventDefault();
   const device = document.getElementById("enroll-device").value;
   const label = document.getElementById("enroll-label").value.trim();
-  const file = document.getElementById("enroll-file").files[0];
+  const files = [...document.getElementById("enroll-file").files];
+  const append = document.getElementById("enroll-mode").value === "append";
   if (!device) { showResult({ ok: false, error: "no device selected" }, "enroll"); return; }
-  if (!file) { showResult({ ok: false, error: "choose a WAV file" }, "enroll"); return; }
-  if (file.size > MAX_WAV_BYTES) {
-    showResult({ ok: false, error: `${file.name} is ${(file.size / 1024).toFixed(0)} KiB; the device takes at most 512 KiB`, error_code: "too_large" }, `enroll ${label}`);
+  if (!files.length) { showResult({ ok: false, error: "choose 1 to 10 recordings" }, "enroll"); return; }
+  if (files.length > MAX_CLIPS) {
+    showResult({ ok: false, error: `${files.length} files chosen; a label takes at most ${MAX_CLIPS} recordings`, error_code: "invalid" }, `enroll ${label}`);
     return;
   }
-  const buffer = await file.arrayBuffer();
-  const head = new TextDecoder("latin1").decode(new Uint8Array(buffer.slice(0, 12)));
-  if (head.slice(0, 4) !== "RIFF" || head.slice(8, 12) !== "WAVE") {
-    showResult({ ok: false, error: `${file.name} is not a WAV file`, error_code: "invalid" }, `enroll ${label}`);
+  const modality = modalityOf(state.devices.get(device));
+  const clips = [];
+  let total = 0;
+  for (const file of files) {
+    const got = await clipOf(file, modality);
+    if (got.error) { showResult({ ok: false, error: got.error, error_code: got.code }, `enroll ${label}`); return; }
+    clips.push(got.clip);
+    total += got.size;
+  }
+  if (total > MAX_ENROLL_BYTES) {
+    showResult({ ok: false, error: `the clips are ${(total / 1048576).toFixed(1)} MiB together; the device takes at most 2 MiB at once: enroll the rest with "add to its recordings"`, error_code: "too_large" }, `enroll ${label}`);
     return;
   }
   const submit = document.getElementById("enroll-submit");
   submit.disabled = true;
   try {
-    await command(device, "enroll", { label, wav_base64: base64Of(buffer) }, `enroll ${label}`);
+    await command(device, "enroll", { label, clips, append }, `enroll ${label}`);
   } finally {
     submit.disabled = false;
   }
@@ -501,10 +621,17 @@ function connect() {
   });
   source.addEventListener("labels", (m) => {
     const s = JSON.parse(m.data);
-    upsertDevice(s.device, { labels: s.labels });
+    upsertDevice(s.device, s.thresholds ? { labels: s.labels, thresholds: s.thresholds } : { labels: s.labels });
     renderDevices();
   });
-  source.addEventListener("command_result", (m) => addCommandResult(JSON.parse(m.data)));
+  source.addEventListener("command_result", (m) => {
+    const r = JSON.parse(m.data);
+    addCommandResult(r);
+    if (r.ok && r.result && r.result.modality && r.device) {
+      upsertDevice(r.device, { modality: r.result.modality });
+      if (r.device === state.managed) renderLabels();
+    }
+  });
   source.addEventListener("broker", (m) => {
     const b = JSON.parse(m.data);
     showBroker({ ...lastStats, broker: { ...(state.broker || {}), ...b } }); // connected, last_error

@@ -1,0 +1,40 @@
+"""The out-of-domain table: one column per channel and the mean over the shifted ones."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ood_table.py"
+
+
+def report(path: Path, systems: dict[str, tuple[float, float]]) -> None:
+    body = {
+        name: {"eer": eer, "way5_shot1": acc, "n_recordings": 10, "n_labels": 3}
+        for name, (eer, acc) in systems.items()
+    }
+    path.write_text(json.dumps({"systems": body}))
+
+
+def test_table_has_a_column_per_channel_and_the_out_of_domain_mean(tmp_path: Path) -> None:
+    report(tmp_path / "speaker-clean.json", {"ours": (0.10, 0.9), "mfcc": (0.20, 0.8)})
+    report(tmp_path / "speaker-gsm.json", {"ours": (0.20, 0.7), "mfcc": (0.30, 0.6)})
+    report(tmp_path / "speaker-far-field.json", {"ours": (0.40, 0.5), "mfcc": (0.35, 0.4)})
+    (tmp_path / "speaker-notes.json").write_text("{}")  # not a channel: ignored
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), str(tmp_path)], capture_output=True, text=True, check=True
+    ).stdout
+    assert "| system (EER %, lower is better) | clean | gsm | far-field |" in out
+    assert "| ours | 10.0 | 20.0 | 40.0 | **30.0** |" in out  # mean of gsm and far-field only
+    assert "| mfcc | 20.0 | 30.0 | 35.0 | **32.5** |" in out
+    assert "| ours | 90.0 | 70.0 | 50.0 | **60.0** |" in out
+    assert "10 recordings, 3 labels" in out
+
+
+def test_an_empty_folder_is_an_error(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), str(tmp_path)], capture_output=True, text=True
+    )
+    assert done.returncode == 1 and "no <bundle>-<channel>.json" in done.stderr
