@@ -26,7 +26,6 @@ wrong channel count) is refused when it is opened, with a message that says what
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import io
 import json
 import logging
@@ -461,7 +460,9 @@ class StreamPacing:
 
 def _pipe_bytes(stream: Any) -> int:
     """What the pipe under ``stream`` holds before its writer blocks; 64 KiB if unknown."""
-    with contextlib.suppress(AttributeError, OSError, io.UnsupportedOperation):
+    with contextlib.suppress(ImportError, AttributeError, OSError, io.UnsupportedOperation):
+        import fcntl  # POSIX; F_GETPIPE_SZ is Linux's
+
         return int(fcntl.fcntl(stream.fileno(), fcntl.F_GETPIPE_SZ))
     return 65536
 
