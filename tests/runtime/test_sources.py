@@ -28,6 +28,7 @@ from edgesiam.runtime.sources import (
     SerialSource,
     StdinSource,
     StreamFormat,
+    StreamPacing,
     open_source,
     parse_csv_row,
     parse_sensor_payload,
@@ -238,6 +239,24 @@ def test_stdin_takes_the_rate_of_its_wav_header_unless_one_is_declared() -> None
     with pytest.raises(DataError, match=r"WAV at 48000 Hz.*expects 44100 Hz"):
         collect(StdinSource(AUDIO, sample_rate=44100, stream=cast(BinaryIO, proc.stdout)))
     proc.wait(10)
+
+
+def test_stdin_is_a_recording_when_it_is_a_file_or_runs_ahead_of_real_time(tmp_path: Path) -> None:
+    raw = tmp_path / "rec.raw"
+    raw.write_bytes(b"\x00\x00" * 1600)
+    with open(raw, "rb") as redirected:  # edgesiam run --source stdin: < rec.raw
+        assert StdinSource(AUDIO, stream=redirected).live is False
+        assert StdinSource(AUDIO, stream=redirected, live=True).live is True
+    pacing = StreamPacing(1000.0, buffered_s=0.5)  # a live stream is ahead by 1.5 s at most
+    pacing.add(1400)
+    assert not pacing.unpaced and 1.3 < pacing.ahead_s() <= 1.4
+    pacing.add(200)
+    assert pacing.unpaced  # for good: a microphone never delivers 1.6 s in no time
+    read_end, write_end = os.pipe()
+    with os.fdopen(read_end, "rb") as pipe, os.fdopen(write_end, "wb"):
+        source = StdinSource(AUDIO, stream=pipe)
+        assert source.live and source.pacing.limit_s == pytest.approx(65536 / 32000 + 1.0)
+        assert not source.wait_for_room()  # nothing read yet: not ahead of real time
 
 
 def test_stdin_stops_when_closed_while_waiting() -> None:
