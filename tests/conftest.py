@@ -13,6 +13,8 @@ runs keep exploring. A find that was fixed stays as an explicit ``@example``.
 from __future__ import annotations
 
 import argparse
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,18 @@ settings.register_profile(
 )
 if DETERMINISTIC:
     settings.load_profile("edgesiam-ci")
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """A command run in-process (``edgesiam run --log-level error``) configures the root logger;
+    the next test starts from the root logger as it was, so its log assertions see its records."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    root.setLevel(level)
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
 
 
 def make_voice(

@@ -126,6 +126,10 @@ class EmbeddedBroker:
             self._thread = None
 
 
+STOP_TIMEOUT_S = 3.0
+"""How long Ctrl-C waits for the broker to close its clients' sessions."""
+
+
 def serve_broker(host: str, port: int, password_file: Path | None = None) -> None:
     """Run the broker until Ctrl-C (or SIGTERM through the event loop's cancellation)."""
 
@@ -136,7 +140,10 @@ def serve_broker(host: str, port: int, password_file: Path | None = None) -> Non
         try:
             await asyncio.Event().wait()
         finally:
-            await broker.stop()
+            try:  # amqtt can wait long on a client that is still closing: Ctrl-C stays prompt
+                await asyncio.wait_for(broker.stop(), STOP_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("the broker did not close within %s s; exiting anyway", STOP_TIMEOUT_S)
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
