@@ -166,10 +166,8 @@ def pypi_file(spec: str, member: str, root: Path, pip_args: Sequence[str] = ()) 
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        _run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "-q"]
-            + [*pip_args, "-d", str(work), spec]
-        )
+        pip = [sys.executable, "-m", "pip", "download", "--no-deps", "-q"]
+        _run([*pip, *pip_args, "-d", str(work), spec])
         wheels = sorted(work.glob("*.whl"))
         if not wheels:
             raise RecipeError(f"pip download {spec} produced no wheel")

