@@ -126,6 +126,8 @@ _FILTERS = torch.from_numpy(mel_filters().T.copy())
 
 def log_fbank(audio: torch.Tensor) -> torch.Tensor:
     """Audio ``(B, n)`` in [-1, 1] at 16 kHz → Kaldi log mel energies ``(B, frames, 80)``."""
+    if audio.shape[-1] < FRAME_LENGTH:
+        return audio.new_zeros((*audio.shape[:-1], 0, N_MELS), dtype=torch.float32)
     frames = audio.to(torch.float32).unfold(-1, FRAME_LENGTH, FRAME_SHIFT)
     frames = frames - frames.mean(dim=-1, keepdim=True)
     previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
