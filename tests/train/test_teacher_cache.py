@@ -55,7 +55,7 @@ def test_a_second_run_computes_nothing_and_returns_the_same(
     )
     assert len(teacher.computed) == 5
     np.testing.assert_array_equal(again, first[::-1])  # in the order asked for
-    assert cache.path_for(root).parent == tmp_path / "c" / "t" / SHA[:16]
+    assert cache.path_for(root).parent == tmp_path / "c" / "t" / f"{SHA[:16]}-r1"
 
 
 def test_a_changed_file_is_computed_again_and_a_touched_one_is_not(
@@ -73,7 +73,7 @@ def test_a_changed_file_is_computed_again_and_a_touched_one_is_not(
     np.testing.assert_allclose(out[1], Teacher()(files[1]))
 
 
-def test_other_weights_or_another_folder_never_share_entries(
+def test_other_weights_revisions_or_folders_never_share_entries(
     tmp_path: Path, folder: tuple[Path, list[Path]]
 ) -> None:
     root, files = folder
@@ -81,13 +81,17 @@ def test_other_weights_or_another_folder_never_share_entries(
     TeacherCache(tmp_path / "c", "t", SHA).embeddings(root, files, teacher, progress=False)
     TeacherCache(tmp_path / "c", "t", "cd" * 32).embeddings(root, files, teacher, progress=False)
     assert len(teacher.computed) == 10
+    TeacherCache(tmp_path / "c", "t", SHA, revision=2).embeddings(
+        root, files, teacher, progress=False
+    )
+    assert len(teacher.computed) == 15
     copy = root.parent / "copy"
     copy.mkdir()
     (copy / "a.wav").write_bytes(files[0].read_bytes())
     TeacherCache(tmp_path / "c", "t", SHA).embeddings(
         copy, [copy / "a.wav"], teacher, progress=False
     )
-    assert len(teacher.computed) == 11
+    assert len(teacher.computed) == 16
 
 
 def test_an_interrupted_run_keeps_what_it_computed(

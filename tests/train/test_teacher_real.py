@@ -29,7 +29,8 @@ def test_published_weights_fill_every_parameter_and_tell_speakers_apart() -> Non
     by_label: dict[str, list[Path]] = {}
     for rec in info.recordings:
         by_label.setdefault(rec.label, []).append(rec.path)
-    labels = sorted(by_label)[:6]
+    # real voices (KLettres / KTuberling); the game-voice packs (hw-*) are pitch-processed actors
+    labels = [label for label in sorted(by_label) if not label.startswith("hw-")][:6]
     paths = [p for label in labels for p in by_label[label][:6]]
     owners = np.repeat(np.arange(len(labels)), 6)
     embeddings = model.embed_batch([read_audio(p, 16000) for p in paths])
@@ -37,6 +38,7 @@ def test_published_weights_fill_every_parameter_and_tell_speakers_apart() -> Non
     same = owners[:, None] == owners[None, :]
     off_diagonal = ~np.eye(len(paths), dtype=bool)
     genuine, impostor = scores[same & off_diagonal], scores[~same]
+    print(f"same speaker {genuine.mean():.3f}, different speakers {impostor.mean():.3f}")
     assert genuine.mean() > impostor.mean() + 0.2, (genuine.mean(), impostor.mean())
     for k in range(len(labels)):  # every speaker is closer to itself than to the others
         mine = owners == k

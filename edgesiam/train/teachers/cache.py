@@ -5,11 +5,12 @@ same recordings again and again. One ``.npz`` per (teacher, weights, dataset fol
 recording's embedding, keyed by its path relative to the folder, with the file's size, modification
 time and content digest:
 
-    FOLDER/<teacher>/<first 16 hex of the weights' SHA-256>/<folder name>-<path digest>.npz
+    FOLDER/<teacher>/<first 16 hex of the weights' SHA-256>-r<revision>/<folder>-<path digest>.npz
 
 An entry is reused while the file's size and modification time are unchanged, or, when only the
 time changed (a copy, a touch), while its content digest is; otherwise it is computed again. Other
-weights go to another folder, so they never mix. The file is replaced atomically (written beside,
+weights, or another revision of the teacher's code (its features, its pooling), go to another
+folder, so they never mix. The file is replaced atomically (written beside,
 then renamed), every ``save_every`` new embeddings and when the run ends or is interrupted, so a
 crash keeps the work done and never leaves a torn file.
 """
@@ -54,14 +55,16 @@ def content_digest(path: Path) -> str:
 
 
 class TeacherCache:
-    """Embeddings of one teacher (``name`` + ``weights_sha256``), per dataset folder, on disk."""
+    """Embeddings of one teacher (``name``, ``weights_sha256`` and the ``revision`` of the code
+    that turns audio into its embedding), per dataset folder, on disk."""
 
-    def __init__(self, folder: Path, name: str, weights_sha256: str) -> None:
+    def __init__(self, folder: Path, name: str, weights_sha256: str, revision: int = 1) -> None:
         if not name or not weights_sha256:
             raise ValueError("a teacher cache needs the teacher's name and its weights' SHA-256")
-        self.folder = Path(folder) / name / weights_sha256[:16]
+        self.folder = Path(folder) / name / f"{weights_sha256[:16]}-r{revision}"
         self.name = name
         self.weights_sha256 = weights_sha256
+        self.revision = revision
 
     def path_for(self, root: Path) -> Path:
         """The cache file of dataset folder ``root``."""
@@ -130,10 +133,9 @@ class TeacherCache:
         try:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
-                if (meta.get("format"), meta.get("version")) != (FORMAT, FORMAT_VERSION) or (
-                    meta.get("teacher"),
-                    meta.get("weights_sha256"),
-                ) != (self.name, self.weights_sha256):
+                own = (FORMAT, FORMAT_VERSION, self.name, self.weights_sha256, self.revision)
+                keys = ("format", "version", "teacher", "weights_sha256", "revision")
+                if tuple(meta.get(k) for k in keys) != own:
                     log.warning("%s: not this teacher's cache; computing again", path)
                     return {}
                 return {
@@ -161,6 +163,7 @@ class TeacherCache:
             "version": FORMAT_VERSION,
             "teacher": self.name,
             "weights_sha256": self.weights_sha256,
+            "revision": self.revision,
             "root": str(root),
         }
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -37,7 +37,8 @@ def teacher_cache(teacher: CamPlusPlus, root: Path = Path("data")) -> TeacherCac
     """The cache of ``teacher``'s embeddings under ``ROOT/.cache/teachers``."""
     from edgesiam.data.recipes.base import cache_dir
 
-    return TeacherCache(cache_dir(root) / "teachers", teacher.name, teacher.weights_sha256)
+    folder = cache_dir(root) / "teachers"
+    return TeacherCache(folder, teacher.name, teacher.weights_sha256, teacher.revision)
 
 
 @contextmanager
