@@ -350,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="seed of the few-shot episodes")
     ev.add_argument("--no-baseline", action="store_true", help="skip the classic baseline")
     ev.add_argument("--name", default="edgesiam", help="the model's name in the report")
+    from edgesiam.train.teachers import PEERS  # names only: imports no torch
+
     ev.add_argument(
         "--target-fmr",
         type=_fmr,
@@ -361,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--peer",
         action="append",
-        choices=["campplus"],
+        choices=list(PEERS),
         help="add a pretrained peer on the same trials (repeatable): campplus = CAM++, a 7 M "
         "parameter speaker model (train extra; weights fetched once into PEER_ROOT/.cache, its "
         "embeddings cached there per recording)",
