@@ -187,6 +187,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if ours.baseline is not None:  # read in the same pass: one progress bar, one decode
         name = "mfcc-stats" if info.modality == "audio" else "channel-stats"
         systems[name] = (ours.baseline, ours.labels, ours.groups)
+    for peer in args.peer or []:
+        try:
+            from edgesiam.train.teachers.embed import peer_system
+        except ImportError as exc:
+            raise MissingExtraError(exc.name or "torch", "train") from None
+        systems.update(peer_system(peer, info, ours, Path(args.peer_root), not args.quiet))
     report = Report.from_systems(systems, seed=args.seed, episodes=args.episodes)
     report.write(json_path=args.json, plots_dir=args.plots)
     print(f"{len(ours.labels)} recordings, {len(set(ours.labels))} labels from {info.root}")
@@ -344,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="seed of the few-shot episodes")
     ev.add_argument("--no-baseline", action="store_true", help="skip the classic baseline")
     ev.add_argument("--name", default="edgesiam", help="the model's name in the report")
+    from edgesiam.train.teachers import PEERS  # names only: imports no torch
+
     ev.add_argument(
         "--target-fmr",
         type=_fmr,
@@ -351,6 +359,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RATE",
         help="false-match rate whose window-level threshold is pointed out: 0.01, 0.001 "
         "(default) or 0.0001",
+    )
+    ev.add_argument(
+        "--peer",
+        action="append",
+        choices=list(PEERS),
+        help="add a pretrained peer on the same trials (repeatable): campplus = CAM++, a 7 M "
+        "parameter speaker model (train extra; weights fetched once into PEER_ROOT/.cache, its "
+        "embeddings cached there per recording)",
+    )
+    ev.add_argument(
+        "--peer-root", default="data", metavar="PEER_ROOT", help="data root of --peer's cache"
     )
     ev.add_argument("--on-error", choices=["fail", "skip"], default="fail")
     ev.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
