@@ -102,13 +102,14 @@ ood-data: venv apt  ## render the held-out audio sets through device channels (p
 	  $(BIN)/edgesiam data render $(DATA)/$$d/test $(foreach c,$(OOD_CHANNELS),--channel $(c)) \
 	    --noise $(DATA)/noise -o $(DATA)/ood/$$d -q || exit 1; done
 
-results-ood: ood-data  ## the shipped bundles and the classic descriptor on the out-of-domain sets → runs/results-ood.md
+results-ood: ood-data  ## the shipped bundles, the classic descriptor and CAM++ (speakers) on the out-of-domain sets → runs/results-ood.md
 	mkdir -p $(RUNS)/ood
-	for s in $(OOD_SETS); do b=$${s%%:*}; d=$${s#*:}; \
+	for s in $(OOD_SETS); do b=$${s%%:*}; d=$${s#*:}; peer=""; \
+	  [ $$b = speaker ] && peer="--peer campplus --peer-root $(DATA)"; \
 	  for c in clean $(OOD_CHANNELS); do \
 	    src=$(DATA)/ood/$$d/$$c; [ $$c = clean ] && src=$(DATA)/$$d/test; \
 	    $(BIN)/edgesiam eval -q --episodes 1000 --json $(RUNS)/ood/$$b-$$c.json --name "edgesiam int8" \
-	      $(BUNDLES)/$$b $$src >/dev/null || exit 1; done; done
+	      $$peer $(BUNDLES)/$$b $$src >/dev/null || exit 1; done; done
 	$(BIN)/python scripts/ood_table.py $(RUNS)/ood > $(RUNS)/results-ood.md
 	cat $(RUNS)/results-ood.md
 
