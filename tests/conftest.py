@@ -31,14 +31,19 @@ if DETERMINISTIC:
     settings.load_profile("edgesiam-ci")
 
 
+_ROOT_LEVEL = logging.getLogger().level
+
+
 @pytest.fixture(autouse=True)
 def _root_logging_restored() -> Iterator[None]:
-    """A command run in-process (``edgesiam run --log-level error``) configures the root logger;
-    the next test starts from the root logger as it was, so its log assertions see its records."""
+    """A command run in-process (``edgesiam run --log-level error``, also from a module-scoped
+    fixture) configures the root logger; every test starts from the root logger's level of the
+    session's start, so its log assertions see its records."""
     root = logging.getLogger()
-    level, handlers = root.level, list(root.handlers)
+    root.setLevel(_ROOT_LEVEL)
+    handlers = list(root.handlers)
     yield
-    root.setLevel(level)
+    root.setLevel(_ROOT_LEVEL)
     for handler in [h for h in root.handlers if h not in handlers]:
         root.removeHandler(handler)
 
