@@ -148,8 +148,16 @@ def test_a_calibration_for_another_model_is_ignored(
 def test_calibrate_needs_a_gallery_and_a_background(tmp_path: Path) -> None:
     assert main(["calibrate", "--bundle", str(EVENTS_BUNDLE), "--background", "x.wav"]) == 2
     gallery = tmp_path / "g.npz"
+    missing = str(tmp_path / "nothing-here")
     code = main(
-        ["calibrate", "--bundle", str(EVENTS_BUNDLE), "--gallery", str(gallery)]
-        + ["--background", str(tmp_path / "nothing-here")]
+        [
+            "calibrate",
+            "--bundle",
+            str(EVENTS_BUNDLE),
+            "--gallery",
+            str(gallery),
+            "--background",
+            missing,
+        ]
     )
     assert code == 2
