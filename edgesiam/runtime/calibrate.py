@@ -20,7 +20,7 @@ import math
 import tempfile
 import textwrap
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +28,8 @@ import numpy as np
 
 from edgesiam.core.calibration import (
     DEFAULT_FALSE_PER_HOUR,
+    MIN_TAIL,
+    REJECT_MARGIN,
     LabelCalibration,
     calibrate_label,
     leave_one_out_hits,
@@ -49,6 +51,7 @@ __all__ = [
     "cmd_calibrate",
     "collect_background",
     "recalibrate_label",
+    "review_calibration",
 ]
 
 log = logging.getLogger("edgesiam.runtime")
@@ -241,9 +244,13 @@ def _calibrate_one(
     return LabelCalibration(**{**found.__dict__, "hit_rate": hits})
 
 
-def recalibrate_label(runtime: Runtime, label: str) -> LabelCalibration:
-    """``label``'s threshold again from the stored device cohort (after a rejected window)."""
-    calibration, cohort = runtime.calibration, runtime.device_cohort
+def recalibrate_label(
+    runtime: Runtime, label: str, cohort: DeviceCohort | None = None
+) -> LabelCalibration:
+    """``label``'s threshold again from the device cohort (``cohort``, else the stored one):
+    after a window was rejected, or a label enrolled after the calibration."""
+    calibration = runtime.calibration
+    cohort = cohort if cohort is not None else runtime.device_cohort
     if calibration is None or cohort is None:
         raise DataError(
             "this gallery has no calibration yet: run edgesiam calibrate first",
@@ -398,3 +405,65 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         print(line)
     print(f"wrote {calibration.path} (edgesiam run uses it ahead of the config's thresholds)")
     return 0
+
+
+# --- the review loop ----------------------------------------------------------------------------
+
+
+def _base_threshold(runtime: Runtime, label: str) -> float:
+    """The label's threshold without any calibration or value set over MQTT (config, bundle)."""
+    from edgesiam.runtime.threshold_store import SetThresholds, resolve_thresholds
+
+    plain = resolve_thresholds(runtime.matching, runtime.window_at_fmr, SetThresholds())
+    return plain.thresholds.for_label(label)
+
+
+def _rejected_only(runtime: Runtime, cohort: DeviceCohort, label: str) -> LabelCalibration | None:
+    """Without a background: the label's plain threshold, raised above its rejected windows."""
+    rejected = cohort.rejected_for(label)
+    if not len(rejected):
+        return None
+    j = runtime.gallery.labels.index(label)
+    above = _label_columns(runtime.make_scorer(runtime.gallery, cohort), rejected)[:, j]
+    threshold = max(_base_threshold(runtime, label), float(above.max()) + REJECT_MARGIN)
+    own = _own_scores(runtime, runtime.gallery.templates(label), cohort)
+    return LabelCalibration(
+        label=label,
+        threshold=threshold,
+        window_rate=0.0,
+        rule_share=1.0,
+        background_windows=0,
+        impostor_trials=len(above),
+        highest_impostor=float(above.max()),
+        hit_rate=leave_one_out_hits(own, threshold),
+        rejected=len(above),
+    )
+
+
+def review_calibration(runtime: Runtime, cohort: DeviceCohort, label: str) -> Calibration:
+    """The gallery's calibration after ``label``'s rejected windows changed (in ``cohort``):
+    recalibrated from the stored background when there is one, else its plain threshold raised
+    above every rejected window."""
+    if label not in runtime.gallery.labels:
+        raise DataError(f"no label '{label}' is enrolled", runtime.store.path)
+    old = runtime.calibration
+    if old is not None and len(cohort.background) >= MIN_TAIL:
+        found: LabelCalibration | None = recalibrate_label(runtime, label, cohort)
+    else:
+        found = _rejected_only(runtime, cohort, label)
+    labels = dict(old.labels) if old is not None else {}
+    if found is None:
+        labels.pop(label, None)
+    else:
+        labels[label] = found
+    if old is not None:
+        return replace(old, labels=labels)
+    rule = runtime.decider.rule
+    return Calibration(
+        max_false_per_hour=DEFAULT_FALSE_PER_HOUR,
+        score=runtime.score_kind,
+        hop_s=runtime.embedder.hop / runtime.format.sample_rate,
+        rule={"n_of": rule.n_of, "m": rule.m, "refractory_s": rule.refractory_s},
+        background={"source": None, "seconds": 0.0, "windows": 0, "active": 0},
+        labels=labels,
+    )

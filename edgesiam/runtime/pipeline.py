@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Final, TextIO
 
 import numpy as np
 
-from edgesiam.core.codec import embedding_id, encode_embedding
+from edgesiam.core.codec import decode_embedding, embedding_id, encode_embedding
 from edgesiam.core.decision import MAX_M, Decider, Decision, DecisionRule
 from edgesiam.core.frontend import WindowFeatures
 from edgesiam.core.gate import EnergyGate
@@ -994,6 +994,7 @@ class RuntimeCommands:
         rt = self.runtime
         with rt._lock:
             counts = rt.gallery.counts()
+            templates = {label: rt.gallery.templates(label) for label in counts}
             sources = rt.threshold_sources
         thresholds = sources.thresholds
         info = {i.label: i for i in rt.store.list()} if rt.store.exists() else {}
@@ -1009,6 +1010,7 @@ class RuntimeCommands:
                     ),
                     "threshold": round(thresholds.for_label(label), 5),
                     "threshold_source": sources.source_of(label),
+                    "templates": [embedding_id(t) for t in templates[label]],
                 }
                 for label, n in counts.items()
             ],
@@ -1049,6 +1051,88 @@ class RuntimeCommands:
             "labels": listed["labels"],
             "default_threshold": listed["default_threshold"],
         }
+
+    # --- the review loop ----------------------------------------------------------------------
+
+    def _decode(self, text: str, scale: float) -> np.ndarray:
+        return decode_embedding(text, scale, int(self.runtime.embedder.embedding_dim))
+
+    def _enrolled_label(self, label: str) -> None:
+        if label not in self.runtime.gallery.labels:
+            known = ", ".join(self._labels()) or "none"
+            raise DataError(f"no label '{label}' is enrolled (enrolled: {known})")
+
+    def reject(self, label: str, embedding: str, scale: float) -> dict[str, Any]:
+        """A false match of ``label``: its window joins the impostor cohort, the label's
+        threshold is recomputed above it (saved beside the gallery before it is used)."""
+        rt = self.runtime
+        self._enrolled_label(label)
+        e = self._decode(embedding, scale)
+        old = rt.device_cohort
+        dim = int(rt.embedder.embedding_dim)
+        empty = np.zeros((0, dim), dtype=np.float32)
+        cohort = DeviceCohort(
+            old.background if old is not None else empty,
+            np.concatenate([old.rejected if old is not None else empty, e[None, :]]),
+            [*(old.rejected_labels if old is not None else []), label],
+        )
+        return {"id": embedding_id(e), **self._reviewed(label, cohort)}
+
+    def unreject(self, entry_id: str) -> dict[str, Any]:
+        """Undo a ``reject``: the window leaves the cohort, its label's threshold is recomputed."""
+        rt = self.runtime
+        old = rt.device_cohort
+        ids = old.rejected_ids if old is not None else []
+        if old is None or entry_id not in ids:
+            raise DataError(f"no rejected window {entry_id} on this device")
+        i = ids.index(entry_id)
+        label = old.rejected_labels[i]
+        keep = [k for k in range(len(ids)) if k != i]
+        cohort = DeviceCohort(
+            old.background, old.rejected[keep], [old.rejected_labels[k] for k in keep]
+        )
+        return {"id": entry_id, **self._reviewed(label, cohort)}
+
+    def _reviewed(self, label: str, cohort: DeviceCohort) -> dict[str, Any]:
+        from edgesiam.runtime.calibrate import review_calibration
+
+        rt = self.runtime
+        before = rt.thresholds.for_label(label)
+        calibration = review_calibration(rt, cohort, label)
+        rt.calibration_store.save_cohort(cohort)
+        calibration = rt.calibration_store.save(calibration)
+        sources = rt.apply_calibration(calibration, cohort)
+        return {
+            "label": label,
+            "threshold_before": round(before, 5),
+            "threshold": round(sources.thresholds.for_label(label), 5),
+            "source": sources.source_of(label),
+            "rejected": len(cohort.rejected_for(label)),
+            "saved": str(rt.calibration_store.path),
+        }
+
+    def confirm(self, label: str, embedding: str, scale: float) -> dict[str, Any]:
+        """A near miss that was ``label``: its window becomes one more template of the label."""
+        rt = self.runtime
+        e = self._decode(embedding, scale)
+        enrolment = rt.store.enroll(
+            label, [e], append=True, sources=[f"confirmed {embedding_id(e)}"]
+        )
+        gallery = rt.store.load()
+        rt.replace_gallery(gallery)
+        return {
+            "label": label,
+            "id": embedding_id(gallery.templates(label)[-1]),
+            "recordings": enrolment.recordings,
+            "labels": self._labels(),
+        }
+
+    def forget_template(self, label: str, template_id: str) -> dict[str, Any]:
+        """Remove one template (undo of ``confirm``)."""
+        rt = self.runtime
+        left = rt.store.forget_template(label, template_id)
+        rt.replace_gallery(rt.store.load())
+        return {"label": label, "id": template_id, "recordings": left, "labels": self._labels()}
 
     def reload(self) -> dict[str, Any]:
         """Re-read the gallery file and, when the run came from a config file, its matching."""
