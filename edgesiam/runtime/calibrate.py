@@ -376,18 +376,16 @@ def run_calibration(
     config: RuntimeConfig, background: str, minutes: float, max_false_per_hour: float
 ) -> Calibration:
     """Collect the background, calibrate every label, save both files; returns the calibration."""
+    from edgesiam.bundle import load_manifest
     from edgesiam.runtime.pipeline import NullPublisher, Runtime
     from edgesiam.runtime.sources import source_config
 
     found = collect_background(config, background, minutes)
     with tempfile.TemporaryDirectory(prefix="edgesiam-calibrate-") as folder:
         # a runtime that reads nothing (an empty, unpaced stdin): only its scorers are used
-        cfg = config.model_copy(
-            update={
-                "state_dir": Path(folder),
-                "source": source_config({"type": "stdin", "live": False}),
-            }
-        )
+        channels = load_manifest(config.bundle, verify=False).channels
+        empty = {"type": "stdin", "live": False, "channels": channels}
+        cfg = config.model_copy(update={"state_dir": Path(folder), "source": source_config(empty)})
         runtime = Runtime(cfg, publisher=NullPublisher, stdin=io.BytesIO())
         try:
             old = runtime.device_cohort

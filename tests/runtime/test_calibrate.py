@@ -161,3 +161,27 @@ def test_calibrate_needs_a_gallery_and_a_background(tmp_path: Path) -> None:
         ]
     )
     assert code == 2
+
+
+def test_a_sensor_gallery_is_calibrated_from_a_folder_of_motion_recordings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edgesiam.interpreters import load_model
+    from edgesiam.runtime.gallery_store import GalleryStore, enroll_recordings, model_sha256
+    from tests.conftest import write_sensor_dataset
+
+    motion = EVENTS_BUNDLE.parent / "motion"
+    data = write_sensor_dataset(tmp_path / "data", labels=3, per_label=3)
+    embedder = load_model(motion)
+    gallery = tmp_path / "g.npz"
+    store = GalleryStore(gallery, model_sha256(embedder.manifest))
+    enroll_recordings(store, embedder, "move0", sorted((data / "move0").glob("*.npy")))
+    background = tmp_path / "background"  # the other movements, none of them move0
+    background.mkdir()
+    for other in ("move1", "move2"):
+        (data / other).rename(background / other)
+    base = ["calibrate", "--bundle", str(motion), "--gallery", str(gallery)]
+    assert main([*base, "--background", str(background), "--max-false-per-hour", "1"]) == 0
+    assert "move0: threshold" in capsys.readouterr().out
+    saved = json.loads(calibration_path(gallery).read_text())
+    assert saved["background"]["active"] > 0 and set(saved["labels"]) == {"move0"}
