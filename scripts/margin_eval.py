@@ -71,7 +71,9 @@ def main() -> None:
             idx = [i for i, x in enumerate(labels) if x == s]
             rng.shuffle(idx)
             for i in idx[: a.enroll_clips]:
-                templates.append(recording_embedding(windows[i][active[i]] if active[i].any() else windows[i]))
+                templates.append(
+                    recording_embedding(windows[i][active[i]] if active[i].any() else windows[i])
+                )
                 owners.append(s)
             for i in idx[a.enroll_clips :]:
                 gen_w.append(windows[i][active[i]])
