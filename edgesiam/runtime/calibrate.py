@@ -352,6 +352,12 @@ def report_lines(calibration: Calibration) -> list[str]:
             f"of {c.impostor_trials}; {c.window_rate:.2g} per window, rule share "
             f"{c.rule_share:.2f}); own clips matched (leave-one-out): {hits}"
         )
+        if c.hit_rate is not None and c.hit_rate < 0.5:
+            lines.append(
+                f"  warning: at this target '{label}' would rarely match even its own clips: "
+                "enroll clearer, longer clips of it, or allow more false matches "
+                "(--max-false-per-hour)"
+            )
     return lines
 
 

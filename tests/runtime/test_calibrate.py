@@ -185,3 +185,25 @@ def test_a_sensor_gallery_is_calibrated_from_a_folder_of_motion_recordings(
     assert "move0: threshold" in capsys.readouterr().out
     saved = json.loads(calibration_path(gallery).read_text())
     assert saved["background"]["active"] > 0 and set(saved["labels"]) == {"move0"}
+
+
+def test_a_label_its_own_clips_would_not_reach_is_flagged() -> None:
+    from edgesiam.core.calibration import LabelCalibration
+    from edgesiam.runtime.calibrate import report_lines
+    from edgesiam.runtime.calibration_store import Calibration
+
+    def label(name: str, hit_rate: float | None) -> LabelCalibration:
+        return LabelCalibration(name, 0.99, 1e-5, 0.2, 500, 600, 0.97, hit_rate)
+
+    found = Calibration(
+        1 / 24,
+        "cosine",
+        0.5,
+        {},
+        {"seconds": 300.0, "windows": 600, "active": 500},
+        {"alice": label("alice", 0.0), "bob": label("bob", 1.0), "carol": label("carol", None)},
+    )
+    lines = report_lines(found)
+    flagged = [line for line in lines if "warning" in line]
+    assert len(flagged) == 1 and "'alice' would rarely match" in flagged[0]
+    assert any("own clips matched (leave-one-out): 0%" in line for line in lines)
