@@ -37,6 +37,7 @@ from pydantic import (
     field_validator,
 )
 
+from edgesiam.core.normalise import adaptive_s_norm, cohort_statistics
 from edgesiam.core.units import canonical_unit
 from edgesiam.errors import BundleError, ConfigError
 
@@ -63,6 +64,7 @@ __all__ = [
     "failed_gate_checks",
     "fmr_key",
     "is_bundle",
+    "load_cohort",
     "load_manifest",
     "read_manifest",
     "sha256_file",
@@ -200,6 +202,11 @@ class CohortInfo(_Strict):
     used: bool = Field(description="whether it improved held-out EER (then `file` is shipped)")
     file: str | None = None
     thresholds: ThresholdSet | None = None
+    window_thresholds: ThresholdSet | None = Field(
+        None,
+        description="window-vs-recording thresholds of the normalised score (what a device using "
+        "the cohort compares with)",
+    )
 
 
 class Calibration(_Strict):
@@ -436,49 +443,18 @@ def _warn_failed_gate(bundle_dir: str | Path, manifest: Manifest) -> None:
     )
 
 
-# --- score normalisation -----------------------------------------------------------------------
-
-FloatArray = npt.NDArray[np.float64]
-
-
-def _unit_rows(x: npt.ArrayLike) -> FloatArray:
-    a = np.atleast_2d(np.asarray(x, dtype=np.float64))
-    norms: FloatArray = np.linalg.norm(a, axis=1, keepdims=True)
-    out: FloatArray = a / np.maximum(norms, 1e-12)
-    return out
-
-
-def cohort_statistics(
-    embeddings: npt.ArrayLike, cohort: npt.ArrayLike, top_k: int
-) -> tuple[FloatArray, FloatArray]:
-    """Mean and std of the ``top_k`` highest cosines of each embedding with the cohort.
-
-    ``embeddings`` ``(N, D)`` and ``cohort`` ``(K, D)`` → two ``(N,)`` arrays (std floored at
-    1e-6). A device computes this once per enrolled template and once per window.
-    """
-    e = _unit_rows(embeddings)
-    c = _unit_rows(cohort)
-    k = max(1, min(int(top_k), c.shape[0]))
-    scores = e @ c.T
-    top = np.partition(scores, scores.shape[1] - k, axis=1)[:, -k:]
-    mean: FloatArray = top.mean(axis=1)
-    std: FloatArray = np.maximum(top.std(axis=1), 1e-6)
-    return mean, std
-
-
-def adaptive_s_norm(
-    scores: npt.ArrayLike,
-    left: tuple[npt.ArrayLike, npt.ArrayLike],
-    right: tuple[npt.ArrayLike, npt.ArrayLike],
-) -> FloatArray:
-    """Normalise raw cosines ``(N, M)`` between N left and M right embeddings.
-
-    ``left`` and ``right`` are the :func:`cohort_statistics` of each side.
-    """
-    s = np.asarray(scores, dtype=np.float64)
-    mu_l, sd_l = (np.asarray(v, dtype=np.float64) for v in left)
-    mu_r, sd_r = (np.asarray(v, dtype=np.float64) for v in right)
-    out: FloatArray = 0.5 * (
-        (s - mu_l[:, None]) / sd_l[:, None] + (s - mu_r[None, :]) / sd_r[None, :]
-    )
-    return out
+def load_cohort(bundle_dir: str | Path, manifest: Manifest) -> npt.NDArray[np.float32] | None:
+    """The bundle's score-normalisation cohort ``(K, D)``, or None when it ships none."""
+    info = manifest.cohort
+    if info is None or not info.used or info.file is None:
+        return None
+    path = Path(bundle_dir) / info.file
+    try:
+        cohort = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"cannot read the score-normalisation cohort: {exc}", path) from exc
+    if cohort.ndim != 2 or cohort.shape[1] != manifest.embedding_dim:
+        raise BundleError(
+            f"the cohort has shape {cohort.shape}, expected (K, {manifest.embedding_dim})", path
+        )
+    return np.asarray(cohort, dtype=np.float32)

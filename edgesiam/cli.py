@@ -393,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     from edgesiam.export.cli import add_export_parser
     from edgesiam.export.edgetpu import add_compile_parser
     from edgesiam.runtime.broker import add_broker_parser
+    from edgesiam.runtime.calibrate import add_calibrate_parser
     from edgesiam.runtime.demo import add_demo_parser
     from edgesiam.runtime.gallery_cli import add_gallery_parsers
     from edgesiam.runtime.run_cli import add_run_parser
@@ -401,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_compile_parser(sub)
     add_gallery_parsers(sub)
     add_run_parser(sub)
+    add_calibrate_parser(sub)
     add_broker_parser(sub)
     add_demo_parser(sub)
     add_bench_parser(sub)

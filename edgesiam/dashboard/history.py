@@ -91,6 +91,20 @@ CREATE TABLE IF NOT EXISTS command_results (
 );
 CREATE INDEX IF NOT EXISTS command_results_device ON command_results (device, n);
 CREATE INDEX IF NOT EXISTS command_results_correlation ON command_results (correlation_id);
+CREATE TABLE IF NOT EXISTS reviews (
+    n INTEGER PRIMARY KEY AUTOINCREMENT,
+    device TEXT NOT NULL,
+    action TEXT NOT NULL,
+    label TEXT NOT NULL,
+    ref TEXT,
+    entry_id TEXT NOT NULL,
+    by TEXT NOT NULL,
+    ts REAL NOT NULL,
+    undone_ts REAL,
+    undone_by TEXT,
+    result TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reviews_device ON reviews (device, n);
 """
 _SCHEMA_VERSION: Final = "1"
 
@@ -126,6 +140,18 @@ def _with_received(text: str, received: float) -> dict[str, Any]:
     row: dict[str, Any] = json.loads(text)
     row["received_ts"] = received
     return row
+
+
+_REVIEW_COLUMNS: Final = (
+    "n, device, action, label, ref, entry_id, by, ts, undone_ts, undone_by, result"
+)
+
+
+def _review_row(row: tuple[Any, ...]) -> dict[str, Any]:
+    keys = _REVIEW_COLUMNS.split(", ")
+    out = dict(zip(keys, row, strict=True))
+    out["result"] = json.loads(out["result"])
+    return out
 
 
 class History:
@@ -349,6 +375,38 @@ class History:
             )
             self._touch(device, now)
 
+    def add_review(
+        self,
+        device: str,
+        action: str,
+        label: str,
+        entry_id: str,
+        by: str,
+        result: Mapping[str, Any],
+        ref: str | None = None,
+    ) -> dict[str, Any]:
+        """Record a review sent to a device (``wrong`` or ``this_was``): who, when, and the id of
+        what the device stored (a rejected window or a template), so it can be undone."""
+        _device(device, "review")
+        now = time.time()
+        with self._write():
+            cur = self._db.execute(
+                "INSERT INTO reviews (device, action, label, ref, entry_id, by, ts, result) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (device, action, label, ref, entry_id, by, now, _dumps(result)),
+            )
+        found = self.review(int(cur.lastrowid or 0))
+        assert found is not None
+        return found
+
+    def mark_undone(self, n: int, by: str) -> dict[str, Any] | None:
+        """Note that review ``n`` was undone on its device (by whom, when)."""
+        with self._write():
+            self._db.execute(
+                "UPDATE reviews SET undone_ts = ?, undone_by = ? WHERE n = ?", (time.time(), by, n)
+            )
+        return self.review(n)
+
     def purge(self, now: float | None = None) -> dict[str, int]:
         """Delete what was received before the retention window; the number of rows per table."""
         if self.retention_days is None:
@@ -480,6 +538,24 @@ class History:
             row["device"] = dev
             out.append(row)
         return out
+
+    def reviews(self, device: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Reviews sent from the dashboard, newest first."""
+        where, args = ("WHERE device = ?", (device,)) if device is not None else ("", ())
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_REVIEW_COLUMNS} FROM reviews {where} ORDER BY n DESC LIMIT ?",
+                (*args, max(0, int(limit))),
+            ).fetchall()
+        return [_review_row(row) for row in rows]
+
+    def review(self, n: int) -> dict[str, Any] | None:
+        """One review by its number, or None."""
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {_REVIEW_COLUMNS} FROM reviews WHERE n = ?", (n,)
+            ).fetchone()
+        return None if row is None else _review_row(row)
 
     def counts(self) -> dict[str, int]:
         """How many events, near misses, devices and command results are stored."""

@@ -63,7 +63,17 @@ UpdateCallback = Callable[[str, dict[str, Any]], None]
 """``(kind, data)`` after something was stored: kind is ``event``, ``near_miss``, ``status``,
 ``metrics``, ``labels``, ``command_result`` or ``broker`` (the dashboard's own connection)."""
 
-VERBS: Final = ("enroll", "forget", "list", "threshold", "reload")
+VERBS: Final = (
+    "enroll",
+    "forget",
+    "list",
+    "threshold",
+    "reload",
+    "reject",
+    "unreject",
+    "confirm",
+    "forget_template",
+)
 
 
 class CommandFailed(EdgesiamError):

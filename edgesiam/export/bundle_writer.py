@@ -44,6 +44,7 @@ from edgesiam.bundle import (
 )
 from edgesiam.core.embedding import l2_normalize, recording_embedding
 from edgesiam.core.metrics import equal_error_rate, threshold_at_fmr, trial_scores
+from edgesiam.core.normalise import window_recording_trials
 from edgesiam.core.windowing import frame
 from edgesiam.errors import ConfigError, MissingExtraError, ModelError
 from edgesiam.export.gate import (
@@ -99,9 +100,14 @@ def recording_trials(
 
 
 def window_trials(
-    heldout: HeldOutResult, model: str = "int8", seed: int = 0
+    heldout: HeldOutResult,
+    model: str = "int8",
+    seed: int = 0,
+    cohort: np.ndarray | None = None,
+    top_k: int = 50,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Each window against every other recording's embedding: what a live matcher scores.
+    """Each window against every other recording's embedding: what a live matcher scores
+    (AS-normalised against ``cohort`` when one is given).
 
     Windows are subsampled (seeded) so that there are at most ``MAX_WINDOW_TRIALS`` trials.
     """
@@ -113,10 +119,7 @@ def window_trials(
         keep = np.sort(np.random.default_rng(seed).choice(len(windows), limit, replace=False))
         windows, owner = windows[keep], owner[keep]
     codes = np.unique(np.asarray(heldout.labels), return_inverse=True)[1]
-    scores = windows @ recs.T
-    other = owner[:, None] != np.arange(len(recs))[None, :]
-    same = codes[owner][:, None] == codes[None, :]
-    return scores[other & same], scores[other & ~same]
+    return window_recording_trials(windows, owner, recs, codes, cohort, top_k)
 
 
 # --- cohort (adaptive s-norm) ------------------------------------------------------------------
@@ -643,6 +646,11 @@ def _finish(
         cohort_info = cohort_result.info
         if cohort_info.used:
             np.save(staging / COHORT_FILE, cohort_result.embeddings)
+            gen, imp = window_trials(
+                heldout, "int8", opts.seed, cohort_result.embeddings, cohort_info.top_k
+            )
+            window_set = threshold_set(gen, imp, "window-vs-recording", "adaptive-s-norm")
+            cohort_info = cohort_info.model_copy(update={"window_thresholds": window_set})
         say(
             f"adaptive s-norm: held-out EER {100 * cohort_info.eer_raw:.2f}% raw, "
             f"{100 * cohort_info.eer_normalised:.2f}% normalised"

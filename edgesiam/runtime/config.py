@@ -355,6 +355,19 @@ class MatchingConfig(StrictModel):
         0.05, ge=0, le=2, description="a best score this far below its threshold is a near miss"
     )
     gate: GateConfig = Field(default_factory=GateConfig)
+    score_norm: Literal["off", "cohort"] = Field(
+        "off",
+        description="cohort: score windows with adaptive s-norm against the bundle's cohort (and "
+        "the device's, after edgesiam calibrate); thresholds are then the bundle's for the "
+        "normalised score or a calibration made with it",
+    )
+    margin: float = Field(
+        0.0,
+        ge=0,
+        le=2,
+        description="open-set rule: a window matches only when its best label's score beats the "
+        "second best label's by at least this much (0: off)",
+    )
 
     @field_validator("target_fmr")
     @classmethod
@@ -464,6 +477,13 @@ class RuntimeConfig(StrictModel):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     processing: ProcessingConfig = Field(default_factory=ProcessingConfig)
     print_events: bool = Field(False, description="also print each event as a JSON line")
+    send_embeddings: bool = Field(
+        True,
+        description="events and near misses carry the window's embedding (int8, base64) so a "
+        "reviewer can reject or confirm them from the dashboard; no audio or sensor samples ever "
+        "leave the device, but an embedding is a compact description of the sound or motion: "
+        "false keeps it on the device",
+    )
 
     @field_validator("device_id")
     @classmethod

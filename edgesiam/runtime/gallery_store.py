@@ -567,6 +567,46 @@ class GalleryStore:
             )
         return removed
 
+    def forget_template(self, label: str, template_id: str) -> int:
+        """Remove one template of ``label`` by its id (:func:`~edgesiam.core.codec.embedding_id`);
+        returns how many the label keeps. Its last template cannot go (forget the label)."""
+        from edgesiam.core.codec import embedding_id
+
+        with self._locked():
+            state = self._read()
+            self._check_binding(state, self.bundle_sha256)
+            table: dict[str, Any] = state.header["labels"]
+            rows = [i for i, lab in enumerate(state.labels) if lab == label]
+            if not rows:
+                raise DataError(f"no label '{label}' in this gallery", self.path)
+            ids = [embedding_id(state.embeddings[i]) for i in rows]
+            if template_id not in ids:
+                raise DataError(
+                    f"'{label}' has no template {template_id}; its templates: {', '.join(ids)}",
+                    self.path,
+                )
+            if len(rows) == 1:
+                raise DataError(
+                    f"{template_id} is the last template of '{label}': forget the label instead",
+                    self.path,
+                )
+            drop = rows[ids.index(template_id)]
+            entry = table[label]
+            sources = list(entry.get("sources", []))
+            if len(sources) == len(rows):
+                del sources[ids.index(template_id)]
+            mine = state.embeddings[[i for i in rows if i != drop]]
+            entry.update(
+                recordings=len(rows) - 1,
+                consistency=round(consistency(mine), 6),
+                sources=sources,
+                updated=_now(),
+            )
+            state.header["updated"] = _now()
+            keep = [i for i in range(len(state.labels)) if i != drop]
+            self._write(state.header, state.embeddings[keep], [state.labels[i] for i in keep])
+        return len(rows) - 1
+
     def _write(
         self, header: dict[str, Any], embeddings: Float32Array, labels: builtins.list[str]
     ) -> None:

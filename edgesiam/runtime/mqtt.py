@@ -56,6 +56,7 @@ __all__ = [
     "SCHEMA_EVENT",
     "SCHEMA_METRICS",
     "SCHEMA_NEAR_MISS",
+    "SCHEMA_REVISION",
     "BrokerAddress",
     "CommandCallback",
     "MemoryPublisher",
@@ -75,6 +76,9 @@ log = logging.getLogger(__name__)
 SCHEMA_EVENT: Final = "edgesiam.event.v1"
 SCHEMA_NEAR_MISS: Final = "edgesiam.near_miss.v1"
 SCHEMA_METRICS: Final = "edgesiam.metrics.v1"
+SCHEMA_REVISION: Final = 2
+"""Fields added within v1 (consumers ignore what they do not know): revision 2 adds the window's
+``embedding`` / ``embedding_scale`` / ``embedding_id`` to events and near misses."""
 
 STATUS_ONLINE: Final = "online"
 STATUS_OFFLINE: Final = "offline"
@@ -338,6 +342,7 @@ def event_builder(
     def build(seq: int, event_id: str) -> dict[str, Any]:
         return {
             "schema": SCHEMA_EVENT,
+            "schema_revision": SCHEMA_REVISION,
             "id": event_id,
             "seq": seq,
             "device": device,
@@ -356,7 +361,13 @@ def event_builder(
 
 def near_miss_payload(device: str, data: dict[str, Any]) -> dict[str, Any]:
     """A near miss (schema v1): the runtime's dict with ``schema``, ``device`` and ``ts`` added."""
-    return {"schema": SCHEMA_NEAR_MISS, "device": device, "ts": round(time.time(), 3), **data}
+    return {
+        "schema": SCHEMA_NEAR_MISS,
+        "schema_revision": SCHEMA_REVISION,
+        "device": device,
+        "ts": round(time.time(), 3),
+        **data,
+    }
 
 
 def metrics_payload(device: str, data: dict[str, Any], outbox: Outbox | None) -> dict[str, Any]:

@@ -60,9 +60,11 @@ DESCRIPTION = textwrap.dedent(
     is at least the label's threshold. By default that is the bundle's calibrated window
     threshold at --target-fmr (0.001: about one false match per thousand windows of other
     sounds); --threshold sets one cosine for every label; matching.per_label in the config sets
-    a label's own; cmd/threshold over MQTT overrides both and is kept across restarts. The run
-    prints each label's threshold and where it comes from; with --no-mqtt, near misses (score
-    just under the threshold) are printed on stderr with their gap, to tune offline.
+    a label's own; `edgesiam calibrate` (per label, for false matches per hour of this device's
+    background) overrides those; cmd/threshold over MQTT overrides all and is kept across
+    restarts. The run prints each label's threshold and where it comes from; with --no-mqtt,
+    near misses (score just under the threshold) are printed on stderr with their gap, to tune
+    offline.
 
     SIGINT/SIGTERM stop cleanly: the source stops, queued samples are processed, pending events
     are flushed, 'offline' is published. A second SIGINT quits at once.

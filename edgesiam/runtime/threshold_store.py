@@ -3,8 +3,10 @@
 A label's threshold comes from, in order of precedence:
 
 1. ``cmd/threshold`` over MQTT (for that label, or as the default), saved in the thresholds file;
-2. ``matching.per_label`` in the runtime config;
-3. the default: set over MQTT, else ``matching.threshold`` (the config or ``run --threshold``),
+2. ``edgesiam calibrate`` (per label, for a target in false matches per hour), saved in
+   ``gallery.calibration.json`` (:mod:`edgesiam.runtime.calibration_store`);
+3. ``matching.per_label`` in the runtime config;
+4. the default: set over MQTT, else ``matching.threshold`` (the config or ``run --threshold``),
    else the bundle's calibrated window threshold at ``matching.target_fmr``.
 
 **The thresholds file** sits beside the gallery (``gallery.npz`` → ``gallery.thresholds.json``)
@@ -92,9 +94,14 @@ class ThresholdSources:
 
 
 def resolve_thresholds(
-    matching: Any, at_fmr: Mapping[str, float], saved: SetThresholds
+    matching: Any,
+    at_fmr: Mapping[str, float],
+    saved: SetThresholds,
+    calibrated: Mapping[str, float] | None = None,
+    calibrated_by: str = "edgesiam calibrate",
 ) -> ThresholdSources:
-    """Combine a ``MatchingConfig``, the bundle's window thresholds and those set over MQTT."""
+    """Combine a ``MatchingConfig``, the bundle's window thresholds, a calibration's per-label
+    thresholds (``calibrated``, described by ``calibrated_by``) and those set over MQTT."""
     where = f" (saved in {saved.path})" if saved.path is not None else ""
     if saved.default is not None:
         default, default_source = saved.default, f"set over MQTT{where}"
@@ -109,6 +116,8 @@ def resolve_thresholds(
     sources: dict[str, str] = {}
     for label, value in dict(matching.per_label).items():
         per_label[label], sources[label] = float(value), "matching.per_label (config)"
+    for label, value in dict(calibrated or {}).items():
+        per_label[label], sources[label] = float(value), calibrated_by
     for label, value in dict(saved.per_label).items():
         per_label[label], sources[label] = float(value), f"set over MQTT{where}"
     return ThresholdSources(Thresholds(default, per_label), default_source, sources)

@@ -237,3 +237,36 @@ def test_threshold_requests_are_checked_then_sent_to_the_device(dashboard: Dashb
         "value": 0.8125,
     }
     device.stop()
+
+
+def test_review_requests_are_checked_and_undo_needs_a_known_review(make_dashboard: Any) -> None:
+    dashboard = make_dashboard(command_timeout_s=1.0)
+    good = {"action": "wrong", "label": "alice", "embedding": "AAAAAAAA", "embedding_scale": 0.01}
+    cases: list[tuple[Any, str]] = [
+        ({**good, "action": "delete"}, "action"),
+        ({**good, "embedding": 5}, "embedding"),
+        ({**good, "embedding_scale": 0}, "embedding_scale"),
+        ({**good, "label": "a/b"}, "label"),
+        ({**good, "by": "x" * 65}, "by"),
+        ({**good, "audio": "…"}, "unknown"),
+    ]
+    for body, word in cases:
+        got, _, answer = dashboard.request("/api/devices/pi/review", method="POST", body=body)
+        assert got == 400 and word in answer["error"], (body, answer)
+    got, _, answer = dashboard.request("/api/reviews/7/undo", method="POST", body={"by": "sam"})
+    assert got == 404 and "no review 7" in answer["error"]
+    # a valid review goes out as the device's reject command (nobody answers here)
+    device = publisher(dashboard.broker)
+    device.client.subscribe("edgesiam/pi/cmd/#", qos=1)
+    wait_until(lambda: False, 0.2)
+    dashboard.request("/api/devices/pi/review", method="POST", body={**good, "by": "sam"})
+    sent = device.wait_for("edgesiam/pi/cmd/reject", timeout=5)
+    assert sent and {k: v for k, v in sent[0].json().items() if k != "correlation_id"} == {
+        "label": "alice",
+        "embedding": "AAAAAAAA",
+        "embedding_scale": 0.01,
+    }
+    device.stop()
+    assert dashboard.history.reviews() == []  # nothing recorded without the device's answer
+    status, _, listed = dashboard.request("/api/reviews")
+    assert status == 200 and listed == {"reviews": []}

@@ -291,6 +291,9 @@ def test_fake_edgetpu_compiler_on_path_is_called_and_lands_in_the_bundle(
     assert m.cohort is not None and m.cohort.file == "cohort.npy"
     cohort = np.load(out / "cohort.npy")
     assert cohort.shape == (m.cohort.size, m.embedding_dim)
+    # and the window thresholds a device scoring with it compares with (matching.score_norm)
+    window = m.cohort.window_thresholds
+    assert window is not None and window.scores == "adaptive-s-norm" and window.impostor > 0
     # the delegate library is not installed here: a clear error, naming it
     with pytest.raises(BundleError, match=r"libedgetpu\.so\.1.*could not be loaded"):
         BundleEmbedder(out, delegate="edgetpu")

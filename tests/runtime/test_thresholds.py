@@ -284,3 +284,35 @@ def test_thresholds_never_change_without_a_saved_file(gallery: Path, tmp_path: P
     finally:
         runtime.outbox.close()
         stdin.close()
+
+
+def test_score_norm_scores_windows_with_the_bundles_cohort(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """matching.score_norm: cohort — windows are AS-normalised against the speaker bundle's cohort
+    and the default threshold is the bundle's for the normalised score."""
+    from edgesiam.core.normalise import NormalisedScorer
+    from edgesiam.runtime.gallery_store import GalleryStore, enroll_recordings, model_sha256
+
+    speaker = ROOT / "export" / "speaker"
+    embedder = load_model(speaker)
+    clip = tmp_path / "v.wav"
+    sf.write(clip, voice(2.5, seed=7), 16000, subtype="PCM_16")
+    gallery = tmp_path / "g.npz"
+    enroll_recordings(GalleryStore(gallery, model_sha256(embedder.manifest)), embedder, "v", [clip])
+    config = tmp_path / "device.yaml"
+    config.write_text(
+        f"bundle: {speaker}\ngallery: {gallery}\nstate_dir: {tmp_path / 'state'}\n"
+        f"source: {{type: file, path: {clip}}}\nmqtt: {{enabled: false}}\n"
+        "matching: {score_norm: cohort}\n"
+    )
+    report = run_report(caplog, "--config", str(config))
+    normalised = json.loads((speaker / "manifest.json").read_text())["cohort"]["window_thresholds"]
+    assert f"{normalised['at_fmr']['0.001']:.4f}" in report
+    assert "for the normalised score" in report
+    runtime = Runtime(config_from_args(parse("--config", str(config))), embedder=embedder)
+    try:
+        assert isinstance(runtime.scorer, NormalisedScorer)
+        assert runtime.score_kind == "adaptive-s-norm"
+    finally:
+        runtime.outbox.close()

@@ -16,6 +16,7 @@ const state = {
   near: [],                // newest first
   timeline: new Map(),     // device id -> points, oldest first
   commands: [],            // newest first
+  reviews: [],             // newest first
   selected: null,          // device shown in the timeline
   managed: null,           // device shown in the enrollment panel
   labelsShown: null,        // what the labels list shows, so it is not rebuilt while typed in
@@ -252,6 +253,21 @@ function upsertDevice(device, changes) {
 
 // -- events and near misses ---------------------------------------------------------------------------
 
+function reviewedAs(ref) {
+  return state.reviews.find((r) => r.ref === ref && r.undone_ts === null);
+}
+
+// a button that sends a review of this event or near miss; shown when it carries its embedding
+function reviewButton(item, action, ref, text, title) {
+  if (typeof item.embedding !== "string" || !item.label) return el("td", {});
+  const done = reviewedAs(ref);
+  if (done) return el("td", { class: "reviewed" }, `${done.action === "wrong" ? "marked wrong" : "confirmed"} by ${done.by}`);
+  return el("td", {}, el("button", {
+    type: "button", class: "secondary review", title, dataset: { action },
+    onclick: () => review(item, action, ref),
+  }, text));
+}
+
 function eventRow(e) {
   const shown = arrival(`event:${e.id}`);
   return el("tr", { dataset: { device: e.device, id: e.id, shown } },
@@ -259,17 +275,74 @@ function eventRow(e) {
     el("td", {}, e.device),
     el("td", {}, el("span", { class: "chip", css: { "--c": colourOf(e.label) } }, e.label)),
     scoreCell(e.score, e.threshold),
-    el("td", { class: "num" }, String(e.seq)));
+    el("td", { class: "num" }, String(e.seq)),
+    reviewButton(e, "wrong", `event:${e.id}`, "wrong",
+      `not ${e.label}: the device raises ${e.label}'s threshold above this window`));
+}
+
+function nearRef(n) {
+  return `near_miss:${n.device}:${n.ts}:${n.embedding_id || ""}`;
 }
 
 function nearRow(n) {
   const short = typeof n.score === "number" && typeof n.threshold === "number" ? n.threshold - n.score : null;
-  return el("tr", { dataset: { device: n.device } },
+  return el("tr", { dataset: { device: n.device, ts: String(n.ts) } },
     el("td", { class: "time", title: dateTime(n.ts) }, clock(n.ts)),
     el("td", {}, n.device),
     el("td", {}, n.label ? el("span", { class: "chip", css: { "--c": colourOf(n.label) } }, n.label) : "—"),
     scoreCell(n.score, n.threshold),
-    el("td", { class: "num" }, gap(short)));
+    el("td", { class: "num" }, gap(short)),
+    reviewButton(n, "this_was", nearRef(n), `this was ${n.label}`,
+      `the device enrolls this window as one more template of ${n.label}`));
+}
+
+// -- reviews --------------------------------------------------------------------------------------------
+
+function reviewer() {
+  return document.getElementById("reviewer").value.trim();
+}
+
+async function review(item, action, ref) {
+  const what = action === "wrong" ? `wrong ${item.label}` : `this was ${item.label}`;
+  const body = { action, label: item.label, embedding: item.embedding, embedding_scale: item.embedding_scale, ref, by: reviewer() };
+  const result = await command(item.device, "review", body, what);
+  if (result && result.ok && result.review) addReview(result.review);
+}
+
+async function undoReview(r) {
+  const box = document.getElementById("command-result");
+  box.hidden = false;
+  box.dataset.ok = "pending";
+  try {
+    const result = await api(`/api/reviews/${r.n}/undo`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ by: reviewer() }),
+    });
+    showResult(result, `undo ${r.action === "wrong" ? "wrong" : "this was"} ${r.label}`);
+    if (result && result.ok && result.review) addReview(result.review);
+  } catch (error) {
+    showResult({ ok: false, error: String(error.message || error) }, "undo");
+  }
+}
+
+function reviewItem(r) {
+  const what = r.action === "wrong" ? `marked a ${r.label} event wrong` : `confirmed a near miss as ${r.label}`;
+  const after = r.result && typeof r.result.threshold === "number" ? ` (threshold now ${r.result.threshold.toFixed(4)})` : "";
+  return el("li", { dataset: { n: String(r.n), action: r.action, undone: r.undone_ts === null ? "false" : "true" } },
+    el("span", { class: "time", title: dateTime(r.ts) }, clock(r.ts)), ` ${r.by} ${what} on ${r.device}${after}`,
+    r.undone_ts === null
+      ? el("button", { type: "button", class: "secondary undo", onclick: () => undoReview(r) }, "undo")
+      : el("span", { class: "undone" }, ` — undone by ${r.undone_by} at ${clock(r.undone_ts)}`));
+}
+
+function addReview(r) {
+  state.reviews = [r, ...state.reviews.filter((x) => x.n !== r.n)];
+  renderReviews();
+  renderEvents();
+  renderNear();
+}
+
+function renderReviews() {
+  document.getElementById("review-log").replaceChildren(...state.reviews.map(reviewItem));
 }
 
 function renderEvents() {
@@ -608,6 +681,7 @@ function connect() {
   });
   source.addEventListener("event", (m) => addEvent(JSON.parse(m.data)));
   source.addEventListener("near_miss", (m) => addNear(JSON.parse(m.data)));
+  source.addEventListener("review", (m) => addReview(JSON.parse(m.data)));
   source.addEventListener("status", (m) => {
     const s = JSON.parse(m.data);
     upsertDevice(s.device, s.status === "online"
@@ -641,10 +715,12 @@ function connect() {
 let lastStats = {};
 
 async function reload() {
-  const [stats, devices, events, near, commands] = await Promise.all([
+  const [stats, devices, events, near, commands, reviews] = await Promise.all([
     api("/api/stats"), api("/api/devices"), api(`/api/events?limit=${MAX_EVENTS}`),
-    api(`/api/near_misses?limit=${MAX_NEAR}`), api("/api/commands?limit=20"),
+    api(`/api/near_misses?limit=${MAX_NEAR}`), api("/api/commands?limit=20"), api("/api/reviews?limit=50"),
   ]);
+  state.reviews = reviews.reviews;
+  renderReviews();
   lastStats = stats;
   showBroker(stats);
   state.devices = new Map(devices.devices.map((d) => [d.device, d]));
@@ -660,6 +736,9 @@ async function reload() {
 }
 
 function start() {
+  const name = document.getElementById("reviewer");
+  name.value = window.localStorage.getItem("edgesiam-reviewer") || "";
+  name.addEventListener("change", () => window.localStorage.setItem("edgesiam-reviewer", name.value.trim()));
   document.getElementById("enroll-form").addEventListener("submit", enroll);
   document.getElementById("refresh-labels").addEventListener("click", () => {
     if (state.managed) command(state.managed, "list", {}, "list labels");
