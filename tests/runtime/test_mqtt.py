@@ -386,10 +386,12 @@ def test_discovery_is_retained_and_follows_the_labels(
     make_publisher: Callable[..., tuple[MqttPublisher, Outbox]],
     subscriber: Callable[..., Subscriber],
 ) -> None:
+    topic = "homeassistant/event/dev1/edgesiam_match/config"
+    watcher = subscriber("homeassistant/#")
     publisher, _ = make_publisher()
     publisher.start()
     assert wait_until(lambda: publisher.connected)
-    topic = "homeassistant/event/dev1/edgesiam_match/config"
+    watcher.wait_for(topic)  # the broker has it, so it is retained from now on
     ha = subscriber("homeassistant/#")
     (config,) = ha.wait_for(topic)
     assert config.retain and config.json()["event_types"] == ["alice", "bob"]
