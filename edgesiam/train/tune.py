@@ -1,0 +1,853 @@
+"""``edgesiam tune``: fine-tune a bundle's encoder on a user's own dataset folder, export it through
+the same gate as ``edgesiam export``, and compare it with the original on the user's held-out data.
+
+The steps, each its own function:
+
+1. :func:`check_folder` reads every recording once and refuses, naming them, labels with too few
+   recordings, files of the other modality, sensor files with the wrong channels and files that
+   cannot be read;
+2. :func:`split_recordings` holds out whole ``GROUP__`` groups (or, without groups, recordings), so
+   the same subject or session never sits on both sides, then carves a validation part for early
+   stopping out of the rest;
+3. :func:`fine_tune` starts from the source's weights with the recipe's objective and augmentation,
+   a tenth of its learning rate, BatchNorm statistics frozen (a few recordings make poor batch
+   statistics), early stopping on the validation part and a time budget;
+4. :func:`export_with_retries` exports through the gate, and when the gate fails tries what its
+   report suggests (more calibration windows, the L2 step in numpy, sensor feature clipping);
+5. :func:`compare` scores the tuned bundle, the original unchanged and the classic descriptor on
+   the held-out part, and :func:`verdict` says which to deploy.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import torch
+from pytorch_metric_learning.samplers import MPerClassSampler
+from tqdm import tqdm
+
+from edgesiam.config import TrainConfig, parse_model
+from edgesiam.core.frontend import FrontEnd, SensorFrontEnd, frontend_from_state
+from edgesiam.core.metrics import equal_error_rate
+from edgesiam.core.windowing import frame
+from edgesiam.data.readers import (
+    DATASET_TOML,
+    DatasetInfo,
+    Recording,
+    SensorSpec,
+    iter_recordings,
+    scan_dataset,
+)
+from edgesiam.errors import BundleError, ConfigError, DataError, ModelError
+from edgesiam.interpreters import is_bundle
+from edgesiam.train.checkpoint import (
+    frontend_from_torch,
+    frontend_to_torch,
+    load_checkpoint,
+    save_checkpoint,
+)
+from edgesiam.train.encoder import Conv1dEncoder
+from edgesiam.train.loop import (
+    _pick_device,
+    build_augment,
+    embed_recordings,
+    sampler_batch_size,
+    warmup_cosine,
+)
+from edgesiam.train.objectives import build_objective
+from edgesiam.train.windows import RecordingSet, pool_datasets
+
+MIN_PER_LABEL: Final = 5
+"""Recordings a label needs: two to fit, one to validate, two held out (a genuine trial)."""
+HELDOUT_FRACTION: Final = 0.3
+TEMPLATES_PER_LABEL: Final = 10
+VAL_FRACTION: Final = 0.2
+LR_FACTOR: Final = 0.1
+TUNING_MD: Final = "TUNING.md"
+TUNING_JSON: Final = "TUNING.json"
+
+Log = Callable[[str], None]
+
+
+# --- the source model ----------------------------------------------------------------------------
+
+
+def load_source(path: Path) -> dict[str, Any]:
+    """A bundle that carries weights, or a training checkpoint, as a checkpoint payload."""
+    from edgesiam.train.weights import source_from_bundle
+
+    if is_bundle(path):
+        return source_from_bundle(path)
+    if path.is_file():
+        return load_checkpoint(path)
+    raise ModelError(f"{path}: neither a bundle (a folder with manifest.json) nor a checkpoint")
+
+
+def source_spec(source: dict[str, Any]) -> SensorSpec | None:
+    """How recordings are read for the source model (None for audio)."""
+    if source["modality"] != "sensor":
+        return None
+    names, units = source.get("channel_names"), source.get("channel_units")
+    return SensorSpec(
+        int(source["sample_rate"]),
+        int(source["channels"]),
+        tuple(names) if names else None,
+        tuple(units) if units else None,
+    )
+
+
+# --- 1. the folder -------------------------------------------------------------------------------
+
+
+@dataclass
+class Folder:
+    """Every recording of the user's folder(s), read once at the model's rate and channels."""
+
+    info: DatasetInfo
+    arrays: dict[Path, np.ndarray]
+
+
+def check_folder(folders: Sequence[Path], source: dict[str, Any], progress: bool = False) -> Folder:
+    """Read and check the dataset folder(s); every problem found is named in one ``DataError``."""
+    infos = [scan_dataset(f) for f in folders]  # mixed modalities fail here, naming a file of each
+    info = pool_datasets(infos)
+    modality = source["modality"]
+    if info.modality != modality:
+        raise DataError(
+            f"holds {info.modality} recordings, but the model to tune is for {modality}", info.root
+        )
+    counts = info.label_counts()
+    if len(counts) < 2:
+        raise DataError("tuning needs at least 2 labels (a folder per label)", info.root)
+    few = {label: n for label, n in counts.items() if n < MIN_PER_LABEL}
+    if few:
+        listed = ", ".join(f"{label} ({n})" for label, n in few.items())
+        raise DataError(
+            f"too few recordings per label: {listed}; each label needs at least "
+            f"{MIN_PER_LABEL} (two to fit, one to validate, two held out)",
+            info.root,
+        )
+    rate = int(source["sample_rate"])
+    arrays: dict[Path, np.ndarray] = {}
+    for rec, x in iter_recordings(info, rate, "skip", progress, spec=source_spec(source)):
+        arrays[rec.path] = x
+    if info.skipped:
+        listed = "\n".join(
+            f"  {path}: {why.removeprefix(f'{path}: ')}" for path, why in info.skipped
+        )
+        raise DataError(
+            f"{len(info.skipped)} recording(s) cannot be used with this model "
+            f"({_model_input(source)}):\n{listed}",
+            info.root,
+        )
+    return Folder(info, arrays)
+
+
+def _model_input(source: dict[str, Any]) -> str:
+    if source["modality"] == "audio":
+        return f"audio at {source['sample_rate']} Hz"
+    names = source.get("channel_names")
+    return f"{source['channels']} sensor channels" + (f": {', '.join(names)}" if names else "")
+
+
+# --- 2. the split --------------------------------------------------------------------------------
+
+
+@dataclass
+class Split:
+    fit: list[Recording]
+    val: list[Recording]
+    heldout: list[Recording]
+    by: str  # "group" or "recording"
+
+    def summary(self) -> dict[str, Any]:
+        def side(recs: list[Recording]) -> dict[str, Any]:
+            groups = sorted({r.group for r in recs if r.group is not None})
+            return {
+                "recordings": len(recs),
+                "labels": len({r.label for r in recs}),
+                "groups": groups,
+            }
+
+        return {
+            "by": self.by,
+            "fit": side(self.fit),
+            "val": side(self.val),
+            "heldout": side(self.heldout),
+        }
+
+
+def _unit(rec: Recording) -> str:
+    return f"group:{rec.group}" if rec.group is not None else f"recording:{rec.path}"
+
+
+def split_recordings(recordings: Sequence[Recording], seed: int = 0) -> Split:
+    """Held-out part by group (or recording), then a validation part out of the rest.
+
+    A unit (a group, or a recording without one) goes to the held-out side while that side holds
+    less than ``HELDOUT_FRACTION`` of the recordings and every label keeps three recordings to
+    train on; the validation part takes about ``VAL_FRACTION`` of each label's rest.
+    """
+    rng = np.random.default_rng(seed)
+    units: dict[str, list[Recording]] = {}
+    for rec in recordings:
+        units.setdefault(_unit(rec), []).append(rec)
+    left = {label: 0 for label in {r.label for r in recordings}}
+    for rec in recordings:
+        left[rec.label] += 1
+    heldout: list[Recording] = []
+    target = HELDOUT_FRACTION * len(recordings)
+    for key in rng.permutation(sorted(units)):
+        members = units[str(key)]
+        if len(heldout) >= target:
+            break
+        take: dict[str, int] = {}
+        for rec in members:
+            take[rec.label] = take.get(rec.label, 0) + 1
+        if all(left[label] - n >= 3 for label, n in take.items()):
+            heldout.extend(members)
+            for label, n in take.items():
+                left[label] -= n
+    held = {id(r) for r in heldout}
+    fit, val = split_fit_val([r for r in recordings if id(r) not in held], rng)
+    split = Split(fit, val, heldout, "group" if any(r.group for r in recordings) else "recording")
+    _check_split(split)
+    return split
+
+
+def split_fit_val(
+    recordings: Sequence[Recording], rng: np.random.Generator
+) -> tuple[list[Recording], list[Recording]]:
+    """About ``VAL_FRACTION`` of each label's recordings (one at least, when it has three) to
+    validate on; the rest to fit."""
+    fit: list[Recording] = []
+    val: list[Recording] = []
+    for label in sorted({r.label for r in recordings}):
+        mine = [r for r in recordings if r.label == label]
+        order = rng.permutation(len(mine))
+        n_val = max(1, round(VAL_FRACTION * len(mine))) if len(mine) >= 3 else 0
+        val.extend(mine[i] for i in order[:n_val])
+        fit.extend(mine[i] for i in order[n_val:])
+    return fit, val
+
+
+def _check_split(split: Split) -> None:
+    per_label: dict[str, int] = {}
+    for rec in split.heldout:
+        per_label[rec.label] = per_label.get(rec.label, 0) + 1
+    if sum(1 for n in per_label.values() if n >= 2) < 2:
+        raise DataError(
+            "the held-out part needs two labels with two recordings each, and holding out whole "
+            "groups left too few (groups are the GROUP__ prefixes of the file names): add "
+            "recordings or groups"
+        )
+    if len({r.label for r in split.val}) < 2:
+        raise DataError("the validation part needs two labels: add recordings")
+    refuse_overlap(split.fit + split.val, split.heldout)
+
+
+def refuse_overlap(training: Sequence[Recording], heldout: Sequence[Recording]) -> None:
+    """Held-out data must share no file, no content and no group with the training data."""
+    same_group = sorted(
+        {r.group for r in training if r.group} & {r.group for r in heldout if r.group}
+    )
+    if same_group:
+        raise DataError(
+            f"group(s) {', '.join(same_group)} sit on both sides: held-out data would not be "
+            "held out"
+        )
+    seen = {_digest(r.path): r.path for r in training}
+    for rec in heldout:
+        twin = seen.get(_digest(rec.path))
+        if twin is not None:
+            raise DataError(
+                f"is the same recording as the training file {twin}: validation equal to "
+                "training is refused (it would report an accuracy the model does not have)",
+                rec.path,
+            )
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_split_folder(recs: Sequence[Recording], info: DatasetInfo, out: Path) -> Path:
+    """A dataset folder of links to ``recs`` (the export reads its calibration and held-out data
+    from folders), with the source folder's ``dataset.toml``."""
+    out.mkdir(parents=True)
+    toml = info.root / DATASET_TOML
+    if toml.is_file():
+        shutil.copyfile(toml, out / DATASET_TOML)
+    for rec in recs:
+        target = out / rec.label / rec.path.name
+        target.parent.mkdir(exist_ok=True)
+        if target.exists():
+            raise DataError(
+                f"two recordings of label {rec.label} are named {rec.path.name}", rec.path
+            )
+        target.symlink_to(rec.path.resolve())
+    return out
+
+
+# --- 3. fine-tuning ------------------------------------------------------------------------------
+
+
+def tune_config(
+    source: dict[str, Any],
+    folders: Sequence[Path],
+    minutes: float,
+    overrides: dict[str, Any],
+    log: Log,
+) -> TrainConfig:
+    """The source's recipe with tuning defaults (a tenth of the learning rate, short epochs, the
+    time budget, the user's labels as classes) and then the user's ``--set`` overrides."""
+    data = copy.deepcopy(source["config"])
+    optim = data.setdefault("optim", {})
+    optim["lr"] = LR_FACTOR * float(optim.get("lr", 3e-3))
+    optim["steps_per_epoch"] = min(int(optim.get("steps_per_epoch", 100)), 20)
+    optim["epochs"] = 100
+    optim["patience"] = 4
+    optim["max_minutes"] = minutes
+    data["data"]["train"] = [str(f) for f in folders]
+    data["data"]["val"] = None
+    data["data"]["classes"] = "label"
+    augment = data.get("augment") or {}
+    for key in ("noise_dir", "rir_dir"):
+        folder = augment.get(key)
+        if folder and not Path(folder).is_dir():
+            log(f"augment.{key} {folder} is not here: tuning without it")
+            augment[key] = None
+    for dotted, value in overrides.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return parse_model(TrainConfig, data, "the tuning recipe (the bundle's recipe and --set)")
+
+
+@dataclass
+class TuneResult:
+    state: dict[str, torch.Tensor]
+    start_val_eer: float
+    best_val_eer: float
+    best_epoch: int
+    epochs: int
+    seconds: float
+    batch_size: int
+    device: str
+    history: list[dict[str, Any]] = field(default_factory=list)
+    stopped: str = ""
+
+    @property
+    def improved(self) -> bool:
+        return self.best_epoch > 0
+
+
+def _freeze_batchnorm(model: torch.nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm1d):
+            module.eval()
+
+
+def _windows(
+    recs: Sequence[Recording],
+    arrays: dict[Path, np.ndarray],
+    window: int,
+    hop: int,
+    cap: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    names = sorted({r.label for r in recs})
+    index = {name: i for i, name in enumerate(names)}
+    chunks, labels = [], []
+    for rec in recs:
+        w = frame(arrays[rec.path], window, hop)
+        if len(w) > cap:
+            w = w[np.sort(rng.choice(len(w), cap, replace=False))]
+        chunks.append(w.astype(np.float32))
+        labels.extend([index[rec.label]] * len(w))
+    return np.concatenate(chunks), np.asarray(labels, np.int64), names
+
+
+def _recording_set(recs: Sequence[Recording], folder: Folder) -> RecordingSet:
+    return RecordingSet(
+        [folder.arrays[r.path] for r in recs], [r.label for r in recs], [r.group for r in recs]
+    )
+
+
+def _templates(
+    recs: Sequence[Recording], rng: np.random.Generator, per_label: int = TEMPLATES_PER_LABEL
+) -> list[Recording]:
+    """At most ``per_label`` fit recordings of each label (seeded): the enrolled templates that
+    validation recordings are scored against."""
+    out: list[Recording] = []
+    for label in sorted({r.label for r in recs}):
+        mine = [r for r in recs if r.label == label]
+        out.extend(mine[i] for i in sorted(rng.permutation(len(mine))[:per_label]))
+    return out
+
+
+def validation_eer(
+    model: torch.nn.Module,
+    frontend: FrontEnd,
+    val: RecordingSet,
+    templates: RecordingSet,
+    window: int,
+    hop: int,
+    device: str,
+) -> float:
+    """EER of validation recordings scored against enrolled fit recordings, as a user enrols
+    some recordings and matches new ones (one validation recording per label is enough)."""
+    a = embed_recordings(model, frontend, val, window, hop, device)
+    b = embed_recordings(model, frontend, templates, window, hop, device)
+    scores = a @ b.T
+    same = np.asarray(val.labels)[:, None] == np.asarray(templates.labels)[None, :]
+    return float(equal_error_rate(scores[same], scores[~same])[0])
+
+
+def fine_tune(
+    source: dict[str, Any],
+    config: TrainConfig,
+    folder: Folder,
+    split: Split,
+    progress: bool = True,
+    log: Log = print,
+) -> TuneResult:
+    """Fine-tune the source encoder on the fit part; the best state on the validation part wins
+    (the source's own weights when no epoch beats them)."""
+    device = _pick_device(config.device)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    window, hop = int(source["window"]), int(source["hop"])
+    frontend: FrontEnd = frontend_from_state(frontend_from_torch(source["frontend"]))
+    model = Conv1dEncoder.from_config(int(source["in_channels"]), config.encoder)
+    model.load_state_dict(source["model"])
+    model.to(device)
+    windows, labels, names = _windows(
+        split.fit, folder.arrays, window, hop, config.data.max_windows_per_recording, rng
+    )
+    val = _recording_set(split.val, folder)
+    templates = _recording_set(_templates(split.fit, rng), folder)
+    raw_aug, feat_aug = build_augment(config, int(source["sample_rate"]), frontend)
+    objective = build_objective(config.objective, len(names), config.encoder.embedding_dim)
+    objective.loss.to(device)
+    groups: list[dict[str, Any]] = [{"params": model.parameters()}]
+    if objective.learnable:
+        groups.append({"params": objective.loss.parameters(), "lr": objective.lr})
+    optimizer = torch.optim.AdamW(
+        groups, lr=config.optim.lr, weight_decay=config.optim.weight_decay
+    )
+    steps, epochs = config.optim.steps_per_epoch, config.optim.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_cosine(step, steps * epochs)
+    )
+    batch = sampler_batch_size(len(names), config.sampler.m_per_class, config.sampler.batch_size)
+    if batch != config.sampler.batch_size:
+        log(
+            f"batch size {batch} ({len(names)} labels × {config.sampler.m_per_class}) instead of "
+            f"the recipe's {config.sampler.batch_size}: set sampler.batch_size to change it"
+        )
+
+    def score() -> float:
+        return validation_eer(model, frontend, val, templates, window, hop, device)
+
+    start = score()
+    best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    result = TuneResult(best, start, start, 0, 0, 0.0, batch, device)
+    log(
+        f"fine-tuning on {len(windows)} windows of {len(split.fit)} recordings ({len(names)} "
+        f"labels), device {device}, lr {config.optim.lr:g}, batch {batch}; validation EER at "
+        f"the start {100 * start:.2f}%"
+    )
+    started, stale = time.monotonic(), 0
+    budget = 60 * (config.optim.max_minutes or math.inf)
+    bar = tqdm(total=steps * epochs, desc="tuning", unit="step", disable=not progress, leave=False)
+    for epoch in range(1, epochs + 1):
+        model.train()
+        _freeze_batchnorm(model)
+        sampler = MPerClassSampler(
+            labels,
+            m=config.sampler.m_per_class,
+            batch_size=batch,
+            length_before_new_iter=steps * batch,
+        )
+        order = np.fromiter(iter(sampler), dtype=np.int64).reshape(-1, batch)[:steps]
+        losses = []
+        for idx in order:
+            raw = windows[idx]
+            if raw_aug is not None:
+                raw = raw_aug(raw, rng)
+            feats = frontend(raw)
+            if feat_aug is not None:
+                feats = feat_aug(feats, rng)
+            x = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32)).to(device)
+            loss = objective(model(x), torch.from_numpy(labels[idx]).to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+            scheduler.step()
+            losses.append(float(loss.detach()))
+            bar.update(1)
+        eer = score()
+        result.history.append(
+            {
+                "epoch": epoch,
+                "loss": float(np.mean(losses)),
+                "val_eer": eer,
+                "seconds": round(time.monotonic() - started, 1),
+            }
+        )
+        bar.set_postfix(epoch=epoch, val_eer=f"{100 * eer:.2f}%")
+        if eer < result.best_val_eer - 1e-4:
+            result.best_val_eer, result.best_epoch, stale = eer, epoch, 0
+            result.state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+        result.epochs = epoch
+        if stale >= config.optim.patience:
+            result.stopped = f"no better validation EER for {stale} epochs"
+            break
+        if time.monotonic() - started > budget:
+            result.stopped = f"time budget of {config.optim.max_minutes:g} min reached"
+            break
+    else:
+        result.stopped = f"all {epochs} epochs run"
+    bar.close()
+    result.seconds = time.monotonic() - started
+    log(
+        f"tuned for {result.epochs} epoch(s) in {result.seconds:.0f} s ({result.stopped}); "
+        + (
+            f"best validation EER {100 * result.best_val_eer:.2f}% at epoch {result.best_epoch}"
+            if result.improved
+            else "no epoch beat the original weights: they are kept"
+        )
+    )
+    return result
+
+
+def tuned_checkpoint(
+    source: dict[str, Any], config: TrainConfig, result: TuneResult, path: Path
+) -> Path:
+    """Write the tuned encoder as a training checkpoint (what ``edgesiam export`` reads)."""
+    payload = dict(source)
+    for key in ("format", "format_version", "optimizer", "scheduler", "loss", "history"):
+        payload.pop(key, None)
+    payload.update(
+        config=config.model_dump(mode="json"),
+        model=result.state,
+        epoch=result.best_epoch,
+        metrics={"val_eer": result.best_val_eer, "start_val_eer": result.start_val_eer},
+    )
+    save_checkpoint(path, payload)
+    return path
+
+
+# --- 4. export through the gate ------------------------------------------------------------------
+
+
+@dataclass
+class Attempt:
+    what: str
+    passed: bool
+    report: str
+
+
+def _clipped(checkpoint: Path, clip: float) -> Path | None:
+    """The checkpoint with its sensor front-end clipping features at ``±clip`` (None: no sensor
+    front-end, or it clips as tightly already)."""
+    data = load_checkpoint(checkpoint)
+    frontend = frontend_from_state(frontend_from_torch(data["frontend"]))
+    if not isinstance(frontend, SensorFrontEnd) or frontend.clip <= clip:
+        return None
+    state = frontend.state()
+    state["clip"] = np.array(float(clip))
+    data["frontend"] = frontend_to_torch(state)
+    for key in ("format", "format_version"):
+        data.pop(key)
+    out = checkpoint.with_name(f"{checkpoint.stem}-clip{clip:g}.pt")
+    save_checkpoint(out, data)
+    return out
+
+
+def export_with_retries(
+    checkpoint: Path,
+    output: Path,
+    calib: Path,
+    heldout: Path,
+    seed: int,
+    progress: bool,
+    log: Log,
+    export: Callable[..., Any] | None = None,
+) -> tuple[Any, list[Attempt]]:
+    """Export through the gate; on failure try what the gate's report suggests, in turn."""
+    from edgesiam.export.bundle_writer import ExportOptions, export_bundle
+    from edgesiam.export.gate import GateError
+
+    run = export or export_bundle
+    plans: list[tuple[str, Path | None, dict[str, Any]]] = [
+        ("the default export", checkpoint, {}),
+        ("1000 calibration windows", checkpoint, {"calib_windows": 1000}),
+        ("the L2 step in numpy", checkpoint, {"calib_windows": 1000, "l2_in_model": False}),
+    ]
+    attempts: list[Attempt] = []
+    for i, (what, path, extra) in enumerate([*plans, ("features clipped at ±4", None, {})]):
+        if path is None:  # the last resort: a tighter sensor front-end clip
+            path = _clipped(checkpoint, 4.0)
+            if path is None:
+                break
+            extra = {"calib_windows": 1000, "l2_in_model": False}
+        options = ExportOptions(
+            overwrite=True, seed=seed, progress=progress, log=lambda _m: None, **extra
+        )
+        log(f"export attempt {i + 1}: {what}")
+        try:
+            result = run(path, output, calib, heldout, options)
+        except GateError as exc:
+            attempts.append(Attempt(what, False, exc.report.render()))
+            log(exc.report.render())
+            continue
+        attempts.append(Attempt(what, True, result.report.render()))
+        return result, attempts
+    tried = "\n".join(f"- {a.what}:\n{a.report}" for a in attempts)
+    raise BundleError(
+        f"the tuned model failed the export gate after {len(attempts)} attempt(s); nothing "
+        f"written to {output}:\n{tried}\nTry more recordings, a shorter tuning "
+        "(--minutes), or `edgesiam export --force` on the tuned checkpoint to inspect it"
+    )
+
+
+# --- 5. the comparison ---------------------------------------------------------------------------
+
+
+def compare(
+    tuned: Path, original: Path, heldout: Path, seed: int, progress: bool
+) -> tuple[Any, list[str]]:
+    """Held-out metrics of the tuned bundle, the original unchanged and the classic descriptor."""
+    from edgesiam.cli import load_embedder
+    from edgesiam.embedders import embed_dataset
+    from edgesiam.evaluation import Report
+
+    info = scan_dataset(heldout)
+    ours = embed_dataset(load_embedder(tuned), info, progress=progress, baseline=True)
+    before = embed_dataset(load_embedder(original), info, progress=progress)
+    assert ours.baseline is not None
+    classic = "mfcc-stats" if info.modality == "audio" else "channel-stats"
+    kind = "int8" if is_bundle(original) else "torch"
+    systems = {
+        "tuned (int8)": (ours.embeddings, ours.labels, ours.groups),
+        f"original ({kind})": (before.embeddings, before.labels, before.groups),
+        f"classic ({classic})": (ours.baseline, ours.labels, ours.groups),
+    }
+    return Report.from_systems(systems, seed=seed), list(systems)
+
+
+def verdict(
+    results: dict[str, dict[str, Any]], names: list[str], tune: TuneResult
+) -> tuple[str, str]:
+    """``(system to deploy, why)`` from the held-out EERs."""
+    tuned, original, classic = (results[n].get("eer") for n in names)
+    if tuned is None or original is None:
+        return names[0], "the held-out part is too small for an EER; compare on more data"
+    why = f"held-out EER {100 * tuned:.2f}% tuned vs {100 * original:.2f}% original"
+    if tuned < original:
+        text = f"deploy the tuned bundle: {why}."
+        choice = names[0]
+    else:
+        choice = names[1]
+        reason = (
+            "no tuning epoch beat the original weights on the validation part, so the tuned "
+            "bundle holds the original encoder (only its thresholds are calibrated on your data)"
+            if not tune.improved
+            else "tuning improved the validation part but not the held-out part: too few "
+            "recordings or groups to generalise from (add more, or tune shorter)"
+        )
+        text = f"tuning did not beat the original ({why}): {reason}. Deploy the original."
+    if classic is not None and classic < min(tuned, original):
+        text += (
+            f" The classic descriptor does better still ({100 * classic:.2f}%): these labels "
+            "differ in ways the encoder was not trained to notice."
+        )
+    return choice, text
+
+
+# --- the whole command ---------------------------------------------------------------------------
+
+
+@dataclass
+class TuneRequest:
+    data: list[Path]
+    source: Path
+    output: Path
+    minutes: float = 5.0
+    overrides: dict[str, Any] = field(default_factory=dict)
+    heldout: Path | None = None
+    seed: int = 0
+    overwrite: bool = False
+    progress: bool = True
+
+
+def _splits(request: TuneRequest, folder: Folder, source: dict[str, Any], log: Log) -> Split:
+    if request.heldout is None:
+        return split_recordings(folder.info.recordings, request.seed)
+    given = request.heldout.resolve()
+    if any(given == d.resolve() for d in request.data):
+        raise DataError(
+            "is also the training folder: validation equal to training is refused (it would "
+            "report an accuracy the model does not have); leave --heldout out to split by group",
+            request.heldout,
+        )
+    other = check_folder([request.heldout], source, request.progress)
+    fit, val = split_fit_val(folder.info.recordings, np.random.default_rng(request.seed))
+    split = Split(fit, val, list(other.info.recordings), "folder")
+    refuse_overlap(fit + val, split.heldout)
+    folder.arrays.update(other.arrays)
+    log(f"held-out data: {request.heldout}")
+    return split
+
+
+def run_tune(request: TuneRequest, log: Log = print) -> dict[str, Any]:
+    """Check, split, fine-tune, export through the gate, compare; returns the TUNING.json data."""
+    out = request.output
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not request.overwrite:
+        raise ConfigError(f"{out} already exists and is not empty; pass --overwrite to replace it")
+    clock = {"started": time.monotonic()}
+    source = load_source(request.source)
+    folder = check_folder(request.data, source, request.progress)
+    split = _splits(request, folder, source, log)
+    sizes = split.summary()
+    log(
+        f"{len(folder.info)} recordings, {len(folder.info.labels)} labels: "
+        f"{sizes['fit']['recordings']} to fit, {sizes['val']['recordings']} to validate, "
+        f"{sizes['heldout']['recordings']} held out (split by {split.by})"
+    )
+    clock["checked"] = time.monotonic()
+    work = out.with_name(out.name + ".tune")
+    if work.exists():
+        shutil.rmtree(work)
+    folders = {
+        name: write_split_folder(recs, folder.info, work / "split" / name)
+        for name, recs in (("fit", split.fit), ("val", split.val), ("heldout", split.heldout))
+    }
+    config = tune_config(source, request.data, request.minutes, request.overrides, log)
+    result = fine_tune(source, config, folder, split, request.progress, log)
+    clock["tuned"] = time.monotonic()
+    checkpoint = tuned_checkpoint(source, config, result, work / "tuned.pt")
+    exported, attempts = export_with_retries(
+        checkpoint, out, folders["fit"], folders["heldout"], request.seed, request.progress, log
+    )
+    clock["exported"] = time.monotonic()
+    report, names = compare(out, request.source, folders["heldout"], request.seed, request.progress)
+    choice, why = verdict(report.results, names, result)
+    clock["compared"] = time.monotonic()
+    document = {
+        "source": str(request.source),
+        "data": [str(d) for d in request.data],
+        "output": str(out),
+        "split": sizes,
+        "settings": {
+            "lr": config.optim.lr,
+            "batch_size": result.batch_size,
+            "m_per_class": config.sampler.m_per_class,
+            "objective": config.objective.type,
+            "augment": config.augment.type,
+            "minutes": request.minutes,
+            "device": result.device,
+            "overrides": {k: v for k, v in request.overrides.items()},
+        },
+        "tuning": {
+            "start_val_eer": result.start_val_eer,
+            "best_val_eer": result.best_val_eer,
+            "best_epoch": result.best_epoch,
+            "epochs": result.epochs,
+            "stopped": result.stopped,
+            "history": result.history,
+        },
+        "export": [{"what": a.what, "passed": a.passed, "report": a.report} for a in attempts],
+        "gate_passed": bool(exported.manifest.gate.passed),
+        "heldout": report.results,
+        "deploy": choice,
+        "verdict": why,
+        "seconds": {
+            "check": round(clock["checked"] - clock["started"], 1),
+            "tune": round(clock["tuned"] - clock["checked"], 1),
+            "export": round(clock["exported"] - clock["tuned"], 1),
+            "compare": round(clock["compared"] - clock["exported"], 1),
+            "total": round(clock["compared"] - clock["started"], 1),
+        },
+    }
+    write_tuning_report(out, document, report.markdown())
+    log(report.markdown())
+    log(why)
+    log(f"wrote {out} ({TUNING_MD}, {TUNING_JSON}); the split and tuned.pt are in {work}")
+    return document
+
+
+def write_tuning_report(bundle: Path, document: dict[str, Any], table: str) -> None:
+    """``TUNING.md`` and ``TUNING.json`` into the bundle, then the manifest hashes them too."""
+    from edgesiam.bundle import read_manifest, write_manifest
+
+    (bundle / TUNING_JSON).write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
+    (bundle / TUNING_MD).write_text(tuning_markdown(document, table), encoding="utf-8")
+    write_manifest(bundle, read_manifest(bundle))
+
+
+def tuning_markdown(doc: dict[str, Any], table: str) -> str:
+    split, tuning, settings, secs = doc["split"], doc["tuning"], doc["settings"], doc["seconds"]
+
+    def side(name: str) -> str:
+        part = split[name]
+        groups = f", groups {', '.join(part['groups'])}" if part["groups"] else ""
+        return f"{part['recordings']} recordings of {part['labels']} labels{groups}"
+
+    attempts = "; ".join(
+        f"{a['what']}: {'passed' if a['passed'] else 'failed'}" for a in doc["export"]
+    )
+    history = ", ".join(f"{100 * h['val_eer']:.2f}%" for h in tuning["history"])
+    lines = [
+        f"# Tuning: {Path(doc['output']).name}",
+        "",
+        f"Tuned from `{doc['source']}` on `{', '.join(doc['data'])}` by `edgesiam tune`.",
+        "",
+        "## Verdict",
+        "",
+        doc["verdict"],
+        "",
+        "## Held-out recordings (never used to tune or to pick the epoch)",
+        "",
+        table.rstrip(),
+        "",
+        "## Data",
+        "",
+        f"Split by {split['by']} (the same group is never on two sides):",
+        f"- fit: {side('fit')}",
+        f"- validate (early stopping): {side('val')}",
+        f"- held out (this table, the gate and the thresholds): {side('heldout')}",
+        "",
+        "## Tuning",
+        "",
+        f"- {settings['objective']} objective, {settings['augment']} augmentation, learning rate "
+        f"{settings['lr']:g}, batch {settings['batch_size']}, device {settings['device']}, "
+        f"budget {settings['minutes']:g} min"
+        + (f", overrides {settings['overrides']}" if settings["overrides"] else ""),
+        f"- validation EER {100 * tuning['start_val_eer']:.2f}% at the start, "
+        f"{100 * tuning['best_val_eer']:.2f}% at best (epoch {tuning['best_epoch']}); "
+        f"{tuning['epochs']} epoch(s), {tuning['stopped']}",
+        f"- validation EER per epoch: {history or '–'}",
+        f"- export: {attempts}",
+        "",
+        f"Times: check {secs['check']:g} s, tune {secs['tune']:g} s, export {secs['export']:g} s, "
+        f"compare {secs['compare']:g} s, total {secs['total']:g} s.",
+        "",
+    ]
+    return "\n".join(lines)
