@@ -378,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     from edgesiam.runtime.demo import add_demo_parser
     from edgesiam.runtime.gallery_cli import add_gallery_parsers
     from edgesiam.runtime.run_cli import add_run_parser
-    from edgesiam.train.tune_cli import add_tune_parser
+    from edgesiam.tune_cli import add_tune_parser
 
     add_tune_parser(sub)
     add_export_parser(sub)

@@ -1,5 +1,7 @@
 """``edgesiam tune``: fine-tune a bundle's encoder on a user's own dataset folder, export it through
 the same gate as ``edgesiam export``, and compare it with the original on the user's held-out data.
+It composes ``train`` (torch), ``export`` (tensorflow, imported when the export runs) and
+``evaluation``, so it sits above all three.
 
 The steps, each its own function:
 
@@ -71,6 +73,9 @@ MIN_PER_LABEL: Final = 5
 """Recordings a label needs: two to fit, one to validate, two held out (a genuine trial)."""
 HELDOUT_FRACTION: Final = 0.3
 TEMPLATES_PER_LABEL: Final = 10
+MIN_GAIN: Final = 0.01
+"""Smallest EER gain (a fraction) for which the tuned bundle is recommended over the original."""
+POOR_EER: Final = 0.3
 VAL_FRACTION: Final = 0.2
 LR_FACTOR: Final = 0.1
 TUNING_MD: Final = "TUNING.md"
@@ -187,41 +192,50 @@ class Split:
         }
 
 
-def _unit(rec: Recording) -> str:
-    return f"group:{rec.group}" if rec.group is not None else f"recording:{rec.path}"
+def _unit(rec: Recording, by_group: bool) -> str:
+    if by_group and rec.group is not None:
+        return f"group:{rec.group}"
+    return f"recording:{rec.path}"
 
 
-def split_recordings(recordings: Sequence[Recording], seed: int = 0) -> Split:
+def split_recordings(
+    recordings: Sequence[Recording], seed: int = 0, by_group: bool = True
+) -> Split:
     """Held-out part by group (or recording), then a validation part out of the rest.
 
-    A unit (a group, or a recording without one) goes to the held-out side while that side holds
-    less than ``HELDOUT_FRACTION`` of the recordings and every label keeps three recordings to
-    train on; the validation part takes about ``VAL_FRACTION`` of each label's rest.
+    Units (a group, or a recording without one) are visited in a seeded order; one goes to the
+    held-out side when every label in it keeps three recordings to train on and either has
+    nothing held out yet or stays within ``HELDOUT_FRACTION`` of its recordings (two at least,
+    for a genuine trial). A label whose recordings all share one group is never held out.
     """
     rng = np.random.default_rng(seed)
     units: dict[str, list[Recording]] = {}
     for rec in recordings:
-        units.setdefault(_unit(rec), []).append(rec)
-    left = {label: 0 for label in {r.label for r in recordings}}
+        units.setdefault(_unit(rec, by_group), []).append(rec)
+    total: dict[str, int] = {}
     for rec in recordings:
-        left[rec.label] += 1
+        total[rec.label] = total.get(rec.label, 0) + 1
+    held: dict[str, int] = dict.fromkeys(total, 0)
     heldout: list[Recording] = []
-    target = HELDOUT_FRACTION * len(recordings)
     for key in rng.permutation(sorted(units)):
         members = units[str(key)]
-        if len(heldout) >= target:
-            break
         take: dict[str, int] = {}
         for rec in members:
             take[rec.label] = take.get(rec.label, 0) + 1
-        if all(left[label] - n >= 3 for label, n in take.items()):
+        cap = {label: max(2, math.ceil(HELDOUT_FRACTION * total[label])) for label in take}
+        if all(
+            total[label] - held[label] - n >= 3
+            and (held[label] == 0 or held[label] + n <= cap[label])
+            for label, n in take.items()
+        ):
             heldout.extend(members)
             for label, n in take.items():
-                left[label] -= n
-    held = {id(r) for r in heldout}
-    fit, val = split_fit_val([r for r in recordings if id(r) not in held], rng)
-    split = Split(fit, val, heldout, "group" if any(r.group for r in recordings) else "recording")
-    _check_split(split)
+                held[label] += n
+    chosen = {id(r) for r in heldout}
+    fit, val = split_fit_val([r for r in recordings if id(r) not in chosen], rng)
+    grouped = by_group and any(r.group for r in recordings)
+    split = Split(fit, val, heldout, "group" if grouped else "recording")
+    _check_split(split, by_group)
     return split
 
 
@@ -241,7 +255,7 @@ def split_fit_val(
     return fit, val
 
 
-def _check_split(split: Split) -> None:
+def _check_split(split: Split, by_group: bool = True) -> None:
     per_label: dict[str, int] = {}
     for rec in split.heldout:
         per_label[rec.label] = per_label.get(rec.label, 0) + 1
@@ -253,13 +267,17 @@ def _check_split(split: Split) -> None:
         )
     if len({r.label for r in split.val}) < 2:
         raise DataError("the validation part needs two labels: add recordings")
-    refuse_overlap(split.fit + split.val, split.heldout)
+    refuse_overlap(split.fit + split.val, split.heldout, by_group)
 
 
-def refuse_overlap(training: Sequence[Recording], heldout: Sequence[Recording]) -> None:
-    """Held-out data must share no file, no content and no group with the training data."""
-    same_group = sorted(
-        {r.group for r in training if r.group} & {r.group for r in heldout if r.group}
+def refuse_overlap(
+    training: Sequence[Recording], heldout: Sequence[Recording], by_group: bool = True
+) -> None:
+    """Held-out data must share no file, no content and (by default) no group with training."""
+    same_group = (
+        sorted({r.group for r in training if r.group} & {r.group for r in heldout if r.group})
+        if by_group
+        else []
     )
     if same_group:
         raise DataError(
@@ -354,6 +372,20 @@ class TuneResult:
         return self.best_epoch > 0
 
 
+def _progress(budget_s: float, steps: int, show: bool) -> Any:
+    """A bar over the time budget (epochs stop early or run out of time first), else over steps."""
+    if math.isfinite(budget_s):
+        return tqdm(
+            total=round(budget_s),
+            desc="tuning",
+            unit="s",
+            bar_format="{desc}: {percentage:3.0f}% of the time budget |{bar}| {n:.0f}/{total} s{postfix}",
+            disable=not show,
+            leave=False,
+        )
+    return tqdm(total=steps, desc="tuning", unit="step", disable=not show, leave=False)
+
+
 def _freeze_batchnorm(model: torch.nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm1d):
@@ -416,6 +448,38 @@ def validation_eer(
     return float(equal_error_rate(scores[same], scores[~same])[0])
 
 
+@torch.no_grad()
+def _imprint_centres(
+    loss: torch.nn.Module,
+    model: torch.nn.Module,
+    frontend: FrontEnd,
+    windows: np.ndarray,
+    labels: np.ndarray,
+    device: str,
+) -> None:
+    """Start a margin-softmax loss's class centres (``W``, embedding × classes·sub-centres) at each
+    label's mean embedding: random centres for the user's new labels would first pull the
+    pretrained embeddings apart."""
+    w = getattr(loss, "W", None)
+    classes = int(labels.max()) + 1
+    if not isinstance(w, torch.nn.Parameter) or w.shape[1] % classes:
+        return
+    model.eval()
+    emb = torch.cat(
+        [
+            model(torch.from_numpy(frontend(windows[i : i + 256])).to(device)).float()
+            for i in range(0, len(windows), 256)
+        ]
+    )
+    y = torch.from_numpy(labels).to(emb.device)
+    means = torch.stack([emb[y == c].mean(0) for c in range(classes)])
+    centres = torch.nn.functional.normalize(means, dim=1).repeat_interleave(
+        w.shape[1] // classes, 0
+    )
+    centres = centres + 0.01 * torch.randn_like(centres)  # sub-centres free to part
+    w.copy_(centres.t().to(w.device, w.dtype))
+
+
 def fine_tune(
     source: dict[str, Any],
     config: TrainConfig,
@@ -442,6 +506,7 @@ def fine_tune(
     raw_aug, feat_aug = build_augment(config, int(source["sample_rate"]), frontend)
     objective = build_objective(config.objective, len(names), config.encoder.embedding_dim)
     objective.loss.to(device)
+    _imprint_centres(objective.loss, model, frontend, windows, labels, device)
     groups: list[dict[str, Any]] = [{"params": model.parameters()}]
     if objective.learnable:
         groups.append({"params": objective.loss.parameters(), "lr": objective.lr})
@@ -470,9 +535,9 @@ def fine_tune(
         f"labels), device {device}, lr {config.optim.lr:g}, batch {batch}; validation EER at "
         f"the start {100 * start:.2f}%"
     )
-    started, stale = time.monotonic(), 0
     budget = 60 * (config.optim.max_minutes or math.inf)
-    bar = tqdm(total=steps * epochs, desc="tuning", unit="step", disable=not progress, leave=False)
+    started, stale, timed = time.monotonic(), 0, math.isfinite(budget)
+    bar = _progress(budget, steps * epochs, progress)
     for epoch in range(1, epochs + 1):
         model.train()
         _freeze_batchnorm(model)
@@ -498,7 +563,7 @@ def fine_tune(
             optimizer.step()
             scheduler.step()
             losses.append(float(loss.detach()))
-            bar.update(1)
+            bar.update(min(time.monotonic() - started, bar.total) - bar.n if timed else 1)
         eer = score()
         result.history.append(
             {
@@ -655,28 +720,46 @@ def compare(
 def verdict(
     results: dict[str, dict[str, Any]], names: list[str], tune: TuneResult
 ) -> tuple[str, str]:
-    """``(system to deploy, why)`` from the held-out EERs."""
+    """``(system to deploy, why)`` from the held-out EERs: the tuned bundle only when it is better
+    by more than about one standard error of the original's EER on this many recordings
+    (``sqrt(e(1 - e) / n)``, at least ``MIN_GAIN``): a small held-out part cannot tell smaller
+    differences apart."""
     tuned, original, classic = (results[n].get("eer") for n in names)
     if tuned is None or original is None:
-        return names[0], "the held-out part is too small for an EER; compare on more data"
+        return names[1], "the held-out part is too small for an EER: compare on more data."
+    n = int(results[names[0]]["n_recordings"])
+    margin = max(MIN_GAIN, math.sqrt(original * (1 - original) / max(n, 1)))
     why = f"held-out EER {100 * tuned:.2f}% tuned vs {100 * original:.2f}% original"
-    if tuned < original:
-        text = f"deploy the tuned bundle: {why}."
-        choice = names[0]
+    if tuned <= original - margin:
+        choice, text = names[0], f"Deploy the tuned bundle: {why}."
     else:
         choice = names[1]
-        reason = (
-            "no tuning epoch beat the original weights on the validation part, so the tuned "
-            "bundle holds the original encoder (only its thresholds are calibrated on your data)"
-            if not tune.improved
-            else "tuning improved the validation part but not the held-out part: too few "
-            "recordings or groups to generalise from (add more, or tune shorter)"
-        )
-        text = f"tuning did not beat the original ({why}): {reason}. Deploy the original."
-    if classic is not None and classic < min(tuned, original):
+        if not tune.improved:
+            reason = (
+                "no tuning epoch beat the original weights on the validation part, so the tuned "
+                "bundle holds the original encoder (only its thresholds come from your data)"
+            )
+        elif tuned < original + margin:
+            reason = (
+                f"the difference is within {100 * margin:.1f} points, what {n} held-out "
+                "recordings can tell apart"
+            )
+        else:
+            reason = (
+                "tuning improved the validation part but not the held-out part: too few "
+                "recordings or groups to generalise from (add more, or tune shorter)"
+            )
+        text = f"Tuning did not beat the original ({why}): {reason}. Deploy the original."
+    if classic is not None and classic <= min(tuned, original) - margin:
         text += (
             f" The classic descriptor does better still ({100 * classic:.2f}%): these labels "
             "differ in ways the encoder was not trained to notice."
+        )
+    if min(tuned, original) > POOR_EER:
+        text += (
+            f" Neither model separates these held-out recordings well (EER above "
+            f"{100 * POOR_EER:g}%): recordings much shorter than the bundle's window, or labels "
+            "that differ in what the bundle never learnt to hear, are typical causes."
         )
     return choice, text
 
@@ -692,6 +775,7 @@ class TuneRequest:
     minutes: float = 5.0
     overrides: dict[str, Any] = field(default_factory=dict)
     heldout: Path | None = None
+    split_by: str = "group"  # or "recording": GROUP__ prefixes that are no session or subject
     seed: int = 0
     overwrite: bool = False
     progress: bool = True
@@ -699,7 +783,7 @@ class TuneRequest:
 
 def _splits(request: TuneRequest, folder: Folder, source: dict[str, Any], log: Log) -> Split:
     if request.heldout is None:
-        return split_recordings(folder.info.recordings, request.seed)
+        return split_recordings(folder.info.recordings, request.seed, request.split_by == "group")
     given = request.heldout.resolve()
     if any(given == d.resolve() for d in request.data):
         raise DataError(
@@ -710,7 +794,7 @@ def _splits(request: TuneRequest, folder: Folder, source: dict[str, Any], log: L
     other = check_folder([request.heldout], source, request.progress)
     fit, val = split_fit_val(folder.info.recordings, np.random.default_rng(request.seed))
     split = Split(fit, val, list(other.info.recordings), "folder")
-    refuse_overlap(fit + val, split.heldout)
+    refuse_overlap(fit + val, split.heldout, request.split_by == "group")
     folder.arrays.update(other.arrays)
     log(f"held-out data: {request.heldout}")
     return split
@@ -807,7 +891,9 @@ def tuning_markdown(doc: dict[str, Any], table: str) -> str:
 
     def side(name: str) -> str:
         part = split[name]
-        groups = f", groups {', '.join(part['groups'])}" if part["groups"] else ""
+        shown = part["groups"][:8]
+        more = f" and {len(part['groups']) - 8} more" if len(part["groups"]) > 8 else ""
+        groups = f", groups {', '.join(shown)}{more}" if shown else ""
         return f"{part['recordings']} recordings of {part['labels']} labels{groups}"
 
     attempts = "; ".join(
@@ -829,7 +915,8 @@ def tuning_markdown(doc: dict[str, Any], table: str) -> str:
         "",
         "## Data",
         "",
-        f"Split by {split['by']} (the same group is never on two sides):",
+        f"Split by {split['by']}"
+        + (" (the same group is never on two sides):" if split["by"] == "group" else ":"),
         f"- fit: {side('fit')}",
         f"- validate (early stopping): {side('val')}",
         f"- held out (this table, the gate and the thresholds): {side('heldout')}",

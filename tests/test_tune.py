@@ -18,11 +18,11 @@ from edgesiam.cli import main
 from edgesiam.data.readers import Recording
 from edgesiam.errors import BundleError, DataError
 from edgesiam.export.gate import Check, GateError, GateReport
-from edgesiam.train.tune import export_with_retries, refuse_overlap, split_recordings
 from edgesiam.train.weights import source_from_bundle
+from edgesiam.tune import export_with_retries, refuse_overlap, split_recordings
 from tests.conftest import make_motion, write_audio_dataset
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 MOTION_BUNDLE = ROOT / "export" / "motion"
 FAST = ["--set", "optim.epochs=2", "--set", "optim.steps_per_epoch=2", "--minutes", "1", "-q"]
 
@@ -261,7 +261,7 @@ def test_export_tries_what_the_gate_suggests_before_giving_up(
 
 def test_the_last_resort_clips_sensor_features_tighter(tmp_path: Path) -> None:
     from edgesiam.train.checkpoint import CheckpointEmbedder, save_checkpoint
-    from edgesiam.train.tune import _clipped
+    from edgesiam.tune import _clipped
 
     path = tmp_path / "motion.pt"
     save_checkpoint(path, source_from_bundle(MOTION_BUNDLE))
@@ -287,3 +287,64 @@ def test_a_recipe_batch_larger_than_the_labels_allow_trains(
     train(TrainConfig.model_validate(recipe), tmp_path / "run", progress=False, log=lines.append)
     assert (tmp_path / "run" / "best.pt").exists()
     assert any("batch size 24 (6 classes × 4)" in line for line in lines)
+
+
+def test_margin_softmax_centres_start_at_each_label_mean() -> None:
+    import torch
+
+    from edgesiam.config import SubCenterArcFaceObjective
+    from edgesiam.core.frontend import SensorFrontEnd
+    from edgesiam.train.encoder import Conv1dEncoder
+    from edgesiam.train.objectives import build_objective
+    from edgesiam.tune import _imprint_centres
+
+    rng = np.random.default_rng(0)
+    windows = np.stack([make_motion(k % 3, 100, 50, rng) for k in range(30)])
+    labels = np.arange(30) % 3
+    frontend = SensorFrontEnd.fit(windows)
+    model = Conv1dEncoder(6, [8], [3], [1], [1], embedding_dim=8)
+    loss = build_objective(SubCenterArcFaceObjective(sub_centers=2), 3, 8).loss
+    _imprint_centres(loss, model, frontend, windows, labels, "cpu")
+    with torch.no_grad():
+        emb = model(torch.from_numpy(frontend(windows)))
+    w = torch.nn.functional.normalize(loss.W.t(), dim=1)  # (3 classes · 2 sub-centres, 8)
+    for c in range(3):
+        mean = torch.nn.functional.normalize(emb[labels == c].mean(0), dim=0)
+        assert torch.all(w[2 * c : 2 * c + 2] @ mean > 0.99)
+
+
+def test_split_by_recording_ignores_the_prefixes(tmp_path: Path) -> None:
+    names = [
+        f"{label}/{lang}__r{i}.wav" for label, lang in (("a", "ca"), ("b", "el")) for i in range(8)
+    ]
+    recs = [Recording(p, p.parent.name, p.name.split("__")[0]) for p in _files(tmp_path, names)]
+    with pytest.raises(DataError, match="held-out part needs two labels"):
+        split_recordings(recs, 0)  # each label is one group: none can be held out
+    split = split_recordings(recs, 0, by_group=False)
+    assert split.by == "recording" and {r.label for r in split.heldout} == {"a", "b"}
+
+
+def _metrics(eer: float) -> dict[str, Any]:
+    return {"eer": eer, "n_recordings": 40}
+
+
+@pytest.mark.parametrize(
+    ("tuned", "original", "improved", "deploy", "says"),
+    [
+        (0.05, 0.15, True, "tuned", "Deploy the tuned bundle: held-out EER 5.00% tuned"),
+        (0.12, 0.15, True, "original", "within 5.6 points, what 40 held-out recordings"),
+        (0.25, 0.15, True, "original", "improved the validation part but not the held-out"),
+        (0.15, 0.15, False, "original", "no tuning epoch beat the original weights"),
+        (0.32, 0.45, True, "tuned", "Neither model separates these held-out recordings well"),
+    ],
+)
+def test_verdict_recommends_the_tuned_bundle_only_for_a_clear_gain(
+    tuned: float, original: float, improved: bool, deploy: str, says: str
+) -> None:
+    from edgesiam.tune import TuneResult, verdict
+
+    names = ["tuned (int8)", "original (int8)", "classic (mfcc-stats)"]
+    results = {names[0]: _metrics(tuned), names[1]: _metrics(original), names[2]: _metrics(0.5)}
+    result = TuneResult({}, 0.2, 0.1 if improved else 0.2, 3 if improved else 0, 3, 1.0, 16, "cpu")
+    choice, text = verdict(results, names, result)
+    assert choice.startswith(deploy) and says in text

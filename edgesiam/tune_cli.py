@@ -1,4 +1,4 @@
-"""``edgesiam tune``: the command-line face of :func:`edgesiam.train.tune.run_tune`.
+"""``edgesiam tune``: the command-line face of :func:`edgesiam.tune.run_tune`.
 
 Only argparse at import time: torch is imported when the command runs, so ``edgesiam --help``
 works on the device install.
@@ -74,6 +74,14 @@ def add_tune_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="DIR",
         help="your own held-out folder (same labels, other recordings) instead of the split",
     )
+    tu.add_argument(
+        "--split-by",
+        choices=["group", "recording"],
+        default="group",
+        help="hold out whole GROUP__ groups (default) or single recordings, for file names "
+        "whose prefix is no person or session (a recording's own session may then sit on "
+        "both sides, so the held-out figures are optimistic)",
+    )
     tu.add_argument("--seed", type=int, default=0, help="seed of the split and the tuning")
     tu.add_argument("--overwrite", action="store_true", help="replace an existing OUT_BUNDLE")
     tu.add_argument("-q", "--quiet", action="store_true", help="no progress bars or messages")
@@ -86,7 +94,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from edgesiam.errors import MissingExtraError
 
     try:
-        from edgesiam.train.tune import TuneRequest, run_tune
+        from edgesiam.tune import TuneRequest, run_tune
     except ImportError as exc:
         raise MissingExtraError(exc.name or "torch", "train") from None
     request = TuneRequest(
@@ -96,6 +104,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         minutes=args.minutes,
         overrides=dict(_parse_override(s) for s in args.set or []),
         heldout=Path(args.heldout) if args.heldout else None,
+        split_by=args.split_by,
         seed=args.seed,
         overwrite=args.overwrite,
         progress=not args.quiet,
