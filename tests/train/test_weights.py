@@ -69,3 +69,31 @@ def test_a_tampered_weights_file_is_refused(audio_bundle: Path, tmp_path: Path) 
     (copy / "weights.safetensors").write_bytes(b"0" * 64)
     with pytest.raises(BundleError, match=r"weights\.safetensors"):
         source_from_bundle(copy)
+
+
+def test_weights_are_recovered_from_the_float_model_of_a_bundle_without_them(
+    audio_bundle: Path, tiny_audio_model: Path, tmp_path: Path
+) -> None:
+    import yaml
+
+    from edgesiam.bundle import read_manifest, write_manifest
+    from edgesiam.train.weights import attach_weights
+
+    old = tmp_path / "old"
+    old.mkdir()
+    for f in audio_bundle.iterdir():
+        if f.name not in ("weights.safetensors", "recipe.yaml"):
+            (old / f.name).write_bytes(f.read_bytes())
+    write_manifest(old, read_manifest(old).model_copy(update={"weights": None, "recipe": None}))
+    model_sha = load_manifest(old).files["model.tflite"]
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(load_checkpoint(tiny_audio_model)["config"]))
+
+    worst = attach_weights(old, recipe, _windows(old))
+    assert worst > 0.9999
+    manifest = load_manifest(old)
+    assert manifest.files["model.tflite"] == model_sha  # the deployed model is left as it was
+    recovered = source_from_bundle(old)["model"]
+    trained = load_checkpoint(tiny_audio_model)["model"]
+    # BatchNorm is folded into the convolution: the weights differ, the function does not
+    assert set(recovered) == set(trained)
