@@ -61,6 +61,7 @@ from edgesiam.train.checkpoint import (
 from edgesiam.train.encoder import Conv1dEncoder
 from edgesiam.train.loop import (
     _pick_device,
+    _seed_everything,
     build_augment,
     embed_recordings,
     sampler_batch_size,
@@ -480,6 +481,116 @@ def _imprint_centres(
     w.copy_(centres.t().to(w.device, w.dtype))
 
 
+@dataclass
+class _Steps:
+    """One fine-tuning run's moving parts: an epoch is ``steps`` P×K batches of augmented windows."""
+
+    model: torch.nn.Module
+    objective: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    frontend: FrontEnd
+    augment: tuple[Any, Any]
+    windows: np.ndarray
+    labels: np.ndarray
+    m_per_class: int
+    batch: int
+    steps: int
+    device: str
+    rng: np.random.Generator
+
+    def epoch(self, tick: Callable[[], None]) -> float:
+        """Train one epoch (BatchNorm statistics frozen); returns the mean loss."""
+        self.model.train()
+        _freeze_batchnorm(self.model)
+        sampler = MPerClassSampler(
+            self.labels,
+            m=self.m_per_class,
+            batch_size=self.batch,
+            length_before_new_iter=self.steps * self.batch,
+        )
+        order = np.fromiter(iter(sampler), dtype=np.int64).reshape(-1, self.batch)[: self.steps]
+        raw_aug, feat_aug = self.augment
+        losses = []
+        for idx in order:
+            raw = self.windows[idx]
+            if raw_aug is not None:
+                raw = raw_aug(raw, self.rng)
+            feats = self.frontend(raw)
+            if feat_aug is not None:
+                feats = feat_aug(feats, self.rng)
+            x = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32)).to(self.device)
+            loss = self.objective(self.model(x), torch.from_numpy(self.labels[idx]).to(self.device))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            losses.append(float(loss.detach()))
+            tick()
+        return float(np.mean(losses))
+
+
+def _setup(
+    source: dict[str, Any], config: TrainConfig, folder: Folder, split: Split, log: Log
+) -> tuple[_Steps, Callable[[], float]]:
+    """The model from the source's weights, its objective, optimiser and batches, and the
+    validation score (recordings of the validation part against enrolled fit recordings)."""
+    device = _pick_device(config.device)
+    _seed_everything(config.seed)  # the P×K sampler draws from numpy's global generator
+    rng = np.random.default_rng(config.seed)
+    window, hop = int(source["window"]), int(source["hop"])
+    frontend: FrontEnd = frontend_from_state(frontend_from_torch(source["frontend"]))
+    model = Conv1dEncoder.from_config(int(source["in_channels"]), config.encoder)
+    model.load_state_dict(source["model"])
+    model.to(device)
+    windows, labels, names = _windows(
+        split.fit, folder.arrays, window, hop, config.data.max_windows_per_recording, rng
+    )
+    objective = build_objective(config.objective, len(names), config.encoder.embedding_dim)
+    objective.loss.to(device)
+    _imprint_centres(objective.loss, model, frontend, windows, labels, device)
+    groups: list[dict[str, Any]] = [{"params": model.parameters()}]
+    if objective.learnable:
+        groups.append({"params": objective.loss.parameters(), "lr": objective.lr})
+    optimizer = torch.optim.AdamW(
+        groups, lr=config.optim.lr, weight_decay=config.optim.weight_decay
+    )
+    total = config.optim.steps_per_epoch * config.optim.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_cosine(step, total)
+    )
+    m = config.sampler.m_per_class
+    batch = sampler_batch_size(len(names), m, config.sampler.batch_size)
+    if batch != config.sampler.batch_size:
+        log(
+            f"batch size {batch} ({len(names)} labels × {m}) instead of the recipe's "
+            f"{config.sampler.batch_size}: set sampler.batch_size to change it"
+        )
+    augment = build_augment(config, int(source["sample_rate"]), frontend)
+    steps = _Steps(
+        model,
+        objective,
+        optimizer,
+        scheduler,
+        frontend,
+        augment,
+        windows,
+        labels,
+        m,
+        batch,
+        config.optim.steps_per_epoch,
+        device,
+        rng,
+    )
+    val = _recording_set(split.val, folder)
+    templates = _recording_set(_templates(split.fit, rng), folder)
+    return steps, lambda: validation_eer(model, frontend, val, templates, window, hop, device)
+
+
+def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
 def fine_tune(
     source: dict[str, Any],
     config: TrainConfig,
@@ -490,104 +601,44 @@ def fine_tune(
 ) -> TuneResult:
     """Fine-tune the source encoder on the fit part; the best state on the validation part wins
     (the source's own weights when no epoch beats them)."""
-    device = _pick_device(config.device)
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    window, hop = int(source["window"]), int(source["hop"])
-    frontend: FrontEnd = frontend_from_state(frontend_from_torch(source["frontend"]))
-    model = Conv1dEncoder.from_config(int(source["in_channels"]), config.encoder)
-    model.load_state_dict(source["model"])
-    model.to(device)
-    windows, labels, names = _windows(
-        split.fit, folder.arrays, window, hop, config.data.max_windows_per_recording, rng
-    )
-    val = _recording_set(split.val, folder)
-    templates = _recording_set(_templates(split.fit, rng), folder)
-    raw_aug, feat_aug = build_augment(config, int(source["sample_rate"]), frontend)
-    objective = build_objective(config.objective, len(names), config.encoder.embedding_dim)
-    objective.loss.to(device)
-    _imprint_centres(objective.loss, model, frontend, windows, labels, device)
-    groups: list[dict[str, Any]] = [{"params": model.parameters()}]
-    if objective.learnable:
-        groups.append({"params": objective.loss.parameters(), "lr": objective.lr})
-    optimizer = torch.optim.AdamW(
-        groups, lr=config.optim.lr, weight_decay=config.optim.weight_decay
-    )
-    steps, epochs = config.optim.steps_per_epoch, config.optim.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine(step, steps * epochs)
-    )
-    batch = sampler_batch_size(len(names), config.sampler.m_per_class, config.sampler.batch_size)
-    if batch != config.sampler.batch_size:
-        log(
-            f"batch size {batch} ({len(names)} labels × {config.sampler.m_per_class}) instead of "
-            f"the recipe's {config.sampler.batch_size}: set sampler.batch_size to change it"
-        )
-
-    def score() -> float:
-        return validation_eer(model, frontend, val, templates, window, hop, device)
-
+    run, score = _setup(source, config, folder, split, log)
     start = score()
-    best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    result = TuneResult(best, start, start, 0, 0, 0.0, batch, device)
+    result = TuneResult(_state(run.model), start, start, 0, 0, 0.0, run.batch, run.device)
     log(
-        f"fine-tuning on {len(windows)} windows of {len(split.fit)} recordings ({len(names)} "
-        f"labels), device {device}, lr {config.optim.lr:g}, batch {batch}; validation EER at "
-        f"the start {100 * start:.2f}%"
+        f"fine-tuning on {len(run.windows)} windows of {len(split.fit)} recordings "
+        f"({len(set(run.labels.tolist()))} labels), device {run.device}, lr {config.optim.lr:g}, "
+        f"batch {run.batch}; validation EER at the start {100 * start:.2f}%"
     )
+    epochs = config.optim.epochs
     budget = 60 * (config.optim.max_minutes or math.inf)
-    started, stale, timed = time.monotonic(), 0, math.isfinite(budget)
-    bar = _progress(budget, steps * epochs, progress)
+    started, stale = time.monotonic(), 0
+    bar = _progress(budget, run.steps * epochs, progress)
+
+    def tick() -> None:
+        timed = math.isfinite(budget)
+        bar.update(min(time.monotonic() - started, bar.total) - bar.n if timed else 1)
+
+    result.stopped = f"all {epochs} epochs run"
     for epoch in range(1, epochs + 1):
-        model.train()
-        _freeze_batchnorm(model)
-        sampler = MPerClassSampler(
-            labels,
-            m=config.sampler.m_per_class,
-            batch_size=batch,
-            length_before_new_iter=steps * batch,
-        )
-        order = np.fromiter(iter(sampler), dtype=np.int64).reshape(-1, batch)[:steps]
-        losses = []
-        for idx in order:
-            raw = windows[idx]
-            if raw_aug is not None:
-                raw = raw_aug(raw, rng)
-            feats = frontend(raw)
-            if feat_aug is not None:
-                feats = feat_aug(feats, rng)
-            x = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32)).to(device)
-            loss = objective(model(x), torch.from_numpy(labels[idx]).to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
-            optimizer.step()
-            scheduler.step()
-            losses.append(float(loss.detach()))
-            bar.update(min(time.monotonic() - started, bar.total) - bar.n if timed else 1)
+        loss = run.epoch(tick)
         eer = score()
+        elapsed = time.monotonic() - started
         result.history.append(
-            {
-                "epoch": epoch,
-                "loss": float(np.mean(losses)),
-                "val_eer": eer,
-                "seconds": round(time.monotonic() - started, 1),
-            }
+            {"epoch": epoch, "loss": loss, "val_eer": eer, "seconds": round(elapsed, 1)}
         )
         bar.set_postfix(epoch=epoch, val_eer=f"{100 * eer:.2f}%")
+        result.epochs = epoch
         if eer < result.best_val_eer - 1e-4:
             result.best_val_eer, result.best_epoch, stale = eer, epoch, 0
-            result.state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            result.state = _state(run.model)
         else:
             stale += 1
-        result.epochs = epoch
         if stale >= config.optim.patience:
             result.stopped = f"no better validation EER for {stale} epochs"
             break
-        if time.monotonic() - started > budget:
+        if elapsed > budget:
             result.stopped = f"time budget of {config.optim.max_minutes:g} min reached"
             break
-    else:
-        result.stopped = f"all {epochs} epochs run"
     bar.close()
     result.seconds = time.monotonic() - started
     log(

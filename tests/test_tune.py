@@ -348,3 +348,16 @@ def test_verdict_recommends_the_tuned_bundle_only_for_a_clear_gain(
     result = TuneResult({}, 0.2, 0.1 if improved else 0.2, 3 if improved else 0, 3, 1.0, 16, "cpu")
     choice, text = verdict(results, names, result)
     assert choice.startswith(deploy) and says in text
+
+
+def test_tuning_is_reproducible(audio_bundle: Path, mine: Path) -> None:
+    from edgesiam.tune import check_folder, fine_tune, tune_config
+
+    source = source_from_bundle(audio_bundle)
+    folder = check_folder([mine], source)
+    split = split_recordings(folder.info.recordings, seed=0)
+    settings = {"optim.epochs": 2, "optim.steps_per_epoch": 2}
+    config = tune_config(source, [mine], 1.0, settings, lambda _m: None)
+    runs = [fine_tune(source, config, folder, split, False, lambda _m: None) for _ in range(2)]
+    assert [h["loss"] for h in runs[0].history] == [h["loss"] for h in runs[1].history]
+    assert [h["val_eer"] for h in runs[0].history] == [h["val_eer"] for h in runs[1].history]
