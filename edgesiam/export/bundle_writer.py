@@ -249,11 +249,10 @@ def model_card(manifest: Manifest, context: dict[str, Any]) -> str:
         f"{m.models[m.model].input.scale:.6g}, zero-point {m.models[m.model].input.zero_point}; "
         f"layout {m.models[m.model].input.layout})",
     ]
-    if m.weights and m.recipe:
-        lines.append(
-            f"- Float weights `{m.weights}` and recipe `{m.recipe}`: what `edgesiam tune` "
-            "starts from (never read on the device)"
-        )
+    lines.append(
+        "- Float weights `weights.safetensors` and recipe `recipe.yaml`: what `edgesiam tune` "
+        "starts from (never read on the device)"
+    )
     lines += [
         "",
         "| file | variant | size |",
@@ -773,10 +772,9 @@ def _finish(
             [*config.data.train, Path(str(calib.root)), Path(str(heldout.root))]
         ),
     }
-    from edgesiam.train.weights import RECIPE_FILE, WEIGHTS_FILE, write_training_files
+    from edgesiam.train.weights import write_training_files
 
     write_training_files(staging, config, embedder.model.state_dict())
-    manifest = manifest.model_copy(update={"weights": WEIGHTS_FILE, "recipe": RECIPE_FILE})
     (staging / MODEL_CARD).write_text(model_card(manifest, context), encoding="utf-8")
     manifest = write_manifest(staging, manifest)
     _install(staging, output)

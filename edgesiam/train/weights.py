@@ -64,25 +64,23 @@ def read_recipe(path: Path) -> TrainConfig:
 def source_from_bundle(bundle: Path) -> dict[str, Any]:
     """A bundle with weights → the payload of a training checkpoint (what ``tune`` starts from)."""
     manifest = load_manifest(bundle)  # verifies every hash, the weights' and recipe's included
-    if manifest.weights is None or manifest.recipe is None:
+    if not {WEIGHTS_FILE, RECIPE_FILE} <= set(manifest.files):
         raise BundleError(
             f"{bundle}: the bundle carries no float weights ({WEIGHTS_FILE}) or recipe "
             f"({RECIPE_FILE}); export it again with this edgesiam, or tune from its training "
             "checkpoint (--from runs/NAME/best.pt)"
         )
-    config = read_recipe(bundle / manifest.recipe)
+    config = read_recipe(bundle / RECIPE_FILE)
     with np.load(bundle / manifest.frontend.file, allow_pickle=False) as z:
         state = {k: z[k] for k in z.files}
-    weights = {
-        k: torch.from_numpy(v.copy()) for k, v in load_file(bundle / manifest.weights).items()
-    }
+    weights = {k: torch.from_numpy(v.copy()) for k, v in load_file(bundle / WEIGHTS_FILE).items()}
     in_channels = int(manifest.features[0])
     encoder = Conv1dEncoder.from_config(in_channels, config.encoder)
     try:
         encoder.load_state_dict(weights)
     except RuntimeError as exc:
         raise BundleError(
-            f"{bundle / manifest.weights}: does not fit the encoder of {manifest.recipe} ({exc})"
+            f"{bundle / WEIGHTS_FILE}: does not fit the encoder of {RECIPE_FILE} ({exc})"
         ) from None
     frontend_from_state(state)  # a bad front-end fails here, not after training
     return {
@@ -206,7 +204,5 @@ def attach_weights(bundle: Path, recipe: Path, features: np.ndarray) -> float:
             f"(min cosine {worst:.6f}); is {recipe} the recipe it was trained with?"
         )
     write_training_files(bundle, config, encoder.state_dict())
-    write_manifest(
-        bundle, manifest.model_copy(update={"weights": WEIGHTS_FILE, "recipe": RECIPE_FILE})
-    )
+    write_manifest(bundle, manifest)  # hashes the two new files
     return worst

@@ -36,7 +36,6 @@ def _windows(bundle: Path) -> np.ndarray:
 def test_shipped_bundle_weights_reproduce_its_float_model(name: str) -> None:
     bundle = SHIPPED / name
     manifest = load_manifest(bundle)
-    assert manifest.weights == "weights.safetensors" and manifest.recipe == "recipe.yaml"
     assert {"weights.safetensors", "recipe.yaml"} <= set(manifest.files)
     source = source_from_bundle(bundle)
     assert source["config"]["name"] == manifest.source.recipe
@@ -84,7 +83,7 @@ def test_weights_are_recovered_from_the_float_model_of_a_bundle_without_them(
     for f in audio_bundle.iterdir():
         if f.name not in ("weights.safetensors", "recipe.yaml"):
             (old / f.name).write_bytes(f.read_bytes())
-    write_manifest(old, read_manifest(old).model_copy(update={"weights": None, "recipe": None}))
+    write_manifest(old, read_manifest(old))  # hashes what is left
     model_sha = load_manifest(old).files["model.tflite"]
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump(load_checkpoint(tiny_audio_model)["config"]))
