@@ -145,14 +145,14 @@ def check_folder(folders: Sequence[Path], source: dict[str, Any], progress: bool
         )
     rate = int(source["sample_rate"])
     arrays: dict[Path, np.ndarray] = {}
+    scanned = len(info.skipped)  # files that are no recordings (notes.txt): logged, not errors
     for rec, x in iter_recordings(info, rate, "skip", progress, spec=source_spec(source)):
         arrays[rec.path] = x
-    if info.skipped:
-        listed = "\n".join(
-            f"  {path}: {why.removeprefix(f'{path}: ')}" for path, why in info.skipped
-        )
+    unusable = info.skipped[scanned:]
+    if unusable:
+        listed = "\n".join(f"  {path}: {why.removeprefix(f'{path}: ')}" for path, why in unusable)
         raise DataError(
-            f"{len(info.skipped)} recording(s) cannot be used with this model "
+            f"{len(unusable)} recording(s) cannot be used with this model "
             f"({_model_input(source)}):\n{listed}",
             info.root,
         )

@@ -152,6 +152,7 @@ def test_unreadable_files_are_named(
 ) -> None:
     folder = write_audio_dataset(tmp_path / "broken", labels=2, per_label=5)
     (folder / "voice1" / "g0__take0.wav").write_bytes(b"RIFF not really a wav")
+    (folder / "voice1" / "notes.txt").write_text("not a recording: logged, not an error")
     err = tune_error(capsys, str(folder), "--from", str(audio_bundle))
     assert "1 recording(s) cannot be used" in err and "voice1/g0__take0.wav" in err
 
