@@ -26,6 +26,7 @@ EPILOG = textwrap.dedent(
       edgesiam train configs/speaker.yaml              # → runs/speaker/best.pt
       edgesiam eval runs/speaker/best.pt data/speech/test --plots runs/speaker/plots
       edgesiam export runs/speaker/best.pt -o bundles/speaker --calib data/speech/train
+      edgesiam tune my_recordings/ --from export/speaker -o bundles/mine  # your own labels
       edgesiam embed bundles/speaker data/speech/test -o test.npz   # works on the device install
 
     Run 'edgesiam COMMAND --help' for the options of each command.
@@ -397,7 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     from edgesiam.runtime.demo import add_demo_parser
     from edgesiam.runtime.gallery_cli import add_gallery_parsers
     from edgesiam.runtime.run_cli import add_run_parser
+    from edgesiam.tune_cli import add_tune_parser
 
+    add_tune_parser(sub)
     add_export_parser(sub)
     add_compile_parser(sub)
     add_gallery_parsers(sub)

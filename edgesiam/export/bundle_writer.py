@@ -251,6 +251,12 @@ def model_card(manifest: Manifest, context: dict[str, Any]) -> str:
         f"- Deployed model: `{m.models[m.model].file}` (full-integer int8; input scale "
         f"{m.models[m.model].input.scale:.6g}, zero-point {m.models[m.model].input.zero_point}; "
         f"layout {m.models[m.model].input.layout})",
+    ]
+    lines.append(
+        "- Float weights `weights.safetensors` and recipe `recipe.yaml`: what `edgesiam tune` "
+        "starts from (never read on the device)"
+    )
+    lines += [
         "",
         "| file | variant | size |",
         "| --- | --- | --- |",
@@ -774,6 +780,9 @@ def _finish(
             [*config.data.train, Path(str(calib.root)), Path(str(heldout.root))]
         ),
     }
+    from edgesiam.train.weights import write_training_files
+
+    write_training_files(staging, config, embedder.model.state_dict())
     (staging / MODEL_CARD).write_text(model_card(manifest, context), encoding="utf-8")
     manifest = write_manifest(staging, manifest)
     _install(staging, output)

@@ -82,6 +82,7 @@ EDGETPU_OPS: Final = frozenset(
 )
 INTEGER_DTYPES: Final = frozenset({"int8", "int32"})
 COMPILER: Final = "edgetpu_compiler"
+PARITY_CHECKS: Final = frozenset({"parity.mean_cosine", "parity.min_cosine", "eer.delta"})
 
 
 class GateError(BundleError):
@@ -139,7 +140,17 @@ class GateReport:
             if self.passed
             else f"gate FAILED: {', '.join(c.name for c in self.failed)}"
         )
-        return "\n".join([*lines, verdict])
+        return "\n".join([*lines, verdict, *self.advice()])
+
+    def advice(self) -> list[str]:
+        """What to try when the int8 model strays from torch (``edgesiam tune`` tries each)."""
+        if not {c.name for c in self.failed} & PARITY_CHECKS:
+            return []
+        return [
+            "to try: more calibration windows (--calib-windows 1000); the L2 step in numpy "
+            "(--l2-in-numpy); for sensors, a tighter feature clip (frontend.clip: 4 in the "
+            "recipe, then train again) so that the int8 input step is finer"
+        ]
 
 
 # --- held-out measurement ----------------------------------------------------------------------

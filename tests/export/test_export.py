@@ -50,7 +50,14 @@ def test_export_passes_the_gate_and_writes_a_complete_bundle(audio_bundle: Path)
         "edgetpu.ops",
     }
     assert all(c.passed for c in m.gate.checks)
-    assert set(m.files) == {"model.tflite", "model_float32.tflite", "frontend.npz", "MODEL_CARD.md"}
+    assert set(m.files) == {
+        "model.tflite",
+        "model_float32.tflite",
+        "frontend.npz",
+        "MODEL_CARD.md",
+        "weights.safetensors",
+        "recipe.yaml",
+    }
     assert m.parity.int8_mean_cosine >= 0.999 and m.parity.int8_min_cosine >= 0.99
     assert m.parity.float32_min_cosine > 0.9999
     assert m.parity.eer_delta_points <= 0.5
