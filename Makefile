@@ -9,7 +9,7 @@ APT_PACKAGES := espeak-ng flite sox mosquitto mosquitto-clients chromium openssl
 DATA ?= data
 RUNS ?= runs
 
-.PHONY: help venv apt device-venvs demo test test-slow test-arm64 lint data train-all export-all results ood-data results-ood bench measure-device dashboard fleet-bench reliability soak fuzz clean
+.PHONY: help venv apt device-venvs dist demo test test-slow test-arm64 lint data train-all export-all results ood-data results-ood bench measure-device dashboard fleet-bench reliability soak fuzz clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -40,11 +40,14 @@ lint: venv  ## ruff format --check, ruff check, mypy (strict) on the core, confi
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+dist: venv  ## build the sdist and the wheel a device installs into dist/ (README: on the device)
+	PYTHON=$(BIN)/python bash scripts/make_dist.sh dist
+
 device-venvs:  ## the two device-only venvs the device tests use (.venv-litert, .venv-tflite)
 	PYTHON=$(PYTHON) bash scripts/make_device_venvs.sh
 
-test: venv apt lint device-venvs  ## the whole default test suite (what CI runs)
-	$(BIN)/python -m pytest -m "not slow" -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
+test: venv apt lint device-venvs  ## the whole default test suite (what CI runs; CI=true: Hypothesis derandomised)
+	CI=$${CI:-true} $(BIN)/python -m pytest -m "not slow" -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
 
 test-slow: venv apt device-venvs  ## heavy tests: real data recipes, full training runs
 	$(BIN)/python -m pytest -m "slow and not arm64" -q
@@ -109,13 +112,14 @@ ood-data: venv apt  ## render the held-out audio sets through device channels (p
 	  $(BIN)/edgesiam data render $(DATA)/$$d/test $(foreach c,$(OOD_CHANNELS),--channel $(c)) \
 	    --noise $(DATA)/noise -o $(DATA)/ood/$$d -q || exit 1; done
 
-results-ood: ood-data  ## the shipped bundles and the classic descriptor on the out-of-domain sets → runs/results-ood.md
+results-ood: ood-data  ## the shipped bundles, the classic descriptor and CAM++ (speakers) on the out-of-domain sets → runs/results-ood.md
 	mkdir -p $(RUNS)/ood
-	for s in $(OOD_SETS); do b=$${s%%:*}; d=$${s#*:}; \
+	for s in $(OOD_SETS); do b=$${s%%:*}; d=$${s#*:}; peer=""; \
+	  [ $$b = speaker ] && peer="--peer campplus --peer-root $(DATA)"; \
 	  for c in clean $(OOD_CHANNELS); do \
 	    src=$(DATA)/ood/$$d/$$c; [ $$c = clean ] && src=$(DATA)/$$d/test; \
 	    $(BIN)/edgesiam eval -q --episodes 1000 --json $(RUNS)/ood/$$b-$$c.json --name "edgesiam int8" \
-	      $(BUNDLES)/$$b $$src >/dev/null || exit 1; done; done
+	      $$peer $(BUNDLES)/$$b $$src >/dev/null || exit 1; done; done
 	$(BIN)/python scripts/ood_table.py $(RUNS)/ood > $(RUNS)/results-ood.md
 	cat $(RUNS)/results-ood.md
 

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from edgesiam import __version__
+from edgesiam.bundle import FMR_TARGETS, fmr_key
 from edgesiam.errors import ConfigError, EdgesiamError, MissingExtraError, ModelError
 
 EPILOG = textwrap.dedent(
@@ -25,6 +26,7 @@ EPILOG = textwrap.dedent(
       edgesiam train configs/speaker.yaml              # → runs/speaker/best.pt
       edgesiam eval runs/speaker/best.pt data/speech/test --plots runs/speaker/plots
       edgesiam export runs/speaker/best.pt -o bundles/speaker --calib data/speech/train
+      edgesiam tune my_recordings/ --from export/speaker -o bundles/mine  # your own labels
       edgesiam embed bundles/speaker data/speech/test -o test.npz   # works on the device install
 
     Run 'edgesiam COMMAND --help' for the options of each command.
@@ -162,28 +164,65 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fmr(text: str) -> float:
+    rates = {fmr_key(t): t for t in FMR_TARGETS}
+    try:
+        return rates[fmr_key(float(text))]
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: one of the calibrated false-match rates {', '.join(rates)}"
+        ) from None
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from edgesiam.data.readers import scan_dataset
-    from edgesiam.embedders import baseline_embeddings, embed_dataset
+    from edgesiam.embedders import embed_dataset
     from edgesiam.evaluation import Report
 
     embedder = load_embedder(Path(args.model))
     info = scan_dataset(Path(args.data), on_error=args.on_error)
-    ours = embed_dataset(embedder, info, on_error=args.on_error, progress=not args.quiet)
+    ours = embed_dataset(
+        embedder, info, args.on_error, progress=not args.quiet, baseline=not args.no_baseline
+    )
     systems = {args.name: (ours.embeddings, ours.labels, ours.groups)}
-    if not args.no_baseline:
+    if ours.baseline is not None:  # read in the same pass: one progress bar, one decode
         name = "mfcc-stats" if info.modality == "audio" else "channel-stats"
-        base = baseline_embeddings(embedder, info, args.on_error, progress=not args.quiet)
-        systems[name] = (base, ours.labels, ours.groups)
+        systems[name] = (ours.baseline, ours.labels, ours.groups)
+    for peer in args.peer or []:
+        try:
+            from edgesiam.train.teachers.embed import peer_system
+        except ImportError as exc:
+            raise MissingExtraError(exc.name or "torch", "train") from None
+        systems.update(peer_system(peer, info, ours, Path(args.peer_root), not args.quiet))
     report = Report.from_systems(systems, seed=args.seed, episodes=args.episodes)
     report.write(json_path=args.json, plots_dir=args.plots)
     print(f"{len(ours.labels)} recordings, {len(set(ours.labels))} labels from {info.root}")
     print(report.markdown())
+    _report_window_thresholds(args, embedder, info)
     if args.json:
         print(f"metrics: {args.json}")
     if args.plots:
         print(f"plots: {args.plots}/")
     return 0
+
+
+def _report_window_thresholds(args: argparse.Namespace, embedder: Any, info: Any) -> None:
+    """The window-level threshold the runtime would use for ``--target-fmr`` (and the JSON's)."""
+    import json
+
+    from edgesiam.window_thresholds import window_thresholds
+
+    measured = window_thresholds(embedder, info, on_error=args.on_error, seed=args.seed)
+    manifest = getattr(embedder, "manifest", None)
+    bundle_value = None
+    if manifest is not None:
+        bundle_value = manifest.thresholds.window.at_fmr.get(fmr_key(args.target_fmr))
+    print("\n".join(measured.describe(args.target_fmr, bundle_value)))
+    if args.json:
+        path = Path(args.json)
+        document = json.loads(path.read_text())
+        document["window_thresholds"] = measured.to_dict()
+        path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -295,6 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
             (p_target 0.01), 5-way 1-shot and 5-shot accuracy over seeded episodes, leave-one-out
             top-1, and the hard (same-group) trials, beside a classic baseline on the same trials
             (MFCC mean/std for audio, per-channel statistics for sensors).
+
+            Then the window-level thresholds: each window that passes the runtime's energy gate
+            scored against each label's best template, as `edgesiam run` scores a live stream
+            (the per-recording EER threshold above is far from what a stream needs). The line for
+            --target-fmr gives the threshold to use with `run --threshold`.
             """
         ),
         formatter_class=_formatter,
@@ -307,6 +351,27 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="seed of the few-shot episodes")
     ev.add_argument("--no-baseline", action="store_true", help="skip the classic baseline")
     ev.add_argument("--name", default="edgesiam", help="the model's name in the report")
+    from edgesiam.train.teachers import PEERS  # names only: imports no torch
+
+    ev.add_argument(
+        "--target-fmr",
+        type=_fmr,
+        default=1e-3,
+        metavar="RATE",
+        help="false-match rate whose window-level threshold is pointed out: 0.01, 0.001 "
+        "(default) or 0.0001",
+    )
+    ev.add_argument(
+        "--peer",
+        action="append",
+        choices=list(PEERS),
+        help="add a pretrained peer on the same trials (repeatable): campplus = CAM++, a 7 M "
+        "parameter speaker model (train extra; weights fetched once into PEER_ROOT/.cache, its "
+        "embeddings cached there per recording)",
+    )
+    ev.add_argument(
+        "--peer-root", default="data", metavar="PEER_ROOT", help="data root of --peer's cache"
+    )
     ev.add_argument("--on-error", choices=["fail", "skip"], default="fail")
     ev.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     ev.set_defaults(func=cmd_eval)
@@ -327,14 +392,20 @@ def build_parser() -> argparse.ArgumentParser:
     from edgesiam.bench.cli import add_bench_parser
     from edgesiam.dashboard.cli import add_dashboard_parser, add_fleet_bench_parser
     from edgesiam.export.cli import add_export_parser
+    from edgesiam.export.edgetpu import add_compile_parser
     from edgesiam.runtime.broker import add_broker_parser
+    from edgesiam.runtime.calibrate import add_calibrate_parser
     from edgesiam.runtime.demo import add_demo_parser
     from edgesiam.runtime.gallery_cli import add_gallery_parsers
     from edgesiam.runtime.run_cli import add_run_parser
+    from edgesiam.tune_cli import add_tune_parser
 
+    add_tune_parser(sub)
     add_export_parser(sub)
+    add_compile_parser(sub)
     add_gallery_parsers(sub)
     add_run_parser(sub)
+    add_calibrate_parser(sub)
     add_broker_parser(sub)
     add_demo_parser(sub)
     add_bench_parser(sub)

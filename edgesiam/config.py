@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgesiam.errors import ConfigError
+from edgesiam.paths import UserPath
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -71,11 +72,11 @@ class DataConfig(StrictModel):
     def _one_or_many(cls, value: object) -> object:
         return [value] if isinstance(value, (str, Path)) else value
 
-    train: list[Path] = Field(
+    train: list[UserPath] = Field(
         description="dataset folder(s) of the training labels; several folders are pooled "
         "(a label is the folder's label name, so the same name in two folders is one label)"
     )
-    val: Path | None = Field(
+    val: UserPath | None = Field(
         None, description="dataset folder of held-out labels for per-epoch validation EER"
     )
     sample_rate: int | None = Field(
@@ -221,8 +222,8 @@ class AudioAugmentConfig(StrictModel):
     """Waveform augmentation from real recordings, then SpecAugment on the log-mel features."""
 
     type: Literal["audio"] = "audio"
-    noise_dir: Path | None = Field(None, description="folder of noise recordings to mix in")
-    rir_dir: Path | None = Field(None, description="folder of room impulse responses")
+    noise_dir: UserPath | None = Field(None, description="folder of noise recordings to mix in")
+    rir_dir: UserPath | None = Field(None, description="folder of room impulse responses")
     noise_p: float = Field(0.5, ge=0, le=1)
     snr_db: tuple[float, float] = (5.0, 20.0)
     gain_db: tuple[float, float] = (-6.0, 6.0)

@@ -8,6 +8,7 @@ exactly the same way (contract 3: a recording's embedding is the normalised mean
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -16,7 +17,7 @@ import numpy as np
 from edgesiam.core.embedding import recording_embedding
 from edgesiam.core.frontend import FrontEnd
 from edgesiam.core.windowing import frame
-from edgesiam.data.readers import DatasetInfo, iter_recordings
+from edgesiam.data.readers import DatasetInfo, iter_recordings, reading_spec
 from edgesiam.errors import DataError
 
 
@@ -68,6 +69,7 @@ class EmbeddedDataset:
     labels: list[str]
     groups: list[str | None]
     paths: list[str]
+    baseline: np.ndarray | None = None  # classic descriptors, when asked for (not saved)
 
     def save_npz(self, path: str) -> None:
         np.savez(
@@ -84,26 +86,53 @@ def embed_dataset(
     info: DatasetInfo,
     on_error: Literal["fail", "skip"] = "fail",
     progress: bool = True,
+    baseline: bool = False,
 ) -> EmbeddedDataset:
-    """Embed every recording of a dataset folder (contract 3), in the folder's order."""
+    """Embed every recording of a dataset folder (contract 3), in the folder's order.
+
+    ``baseline=True`` also describes each recording with the classic baseline (see
+    :func:`baseline_embeddings`) in the same pass, so the folder is read (and decoded) once.
+    """
     if info.modality != embedder.modality:
         raise DataError(
             f"the model is for {embedder.modality} but the dataset holds {info.modality} recordings",
             info.root,
         )
-    rate = embedder.sample_rate if info.modality == "audio" else None
+    describe = _baseline_describer(embedder) if baseline else None
     embeddings: list[np.ndarray] = []
+    rows: list[np.ndarray] = []
     labels: list[str] = []
     groups: list[str | None] = []
     paths: list[str] = []
-    for rec, x in iter_recordings(info, sample_rate=rate, on_error=on_error, progress=progress):
+    for rec, x in iter_recordings(
+        info, embedder.sample_rate, on_error, progress, spec=reading_spec(embedder)
+    ):
         embeddings.append(embed_recording(embedder, x))
+        if describe is not None:
+            rows.append(describe(x))
         labels.append(rec.label)
         groups.append(rec.group)
         paths.append(str(rec.path))
     if not embeddings:
         raise DataError("no recording could be embedded", info.root)
-    return EmbeddedDataset(np.stack(embeddings).astype(np.float32), labels, groups, paths)
+    result = EmbeddedDataset(np.stack(embeddings).astype(np.float32), labels, groups, paths)
+    if describe is not None:
+        from edgesiam.core.baselines import standardise
+
+        result.baseline = standardise(np.stack(rows))
+    return result
+
+
+def _baseline_describer(embedder: WindowEmbedder) -> Callable[[np.ndarray], np.ndarray]:
+    """MFCC mean/std (from the model's own log-mel parameters, unnormalised) for audio, channel
+    statistics for sensors."""
+    from edgesiam.core.baselines import channel_statistics, mfcc_statistics
+    from edgesiam.core.frontend import LogMelFrontEnd
+
+    if embedder.modality != "audio":
+        return channel_statistics
+    plain = LogMelFrontEnd(embedder.frontend.params)  # type: ignore[attr-defined]
+    return lambda x: mfcc_statistics(x, plain)
 
 
 def baseline_embeddings(
@@ -115,15 +144,15 @@ def baseline_embeddings(
     """Classic descriptors of the same recordings, standardised over the set: MFCC mean/std for
     audio (from the model's own log-mel parameters, unnormalised), channel statistics for sensors.
     """
-    from edgesiam.core.baselines import channel_statistics, mfcc_statistics, standardise
-    from edgesiam.core.frontend import LogMelFrontEnd
+    from edgesiam.core.baselines import standardise
 
-    audio = info.modality == "audio"
-    rate = embedder.sample_rate if audio else None
-    plain = LogMelFrontEnd(embedder.frontend.params) if audio else None  # type: ignore[attr-defined]
-    rows = []
-    for _, x in iter_recordings(info, sample_rate=rate, on_error=on_error, progress=progress):
-        rows.append(mfcc_statistics(x, plain) if plain is not None else channel_statistics(x))
+    describe = _baseline_describer(embedder)
+    rows = [
+        describe(x)
+        for _, x in iter_recordings(
+            info, embedder.sample_rate, on_error, progress, spec=reading_spec(embedder)
+        )
+    ]
     if not rows:
         raise DataError("no recording could be read for the baseline", info.root)
     return standardise(np.stack(rows))

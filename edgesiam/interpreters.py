@@ -12,14 +12,17 @@ when nothing else is installed).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib
 import importlib.metadata
 import os
 import platform
+import sys
+import tempfile
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -58,6 +61,12 @@ __all__ = [
 ]
 
 BACKENDS: Final = ("ai-edge-litert", "tflite-runtime", "tensorflow")
+EDGETPU_COMPILE_STEP: Final = (
+    "the Edge TPU runs only a model compiled by Coral's edgetpu_compiler, which runs on x86-64 "
+    "Linux alone: compile the bundle there with `edgesiam compile-edgetpu BUNDLE` (or export it "
+    "with edgetpu_compiler on PATH) and copy it to the device again, or run without "
+    "interpreter.delegate (the int8 model on the CPU)"
+)
 BACKEND_ENV: Final = "EDGESIAM_INTERPRETER"
 
 Float32Array = npt.NDArray[np.float32]
@@ -139,6 +148,38 @@ def find_backend(prefer: str | None = None) -> Backend:
     raise NoInterpreterError(reasons)
 
 
+NATIVE_INFO: Final = frozenset({"INFO: Created TensorFlow Lite XNNPACK delegate for CPU."})
+"""Lines TFLite's C++ logger prints on every interpreter start; nothing a user can act on."""
+
+
+@contextlib.contextmanager
+def _quiet_native_info() -> Iterator[None]:
+    """Drop the :data:`NATIVE_INFO` lines that TFLite writes straight to file descriptor 2.
+
+    Everything else written there meanwhile (a native warning or error, another thread's log) is
+    written back to stderr afterwards, in order.
+    """
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all: nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            lines = caught.read().decode("utf-8", "replace").splitlines(keepends=True)
+            kept = "".join(line for line in lines if line.strip() not in NATIVE_INFO)
+            if kept:
+                os.write(2, kept.encode())
+
+
 def make_interpreter(
     model_path: str | Path | None = None,
     model_content: bytes | None = None,
@@ -167,11 +208,11 @@ def make_interpreter(
     if not default_delegates:
         kwargs["experimental_op_resolver_type"] = be.op_resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _quiet_native_info():
             # tensorflow's interpreter announces its own deprecation: it is the last resort here
             warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
             interpreter = be.interpreter(**kwargs)
-        interpreter.allocate_tensors()
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         where = model_path if model_path is not None else "the model"
         raise BundleError(f"{where}: {be.name} cannot load this model ({exc})") from exc
@@ -409,6 +450,7 @@ class BundleEmbedder:
         self.hop: int = m.hop
         self.channels: int = m.channels
         self.channel_names = m.channel_names
+        self.channel_units = m.channel_units
         self.embedding_dim: int = m.embedding_dim
         self.frontend: FrontEnd = _load_frontend(self.path / m.frontend.file)
         if self.frontend.modality != m.modality:
@@ -420,14 +462,10 @@ class BundleEmbedder:
             raise BundleError(f"unknown delegate {delegate!r}; the only one is 'edgetpu'")
         key = model or ("edgetpu" if delegate == "edgetpu" else m.model)
         if key not in m.models:
-            extra = (
-                " (export on a machine where edgetpu_compiler is on PATH to get one)"
-                if key == "edgetpu"
-                else ""
-            )
             raise BundleError(
-                f"{self.path}: the bundle has no {key!r} model{extra}; it has: "
-                f"{', '.join(sorted(m.models))}"
+                f"{self.path}: the bundle has no {key!r} model (it has: "
+                f"{', '.join(sorted(m.models))})"
+                + (f"; {EDGETPU_COMPILE_STEP}" if key == "edgetpu" else "")
             )
         self.model_key = key
         self.model_entry: BundleModel = m.models[key]

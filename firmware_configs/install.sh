@@ -9,7 +9,7 @@
 #   1. the service user 'edgesiam' (system user, no login, home /var/lib/edgesiam), a member of
 #      'audio' (microphones) and, where they exist, 'dialout' (serial IMUs) and 'plugdev' (Coral USB);
 #   2. a venv in /opt/edgesiam/venv with the wheel and its extras (default: device; the
-#      microphone extra is added when the profile reads a microphone and the wheel offers it),
+#      microphone or serial extra is added when the profile's source needs it),
 #      from binary wheels only (a Pi has no compiler to spare): a package without a wheel for
 #      this CPU and Python is named by pip instead of being built;
 #   3. the shipped bundles (export/ of this checkout, or --bundles DIR) in /opt/edgesiam/bundles/;
@@ -87,14 +87,20 @@ print(digest, ",".join(extras) or "-")
 PY
 ) || die "$WHEEL is not a readable wheel"
 offers() { case ",$WHEEL_EXTRAS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
-if grep -Eq '^[[:space:]]*type:[[:space:]]*mic' "$PROFILE_SRC"; then
-  for extra in audio mic; do
+add_extra() { # the first of the named extras the wheel offers
+  local extra
+  for extra in "$@"; do
     if offers "$extra"; then
       case ",$EXTRAS," in *",$extra,"*) ;; *) EXTRAS="$EXTRAS,$extra" ;; esac
-      break
+      return 0
     fi
   done
-fi
+}
+source_type="$(sed -n '/^source:/,/^[^[:space:]]/s/^[[:space:]]*type:[[:space:]]*\([a-z]*\).*/\1/p' "$PROFILE_SRC" | head -n 1)"
+case "$source_type" in
+  mic) add_extra audio mic ;;
+  serial) add_extra serial ;;
+esac
 
 echo "edgesiam install: $(basename "$WHEEL") [$EXTRAS], profile $PROFILE${DEST:+, under $DEST}"
 

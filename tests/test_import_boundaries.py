@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-HEAVY = ("torch", "tensorflow", "librosa", "matplotlib", "scipy", "sklearn")
+HEAVY = ("torch", "tensorflow", "librosa", "matplotlib", "scipy", "sklearn", "safetensors")
 
 
 def imported_after(statement: str) -> set[str]:

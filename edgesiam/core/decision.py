@@ -16,7 +16,9 @@ Rules, per label:
   then used up: they do not count towards the next event;
 - after an event, that label is in its **refractory period** for ``refractory_s`` seconds (from
   the event's offset, exclusive at the end): its matches are ignored, no event and no near miss
-  for it. Other labels are unaffected;
+  for it. Other labels are unaffected. With ``hold=True`` each match of the label during its
+  refractory period renews it (``refractory_s`` from that window): one continuous occurrence, however
+  long, gives one event, and the next event needs ``refractory_s`` without a match first;
 - a **near miss** is a window whose best score is below the threshold by at most
   ``near_miss_margin`` (``threshold - margin <= score < threshold``); it is reported on its own
   and never counts towards an event. ``near_miss_margin=0`` turns near misses off.
@@ -75,6 +77,8 @@ class DecisionRule:
     m: int = 1
     refractory_s: float = 0.0
     near_miss_margin: float = 0.0
+    hold: bool = False
+    """renew the refractory period while the label keeps matching (one event per occurrence)"""
 
     def __post_init__(self) -> None:
         n_of = _positive_int(self.n_of, "n_of (matching windows needed)")
@@ -158,6 +162,9 @@ class Decider:
 
         score_f = float(score)
         threshold_f = float(threshold)
+        held = self.rule.hold and label is not None and score_f >= threshold_f
+        if held and label is not None and self.in_refractory(label, offset):
+            self._refractory_until[label] = offset + self.rule.refractory_s  # it goes on
         candidate = label is not None and not self.in_refractory(label, offset)
         matched = candidate and score_f >= threshold_f  # False for NaN
         if not matched or label is None:

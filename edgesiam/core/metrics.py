@@ -133,6 +133,34 @@ def trial_scores(
     return Trials(genuine=cat(genuine), impostor=cat(impostor), hard_impostor=cat(hard))
 
 
+def window_template_trials(
+    windows: ArrayLike, owner: ArrayLike, templates: ArrayLike, labels: Sequence[str]
+) -> tuple[FloatArray, FloatArray]:
+    """Window scores as a device computes them: ``(genuine, impostor)``.
+
+    Each window ``(W, D)`` of recording ``owner[w]`` is scored against every label's best
+    template (the maximum cosine over that label's recordings ``templates (R, D)``), its own
+    recording left out, as if all the others were enrolled. Genuine: its own label (when that label
+    has another recording); impostor: every other label, one trial each.
+    """
+    win = _normalise_rows(_as_matrix(windows, "windows"))
+    tpl = _normalise_rows(_as_matrix(templates, "templates"))
+    own = np.asarray(owner, dtype=np.int64)
+    if len(labels) != tpl.shape[0] or own.shape != (win.shape[0],):
+        raise ValueError("one label per template and one owner per window are needed")
+    codes = _codes(list(labels))
+    order = np.argsort(codes, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(codes[order]) != 0])
+    scores = win @ tpl.T
+    scores[np.arange(win.shape[0]), own] = -np.inf  # a window never meets its own recording
+    best = np.maximum.reduceat(scores[:, order], starts, axis=1)  # (W, labels)
+    mine = codes[own]
+    columns = np.arange(best.shape[1])[None, :] == mine[:, None]
+    genuine = best[columns]
+    impostor = best[~columns]
+    return genuine[np.isfinite(genuine)], impostor[np.isfinite(impostor)]
+
+
 def det_curve(genuine: ArrayLike, impostor: ArrayLike) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Exact DET curve: ``(thresholds, fmr, fnmr)`` at every distinct score.
 

@@ -19,6 +19,7 @@ from types import FrameType
 from typing import Any
 
 from edgesiam.errors import ConfigError
+from edgesiam.paths import expand_user
 
 __all__ = ["add_dashboard_parser", "add_fleet_bench_parser", "cmd_dashboard", "cmd_fleet_bench"]
 
@@ -231,7 +232,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
             args.host,
         )
     password = resolve_broker_password(args)
-    data_dir = Path(args.data_dir).expanduser().resolve()
+    data_dir = expand_user(args.data_dir, "--data-dir").resolve()
     retention = args.retention_days or None
     history = History(data_dir / "history.sqlite3", retention_days=retention)
     feed = LiveFeed()

@@ -75,7 +75,8 @@ CREATE TABLE IF NOT EXISTS devices (
     labels TEXT,
     labels_received REAL,
     metrics TEXT,
-    metrics_received REAL
+    metrics_received REAL,
+    thresholds TEXT
 );
 CREATE TABLE IF NOT EXISTS command_results (
     n INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -90,6 +91,20 @@ CREATE TABLE IF NOT EXISTS command_results (
 );
 CREATE INDEX IF NOT EXISTS command_results_device ON command_results (device, n);
 CREATE INDEX IF NOT EXISTS command_results_correlation ON command_results (correlation_id);
+CREATE TABLE IF NOT EXISTS reviews (
+    n INTEGER PRIMARY KEY AUTOINCREMENT,
+    device TEXT NOT NULL,
+    action TEXT NOT NULL,
+    label TEXT NOT NULL,
+    ref TEXT,
+    entry_id TEXT NOT NULL,
+    by TEXT NOT NULL,
+    ts REAL NOT NULL,
+    undone_ts REAL,
+    undone_by TEXT,
+    result TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reviews_device ON reviews (device, n);
 """
 _SCHEMA_VERSION: Final = "1"
 
@@ -127,6 +142,18 @@ def _with_received(text: str, received: float) -> dict[str, Any]:
     return row
 
 
+_REVIEW_COLUMNS: Final = (
+    "n, device, action, label, ref, entry_id, by, ts, undone_ts, undone_by, result"
+)
+
+
+def _review_row(row: tuple[Any, ...]) -> dict[str, Any]:
+    keys = _REVIEW_COLUMNS.split(", ")
+    out = dict(zip(keys, row, strict=True))
+    out["result"] = json.loads(out["result"])
+    return out
+
+
 class History:
     """The dashboard's SQLite history (see the module docstring).
 
@@ -161,6 +188,7 @@ class History:
             self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
             self._db.execute("PRAGMA busy_timeout=30000")
             self._db.executescript(_SCHEMA)
+            self._add_missing_columns()
             found = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if found is None:
                 self._db.execute(
@@ -173,6 +201,12 @@ class History:
         except sqlite3.Error as exc:
             raise HistoryError(f"{self.path}: cannot open the history database ({exc})") from None
         self.purge()
+
+    def _add_missing_columns(self) -> None:
+        """A history written by an older edgesiam gains the columns added since (same schema)."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(devices)")}
+        if "thresholds" not in have:
+            self._db.execute("ALTER TABLE devices ADD COLUMN thresholds TEXT")
 
     # -- writes -----------------------------------------------------------------------------------
 
@@ -293,6 +327,25 @@ class History:
                 (json.dumps(clean), now, device),
             )
 
+    def set_thresholds(
+        self,
+        device: str,
+        default: float | None,
+        per_label: Mapping[str, float],
+        received: float | None = None,
+    ) -> None:
+        """The thresholds the device reported (``list`` and ``threshold`` results): the default
+        and each label's, kept until the device reports them again."""
+        _device(device, "thresholds")
+        clean = {k: float(v) for k, v in per_label.items() if isinstance(k, str) and _number(v)}
+        value = {"default": float(default) if _number(default) else None, "labels": clean}
+        now = time.time() if received is None else received
+        with self._write():
+            self._touch(device, now, seen=False)
+            self._db.execute(
+                "UPDATE devices SET thresholds = ? WHERE device = ?", (_dumps(value), device)
+            )
+
     def add_command_result(
         self, device: str, payload: dict[str, Any], received: float | None = None
     ) -> None:
@@ -321,6 +374,38 @@ class History:
                 ),
             )
             self._touch(device, now)
+
+    def add_review(
+        self,
+        device: str,
+        action: str,
+        label: str,
+        entry_id: str,
+        by: str,
+        result: Mapping[str, Any],
+        ref: str | None = None,
+    ) -> dict[str, Any]:
+        """Record a review sent to a device (``wrong`` or ``this_was``): who, when, and the id of
+        what the device stored (a rejected window or a template), so it can be undone."""
+        _device(device, "review")
+        now = time.time()
+        with self._write():
+            cur = self._db.execute(
+                "INSERT INTO reviews (device, action, label, ref, entry_id, by, ts, result) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (device, action, label, ref, entry_id, by, now, _dumps(result)),
+            )
+        found = self.review(int(cur.lastrowid or 0))
+        assert found is not None
+        return found
+
+    def mark_undone(self, n: int, by: str) -> dict[str, Any] | None:
+        """Note that review ``n`` was undone on its device (by whom, when)."""
+        with self._write():
+            self._db.execute(
+                "UPDATE reviews SET undone_ts = ?, undone_by = ? WHERE n = ?", (time.time(), by, n)
+            )
+        return self.review(n)
 
     def purge(self, now: float | None = None) -> dict[str, int]:
         """Delete what was received before the retention window; the number of rows per table."""
@@ -414,7 +499,7 @@ class History:
         with self._lock:
             rows = self._db.execute(
                 "SELECT d.device, d.status, d.status_changed, d.last_seen, d.model, d.labels, "
-                "d.labels_received, d.metrics, d.metrics_received, "
+                "d.labels_received, d.metrics, d.metrics_received, d.thresholds, "
                 "(SELECT COUNT(*) FROM events e WHERE e.device = d.device), "
                 "(SELECT MAX(ts) FROM events e WHERE e.device = d.device) "
                 "FROM devices d ORDER BY d.device"
@@ -453,6 +538,24 @@ class History:
             row["device"] = dev
             out.append(row)
         return out
+
+    def reviews(self, device: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Reviews sent from the dashboard, newest first."""
+        where, args = ("WHERE device = ?", (device,)) if device is not None else ("", ())
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_REVIEW_COLUMNS} FROM reviews {where} ORDER BY n DESC LIMIT ?",
+                (*args, max(0, int(limit))),
+            ).fetchall()
+        return [_review_row(row) for row in rows]
+
+    def review(self, n: int) -> dict[str, Any] | None:
+        """One review by its number, or None."""
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {_REVIEW_COLUMNS} FROM reviews WHERE n = ?", (n,)
+            ).fetchone()
+        return None if row is None else _review_row(row)
 
     def counts(self) -> dict[str, int]:
         """How many events, near misses, devices and command results are stored."""
@@ -497,7 +600,7 @@ class History:
     @staticmethod
     def _device_row(row: tuple[Any, ...]) -> dict[str, Any]:
         (device, status, changed, seen, model, labels, labels_at, metrics, metrics_at) = row[:9]
-        events, last_event_ts = row[9:]
+        thresholds, events, last_event_ts = row[9:]
         return {
             "device": device,
             "status": status or "unknown",
@@ -508,6 +611,7 @@ class History:
             "labels_received": labels_at,
             "metrics": json.loads(metrics) if metrics else None,
             "metrics_received": metrics_at,
+            "thresholds": json.loads(thresholds) if thresholds else None,
             "events": int(events),
             "last_event_ts": last_event_ts,
         }

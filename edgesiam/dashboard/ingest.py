@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import queue
+import sys
 import threading
 import time
 import uuid
@@ -41,7 +42,12 @@ from pydantic import SecretStr
 
 from edgesiam.dashboard.history import DEVICE_ID, History, HistoryError, InvalidPayload
 from edgesiam.errors import EdgesiamError, MissingExtraError
-from edgesiam.runtime.mqtt import MqttSettings, apply_credentials
+from edgesiam.runtime.mqtt import (
+    MqttSettings,
+    apply_credentials,
+    connect_failure_reason,
+    retry_delay,
+)
 
 __all__ = [
     "CommandFailed",
@@ -57,7 +63,17 @@ UpdateCallback = Callable[[str, dict[str, Any]], None]
 """``(kind, data)`` after something was stored: kind is ``event``, ``near_miss``, ``status``,
 ``metrics``, ``labels``, ``command_result`` or ``broker`` (the dashboard's own connection)."""
 
-VERBS: Final = ("enroll", "forget", "list", "threshold", "reload")
+VERBS: Final = (
+    "enroll",
+    "forget",
+    "list",
+    "threshold",
+    "reload",
+    "reject",
+    "unreject",
+    "confirm",
+    "forget_template",
+)
 
 
 class CommandFailed(EdgesiamError):
@@ -106,6 +122,24 @@ def _labels_of(result: Any) -> list[str] | None:
         elif isinstance(item, dict) and isinstance(item.get("label"), str):
             out.append(item["label"])
     return out
+
+
+def _thresholds_of(result: Any) -> tuple[float | None, dict[str, float]] | None:
+    """The default and per-label thresholds in a ``list``/``threshold`` result, if it has them."""
+    if not isinstance(result, dict) or not isinstance(result.get("labels"), list):
+        return None
+    per_label = {
+        item["label"]: float(item["threshold"])
+        for item in result["labels"]
+        if isinstance(item, dict)
+        and isinstance(item.get("label"), str)
+        and isinstance(item.get("threshold"), int | float)
+        and not isinstance(item.get("threshold"), bool)
+    }
+    default = result.get("default_threshold")
+    if not per_label and not isinstance(default, int | float):
+        return None
+    return (float(default) if isinstance(default, int | float) else None), per_label
 
 
 class _QuietWhenStopped(logging.Filter):
@@ -197,6 +231,7 @@ class Ingester:
         self._waiters: dict[str, _Waiter] = {}
         self._waiters_lock = threading.Lock()
         self._last_refusal: str | None = None
+        self._failures = 0
         self._inbox: queue.Queue[_Inbound | None] = queue.Queue(maxsize=max_batch * 20)
         self._max_batch = max_batch
         self._writer: threading.Thread | None = None
@@ -236,6 +271,7 @@ class Ingester:
         apply_credentials(client, s)
         address = s.address
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         connect: dict[str, Any] = {"keepalive": s.keepalive}
@@ -334,6 +370,20 @@ class Ingester:
             (f"{self.ha_prefix}/event/+/edgesiam_match/config", 1),
         ]
 
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        """paho could not open the connection; it is handling the ``OSError`` that says why."""
+        address = self.settings.address
+        self._failures += 1
+        self.last_error = connect_failure_reason(
+            sys.exc_info()[1], address.host, address.port, address.tls
+        )
+        log.warning(
+            "dashboard: %s; retrying in %d s",
+            self.last_error,
+            retry_delay(self.settings, self._failures),
+        )
+        self._notify("broker", {"connected": False, "last_error": self.last_error})
+
     def _on_connect(
         self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any
     ) -> None:
@@ -346,6 +396,7 @@ class Ingester:
             return
         self._last_refusal = None
         self.last_error = None
+        self._failures = 0
         self.counters.connects += 1
         log.info(
             "dashboard: connected to the broker (session %s)",
@@ -361,8 +412,9 @@ class Ingester:
         was = self.connected.is_set()
         self.connected.clear()
         if was and self._client is not None:
-            log.warning("dashboard: disconnected from the broker (%s); reconnecting", reason_code)
-        self._notify("broker", {"connected": False})
+            self.last_error = f"disconnected ({reason_code})"
+            log.warning("dashboard: %s from the broker; reconnecting", self.last_error)
+        self._notify("broker", {"connected": False, "last_error": self.last_error})
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
         self.counters.messages += 1
@@ -501,7 +553,12 @@ class Ingester:
                 self.history.set_labels(
                     device, labels, model=model if isinstance(model, str) else None, received=now
                 )
-                updates.append(("labels", {"device": device, "labels": sorted(labels)}))
+                update: dict[str, Any] = {"device": device, "labels": sorted(labels)}
+                thresholds = _thresholds_of(data["result"])
+                if thresholds is not None:
+                    self.history.set_thresholds(device, *thresholds, received=now)
+                    update["thresholds"] = {"default": thresholds[0], "labels": thresholds[1]}
+                updates.append(("labels", update))
             updates.append(("command_result", {**data, "device": device, "received_ts": now}))
 
     def _discovery(

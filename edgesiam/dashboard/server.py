@@ -10,7 +10,12 @@ nothing else. Routes (``docs/DASHBOARD.md`` documents each):
   ``/api/near_misses``, ``/api/timeline``, ``/api/commands``: JSON from the history.
 - ``GET /api/stream``: Server-Sent Events (``event``, ``near_miss``, ``status``, ``metrics``,
   ``labels``, ``command_result``, ``broker``), one JSON object per message.
-- ``POST /api/devices/<id>/enroll|forget|list``: a command to the device; the answer is its result.
+- ``POST /api/devices/<id>/enroll|forget|list|threshold``: a command to the device; the answer is
+  its result (``threshold``: ``{"label": …, "value": cosine}``, no label = the default).
+- ``POST /api/devices/<id>/review`` ``{"action": "wrong" | "this_was", "label", "embedding",
+  "embedding_scale", "ref", "by"}``: an event marked wrong (the device's ``reject``) or a near
+  miss confirmed as the label (``confirm``), recorded with who and when; ``GET /api/reviews``;
+  ``POST /api/reviews/<n>/undo`` ``{"by"}`` sends ``unreject`` / ``forget_template``.
 
 Every response carries a strict Content-Security-Policy (the page loads nothing from elsewhere) and
 API responses are never cached. Request bodies are JSON (``Content-Type: application/json``: a form
@@ -208,6 +213,44 @@ def _device_arg(query: dict[str, list[str]], required: bool = False) -> str | No
     return device
 
 
+_REVIEW_VERBS: Final = {"wrong": "reject", "this_was": "confirm"}
+_UNDO_VERBS: Final = {"wrong": "unreject", "this_was": "forget_template"}
+
+
+def check_review(data: dict[str, Any]) -> dict[str, Any]:
+    """A review request from the page, checked before anything is sent to the device."""
+    unknown = set(data) - {"action", "label", "embedding", "embedding_scale", "ref", "by"}
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+    if data.get("action") not in _REVIEW_VERBS:
+        raise BadRequest("action: 'wrong' (an event) or 'this_was' (a near miss)")
+    text, scale = data.get("embedding"), data.get("embedding_scale")
+    if not isinstance(text, str) or not 4 <= len(text) <= 8192:
+        raise BadRequest("embedding: the event's or near miss's base64 embedding")
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not scale > 0:
+        raise BadRequest("embedding_scale: a positive number")
+    ref = data.get("ref")
+    if ref is not None and (not isinstance(ref, str) or len(ref) > 200):
+        raise BadRequest("ref: what was reviewed (an event id), at most 200 characters")
+    return {
+        "action": data["action"],
+        "label": check_label(data.get("label")),
+        "embedding": text,
+        "embedding_scale": float(scale),
+        "ref": ref,
+        "by": check_reviewer(data.get("by")),
+    }
+
+
+def check_reviewer(by: Any) -> str:
+    """Who reviewed: a name typed on the page (the token is shared, so it names no one)."""
+    if by is None or by == "":
+        return "dashboard"
+    if not isinstance(by, str) or len(by) > 64 or _LABEL_FORBIDDEN.search(by):
+        raise BadRequest("by: a name of at most 64 characters")
+    return by.strip() or "dashboard"
+
+
 def check_label(label: Any) -> str:
     """The gallery's rule for a label, checked before a command is sent (the device checks too)."""
     if not isinstance(label, str) or not 1 <= len(label) <= 64:
@@ -298,6 +341,26 @@ def check_enroll(data: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(data["append"], bool):
             raise BadRequest("append: true or false")
         request["append"] = data["append"]
+    return request
+
+
+def check_threshold(data: dict[str, Any]) -> dict[str, Any]:
+    """A ``threshold`` request: a cosine ``value`` for ``label`` (or, without one, the default);
+    a ``label`` with ``value`` null drops the value set over MQTT for it."""
+    request: dict[str, Any] = {}
+    if data.get("label") is not None:
+        request["label"] = check_label(data["label"])
+    value = data.get("value")
+    if value is None and "label" not in request:
+        raise BadRequest("value: a cosine threshold in [-1, 1] is required")
+    if value is not None:
+        if (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not -1.0 <= value <= 1.0
+        ):
+            raise BadRequest(f"value: a cosine threshold in [-1, 1], got {value!r}")
+        request["value"] = float(value)
     return request
 
 
@@ -447,6 +510,10 @@ class DashboardApp:
                 assert device is not None
                 points = h.timeline(device, _number_arg(query, "since"), _limit_arg(query, 2000))
                 return Response.json({"device": device, "points": points})
+            if route == "reviews":
+                return Response.json(
+                    {"reviews": h.reviews(_device_arg(query), _limit_arg(query, 100))}
+                )
             if route == "commands":
                 correlation = query.get("correlation_id", [None])[-1]
                 rows = h.command_results(
@@ -455,7 +522,10 @@ class DashboardApp:
                 return Response.json({"results": rows})
             return Response.error(404, f"no such endpoint: GET /api/{route}", "not_found")
         if method == "POST":
-            match = re.fullmatch(r"devices/([^/]+)/(enroll|forget|list)", route)
+            undo = re.fullmatch(r"reviews/([0-9]{1,12})/undo", route)
+            if undo is not None:
+                return self._undo(int(undo.group(1)), self._json_body(headers, body))
+            match = re.fullmatch(r"devices/([^/]+)/(enroll|forget|list|threshold|review)", route)
             if match is None:
                 return Response.error(404, f"no such endpoint: POST /api/{route}", "not_found")
             device, verb = match.groups()
@@ -477,13 +547,71 @@ class DashboardApp:
             raise BadRequest("the request body must be a JSON object")
         return data
 
+    def _send(
+        self, device: str, verb: str, request: dict[str, Any]
+    ) -> tuple[dict[str, Any] | None, Response | None]:
+        """A command's result, or the response that says why there is none."""
+        if self.commander is None:
+            return None, Response.error(503, "this dashboard has no MQTT connection", "offline")
+        try:
+            return self.commander.command(device, verb, request, self.command_timeout_s), None
+        except CommandFailed as exc:
+            status = 504 if exc.code == "timeout" else 503 if exc.code == "offline" else 400
+            return None, Response.error(status, str(exc), exc.code)
+
+    def _review(self, device: str, data: dict[str, Any]) -> Response:
+        r = check_review(data)
+        request = {"label": r["label"], "embedding": r["embedding"]}
+        request["embedding_scale"] = r["embedding_scale"]
+        result, failed = self._send(device, _REVIEW_VERBS[r["action"]], request)
+        if result is None:
+            assert failed is not None
+            return failed
+        if not result.get("ok"):
+            return Response.json(result)
+        found = result.get("result") or {}
+        review = self.history.add_review(
+            device, r["action"], r["label"], str(found.get("id", "")), r["by"], found, r["ref"]
+        )
+        self.feed.publish("review", review)
+        return Response.json({**result, "review": review})
+
+    def _undo(self, n: int, data: dict[str, Any]) -> Response:
+        unknown = set(data) - {"by"}
+        if unknown:
+            raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+        by = check_reviewer(data.get("by"))
+        review = self.history.review(n)
+        if review is None:
+            return Response.error(404, f"no review {n}", "not_found")
+        if review["undone_ts"] is not None:
+            raise BadRequest(f"review {n} was undone already", 409, "conflict")
+        verb = _UNDO_VERBS[review["action"]]
+        request = {"id": review["entry_id"]}
+        if verb == "forget_template":
+            request["label"] = review["label"]
+        result, failed = self._send(review["device"], verb, request)
+        if result is None:
+            assert failed is not None
+            return failed
+        if not result.get("ok"):
+            return Response.json(result)
+        done = self.history.mark_undone(n, by)
+        self.feed.publish("review", done or review)
+        return Response.json({**result, "review": done})
+
     def _command(self, device: str, verb: str, data: dict[str, Any]) -> Response:
+        if verb == "review":
+            return self._review(device, data)
         unknown: set[str] = set()
         if verb == "enroll":
             request = check_enroll(data)
         elif verb == "forget":
             unknown = set(data) - {"label"}
             request = {"label": check_label(data.get("label"))}
+        elif verb == "threshold":
+            unknown = set(data) - {"label", "value"}
+            request = check_threshold(data)
         else:
             unknown = set(data)
             request = {}

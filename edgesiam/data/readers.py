@@ -3,8 +3,9 @@
 A dataset folder is ``DIR/<label>/<item>.<ext>`` with an optional ``DIR/dataset.toml``::
 
     modality = "sensor"          # "audio" or "sensor"; inferred from the files when absent
-    sample_rate = 50             # Hz; audio at any rate is resampled, sensors are taken as they are
-    channels = ["ax", "ay", "az"]  # sensor channel names, checked against every recording
+    sample_rate = 50             # Hz of the sensor recordings; resampled to the model's rate
+    channels = ["ax", "ay", "az"]  # sensor channel names: the columns of a file without a header
+    units = ["g", "g", "g"]      # one per channel (or a table by name); see edgesiam.core.units
 
 An item whose stem is ``GROUP__NAME`` belongs to the group GROUP (a language, a spoken line, a
 subject).
@@ -14,10 +15,18 @@ Audio (``.wav .flac .ogg .opus``) is read with soundfile (libsndfile; Ogg/Opus n
 (``.mp3 .m4a .aac``) are read by libsndfile where it can (MP3 from libsndfile 1.1), else decoded by
 ``ffmpeg`` when it is on PATH; without either, the error says what to install. Sensor recordings are
 ``.csv`` (rows = samples, columns = channels; an optional header row; comma, semicolon, tab or
-whitespace separated; an empty cell is a missing value, NaN; in a semicolon-separated file a comma
-is a decimal comma) or ``.npy`` (1-D = one channel, or 2-D ``(n, C)``). Sensor NaN/Inf values are
-kept: the front-end decides what to do with them (``count_non_finite`` says how many there are);
-audio must be finite.
+whitespace separated; an empty cell is an error naming the line, write ``nan`` for a missing value;
+in a semicolon-separated file a comma is a decimal comma) or ``.npy`` (1-D = one channel, or 2-D
+``(n, C)``). Sensor NaN/Inf values are kept: the front-end decides what to do with them
+(``count_non_finite`` says how many there are); audio must be finite.
+
+Read for a model (a :class:`SensorSpec`), a sensor recording is brought to the model's layout:
+when a CSV header names the model's channels, columns are matched by name in any order (columns it
+does not take, a timestamp, are ignored); a header naming some but not all of them is an error
+naming the missing ones; a file without such a header takes its column names from
+``dataset.toml``'s ``channels``, or else is taken in the model's order, with a one-line notice.
+Values are then converted from the declared ``units`` to the model's and resampled from the
+dataset's ``sample_rate`` to the model's.
 
 Scanning ignores ``dataset.toml`` and ``SUMMARY.json`` everywhere, hidden folders, and README /
 LICENSE / COPYING files at the top level. Other files that are not recordings (``notes.txt``,
@@ -34,6 +43,7 @@ Nothing here imports torch or librosa: the device install reads files with this 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import math
 import re
@@ -41,17 +51,18 @@ import shutil
 import subprocess
 import tempfile
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import soundfile as sf
 import soxr
 from tqdm import tqdm
 
-from edgesiam.errors import DataError
+from edgesiam.core.units import canonical_unit, conversion_factors, declared_units, gravity_warning
+from edgesiam.errors import ConfigError, DataError
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -63,7 +74,11 @@ __all__ = [
     "DatasetInfo",
     "OnError",
     "Recording",
+    "SensorSpec",
+    "column_order",
     "count_non_finite",
+    "dataset_toml_for",
+    "dataset_units",
     "is_safe_label",
     "iter_recordings",
     "list_recordings",
@@ -72,7 +87,10 @@ __all__ = [
     "parse_group",
     "read_audio",
     "read_dataset_toml",
+    "read_recording_for",
     "read_sensor",
+    "read_sensor_for",
+    "reading_spec",
     "scan_dataset",
 ]
 
@@ -87,7 +105,7 @@ RECORDING_EXTENSIONS = AUDIO_EXTENSIONS + MPEG_AUDIO_EXTENSIONS + SENSOR_EXTENSI
 DATASET_TOML = "dataset.toml"
 GROUP_SEPARATOR = "__"
 MODALITIES = ("audio", "sensor")
-TOML_KEYS = ("modality", "sample_rate", "channels")
+TOML_KEYS = ("modality", "sample_rate", "channels", "units")
 
 # Names that may sit anywhere in a dataset folder and are not recordings.
 _IGNORED_NAMES = frozenset({DATASET_TOML, "SUMMARY.json", "RENDER.json"})
@@ -216,11 +234,13 @@ def count_non_finite(array: np.ndarray) -> int:
     return int(a.size - np.count_nonzero(np.isfinite(a)))
 
 
+def _clean(text: str) -> str:
+    """A field without its surrounding spaces and quotes."""
+    return text.strip().strip('"').strip("'").strip()
+
+
 def _parse_float(text: str) -> float:
-    text = text.strip().strip('"').strip("'").strip()
-    if text == "":
-        return math.nan  # a missing value
-    return float(text)
+    return float(_clean(text))
 
 
 def _split_line(line: str, delimiter: str | None) -> list[str]:
@@ -238,13 +258,15 @@ def _detect_delimiter(line: str) -> str | None:
     return None  # whitespace
 
 
-def _read_csv(path: Path) -> np.ndarray:
+def _read_csv(path: Path) -> tuple[np.ndarray, list[str] | None]:
+    """The rows of a CSV file, and its header's names (None without a header)."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read CSV ({exc})", path) from exc
     rows: list[list[float]] = []
     delimiter: str | None = None
+    header: list[str] | None = None
     width = 0
     first = True
     for number, raw in enumerate(text.splitlines(), start=1):
@@ -259,13 +281,19 @@ def _read_csv(path: Path) -> np.ndarray:
             fields = [f.replace(",", ".") for f in fields]
         if first:
             first = False
-            if not all(_is_number(f) for f in fields):
+            if any(_clean(f) and not _is_number(f) for f in fields):
                 width = len(fields)  # a header row
+                header = [_clean(f) for f in fields]
                 continue
         try:
             values = [_parse_float(f) for f in fields]
         except ValueError:
-            bad = next(f for f in fields if not _is_number(f))
+            column, bad = next((i, f) for i, f in enumerate(fields, 1) if not _is_number(f))
+            if not bad.strip().strip('"').strip("'").strip():
+                raise DataError(
+                    f"line {number}: column {column} is empty; write nan for a missing value",
+                    path,
+                ) from None
             raise DataError(f"line {number}: '{bad.strip()}' is not a number", path) from None
         if not width:
             width = len(values)
@@ -276,7 +304,7 @@ def _read_csv(path: Path) -> np.ndarray:
         rows.append(values)
     if not rows:
         raise DataError("holds no data rows", path)
-    return np.asarray(rows, dtype=np.float32)
+    return np.asarray(rows, dtype=np.float32), header
 
 
 def _is_number(text: str) -> bool:
@@ -343,20 +371,211 @@ def read_sensor(path: str | Path, channels: int | None = None) -> np.ndarray:
     channel) or 2-D. ``channels``, when given, is the channel count every recording must have.
     NaN/Inf are kept. Raises ``DataError`` naming the file (and the line) for anything malformed.
     """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        array = _read_csv(path)
-    elif suffix == ".npy":
-        array = _read_npy(path)
-    else:
-        raise DataError(
-            f"unknown sensor file type '{suffix}'; expected one of {', '.join(SENSOR_EXTENSIONS)}",
-            path,
-        )
+    array, _ = _read_sensor_columns(Path(path))
     if channels is not None and array.shape[1] != channels:
         raise DataError(f"has {array.shape[1]} channels (columns); expected {channels}", path)
     return array
+
+
+def _read_sensor_columns(path: Path) -> tuple[np.ndarray, list[str] | None]:
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return _read_csv(path)
+    if suffix == ".npy":
+        return _read_npy(path), None
+    raise DataError(
+        f"unknown sensor file type '{suffix}'; expected one of {', '.join(SENSOR_EXTENSIONS)}",
+        path,
+    )
+
+
+@dataclass(frozen=True)
+class SensorSpec:
+    """What a model takes of a sensor recording: its rate, and its channels by name and unit."""
+
+    sample_rate: int | None = None
+    channels: int | None = None
+    names: tuple[str, ...] | None = None
+    units: tuple[str | None, ...] | None = None
+
+    @classmethod
+    def of(cls, model: Any) -> SensorSpec:
+        """The spec of a loaded model (a bundle or checkpoint embedder)."""
+        names = getattr(model, "channel_names", None)
+        units = getattr(model, "channel_units", None)
+        return cls(
+            int(model.sample_rate),
+            int(model.channels),
+            tuple(names) if names else None,
+            tuple(units) if units else None,
+        )
+
+
+def reading_spec(model: Any) -> SensorSpec | None:
+    """The :class:`SensorSpec` recordings are read with for ``model``; None for audio models."""
+    return SensorSpec.of(model) if model.modality == "sensor" else None
+
+
+@dataclass
+class SensorNotes:
+    """What reading one recording for a model found worth saying (one line each)."""
+
+    order: str | None = None
+    gravity: str | None = None
+
+
+def _key(name: str) -> str:
+    return name.strip().casefold()
+
+
+def column_order(columns: Sequence[str], wanted: Sequence[str], where: object) -> list[int] | None:
+    """The indices of ``wanted``'s channels among named ``columns`` (matched without case), or
+    None when the names include none of them; ``DataError`` (naming ``where``) when they name
+    some but not all."""
+    index = {_key(c): i for i, c in enumerate(columns)}
+    if len(index) != len(columns):
+        raise DataError(f"its column names repeat a name: {', '.join(columns)}", where)
+    if not any(_key(w) in index for w in wanted):
+        return None
+    missing = [w for w in wanted if _key(w) not in index]
+    if missing:
+        raise DataError(
+            f"its columns ({', '.join(columns)}) lack the channel(s) {', '.join(missing)}; the "
+            f"model takes {', '.join(wanted)}",
+            where,
+        )
+    return [index[_key(w)] for w in wanted]
+
+
+def _match_columns(
+    x: np.ndarray, columns: Sequence[str] | None, wanted: Sequence[str], path: Path
+) -> np.ndarray | None:
+    """``x``'s columns in the order of ``wanted`` when ``columns`` names any of them, else None."""
+    order = None if columns is None else column_order(columns, wanted, path)
+    return None if order is None else x[:, order]
+
+
+def _source_units(
+    spec: object, declared: Sequence[str] | None, wanted: Sequence[str] | None, count: int
+) -> list[str | None]:
+    """The declared unit of each channel, in the model's order (``wanted``)."""
+    names = list(declared or wanted or [])
+    units = declared_units(spec, names or None, len(names) or count)
+    if not names or wanted is None:
+        return units
+    by_name = {_key(n): u for n, u in zip(names, units, strict=True)}
+    return [by_name.get(_key(w)) for w in wanted]
+
+
+def dataset_units(info: DatasetInfo, names: Sequence[str] | None) -> list[str | None] | None:
+    """The units ``info`` declares, one per channel in the order of ``names`` (default: the
+    dataset's channels); None when it declares none."""
+    wanted = list(names) if names else info.channels
+    if info.units is None or not wanted:
+        return None
+    try:
+        return _source_units(info.units, info.channels, wanted, len(wanted))
+    except ConfigError as exc:
+        raise DataError(f"units: {exc}", info.root / DATASET_TOML) from None
+
+
+def dataset_toml_for(path: Path) -> Path | None:
+    """The ``dataset.toml`` that describes a recording outside a scanned dataset: beside it, or in
+    the dataset folder above its label folder (``DIR/dataset.toml`` for ``DIR/<label>/file``)."""
+    for folder in (path.parent, path.parent.parent):
+        candidate = folder / DATASET_TOML
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_recording_for(
+    path: str | Path, spec: SensorSpec, *, units: object = None, setting: str | None = None
+) -> np.ndarray:
+    """Read one sensor recording for a model, as its dataset's ``dataset.toml`` (found by
+    :func:`dataset_toml_for`) describes it: its rate, column names and units (``units``, when
+    given, instead; ``setting`` says where they are set). Notices are logged naming the file."""
+    path = Path(path)
+    toml = dataset_toml_for(path)
+    meta = read_dataset_toml(toml) if toml is not None else {}
+    rate, channels = meta.get("sample_rate"), meta.get("channels")
+    if setting is None:
+        setting = f"units in {toml}" if toml else f"units in a {DATASET_TOML} beside the file"
+    x, notes = read_sensor_for(
+        path,
+        spec,
+        sample_rate=rate if isinstance(rate, int) else None,
+        channels=[str(c) for c in channels] if isinstance(channels, list) else None,
+        units=meta.get("units") if units is None else units,
+        setting=setting,
+    )
+    for line in (notes.order, notes.gravity):
+        if line:
+            log.warning("%s: %s", path, line)
+    return x
+
+
+def read_sensor_for(
+    path: str | Path,
+    spec: SensorSpec,
+    *,
+    sample_rate: int | None = None,
+    channels: Sequence[str] | None = None,
+    units: object = None,
+    setting: str = "units in dataset.toml",
+) -> tuple[np.ndarray, SensorNotes]:
+    """Read a sensor recording and bring it to a model's ``spec`` (see the module docstring).
+
+    ``sample_rate``, ``channels`` and ``units`` are what the recording's dataset declares (its
+    rate, the names of its columns when the file has no header, its units); ``setting`` names
+    where units are declared, for the gravity warning.
+    """
+    path = Path(path)
+    x, header = _read_sensor_columns(path)
+    notes = SensorNotes()
+    wanted = list(spec.names) if spec.names else list(channels) if channels else None
+    if wanted is not None:
+        matched = _match_columns(x, header, wanted, path)
+        if matched is None and channels:
+            if x.shape[1] != len(channels):
+                raise DataError(
+                    f"has {x.shape[1]} channels (columns); expected {len(channels)} "
+                    f"({DATASET_TOML} names {', '.join(channels)})",
+                    path,
+                )
+            matched = _match_columns(x, channels, wanted, path)
+        if matched is None:
+            what = "has a header naming none of them"
+            if header is None:
+                what = "has no header" if path.suffix.lower() == ".csv" else "names no columns"
+            notes.order = f"{what}: columns taken in the model's order ({', '.join(wanted)})"
+        else:
+            x = matched
+    count = spec.channels or (len(wanted) if wanted else None)
+    if count is not None and x.shape[1] != count:
+        raise DataError(f"has {x.shape[1]} channels (columns); expected {count}", path)
+    try:
+        have = _source_units(units, channels, wanted, x.shape[1])
+        target = list(spec.units) if spec.units else None
+        effective = [h if h is not None else t for h, t in zip(have, target or have, strict=True)]
+        notes.gravity = gravity_warning(x, effective, wanted, setting)
+        factors = conversion_factors(have, target)
+    except ConfigError as exc:
+        raise DataError(str(exc), path) from None
+    if factors is not None:
+        x = x * factors
+    if sample_rate is not None and spec.sample_rate is not None and sample_rate != spec.sample_rate:
+        x = _resample_sensor(x, sample_rate, spec.sample_rate, path)
+    return np.ascontiguousarray(x, dtype=np.float32), notes
+
+
+def _resample_sensor(x: np.ndarray, rate: int, target: int, path: Path) -> np.ndarray:
+    out = soxr.resample(np.ascontiguousarray(x, dtype=np.float32), rate, target, quality="HQ")
+    if out.shape[0] == 0:
+        raise DataError(
+            f"is too short: {x.shape[0]} sample(s) at {rate} Hz make no sample at {target} Hz", path
+        )
+    return np.asarray(out, dtype=np.float32).reshape(-1, x.shape[1])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -446,6 +665,7 @@ class DatasetInfo:
     channels: list[str] | None
     recordings: list[Recording]
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    units: list[str] | dict[str, str] | None = None
 
     @property
     def labels(self) -> list[str]:
@@ -465,6 +685,23 @@ class DatasetInfo:
 
     def __len__(self) -> int:
         return len(self.recordings)
+
+
+def _check_toml_units(units: object, channels: object, path: Path) -> None:
+    """Check the unit names (and, when the channels are named, the layout) of ``units``."""
+    if units is None:
+        return
+    names = channels if isinstance(channels, list) else None
+    try:
+        if names is not None:
+            declared_units(units, names, len(names))
+        elif isinstance(units, dict):  # channel names are checked against the model's later
+            for unit in units.values():
+                canonical_unit(unit)
+        else:
+            declared_units(units, None, len(units) if isinstance(units, list) else 0)
+    except ConfigError as exc:
+        raise DataError(f"units: {exc}", path) from None
 
 
 def read_dataset_toml(path: Path) -> dict[str, object]:
@@ -501,6 +738,7 @@ def read_dataset_toml(path: Path) -> dict[str, object]:
             raise DataError(
                 "channels applies to sensor datasets only (audio is mixed to mono)", path
             )
+    _check_toml_units(data.get("units"), channels, path)
     return data
 
 
@@ -618,6 +856,9 @@ def scan_dataset(root: str | Path, on_error: OnError = "fail") -> DatasetInfo:
     channels = meta.get("channels")
     if modality == "audio" and channels is not None:
         raise DataError(f"{DATASET_TOML} gives channels, but this is an audio dataset", root)
+    units = meta.get("units")
+    if modality == "audio" and units is not None:
+        raise DataError(f"{DATASET_TOML} gives units, but this is an audio dataset", root)
     rate = meta.get("sample_rate")
     return DatasetInfo(
         root=root,
@@ -626,27 +867,68 @@ def scan_dataset(root: str | Path, on_error: OnError = "fail") -> DatasetInfo:
         channels=[str(c) for c in channels] if isinstance(channels, list) else None,
         recordings=recordings,
         skipped=skipped,
+        units=units if isinstance(units, list | dict) else None,
     )
 
 
-def load_recording(rec: Recording, info: DatasetInfo, sample_rate: int | None = None) -> np.ndarray:
+def load_recording(
+    rec: Recording,
+    info: DatasetInfo,
+    sample_rate: int | None = None,
+    spec: SensorSpec | None = None,
+) -> np.ndarray:
     """Load one recording of ``info``: audio ``(n,)`` at ``sample_rate`` or sensor ``(n, C)``.
 
-    ``sample_rate`` is required for audio. Sensor recordings are never resampled: a
-    ``sample_rate`` that differs from the dataset's declared rate is an error; their channel count
-    is checked against ``info.channels`` when the dataset names its channels.
+    ``sample_rate`` is required for audio. A sensor recording is brought to ``spec`` (a model's
+    channels and units; by default the dataset's own channels) and resampled from the dataset's
+    declared rate to ``sample_rate`` (or the spec's rate).
     """
+    array, notes = _load(rec, info, sample_rate, spec)
+    for line in (notes.order, notes.gravity):
+        if line:
+            log.warning("%s: %s", rec.path, line)
+    return array
+
+
+def _load(
+    rec: Recording, info: DatasetInfo, sample_rate: int | None, spec: SensorSpec | None
+) -> tuple[np.ndarray, SensorNotes]:
     if info.modality == "audio":
         if sample_rate is None:
             raise ValueError("load_recording needs a sample_rate for audio recordings")
-        return read_audio(rec.path, sample_rate)
-    if sample_rate is not None and info.sample_rate is not None and sample_rate != info.sample_rate:
-        raise DataError(
-            f"sensor recordings are not resampled: the dataset is at {info.sample_rate} Hz, "
-            f"{sample_rate} Hz was asked for",
-            info.root,
-        )
-    return read_sensor(rec.path, channels=len(info.channels) if info.channels else None)
+        return read_audio(rec.path, sample_rate), SensorNotes()
+    if spec is None:
+        spec = SensorSpec(channels=len(info.channels) if info.channels else None)
+    if sample_rate is not None:
+        spec = dataclasses.replace(spec, sample_rate=int(sample_rate))
+    return read_sensor_for(
+        rec.path,
+        spec,
+        sample_rate=info.sample_rate,
+        channels=info.channels,
+        units=info.units,
+        setting=f"units in {info.root / DATASET_TOML}",
+    )
+
+
+class _Notices:
+    """Says each kind of sensor notice once per run (with its first recording), then a count."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def add(self, path: Path, notes: SensorNotes) -> None:
+        for kind, line in (("order", notes.order), ("gravity", notes.gravity)):
+            if line:
+                self.counts[kind] = self.counts.get(kind, 0) + 1
+                if self.counts[kind] == 1:
+                    log.warning("%s: %s", path, line)
+
+    def summary(self, total: int) -> None:
+        for kind, count in self.counts.items():
+            if count > 1:
+                what = "column order" if kind == "order" else "gravity check"
+                log.warning("the same %s notice applies to %d of %d recordings", what, count, total)
 
 
 def iter_recordings(
@@ -654,16 +936,21 @@ def iter_recordings(
     sample_rate: int | None = None,
     on_error: OnError = "fail",
     progress: bool = True,
+    spec: SensorSpec | None = None,
 ) -> Iterator[tuple[Recording, np.ndarray]]:
     """Yield ``(recording, array)`` for every recording of ``info``, with a progress bar.
 
     A recording that cannot be read raises ``DataError`` (``on_error="fail"``) or is left out,
-    logged and appended to ``info.skipped`` (``"skip"``). Sensor recordings must all have the same
-    number of channels (the first one read sets it when the dataset does not name its channels).
+    logged and appended to ``info.skipped`` (``"skip"``). Sensor recordings are read for ``spec``
+    (see :func:`load_recording`; its notices are said once per run) and must all have the same
+    number of channels (the first one read sets it when neither names the channels).
     """
     if on_error not in ("fail", "skip"):
         raise ValueError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
     width: int | None = len(info.channels) if info.channels else None
+    if spec is not None and spec.channels:
+        width = spec.channels
+    notices = _Notices()
     bar = tqdm(
         info.recordings,
         desc=f"reading {info.root.name}",
@@ -673,7 +960,7 @@ def iter_recordings(
     )
     for rec in bar:
         try:
-            array = load_recording(rec, info, sample_rate)
+            array, notes = _load(rec, info, sample_rate, spec)
             if array.ndim == 2:
                 if width is None:
                     width = int(array.shape[1])
@@ -691,4 +978,6 @@ def iter_recordings(
             log.warning("skipping %s", exc)
             info.skipped.append((rec.path, str(exc)))
             continue
+        notices.add(rec.path, notes)
         yield rec, array
+    notices.summary(len(info.recordings))

@@ -44,6 +44,7 @@ from edgesiam.bundle import (
 )
 from edgesiam.core.embedding import l2_normalize, recording_embedding
 from edgesiam.core.metrics import equal_error_rate, threshold_at_fmr, trial_scores
+from edgesiam.core.normalise import window_recording_trials
 from edgesiam.core.windowing import frame
 from edgesiam.errors import ConfigError, MissingExtraError, ModelError
 from edgesiam.export.gate import (
@@ -99,9 +100,14 @@ def recording_trials(
 
 
 def window_trials(
-    heldout: HeldOutResult, model: str = "int8", seed: int = 0
+    heldout: HeldOutResult,
+    model: str = "int8",
+    seed: int = 0,
+    cohort: np.ndarray | None = None,
+    top_k: int = 50,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Each window against every other recording's embedding: what a live matcher scores.
+    """Each window against every other recording's embedding: what a live matcher scores
+    (AS-normalised against ``cohort`` when one is given).
 
     Windows are subsampled (seeded) so that there are at most ``MAX_WINDOW_TRIALS`` trials.
     """
@@ -113,10 +119,7 @@ def window_trials(
         keep = np.sort(np.random.default_rng(seed).choice(len(windows), limit, replace=False))
         windows, owner = windows[keep], owner[keep]
     codes = np.unique(np.asarray(heldout.labels), return_inverse=True)[1]
-    scores = windows @ recs.T
-    other = owner[:, None] != np.arange(len(recs))[None, :]
-    same = codes[owner][:, None] == codes[None, :]
-    return scores[other & same], scores[other & ~same]
+    return window_recording_trials(windows, owner, recs, codes, cohort, top_k)
 
 
 # --- cohort (adaptive s-norm) ------------------------------------------------------------------
@@ -239,6 +242,7 @@ def model_card(manifest: Manifest, context: dict[str, Any]) -> str:
         "",
         f"- Input: {m.modality}, {m.sample_rate} Hz, {m.channels} channel(s)"
         + (f" ({', '.join(m.channel_names)})" if m.channel_names else "")
+        + (f" in {', '.join(u or '-' for u in m.channel_units)}" if m.channel_units else "")
         + f"; windows of {m.window_s:g} s ({m.window} samples), hop {m.hop_s:g} s",
         f"- Front-end: {m.frontend.kind} → features {m.features[0]}×{m.features[1]} "
         f"(`{m.frontend.file}` holds its whole state)",
@@ -247,6 +251,12 @@ def model_card(manifest: Manifest, context: dict[str, Any]) -> str:
         f"- Deployed model: `{m.models[m.model].file}` (full-integer int8; input scale "
         f"{m.models[m.model].input.scale:.6g}, zero-point {m.models[m.model].input.zero_point}; "
         f"layout {m.models[m.model].input.layout})",
+    ]
+    lines.append(
+        "- Float weights `weights.safetensors` and recipe `recipe.yaml`: what `edgesiam tune` "
+        "starts from (never read on the device)"
+    )
+    lines += [
         "",
         "| file | variant | size |",
         "| --- | --- | --- |",
@@ -430,6 +440,19 @@ def _machine() -> str:
     except OSError:
         pass
     return f"{platform.machine()} {name}".strip()
+
+
+def _channel_units(embedder: Any, calib_dir: Path) -> list[str | None] | None:
+    """The units of the model's channels: the checkpoint's, else those its calibration data
+    declare (which it was read in); None when neither states any."""
+    if embedder.modality != "sensor":
+        return None
+    units: list[str | None] | None = getattr(embedder, "channel_units", None)
+    if units is None:
+        from edgesiam.data.readers import dataset_units, scan_dataset
+
+        units = dataset_units(scan_dataset(calib_dir), embedder.channel_names)
+    return units if units is not None and any(u is not None for u in units) else None
 
 
 def _frontend_info(state: dict[str, np.ndarray]) -> FrontEndInfo:
@@ -629,6 +652,11 @@ def _finish(
         cohort_info = cohort_result.info
         if cohort_info.used:
             np.save(staging / COHORT_FILE, cohort_result.embeddings)
+            gen, imp = window_trials(
+                heldout, "int8", opts.seed, cohort_result.embeddings, cohort_info.top_k
+            )
+            window_set = threshold_set(gen, imp, "window-vs-recording", "adaptive-s-norm")
+            cohort_info = cohort_info.model_copy(update={"window_thresholds": window_set})
         say(
             f"adaptive s-norm: held-out EER {100 * cohort_info.eer_raw:.2f}% raw, "
             f"{100 * cohort_info.eer_normalised:.2f}% normalised"
@@ -703,6 +731,7 @@ def _finish(
         sample_rate=embedder.sample_rate,
         channels=embedder.channels,
         channel_names=embedder.channel_names,
+        channel_units=_channel_units(embedder, Path(str(calib.root))),
         window=embedder.window,
         hop=embedder.hop,
         window_s=embedder.window / embedder.sample_rate,
@@ -751,6 +780,9 @@ def _finish(
             [*config.data.train, Path(str(calib.root)), Path(str(heldout.root))]
         ),
     }
+    from edgesiam.train.weights import write_training_files
+
+    write_training_files(staging, config, embedder.model.state_dict())
     (staging / MODEL_CARD).write_text(model_card(manifest, context), encoding="utf-8")
     manifest = write_manifest(staging, manifest)
     _install(staging, output)

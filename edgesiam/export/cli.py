@@ -20,8 +20,9 @@ DESCRIPTION = textwrap.dedent(
     """
     Export a training checkpoint to a bundle: BUNDLE_DIR/ with manifest.json, model.tflite
     (full-integer int8: int8 input and output, every tensor inside int8/int32),
-    model_float32.tflite, frontend.npz (the whole front-end state), MODEL_CARD.md and, when it
-    helps, cohort.npy (score normalisation). The int8 model is calibrated with real windows of
+    model_float32.tflite, frontend.npz (the whole front-end state), weights.safetensors and
+    recipe.yaml (float weights and resolved recipe, for `edgesiam tune`; never read on a device),
+    MODEL_CARD.md and, when it helps, cohort.npy (score normalisation). The int8 model is calibrated with real windows of
     the training data (--calib, at least 200 windows).
 
     The gate measures the int8 model against the torch model on held-out labels (--heldout, by

@@ -22,7 +22,7 @@ from typing import Any, Final, Literal
 import numpy as np
 
 from edgesiam.core.windowing import frame
-from edgesiam.data.readers import DatasetInfo, iter_recordings, scan_dataset
+from edgesiam.data.readers import DatasetInfo, iter_recordings, reading_spec, scan_dataset
 from edgesiam.embedders import WindowEmbedder
 from edgesiam.errors import DataError, ModelError
 from edgesiam.export.keras_mirror import import_tensorflow
@@ -85,11 +85,12 @@ def read_calibration(
     shuffled = dataclasses.replace(
         info, recordings=[info.recordings[i] for i in order], skipped=list(info.skipped)
     )
-    rate = embedder.sample_rate if info.modality == "audio" else None
     recs: list[np.ndarray] = []
     labels: list[str] = []
     total = 0
-    for rec, x in iter_recordings(shuffled, sample_rate=rate, on_error=on_error, progress=progress):
+    for rec, x in iter_recordings(
+        shuffled, embedder.sample_rate, on_error, progress, spec=reading_spec(embedder)
+    ):
         if info.modality == "sensor" and x.shape[1] != embedder.channels:
             raise DataError(
                 f"has {x.shape[1]} channels, the model takes {embedder.channels}", rec.path

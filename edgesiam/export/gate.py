@@ -27,7 +27,7 @@ import numpy as np
 from edgesiam.core.embedding import l2_normalize, recording_embedding
 from edgesiam.core.metrics import equal_error_rate, trial_scores
 from edgesiam.core.windowing import frame
-from edgesiam.data.readers import iter_recordings, scan_dataset
+from edgesiam.data.readers import iter_recordings, reading_spec, scan_dataset
 from edgesiam.embedders import WindowEmbedder
 from edgesiam.errors import BundleError, DataError
 from edgesiam.interpreters import ModelInfo
@@ -82,6 +82,7 @@ EDGETPU_OPS: Final = frozenset(
 )
 INTEGER_DTYPES: Final = frozenset({"int8", "int32"})
 COMPILER: Final = "edgetpu_compiler"
+PARITY_CHECKS: Final = frozenset({"parity.mean_cosine", "parity.min_cosine", "eer.delta"})
 
 
 class GateError(BundleError):
@@ -139,7 +140,17 @@ class GateReport:
             if self.passed
             else f"gate FAILED: {', '.join(c.name for c in self.failed)}"
         )
-        return "\n".join([*lines, verdict])
+        return "\n".join([*lines, verdict, *self.advice()])
+
+    def advice(self) -> list[str]:
+        """What to try when the int8 model strays from torch (``edgesiam tune`` tries each)."""
+        if not {c.name for c in self.failed} & PARITY_CHECKS:
+            return []
+        return [
+            "to try: more calibration windows (--calib-windows 1000); the L2 step in numpy "
+            "(--l2-in-numpy); for sensors, a tighter feature clip (frontend.clip: 4 in the "
+            "recipe, then train again) so that the int8 input step is finer"
+        ]
 
 
 # --- held-out measurement ----------------------------------------------------------------------
@@ -193,7 +204,6 @@ def measure_heldout(
         )
     if len(info.labels) < 2:
         raise DataError("held-out data need at least two labels (impostor trials)", info.root)
-    rate = embedder.sample_rate if info.modality == "audio" else None
     windows: dict[str, list[np.ndarray]] = {name: [] for name in models}
     labels: list[str] = []
     groups: list[str | None] = []
@@ -210,7 +220,9 @@ def measure_heldout(
             windows[name].extend(np.split(l2_normalize(embed(batch), axis=1), sizes))
         pending.clear()
 
-    for rec, x in iter_recordings(info, sample_rate=rate, on_error=on_error, progress=progress):
+    for rec, x in iter_recordings(
+        info, embedder.sample_rate, on_error, progress, spec=reading_spec(embedder)
+    ):
         if info.modality == "sensor" and x.shape[1] != embedder.channels:
             raise DataError(
                 f"has {x.shape[1]} channels, the model takes {embedder.channels}", rec.path

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -126,17 +127,29 @@ class EmbeddedBroker:
             self._thread = None
 
 
+STOP_TIMEOUT_S = 3.0
+"""How long Ctrl-C waits for the broker to close its clients' sessions."""
+
+
 def serve_broker(host: str, port: int, password_file: Path | None = None) -> None:
-    """Run the broker until Ctrl-C (or SIGTERM through the event loop's cancellation)."""
+    """Run the broker until Ctrl-C or SIGTERM (handled explicitly: a broker started in the
+    background by a script inherits SIGINT ignored, and systemd stops it with SIGTERM)."""
 
     async def main() -> None:
         broker = EmbeddedBroker(host, port, password_file)
         await broker.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
         print(f"MQTT broker (amqtt, MQTT 3.1.1) listening on {host}:{port}; Ctrl-C to stop")
         try:
-            await asyncio.Event().wait()
+            await stop.wait()
         finally:
-            await broker.stop()
+            try:  # amqtt can wait long on a client that is still closing: Ctrl-C stays prompt
+                await asyncio.wait_for(broker.stop(), STOP_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("the broker did not close within %s s; exiting anyway", STOP_TIMEOUT_S)
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())

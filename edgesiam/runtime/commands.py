@@ -16,9 +16,19 @@ Verbs and their request fields (every request may carry ``correlation_id``, a st
 - ``forget``: ``label``.
 - ``list``: nothing.
 - ``threshold``: ``label`` (omit for the default threshold) and one of ``value`` (a cosine in
-  [-1, 1]) or ``target_fmr`` (a calibrated false-match rate); neither with a label clears that
-  label's own threshold.
+  [-1, 1]) or ``target_fmr`` (a calibrated false-match rate); neither with a label drops the value
+  set over MQTT for that label. The runtime saves these beside the gallery: they outlast a restart
+  (:mod:`edgesiam.runtime.threshold_store`).
 - ``reload``: nothing (re-read the gallery and config from disk).
+
+The review loop (an event's or near miss's ``embedding`` and ``embedding_scale`` sent back):
+
+- ``reject``: ``label``, ``embedding``, ``embedding_scale`` — a false match: the window joins the
+  label's impostor cohort (beside the gallery) and the label's threshold is recomputed above it.
+- ``unreject``: ``id`` — drop that rejected window again (undo); the threshold is recomputed.
+- ``confirm``: ``label``, ``embedding``, ``embedding_scale`` — a near miss that was the label:
+  the window is enrolled as one more template of the label.
+- ``forget_template``: ``label``, ``id`` — remove one template (undo of ``confirm``).
 """
 
 from __future__ import annotations
@@ -60,7 +70,17 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SCHEMA_COMMAND_RESULT: Final = "edgesiam.cmd_result.v1"
-VERBS: Final = ("enroll", "forget", "list", "threshold", "reload")
+VERBS: Final = (
+    "enroll",
+    "forget",
+    "list",
+    "threshold",
+    "reload",
+    "reject",
+    "unreject",
+    "confirm",
+    "forget_template",
+)
 
 _MAX_MESSAGE = 500
 _MAX_CLIPS: Final = 10
@@ -114,6 +134,14 @@ class CommandTarget(Protocol):
     ) -> dict[str, Any]: ...
 
     def reload(self) -> dict[str, Any]: ...
+
+    def reject(self, label: str, embedding: str, scale: float) -> dict[str, Any]: ...
+
+    def unreject(self, entry_id: str) -> dict[str, Any]: ...
+
+    def confirm(self, label: str, embedding: str, scale: float) -> dict[str, Any]: ...
+
+    def forget_template(self, label: str, template_id: str) -> dict[str, Any]: ...
 
 
 # ------------------------------------------------------------------------------------------------
@@ -215,12 +243,34 @@ class ThresholdRequest(_Request):
         return self
 
 
+_ID: Final = r"^[0-9a-f]{12}$"
+
+
+class ReviewRequest(_Labelled):
+    """``reject`` and ``confirm``: the window embedding an event or near miss carried."""
+
+    embedding: str = Field(min_length=4, max_length=8192)
+    embedding_scale: Finite = Field(gt=0.0)
+
+
+class UnrejectRequest(_Request):
+    id: str = Field(pattern=_ID, description="a rejected window's id (its result's 'id')")
+
+
+class ForgetTemplateRequest(_Labelled):
+    id: str = Field(pattern=_ID, description="a template's id (from confirm, or list)")
+
+
 _SCHEMAS: Final[dict[str, type[_Request]]] = {
     "enroll": EnrollRequest,
     "forget": ForgetRequest,
     "list": ListRequest,
     "threshold": ThresholdRequest,
     "reload": ReloadRequest,
+    "reject": ReviewRequest,
+    "unreject": UnrejectRequest,
+    "confirm": ReviewRequest,
+    "forget_template": ForgetTemplateRequest,
 }
 
 
@@ -391,6 +441,13 @@ class CommandHandler:
             return t.set_threshold(request.label, request.value, request.target_fmr)
         if isinstance(request, ReloadRequest):
             return t.reload()
+        if isinstance(request, ReviewRequest):
+            review = t.reject if verb == "reject" else t.confirm
+            return review(request.label, request.embedding, request.embedding_scale)
+        if isinstance(request, UnrejectRequest):
+            return t.unreject(request.id)
+        if isinstance(request, ForgetTemplateRequest):
+            return t.forget_template(request.label, request.id)
         raise _Invalid(f"unknown command {verb!r}")  # pragma: no cover - _SCHEMAS covers all
 
     def _clips(self, request: EnrollRequest) -> list[Clip]:

@@ -4,7 +4,8 @@ Unknown keys are errors with their path (``matching.gate.treshold_db: unknown ke
 chosen by its ``type`` field (``file``, ``stdin``, ``mic``, ``mqtt``, ``serial``); secrets never
 need to sit in the file: the MQTT password comes from ``password_env`` (an environment variable)
 or ``password_file`` (a systemd credential, a Docker secret). Relative paths in a file are taken
-relative to that file's folder.
+relative to that file's folder; ``~`` and ``~user`` are expanded (a user unknown here is an error
+naming the key).
 
 ``load_runtime_config(path, overrides)`` reads a YAML file (or nothing: ``path=None``), applies
 dotted-key overrides (what the ``edgesiam run`` flags set) and validates the result.
@@ -19,14 +20,17 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
 from edgesiam.bundle import FMR_TARGETS, fmr_key
 from edgesiam.config import StrictModel, format_validation_error, load_yaml
+from edgesiam.core.units import canonical_unit
 from edgesiam.errors import ConfigError
+from edgesiam.paths import UserPath, expand_user
 from edgesiam.runtime.mqtt import BrokerOptions, MqttSettings, parse_broker_url
 
 __all__ = [
+    "UNSET",
     "DecisionConfig",
     "FileSourceConfig",
     "GateConfig",
@@ -64,7 +68,7 @@ def default_state_dir() -> Path:
     systemd = os.environ.get("STATE_DIRECTORY")
     if systemd:
         return Path(systemd.split(":")[0])
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    base = os.environ.get("XDG_STATE_HOME") or expand_user("~/.local/state", "state_dir")
     return Path(base) / "edgesiam"
 
 
@@ -78,15 +82,36 @@ class _SourceBase(StrictModel):
     )
 
 
+def _known_units(value: list[str | None] | dict[str, str]) -> list[str | None] | dict[str, str]:
+    try:
+        if isinstance(value, dict):
+            return {k: canonical_unit(u) for k, u in value.items()}
+        return [None if u is None else canonical_unit(u) for u in value]
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+
+
+SensorUnits = Annotated[
+    list[str | None] | dict[str, str] | None,
+    AfterValidator(lambda v: None if v is None else _known_units(v)),
+    Field(
+        description="units the sensor samples are in: one per channel in the bundle's order "
+        "(e.g. [m/s^2, m/s^2, m/s^2, deg/s, deg/s, deg/s]) or a table by the bundle's channel "
+        "names; g, m/s^2, rad/s, deg/s. Converted to the bundle's units (default: already in them)"
+    ),
+]
+
+
 class FileSourceConfig(_SourceBase):
     """Samples from a file: audio (wav, flac, ogg, opus; resampled to the bundle's rate) or a
     sensor recording (csv, npy). The run ends when the file is exhausted."""
 
     type: Literal["file"] = "file"
-    path: Path = Field(description="the file to read")
+    path: UserPath = Field(description="the file to read")
     realtime: bool = Field(
         False, description="pace the samples at the stream's rate (a replayed live stream)"
     )
+    units: SensorUnits = None
 
 
 class StdinSourceConfig(_SourceBase):
@@ -97,15 +122,20 @@ class StdinSourceConfig(_SourceBase):
 
     type: Literal["stdin"] = "stdin"
     sample_rate: int | None = Field(
-        None, gt=0, description="samples per second (default: the bundle's rate)"
+        None,
+        gt=0,
+        description="samples per second of the stream (default: a WAV header's, else the "
+        "bundle's); another rate than the bundle's is resampled on the device",
     )
     channels: int = Field(1, ge=1, le=64, description="interleaved channels")
     format: Literal["s16le", "f32le"] = Field("s16le", description="sample encoding")
-    live: bool = Field(
-        True,
-        description="samples arrive in real time (arecord): when processing falls behind they "
-        "are dropped and counted; false for a recording piped in, which waits for the pipeline",
+    live: bool | None = Field(
+        None,
+        description="true: samples arrive in real time (arecord), dropped and counted when "
+        "processing falls behind; false: a recording piped in, which waits for the pipeline; "
+        "unset: a recording when stdin is a file or runs ahead of real time, else live",
     )
+    units: SensorUnits = None
 
 
 class MicSourceConfig(_SourceBase):
@@ -116,7 +146,10 @@ class MicSourceConfig(_SourceBase):
         None, description="PortAudio device name or index (default: the system's default input)"
     )
     sample_rate: int | None = Field(
-        None, gt=0, description="samples per second (default: the bundle's rate)"
+        None,
+        gt=0,
+        description="rate to record at (default: the bundle's when the device can, else the "
+        "device's own, e.g. 48000); another rate than the bundle's is resampled on the device",
     )
     channels: int = Field(1, ge=1, le=64)
 
@@ -141,6 +174,7 @@ class MqttSourceConfig(_SourceBase):
         "(default: the runtime's broker, with its credentials)",
     )
     qos: Literal[0, 1] = 0
+    units: SensorUnits = None
 
     @field_validator("url")
     @classmethod
@@ -165,6 +199,7 @@ class SerialSourceConfig(_SourceBase):
     sample_rate: float | None = Field(
         None, gt=0, description="nominal samples per second (default: the bundle's)"
     )
+    units: SensorUnits = None
 
 
 SourceConfig = Annotated[
@@ -264,6 +299,11 @@ class DecisionConfig(StrictModel):
     refractory_s: float = Field(
         2.0, ge=0, description="no new event for the same label within this many seconds"
     )
+    hold: bool = Field(
+        False,
+        description="renew the refractory period while the label keeps matching: one event per "
+        "continuous occurrence (a long sound), the next after refractory_s without a match",
+    )
 
     @model_validator(mode="after")
     def _n_within_m(self) -> DecisionConfig:
@@ -315,6 +355,19 @@ class MatchingConfig(StrictModel):
         0.05, ge=0, le=2, description="a best score this far below its threshold is a near miss"
     )
     gate: GateConfig = Field(default_factory=GateConfig)
+    score_norm: Literal["off", "cohort"] = Field(
+        "off",
+        description="cohort: score windows with adaptive s-norm against the bundle's cohort (and "
+        "the device's, after edgesiam calibrate); thresholds are then the bundle's for the "
+        "normalised score or a calibration made with it",
+    )
+    margin: float = Field(
+        0.0,
+        ge=0,
+        le=2,
+        description="open-set rule: a window matches only when its best label's score beats the "
+        "second best label's by at least this much (0: off)",
+    )
 
     @field_validator("target_fmr")
     @classmethod
@@ -404,14 +457,14 @@ class ProcessingConfig(StrictModel):
 class RuntimeConfig(StrictModel):
     """Everything ``edgesiam run`` needs on a device."""
 
-    bundle: Path = Field(description="bundle directory (from edgesiam export)")
-    gallery: Path | None = Field(
+    bundle: UserPath = Field(description="bundle directory (from edgesiam export)")
+    gallery: UserPath | None = Field(
         None, description="enrolled templates (default: <state_dir>/gallery.npz)"
     )
     device_id: str = Field(
         default_factory=default_device_id, description="this device's name in MQTT topics"
     )
-    state_dir: Path = Field(
+    state_dir: UserPath = Field(
         default_factory=default_state_dir,
         description="outbox and sequence numbers (default: $STATE_DIRECTORY or "
         "~/.local/state/edgesiam)",
@@ -424,6 +477,13 @@ class RuntimeConfig(StrictModel):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     processing: ProcessingConfig = Field(default_factory=ProcessingConfig)
     print_events: bool = Field(False, description="also print each event as a JSON line")
+    send_embeddings: bool = Field(
+        True,
+        description="events and near misses carry the window's embedding (int8, base64) so a "
+        "reviewer can reject or confirm them from the dashboard; no audio or sensor samples ever "
+        "leave the device, but an embedding is a compact description of the sound or motion: "
+        "false keeps it on the device",
+    )
 
     @field_validator("device_id")
     @classmethod
@@ -443,9 +503,13 @@ class RuntimeConfig(StrictModel):
 # loading
 
 
+UNSET: Final = object()
+"""An override value that removes the key (``run --threshold`` drops the file's ``target_fmr``)."""
+
+
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Set dotted keys (``mqtt.port``) in a copy of ``data``; a dict value replaces the section
-    when its key is the section itself (``source``)."""
+    when its key is the section itself (``source``); :data:`UNSET` removes the key."""
     out: dict[str, Any] = dict(data)
     for dotted, value in overrides.items():
         node = out
@@ -455,7 +519,10 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
             child = dict(child) if isinstance(child, dict) else {}
             node[key] = child
             node = child
-        node[leaf] = value
+        if value is UNSET:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = value
     return out
 
 
@@ -485,10 +552,13 @@ def _relative_to(data: dict[str, Any], folder: Path) -> dict[str, Any]:
             node = node[key]
         if isinstance(node, dict):
             value = node.get(keys[-1])
-            if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            # ~ and ~user are left to the UserPath fields, whose errors name the key
+            if (
+                isinstance(value, str)
+                and value[:1] not in ("", "~")
+                and not Path(value).is_absolute()
+            ):
                 node[keys[-1]] = str(folder / value)
-            elif isinstance(value, str):
-                node[keys[-1]] = str(Path(value).expanduser())
     return out
 
 

@@ -160,6 +160,12 @@ class DemoReport:
     workdir: str
     statuses: list[str] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
+    phase: str = "before calibration"
+    thresholds: dict[str, float] | None = None
+    """per-label thresholds in force (after calibration)"""
+    before: dict[str, Any] | None = None
+    """the same stream before calibration (this report's fields)"""
+    calibration: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -528,18 +534,26 @@ def run_demo(
     workdir: str | Path = "runs/demo",
     target_fmr: float = 1e-3,
     realtime: bool = False,
+    calibrate: bool = True,
+    calibrate_minutes: float = 10.0,
+    max_false_per_hour: float = 1.0 / 24.0,
+    margin: float = 0.0,
+    score_norm: str = "off",
     out: TextIO | None = None,
 ) -> DemoReport:
     """Run the demo (see the module docstring); prints as it goes to ``out`` (stdout)."""
     import sys
 
     from edgesiam.interpreters import load_model
+    from edgesiam.runtime.calibrate import report_lines
+    from edgesiam.runtime.calibration_store import calibration_path, cohort_path
     from edgesiam.runtime.config import load_runtime_config
     from edgesiam.runtime.gallery_store import GalleryStore, enroll_recordings, model_sha256
     from edgesiam.runtime.mqtt import MqttPublisher
     from edgesiam.runtime.pipeline import Runtime
 
     stream_out: TextIO = out if out is not None else sys.stdout
+    matching = {"target_fmr": target_fmr, "margin": margin, "score_norm": score_norm}
     say_lock = threading.Lock()
 
     def say(text: str = "") -> None:
@@ -571,6 +585,8 @@ def run_demo(
     gallery_path = workdir / "gallery.npz"
     state_dir = workdir / "state"
     gallery_path.unlink(missing_ok=True)
+    calibration_path(gallery_path).unlink(missing_ok=True)
+    cohort_path(gallery_path).unlink(missing_ok=True)
     shutil.rmtree(state_dir, ignore_errors=True)
     store = GalleryStore(gallery_path, model_sha256(manifest), bundle_name=manifest.name)
     say(f"enroll   {labels} held-out speaker(s) from {test_dir}, {enroll_clips} clip(s) each:")
@@ -611,8 +627,12 @@ def run_demo(
             f"{_verdict_text(scored.verdict)}"
         )
 
-    with _broker(broker) as (url, host, port, tls, protocol):
-        say(f"mqtt     {'embedded amqtt broker at ' if broker == 'embedded' else ''}{url}")
+    def phase(
+        name: str, state: Path, url: str, host: str, port: int, tls: bool, protocol: Any
+    ) -> DemoReport:
+        """Stream once through a fresh device (its own state dir and MQTT name, so the first
+        run's retained status is not the second's) and score what arrived."""
+        device = DEVICE_ID if state.name == "before" else f"{DEVICE_ID}-calibrated"
         config = load_runtime_config(
             None,
             {
@@ -623,8 +643,8 @@ def run_demo(
                     "path": str(stream_path.resolve()),
                     "realtime": realtime,
                 },
-                "state_dir": str(state_dir.resolve()),
-                "device_id": DEVICE_ID,
+                "state_dir": str(state.resolve()),
+                "device_id": device,
                 "mqtt": {
                     "enabled": True,
                     "url": url,
@@ -632,11 +652,11 @@ def run_demo(
                     "homeassistant": False,
                     "session_expiry_s": 600,
                 },
-                "matching": {"target_fmr": target_fmr},
+                "matching": matching,
                 "metrics": {"interval_s": 10.0},
             },
         )
-        settings = config.mqtt.settings(DEVICE_ID)
+        settings = config.mqtt.settings(device)
         watcher = _Watcher(host, port, tls, settings.topics, show)
         watcher.start()
         try:
@@ -657,9 +677,16 @@ def run_demo(
                 publisher.stop(0.0, timeout_s=1.0)
                 runtime.outbox.close()
                 raise EdgesiamError(f"the device could not connect to the MQTT broker at {url}")
+            per_label = runtime.thresholds.per_label
+            using = (
+                "calibrated thresholds "
+                + ", ".join(f"{k} {v:.3f}" for k, v in sorted(per_label.items()))
+                if per_label
+                else f"target FMR {_fmt_fmr(target_fmr)}: threshold {threshold:.3f}"
+            )
             say(
-                f"run      device '{DEVICE_ID}' → {settings.topics.event} (QoS 1, durable "
-                f"outbox), target FMR {_fmt_fmr(target_fmr)}: threshold {threshold:.3f}"
+                f"run      {name}: device '{device}' → {settings.topics.event} (QoS 1, "
+                f"durable outbox), {using}"
                 f"{', paced in real time' if realtime else ', as fast as it goes'}"
             )
             say("events as they reach the subscriber:")
@@ -681,54 +708,135 @@ def run_demo(
         finally:
             watcher.stop()
 
-    with watcher.lock:
-        arrived = sorted(zip(watcher.events, watcher.received, strict=True), key=_by_seq)
-        statuses = list(watcher.statuses)
-    events = [e for e, _ in arrived]
-    received = [t for _, t in arrived]
-    scored = score_events(events, segments, window_s, received)
-    hits = [s for s in scored if s.hit]
-    detected = {s.segment for s in hits}
-    report = DemoReport(
-        bundle=str(bundle),
-        data=str(data),
-        enrolled=plan.enrolled,
-        never_enrolled=plan.never_enrolled,
-        target_fmr=target_fmr,
-        threshold=round(threshold, 5),
-        stream_s=round(stream_s, 3),
-        turns=len(segments),
-        enrolled_turns=enrolled_turns,
-        events_decided=summary.events,
-        events_received=len(events),
-        hits=len(hits),
-        false_matches=len(scored) - len(hits),
-        false_never_enrolled=sum(s.verdict == "never_enrolled" for s in scored),
-        false_wrong_label=sum(s.verdict == "wrong_label" for s in scored),
-        false_noise=sum(s.verdict == "noise" for s in scored),
-        detected_turns=len(detected),
-        missed_turns=enrolled_turns - len(detected),
-        near_misses=summary.near_misses,
-        windows=summary.windows,
-        gated_windows=summary.gated_windows,
-        wall_s=summary.wall_s,
-        windows_per_s=round(summary.windows / summary.wall_s, 1) if summary.wall_s else 0.0,
-        real_time_factor=round(summary.wall_s / summary.stream_s, 5) if summary.stream_s else 0.0,
-        inference_ms_p50=runtime.metrics.inference.percentile(50),
-        inference_ms_p95=runtime.metrics.inference.percentile(95),
-        broker=url if broker != "embedded" else f"embedded amqtt ({url})",
-        workdir=str(workdir),
-        statuses=statuses,
-        events=[
-            {**asdict(s), "speaking": s.speaking, "hit": s.hit}
-            for s in scored  # the judged events, for whoever reads summary.json
-        ],
-    )
+        with watcher.lock:
+            arrived = sorted(zip(watcher.events, watcher.received, strict=True), key=_by_seq)
+            statuses = list(watcher.statuses)
+        events = [e for e, _ in arrived]
+        received = [t for _, t in arrived]
+        scored = score_events(events, segments, window_s, received)
+        hits = [s for s in scored if s.hit]
+        detected = {s.segment for s in hits}
+        return DemoReport(
+            phase=name,
+            thresholds=dict(runtime.thresholds.per_label) or None,
+            bundle=str(bundle),
+            data=str(data),
+            enrolled=plan.enrolled,
+            never_enrolled=plan.never_enrolled,
+            target_fmr=target_fmr,
+            threshold=round(threshold, 5),
+            stream_s=round(stream_s, 3),
+            turns=len(segments),
+            enrolled_turns=enrolled_turns,
+            events_decided=summary.events,
+            events_received=len(events),
+            hits=len(hits),
+            false_matches=len(scored) - len(hits),
+            false_never_enrolled=sum(s.verdict == "never_enrolled" for s in scored),
+            false_wrong_label=sum(s.verdict == "wrong_label" for s in scored),
+            false_noise=sum(s.verdict == "noise" for s in scored),
+            detected_turns=len(detected),
+            missed_turns=enrolled_turns - len(detected),
+            near_misses=summary.near_misses,
+            windows=summary.windows,
+            gated_windows=summary.gated_windows,
+            wall_s=summary.wall_s,
+            windows_per_s=round(summary.windows / summary.wall_s, 1) if summary.wall_s else 0.0,
+            real_time_factor=round(summary.wall_s / summary.stream_s, 5)
+            if summary.stream_s
+            else 0.0,
+            inference_ms_p50=runtime.metrics.inference.percentile(50),
+            inference_ms_p95=runtime.metrics.inference.percentile(95),
+            broker=url if broker != "embedded" else f"embedded amqtt ({url})",
+            workdir=str(workdir),
+            statuses=statuses,
+            events=[
+                {**asdict(s), "speaking": s.speaking, "hit": s.hit}
+                for s in scored  # the judged events, for whoever reads summary.json
+            ],
+        )
+
+    with _broker(broker) as (url, host, port, tls, protocol):
+        say(f"mqtt     {'embedded amqtt broker at ' if broker == 'embedded' else ''}{url}")
+        before = phase("before calibration", state_dir / "before", url, host, port, tls, protocol)
+        _print_summary(before, say)
+        report = before
+        background = _background(plan, test_dir, workdir) if calibrate else None
+        if background is not None:
+            found = _calibrate(
+                bundle,
+                gallery_path,
+                state_dir,
+                background,
+                calibrate_minutes,
+                max_false_per_hour,
+                matching,
+            )
+            say()
+            say(
+                f"calibrate on {background.name}/: never-enrolled speakers that are not in the "
+                "stream (edgesiam calibrate)"
+            )
+            for line in report_lines(found):
+                say(f"         {line.strip()}")
+            report = phase("after calibration", state_dir / "after", url, host, port, tls, protocol)
+            report.before = before.to_dict()
+            report.calibration = {k: v.threshold for k, v in found.labels.items()}
     (workdir / "summary.json").write_text(
         json.dumps(report.to_dict(), indent=1) + "\n", encoding="utf-8"
     )
-    _print_summary(report, say)
+    if report is not before:
+        _print_summary(report, say)
+        say(
+            f"  calibration    before → after: hits {before.hits} → {report.hits}, false matches "
+            f"{before.false_matches} → {report.false_matches}, turns detected "
+            f"{before.detected_turns}/{before.enrolled_turns} → "
+            f"{report.detected_turns}/{report.enrolled_turns}"
+        )
     return report
+
+
+def _background(plan: Plan, test_dir: Path, workdir: Path) -> Path | None:
+    """WORKDIR/background/: the recordings of the held-out speakers neither enrolled nor in the
+    stream (linked), as a device's background would hold none of tomorrow's visitors."""
+    used = set(plan.enrolled) | set(plan.never_enrolled)
+    folder = workdir / "background"
+    shutil.rmtree(folder, ignore_errors=True)
+    spare = {s: files for s, files in _speakers(test_dir).items() if s not in used}
+    if not spare:
+        return None
+    for speaker, files in spare.items():
+        (folder / speaker).mkdir(parents=True)
+        for f in files:
+            (folder / speaker / f.name).symlink_to(f.resolve())
+    return folder
+
+
+def _calibrate(
+    bundle: Path,
+    gallery: Path,
+    state_dir: Path,
+    background: Path,
+    minutes: float,
+    max_false_per_hour: float,
+    matching: dict[str, Any],
+) -> Any:
+    """``edgesiam calibrate`` on the background, with the demo device's matching."""
+    from edgesiam.runtime.calibrate import run_calibration
+    from edgesiam.runtime.config import load_runtime_config
+
+    config = load_runtime_config(
+        None,
+        {
+            "bundle": str(bundle.resolve()),
+            "gallery": str(gallery.resolve()),
+            "source": {"type": "stdin"},
+            "state_dir": str((state_dir / "calibrate").resolve()),
+            "mqtt": {"enabled": False},
+            "matching": matching,
+        },
+    )
+    return run_calibration(config, str(background), minutes, max_false_per_hour)
 
 
 def _by_seq(item: tuple[dict[str, Any], float]) -> int:
@@ -740,7 +848,7 @@ def _print_summary(r: DemoReport, say: Any) -> None:
         return "n/a" if v is None else f"{v:.2f} ms"
 
     say()
-    say("summary")
+    say(f"summary ({r.phase})")
     say(
         f"  speakers       enrolled {', '.join(r.enrolled)}; never enrolled "
         f"{', '.join(r.never_enrolled) or '-'}"
@@ -828,6 +936,31 @@ def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
     demo.add_argument(
         "--realtime", action="store_true", help="pace the stream at its real rate (like a mic)"
     )
+    demo.add_argument(
+        "--no-calibrate",
+        action="store_true",
+        help="stream once at the bundle's threshold, without the calibration step",
+    )
+    demo.add_argument(
+        "--max-false-per-hour",
+        type=float,
+        default=1.0 / 24.0,
+        metavar="X",
+        help="the calibration's target (default 1/24: one false match a day)",
+    )
+    demo.add_argument(
+        "--margin",
+        type=float,
+        default=0.0,
+        metavar="X",
+        help="open-set margin (matching.margin; default 0: off)",
+    )
+    demo.add_argument(
+        "--score-norm",
+        choices=["off", "cohort"],
+        default="off",
+        help="score windows with the bundle's cohort (matching.score_norm; default off)",
+    )
     demo.set_defaults(func=cmd_demo)
     return demo  # type: ignore[no-any-return]
 
@@ -851,5 +984,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         workdir=args.workdir,
         target_fmr=fmr,
         realtime=args.realtime,
+        calibrate=not args.no_calibrate,
+        max_false_per_hour=args.max_false_per_hour,
+        margin=args.margin,
+        score_norm=args.score_norm,
     )
     return 0

@@ -14,7 +14,10 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgesiam.core.gate import DEFAULT_SENSOR_THRESHOLD, DEFAULT_THRESHOLD_DB
+from edgesiam.core.matching import Gallery
 from edgesiam.errors import ConfigError, DataError, EdgesiamError
 from edgesiam.runtime.gallery_store import MAX_RECORDINGS, Enrolment, GalleryInfo, GalleryStore
 
@@ -30,7 +33,8 @@ ENROLL_DESCRIPTION = textwrap.dedent(
     notes.txt are skipped with one line), or enroll every DIR/<label>/ of a dataset folder at
     once with --from-dataset DIR. Audio (.wav .flac .ogg .opus .mp3 .m4a .aac) is resampled to
     the bundle's rate (.m4a/.aac need ffmpeg); sensor files (.csv .npy) must have the bundle's
-    channels.
+    channels. CSV headers are matched by name; the dataset.toml beside a file (or one folder
+    above its label folder) gives its rate, column names and units.
 
     Enrolling a label again REPLACES its recordings (the default); --append adds the new ones
     to them instead (at most {MAX_RECORDINGS} in all).
@@ -215,8 +219,65 @@ def cmd_enroll(args: argparse.Namespace) -> int:
             if args.from_dataset is None:
                 raise
             failed.append((label, str(exc)))
+    done = _final_closest(store, done)
     _print_enrolments(args, store, embedder.manifest.name, done, failed)
+    _warn_confusions(store, embedder.manifest, [r.label for r in done])
     return 1 if failed else 0
+
+
+def _final_closest(store: GalleryStore, done: list[Enrolment]) -> list[Enrolment]:
+    """Each enrolled label's closest other label in the gallery as it is now (with
+    --from-dataset, labels enrolled after it count too)."""
+    closest = label_closest(store.load())
+    for result in done:
+        result.closest = closest.get(result.label)
+    return done
+
+
+def label_closest(gallery: Gallery) -> dict[str, tuple[str, float]]:
+    """Per label, the other label whose templates come closest to its own, and that cosine."""
+    labels = gallery.labels
+    if len(labels) < 2:
+        return {}
+    scores = gallery.scores(gallery.embeddings)  # (templates, labels)
+    owner = np.array([labels.index(x) for x in gallery.template_labels])
+    out: dict[str, tuple[str, float]] = {}
+    for i, label in enumerate(labels):
+        per_label = scores[owner == i].max(axis=0)
+        per_label[i] = -np.inf
+        j = int(np.argmax(per_label))
+        out[label] = (labels[j], float(per_label[j]))
+    return out
+
+
+def current_thresholds(store: GalleryStore, manifest: Any) -> tuple[dict[str, float], float, str]:
+    """The thresholds ``run`` would use without a config: the gallery's calibration per label,
+    else the bundle's window threshold at the default target FMR."""
+    from edgesiam.core.matching import DEFAULT_TARGET_FMR, threshold_for
+    from edgesiam.runtime.calibration_store import CalibrationStore
+
+    default = threshold_for(manifest.thresholds.window.at_fmr, DEFAULT_TARGET_FMR)
+    calibration = CalibrationStore(store.path, store.bundle_sha256 or "").load("cosine")
+    if calibration is None:
+        return {}, default, "the bundle's threshold at FMR 0.001"
+    return calibration.thresholds(), default, "the calibrated threshold"
+
+
+def _warn_confusions(store: GalleryStore, manifest: Any, enrolled: list[str]) -> None:
+    """A warning, with what to do, for each enrolled label another label would be taken for."""
+    per_label, default, what = current_thresholds(store, manifest)
+    for label, (other, score) in label_closest(store.load()).items():
+        threshold = per_label.get(other, default)
+        if label not in enrolled or score < threshold:
+            continue
+        print(
+            f"warning: '{label}' and '{other}' would be confused: their closest recordings score "
+            f"{score:.3f}, at or above {what} for '{other}' ({threshold:.3f}). Record both again "
+            "in the same conditions with longer, clearer clips (and check no clip is of the "
+            "other), or make them stricter: edgesiam calibrate, or matching.margin in the "
+            "runtime config",
+            file=sys.stderr,
+        )
 
 
 def _recordings_of(names: list[str], modality: str) -> list[Path]:

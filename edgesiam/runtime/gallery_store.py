@@ -567,6 +567,46 @@ class GalleryStore:
             )
         return removed
 
+    def forget_template(self, label: str, template_id: str) -> int:
+        """Remove one template of ``label`` by its id (:func:`~edgesiam.core.codec.embedding_id`);
+        returns how many the label keeps. Its last template cannot go (forget the label)."""
+        from edgesiam.core.codec import embedding_id
+
+        with self._locked():
+            state = self._read()
+            self._check_binding(state, self.bundle_sha256)
+            table: dict[str, Any] = state.header["labels"]
+            rows = [i for i, lab in enumerate(state.labels) if lab == label]
+            if not rows:
+                raise DataError(f"no label '{label}' in this gallery", self.path)
+            ids = [embedding_id(state.embeddings[i]) for i in rows]
+            if template_id not in ids:
+                raise DataError(
+                    f"'{label}' has no template {template_id}; its templates: {', '.join(ids)}",
+                    self.path,
+                )
+            if len(rows) == 1:
+                raise DataError(
+                    f"{template_id} is the last template of '{label}': forget the label instead",
+                    self.path,
+                )
+            drop = rows[ids.index(template_id)]
+            entry = table[label]
+            sources = list(entry.get("sources", []))
+            if len(sources) == len(rows):
+                del sources[ids.index(template_id)]
+            mine = state.embeddings[[i for i in rows if i != drop]]
+            entry.update(
+                recordings=len(rows) - 1,
+                consistency=round(consistency(mine), 6),
+                sources=sources,
+                updated=_now(),
+            )
+            state.header["updated"] = _now()
+            keep = [i for i in range(len(state.labels)) if i != drop]
+            self._write(state.header, state.embeddings[keep], [state.labels[i] for i in keep])
+        return len(rows) - 1
+
     def _write(
         self, header: dict[str, Any], embeddings: Float32Array, labels: builtins.list[str]
     ) -> None:
@@ -636,7 +676,7 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None], mode: int = 0o6
 
 
 def _read_recording(embedder: Any, path: Path) -> np.ndarray:
-    from edgesiam.data.readers import RECORDING_EXTENSIONS, modality_of, read_audio, read_sensor
+    from edgesiam.data.readers import RECORDING_EXTENSIONS, modality_of, read_audio
 
     kind = modality_of(path)
     if kind is None:
@@ -649,7 +689,15 @@ def _read_recording(embedder: Any, path: Path) -> np.ndarray:
         raise DataError("does not exist (or is not a file)", path)
     if kind == "audio":
         return read_audio(path, int(embedder.sample_rate))
-    return read_sensor(path, channels=int(embedder.channels))
+    return _read_sensor_recording(embedder, path)
+
+
+def _read_sensor_recording(embedder: Any, path: Path) -> np.ndarray:
+    """A sensor file in the bundle's channel order, units and rate, as the dataset.toml of its
+    dataset folder describes it (notices are logged, naming the file)."""
+    from edgesiam.data.readers import SensorSpec, read_recording_for
+
+    return read_recording_for(path, SensorSpec.of(embedder))
 
 
 def _template_gate(gate: EnergyGate) -> EnergyGate:

@@ -18,6 +18,12 @@ The session is persistent (fixed client id; MQTT 5 ``clean_start=False`` with a 
 MQTT 3.1.1 ``clean_session=False``), so commands sent while the device was away are delivered when
 it is back. ``MemoryPublisher`` records instead of sending (tests, ``--no-mqtt``).
 
+``protocol: auto`` (the default) tries MQTT 5 and falls back to 3.1.1 when the broker refuses the
+version, closes the connection, or does not answer within a few seconds (``edgesiam broker``,
+amqtt, speaks 3.1.1 only and never answers an MQTT 5 CONNECT). A broker that cannot be reached is
+retried with a doubling delay; each failure is logged with its reason (``connection refused by
+localhost:1999``, a DNS or TLS error) and kept in :attr:`MqttPublisher.last_error`.
+
 The password is held as a ``SecretStr``, handed to paho and never logged.
 """
 
@@ -29,12 +35,13 @@ import logging
 import os
 import queue
 import re
+import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final, Literal, Protocol, runtime_checkable
 from urllib.parse import unquote, urlsplit
 
@@ -42,12 +49,14 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 
 from edgesiam import __version__
 from edgesiam.errors import ConfigError, MissingExtraError
+from edgesiam.paths import UserPath
 from edgesiam.runtime.outbox import Event, Outbox
 
 __all__ = [
     "SCHEMA_EVENT",
     "SCHEMA_METRICS",
     "SCHEMA_NEAR_MISS",
+    "SCHEMA_REVISION",
     "BrokerAddress",
     "CommandCallback",
     "MemoryPublisher",
@@ -55,6 +64,7 @@ __all__ = [
     "MqttSettings",
     "Publisher",
     "Topics",
+    "connect_failure_reason",
     "event_builder",
     "metrics_payload",
     "near_miss_payload",
@@ -66,6 +76,9 @@ log = logging.getLogger(__name__)
 SCHEMA_EVENT: Final = "edgesiam.event.v1"
 SCHEMA_NEAR_MISS: Final = "edgesiam.near_miss.v1"
 SCHEMA_METRICS: Final = "edgesiam.metrics.v1"
+SCHEMA_REVISION: Final = 2
+"""Fields added within v1 (consumers ignore what they do not know): revision 2 adds the window's
+``embedding`` / ``embedding_scale`` / ``embedding_id`` to events and near misses."""
 
 STATUS_ONLINE: Final = "online"
 STATUS_OFFLINE: Final = "offline"
@@ -130,8 +143,10 @@ class BrokerOptions(BaseModel):
 
     url: str = Field("mqtt://localhost:1883", description="mqtt[s]://[user@]host[:port]")
     prefix: str = Field("edgesiam", description="first topic level(s)")
-    protocol: Literal["5", "3.1.1"] = Field(
-        "5", description="MQTT version (the embedded amqtt broker speaks 3.1.1 only)"
+    protocol: Literal["auto", "5", "3.1.1"] = Field(
+        "auto",
+        description="MQTT version; auto: 5, falling back to 3.1.1 when the broker does not "
+        "speak 5 (the embedded amqtt broker speaks 3.1.1 only)",
     )
     client_id: str | None = Field(
         None, description="fixed, for the persistent session (default: edgesiam-<device_id>)"
@@ -139,13 +154,13 @@ class BrokerOptions(BaseModel):
     username: str | None = Field(None, description="default: the user@ of the URL")
     password: SecretStr | None = Field(None, description="the password itself (already resolved)")
     password_env: str | None = Field(None, description="environment variable holding it")
-    password_file: Path | None = Field(None, description="file holding it (one line)")
+    password_file: UserPath | None = Field(None, description="file holding it (one line)")
     allow_plaintext_password: bool = Field(
         False, description="send a password over mqtt:// without TLS (trusted networks only)"
     )
-    tls_ca: Path | None = Field(None, description="CA bundle (default: the system's)")
-    tls_cert: Path | None = Field(None, description="client certificate (PEM)")
-    tls_key: Path | None = Field(None, description="client key (PEM)")
+    tls_ca: UserPath | None = Field(None, description="CA bundle (default: the system's)")
+    tls_cert: UserPath | None = Field(None, description="client certificate (PEM)")
+    tls_key: UserPath | None = Field(None, description="client key (PEM)")
     tls_insecure: bool = Field(False, description="skip the host-name check (test brokers only)")
     keepalive: int = Field(30, ge=5, le=3600, description="seconds; the will fires after 1.5×")
     reconnect_min_s: int = Field(1, ge=1, description="first reconnect delay")
@@ -327,6 +342,7 @@ def event_builder(
     def build(seq: int, event_id: str) -> dict[str, Any]:
         return {
             "schema": SCHEMA_EVENT,
+            "schema_revision": SCHEMA_REVISION,
             "id": event_id,
             "seq": seq,
             "device": device,
@@ -345,7 +361,13 @@ def event_builder(
 
 def near_miss_payload(device: str, data: dict[str, Any]) -> dict[str, Any]:
     """A near miss (schema v1): the runtime's dict with ``schema``, ``device`` and ``ts`` added."""
-    return {"schema": SCHEMA_NEAR_MISS, "device": device, "ts": round(time.time(), 3), **data}
+    return {
+        "schema": SCHEMA_NEAR_MISS,
+        "schema_revision": SCHEMA_REVISION,
+        "device": device,
+        "ts": round(time.time(), 3),
+        **data,
+    }
 
 
 def metrics_payload(device: str, data: dict[str, Any], outbox: Outbox | None) -> dict[str, Any]:
@@ -519,6 +541,37 @@ def apply_credentials(client: Any, settings: MqttSettings) -> None:
             client.tls_insecure_set(True)
 
 
+CONNACK_WAIT_S: Final = 3.0
+"""With ``protocol: auto``, how long an MQTT 5 CONNECT may go unanswered before 3.1.1 is tried."""
+
+
+def connect_failure_reason(
+    exc: BaseException | None, host: str, port: int, tls: bool = False
+) -> str:
+    """Why a connection to ``host:port`` failed, in words that say what to look at."""
+    where = f"{host}:{port}"
+    if tls and isinstance(exc, ConnectionResetError):
+        return f"TLS handshake with {where} failed: the connection was reset (not a TLS port?)"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"connection refused by {where} (is the broker running, on this port?)"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host name {host!r} ({exc.strerror or exc})"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS: the certificate of {where} was not accepted ({exc.verify_message or exc})"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake with {where} failed ({exc.reason or exc})"
+    if isinstance(exc, TimeoutError):
+        return f"no answer from {where} (timed out)"
+    if isinstance(exc, OSError):
+        return f"cannot reach {where} ({exc.strerror or exc})"
+    return f"cannot connect to {where}" + (f" ({exc})" if exc is not None else "")
+
+
+def retry_delay(settings: BrokerOptions, failures: int) -> int:
+    """paho's reconnect delay after ``failures`` failed attempts in a row (doubling, capped)."""
+    return int(min(settings.reconnect_min_s * 2 ** max(0, failures - 1), settings.reconnect_max_s))
+
+
 class MqttPublisher:
     """The device's MQTT connection (see the module docstring for what it does and why)."""
 
@@ -552,6 +605,13 @@ class MqttPublisher:
         self._threads: list[threading.Thread] = []
         self._inflight: dict[int, int] = {}
         self._last_refusal: str | None = None
+        self.protocol: Literal["5", "3.1.1"] = "3.1.1" if settings.protocol == "3.1.1" else "5"
+        """The MQTT version in use (``auto`` settles on one)."""
+        self.last_error: str | None = None
+        """Why the last connection attempt failed; None once connected."""
+        self._failures = 0
+        self._socket_opened: float | None = None
+        self._fallback: str | None = None
         self.connects = 0
         self.rejected = 0
         """Events the broker refused (MQTT 5 PUBACK with an error reason); removed, not retried."""
@@ -561,7 +621,7 @@ class MqttPublisher:
     def _make_client(self) -> Any:
         mqtt = _paho()
         s = self.settings
-        v5 = s.protocol == "5"
+        v5 = self.protocol == "5"
         kwargs: dict[str, Any] = {
             "callback_api_version": mqtt.CallbackAPIVersion.VERSION2,
             "client_id": s.effective_client_id,
@@ -576,6 +636,8 @@ class MqttPublisher:
         client.will_set(self.topics.status, STATUS_OFFLINE, qos=1, retain=True)
         apply_credentials(client, s)
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_socket_open = self._on_socket_open
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
@@ -589,7 +651,6 @@ class MqttPublisher:
         for flag in (self._connected, self._stopping, self._exit):
             flag.clear()
         self._inflight.clear()
-        self._client = self._make_client()
         address = s.address
         log.info(
             "MQTT: connecting to %s:%d as %s (client id %s, MQTT %s, TLS %s)",
@@ -597,23 +658,54 @@ class MqttPublisher:
             address.port,
             s.effective_username or "anonymous",
             s.effective_client_id,
-            s.protocol,
+            "5, else 3.1.1" if s.protocol == "auto" else s.protocol,
             "on" if address.tls else "off",
         )
+        self._connect()
+        for name, target in (("sender", self._send_loop), ("commands", self._command_loop)):
+            thread = threading.Thread(target=target, name=f"mqtt-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _connect(self) -> None:
+        """A new paho client for :attr:`protocol`, connecting in the background."""
+        s = self.settings
+        self._socket_opened = None
+        self._client = self._make_client()
         connect: dict[str, Any] = {"keepalive": s.keepalive}
-        if s.protocol == "5":
+        if self.protocol == "5":
             from paho.mqtt.packettypes import PacketTypes
             from paho.mqtt.properties import Properties
 
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = s.session_expiry_s
             connect.update(clean_start=False, properties=props)
-        self._client.connect_async(address.host, address.port, **connect)
+        self._client.connect_async(s.address.host, s.address.port, **connect)
         self._client.loop_start()
-        for name, target in (("sender", self._send_loop), ("commands", self._command_loop)):
-            thread = threading.Thread(target=target, name=f"mqtt-{name}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+
+    def _settle_protocol(self) -> None:
+        """``auto``: when the broker does not speak MQTT 5, reconnect with 3.1.1 (sender thread)."""
+        if self.settings.protocol != "auto" or self.protocol != "5" or self._connected.is_set():
+            return
+        opened = self._socket_opened
+        why = self._fallback
+        if why is None and opened is not None and time.monotonic() - opened > CONNACK_WAIT_S:
+            why = f"no answer to MQTT 5 within {CONNACK_WAIT_S:g} s"
+        if why is None or self._stopping.is_set():
+            return
+        address = self.settings.address
+        log.warning(
+            "MQTT: %s:%d does not speak MQTT 5 (%s); connecting with MQTT 3.1.1 "
+            "(set mqtt.protocol or --protocol to 3.1.1 to skip the attempt)",
+            address.host,
+            address.port,
+            why,
+        )
+        old = self._client
+        self.protocol, self._fallback, self._socket_opened = "3.1.1", None, None
+        old.disconnect()
+        old.loop_stop()
+        self._connect()
 
     def stop(self, drain_timeout_s: float = 2.0, timeout_s: float = 5.0) -> None:
         """Flush what can be flushed, publish ``offline`` (retained) and disconnect.
@@ -682,16 +774,43 @@ class MqttPublisher:
 
     # -- paho callbacks (network thread: never block here) ----------------------------------------
 
+    def _on_socket_open(self, client: Any, userdata: Any, sock: Any) -> None:
+        self._socket_opened = time.monotonic()
+
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        """paho could not open the connection; it is handling the ``OSError`` that says why."""
+        address = self.settings.address
+        self._failures += 1
+        self.last_error = connect_failure_reason(
+            sys.exc_info()[1], address.host, address.port, address.tls
+        )
+        log.warning(
+            "MQTT: %s; retrying in %d s (attempt %d; the delay doubles up to %d s)",
+            self.last_error,
+            retry_delay(self.settings, self._failures),
+            self._failures,
+            self.settings.reconnect_max_s,
+        )
+
     def _on_connect(
         self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any
     ) -> None:
+        self._socket_opened = None
         if reason_code.is_failure:
             reason = str(reason_code)
+            auto_v5 = self.settings.protocol == "auto" and self.protocol == "5"
+            if auto_v5 and "protocol version" in reason.lower():
+                self._fallback = f"the broker answered {reason!r}"
+                self._wake.set()
+                return
+            self.last_error = f"the broker refused the connection: {reason}"
             if reason != self._last_refusal:  # once per distinct reason, not every retry
-                log.error("MQTT: the broker refused the connection: %s", reason)
+                log.error("MQTT: %s", self.last_error)
                 self._last_refusal = reason
             return
         self._last_refusal = None
+        self.last_error = None
+        self._failures = 0
         self.connects += 1
         receive_maximum = getattr(properties, "ReceiveMaximum", None)
         if receive_maximum and receive_maximum < client.max_inflight_messages:
@@ -712,8 +831,16 @@ class MqttPublisher:
     ) -> None:
         was = self._connected.is_set()
         self._connected.clear()
-        if was and not self._stopping.is_set():
-            log.warning("MQTT: disconnected (%s); reconnecting", reason_code)
+        unanswered = self._socket_opened is not None  # closed before any CONNACK
+        self._socket_opened = None
+        if self._stopping.is_set():
+            return
+        if unanswered and self.settings.protocol == "auto" and self.protocol == "5":
+            self._fallback = f"the connection closed without an answer ({reason_code})"
+            self._wake.set()
+        elif was or unanswered:
+            self.last_error = f"disconnected ({reason_code})"
+            log.warning("MQTT: %s; reconnecting", self.last_error)
 
     def _on_publish(
         self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any
@@ -760,6 +887,7 @@ class MqttPublisher:
                 self._apply_acks()
                 if self._exit.is_set():
                     return
+                self._settle_protocol()
                 if self._stopping.is_set() or not self._connected.is_set():
                     continue
                 room = self._window - len(self._inflight)
@@ -806,7 +934,7 @@ class MqttPublisher:
     def _publish_result(self, verb: str, result: dict[str, Any], request_properties: Any) -> None:
         properties = None
         correlation = getattr(request_properties, "CorrelationData", None)
-        if self.settings.protocol == "5" and correlation is not None:
+        if self.protocol == "5" and correlation is not None:
             from paho.mqtt.packettypes import PacketTypes
             from paho.mqtt.properties import Properties
 

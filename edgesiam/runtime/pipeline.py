@@ -31,18 +31,21 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Final, TextIO
 
 import numpy as np
 
-from edgesiam.core.decision import Decider, Decision, DecisionRule
+from edgesiam.core.codec import decode_embedding, embedding_id, encode_embedding
+from edgesiam.core.decision import MAX_M, Decider, Decision, DecisionRule
 from edgesiam.core.frontend import WindowFeatures
 from edgesiam.core.gate import EnergyGate
-from edgesiam.core.matching import Gallery, Thresholds, threshold_for
+from edgesiam.core.matching import Gallery, threshold_for
+from edgesiam.core.normalise import NormalisedScorer
 from edgesiam.core.windowing import StreamWindower
 from edgesiam.errors import DataError, EdgesiamError, OutboxError
+from edgesiam.runtime.calibration_store import Calibration, CalibrationStore, DeviceCohort
 from edgesiam.runtime.config import (
     FileSourceConfig,
     MatchingConfig,
@@ -54,6 +57,13 @@ from edgesiam.runtime.metrics import RuntimeMetrics, peak_rss_mb, rss_mb
 from edgesiam.runtime.mqtt import CommandCallback, MqttPublisher, Publisher
 from edgesiam.runtime.outbox import Event, Outbox
 from edgesiam.runtime.sources import Source, StreamFormat, open_source
+from edgesiam.runtime.threshold_store import (
+    SetThresholds,
+    ThresholdSources,
+    ThresholdStore,
+    resolve_thresholds,
+    thresholds_path,
+)
 
 if TYPE_CHECKING:
     from edgesiam.runtime.commands import Clip
@@ -92,12 +102,13 @@ class ChunkQueue:
     """Chunks ``(start_sample, samples)`` from the source thread to the loop, bounded in samples.
 
     ``block=True`` (a file read as fast as possible): ``put`` waits for room. ``block=False`` (a
-    live source): a chunk that does not fit is dropped and counted. A chunk larger than the whole
-    bound is taken when the queue is empty, so nothing is starved. After :meth:`close` (the run
-    is stopping) chunks are refused without being counted as drops.
+    live source): a chunk that does not fit is dropped and counted. ``block`` may be a callable,
+    asked while the queue is full (a source that learns whether it is live: standard input). A
+    chunk larger than the whole bound is taken when the queue is empty, so nothing is starved.
+    After :meth:`close` (the run is stopping) chunks are refused without being counted as drops.
     """
 
-    def __init__(self, max_samples: int, block: bool) -> None:
+    def __init__(self, max_samples: int, block: bool | Callable[[], bool]) -> None:
         self.max_samples = max(1, int(max_samples))
         self.block = block
         self._items: deque[tuple[int, np.ndarray] | _End] = deque()
@@ -116,7 +127,7 @@ class ChunkQueue:
         """Queue a chunk; False when it was dropped (no room, or the queue is closed)."""
         n = int(chunk.shape[0])
         with self._cond:
-            while self.block and not self._closed and not self._fits(n):
+            while not self._closed and not self._fits(n) and self._blocks():
                 self._cond.wait(_POLL_S)
             if self._closed:
                 return False  # the run is stopping: not a drop
@@ -128,6 +139,9 @@ class ChunkQueue:
             self._held += n
             self._cond.notify_all()
             return True
+
+    def _blocks(self) -> bool:
+        return self.block() if callable(self.block) else self.block
 
     def _fits(self, n: int) -> bool:
         return self._held == 0 or self._held + n <= self.max_samples
@@ -192,17 +206,35 @@ class NullPublisher:
 
 
 class StdoutPublisher(NullPublisher):
-    """``--no-mqtt``: each event as one JSON line on standard output, and nothing kept in memory
-    (a device may run like this for days)."""
+    """``--no-mqtt``: each event as one JSON line on standard output, each near miss as one line
+    on standard error (score and gap, to tune thresholds offline), and nothing kept in memory (a
+    device may run like this for days)."""
 
-    def __init__(self, outbox: Outbox | None = None, out: TextIO | None = None) -> None:
+    def __init__(
+        self, outbox: Outbox | None = None, out: TextIO | None = None, err: TextIO | None = None
+    ) -> None:
         super().__init__(outbox)
         self.out = out
+        self.err = err
 
     def publish_event(self, event: Event) -> None:
         stream = self.out if self.out is not None else sys.stdout
         print(event.text, file=stream, flush=True)
         super().publish_event(event)
+
+    def publish_near_miss(self, data: dict[str, Any]) -> None:
+        stream = self.err if self.err is not None else sys.stderr
+        print(near_miss_line(data), file=stream, flush=True)
+
+
+def near_miss_line(data: dict[str, Any]) -> str:
+    """``near miss: bell 0.9712 < 0.9793 (short by 0.0081) at 12.35 s`` (4 decimals: a gap
+    under a thousandth must not read as 0.000)."""
+    score, threshold = float(data["score"]), float(data["threshold"])
+    return (
+        f"near miss: {data['label']} {score:.4f} < {threshold:.4f} "
+        f"(short by {threshold - score:.4f}) at {float(data['offset_s']):.2f} s"
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -257,15 +289,9 @@ class RunSummary:
         return asdict(self)
 
 
-def _thresholds(matching: MatchingConfig, at_fmr: dict[str, float]) -> Thresholds:
-    return Thresholds.from_manifest(
-        at_fmr, matching.target_fmr, matching.threshold, dict(matching.per_label)
-    )
-
-
 def _rule(matching: MatchingConfig) -> DecisionRule:
     d = matching.decision
-    return DecisionRule(d.n_of, d.m, d.refractory_s, matching.near_miss_margin)
+    return DecisionRule(d.n_of, d.m, d.refractory_s, matching.near_miss_margin, hold=d.hold)
 
 
 def _gate(matching: MatchingConfig, modality: str) -> EnergyGate:
@@ -311,9 +337,8 @@ class Runtime:
         manifest = self.embedder.manifest
         self.format = StreamFormat.of(self.embedder)
         self.model_sha256 = model_sha256(manifest)
-        self.window_at_fmr = dict(manifest.thresholds.window.at_fmr)
         m = config.matching
-        self.thresholds = _thresholds(m, self.window_at_fmr)
+        self.bundle_cohort, self.window_at_fmr = self._score_norm(m)
         self._warn_unsupported_threshold(m)
         self.decider = Decider(_rule(m))
         self.gate = _gate(m, self.format.modality)
@@ -330,6 +355,22 @@ class Runtime:
         )
         self.gallery = self._load_gallery()
         self._gallery_print = self.store.fingerprint()
+        self.threshold_store = ThresholdStore(
+            thresholds_path(config.gallery_path), self.model_sha256, manifest.name
+        )
+        self.matching = m
+        self.set_thresholds = self.threshold_store.load()
+        self.calibration_store = CalibrationStore(
+            config.gallery_path, self.model_sha256, manifest.name
+        )
+        self.device_cohort = self.calibration_store.load_cohort(int(self.embedder.embedding_dim))
+        self.calibration = self.calibration_store.load(self.score_kind)
+        self.scorer = self.make_scorer(self.gallery)
+        self._recent: deque[tuple[str | None, float, np.ndarray]] = deque(maxlen=MAX_M)
+        self.window_observer: Callable[[float, np.ndarray | None], None] | None = None
+        """called with each window's end offset and embedding (None: gated) — edgesiam calibrate"""
+        self.threshold_sources = self._resolve(m, self.set_thresholds)
+        self.thresholds = self.threshold_sources.thresholds
         self.metrics = RuntimeMetrics(config.metrics.latency_window)
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.outbox = Outbox(
@@ -357,12 +398,13 @@ class Runtime:
         self.publisher.set_labels(self.gallery.labels)
         self.queue = ChunkQueue(
             max(1, round(config.processing.queue_s * self.source.sample_rate)),
-            block=not self.source.live,
+            block=getattr(self.source, "wait_for_room", not self.source.live),
         )
         self._pump_thread: threading.Thread | None = None
         self._stopped_at: float | None = None
         self._pending_after = 0
         self._expected_start = 0
+        self._drops_logged = 0
         self._base = 0
         self._stream_end = 0
         self.outbox_errors = 0
@@ -383,6 +425,72 @@ class Runtime:
         return load_model(
             self.config.bundle, i.delegate, backend=i.backend, num_threads=i.num_threads
         )
+
+    def _score_norm(self, matching: MatchingConfig) -> tuple[np.ndarray | None, dict[str, float]]:
+        """The bundle's cohort (None: raw cosines) and the window thresholds that go with it."""
+        from edgesiam.bundle import load_cohort
+
+        manifest = self.embedder.manifest
+        if matching.score_norm == "off":
+            return None, dict(manifest.thresholds.window.at_fmr)
+        cohort = load_cohort(self.config.bundle, manifest)
+        info = manifest.cohort
+        if cohort is None or info is None or info.window_thresholds is None:
+            raise DataError(
+                "matching.score_norm is 'cohort' but the bundle ships no cohort with window "
+                "thresholds for the normalised score (python -m edgesiam.export.recalibrate adds "
+                "them); set matching.score_norm: off",
+                self.config.bundle,
+            )
+        return cohort, dict(info.window_thresholds.at_fmr)
+
+    @property
+    def score_kind(self) -> str:
+        """What a window's score is: ``cosine`` or ``adaptive-s-norm``."""
+        return "cosine" if self.bundle_cohort is None else "adaptive-s-norm"
+
+    def cohort_for_norm(self, device: DeviceCohort | None) -> np.ndarray | None:
+        """The impostors scores are normalised with: the bundle's cohort and the device's."""
+        if self.bundle_cohort is None:
+            return None
+        if device is None:
+            return self.bundle_cohort
+        return np.concatenate([self.bundle_cohort, device.impostors()])
+
+    def make_scorer(
+        self, gallery: Gallery, device: DeviceCohort | bool | None = True
+    ) -> Gallery | NormalisedScorer:
+        """What scores windows against ``gallery``: the gallery itself (cosines) or AS-norm."""
+        cohort = self.cohort_for_norm(self.device_cohort if device is True else device or None)
+        info = self.embedder.manifest.cohort
+        if cohort is None or info is None or not len(gallery):
+            return gallery
+        return NormalisedScorer(gallery.embeddings, gallery.template_labels, cohort, info.top_k)
+
+    def _resolve(self, matching: MatchingConfig, saved: SetThresholds) -> ThresholdSources:
+        c = self.calibration
+        calibrated = c.thresholds() if c is not None else None
+        by = (
+            ""
+            if c is None
+            else (f"edgesiam calibrate: {c.max_false_per_hour:.3g} false/hour ({c.path})")
+        )
+        sources = resolve_thresholds(matching, self.window_at_fmr, saved, calibrated, by)
+        if self.score_kind == "cosine" or not sources.default_source.startswith("bundle"):
+            return sources
+        note = sources.default_source + ", for the normalised score (matching.score_norm)"
+        return replace(sources, default_source=note)
+
+    def _warn_uncalibrated(self) -> None:
+        c = self.calibration
+        missing = [x for x in self.gallery.labels if c is not None and x not in c.labels]
+        if missing:
+            log.warning(
+                "%s enrolled after the calibration (%s): not calibrated; run edgesiam calibrate "
+                "again",
+                ", ".join(missing),
+                c.path if c is not None else "",
+            )
 
     def _warn_unsupported_threshold(self, matching: MatchingConfig) -> None:
         if matching.threshold is not None:
@@ -475,6 +583,11 @@ class Runtime:
             len(self.gallery.labels),
             self.config.device_id,
         )
+        log.info(
+            "thresholds (a window matches when its score >= its label's threshold):\n%s",
+            "\n".join(self.threshold_sources.report(self.gallery.labels)),
+        )
+        self._warn_uncalibrated()
         _sd_notify("READY=1")
         error: BaseException | None = None
         reason = "end"
@@ -487,6 +600,8 @@ class Runtime:
             self._finish()
         if error is not None:
             raise error
+        if (unsaid := self.queue.dropped_samples - self._drops_logged) > 0:
+            self._log_drop(unsaid, "at the end of the stream")
         summary = RunSummary(
             reason=reason,
             stream_s=round(self._stream_end / self.source.sample_rate, 3),
@@ -553,14 +668,34 @@ class Runtime:
                 return
         self.queue.end()
 
+    def _log_drop(self, dropped: int, when: str) -> None:
+        """Say why samples were lost: a live source outran the device, or a recording was
+        declared live."""
+        self._drops_logged += dropped
+        where = self.source.description
+        if getattr(self.source, "unpaced", False):
+            log.warning(
+                "%s delivers faster than real time (a recording, not a live stream) but is set "
+                "live: %d samples dropped %s; set the source's live: false "
+                "(--source %s:?live=false) so that the pipeline waits for it",
+                where,
+                dropped,
+                when,
+                where.split(":", 1)[0],
+            )
+        else:
+            log.warning(
+                "processing fell behind the live source %s: %d samples dropped %s "
+                "(this device processes more slowly than the stream arrives)",
+                where,
+                dropped,
+                when,
+            )
+
     def _process(self, start: int, chunk: np.ndarray) -> None:
         """One chunk: window it, and gate, embed, match and decide each window."""
         if start != self._expected_start:  # chunks were dropped: restart the windows here
-            log.warning(
-                "processing fell behind: %d samples dropped before sample %d",
-                start - self._expected_start,
-                start,
-            )
+            self._log_drop(start - self._expected_start, f"before sample {start}")
             self.windower.reset()
             self.features.reset()
             self._base = start
@@ -574,7 +709,7 @@ class Runtime:
         for w, s in zip(windows, starts, strict=True):
             offset_s = (self._base + int(s) + window) / rate
             for decision in self._window(w, int(s), offset_s):
-                self._emit(decision)
+                self._emit(decision, self._embedding_of(decision))
         self.metrics.samples += n  # last: once counted, a chunk's windows are all decided
 
     def _window(self, window: np.ndarray, start: int, offset_s: float) -> list[Decision]:
@@ -585,22 +720,54 @@ class Runtime:
             self.metrics.windows += 1
             if not self.gate.is_active(window):
                 self.metrics.gated += 1
+                if self.window_observer is not None:
+                    self.window_observer(offset_s, None)
                 return self.decider.push(offset_s, None, math.nan, self.thresholds.default)
             features = self.features.features(window, start)
             t0 = time.perf_counter()
             embedding = self.embedder.embed_features(features)
             self.metrics.inference.add((time.perf_counter() - t0) * 1e3)
-            index, score = self.gallery.best(embedding)
-            i = int(index[0])
-            label = self.gallery.labels[i] if i >= 0 else None
+            label, score = self._match(embedding)
             threshold = (
                 self.thresholds.for_label(label) if label is not None else self.thresholds.default
             )
-            decisions = self.decider.push(offset_s, label, float(score[0]), threshold)
+            decisions = self.decider.push(offset_s, label, score, threshold)
+            if self.window_observer is not None:
+                self.window_observer(offset_s, embedding)
+            self._recent.append((label, score, embedding))
         self.metrics.window_total.add((time.perf_counter() - began) * 1e3)
         return decisions
 
-    def _emit(self, decision: Decision) -> None:
+    def _match(self, embedding: np.ndarray) -> tuple[str | None, float]:
+        """The best label and its score; no label when the open-set margin is not met."""
+        scores = self.scorer.scores(embedding)[0]
+        if scores.shape[0] == 0:
+            return None, -math.inf
+        best = int(np.argmax(scores))
+        score = float(scores[best])
+        margin = self.matching.margin
+        if margin > 0.0 and scores.shape[0] > 1:
+            second = float(np.partition(scores, -2)[-2])
+            if score - second < margin:
+                return None, score
+        return self.scorer.labels[best], score
+
+    def _embedding_of(self, decision: Decision) -> np.ndarray | None:
+        """The embedding of the window that scored the decision's score (the event's best)."""
+        for label, score, embedding in reversed(self._recent):
+            if label == decision.label and score == decision.score:
+                found: np.ndarray = embedding
+                return found
+        return None
+
+    def _review_fields(self, embedding: np.ndarray | None) -> dict[str, Any]:
+        """``embedding`` (int8, base64) and ``embedding_scale`` when embeddings are sent."""
+        if not self.config.send_embeddings or embedding is None:
+            return {}
+        return {**encode_embedding(embedding), "embedding_id": embedding_id(embedding)}
+
+    def _emit(self, decision: Decision, embedding: np.ndarray | None = None) -> None:
+        review = self._review_fields(embedding)
         if decision.kind == "near_miss":
             self.metrics.near_misses += 1
             self.publisher.publish_near_miss(
@@ -610,6 +777,7 @@ class Runtime:
                     "threshold": round(decision.threshold, 5),
                     "offset_s": round(decision.offset_s, 3),
                     "model": self.embedder.manifest.name,
+                    **review,
                 }
             )
             return
@@ -624,6 +792,7 @@ class Runtime:
             offset_s=decision.offset_s,
             model_sha256=self.model_sha256,
             source=self.source.description,
+            **review,
         )
         try:
             event = self.outbox.add(build)
@@ -705,8 +874,10 @@ class Runtime:
     # --- the gallery and thresholds (also reached from commands) --------------------------------
 
     def replace_gallery(self, gallery: Gallery) -> None:
+        scorer = self.make_scorer(gallery)
         with self._lock:
             self.gallery = gallery
+            self.scorer = scorer
             self._gallery_print = self.store.fingerprint()
         self.publisher.set_labels(gallery.labels)
 
@@ -724,14 +895,42 @@ class Runtime:
         self.replace_gallery(gallery)
 
     def apply_matching(self, matching: MatchingConfig) -> None:
-        """New thresholds, decision rule and gate (``reload``); the decider starts afresh."""
-        thresholds = _thresholds(matching, self.window_at_fmr)
+        """New thresholds, decision rule and gate (``reload``); the decider starts afresh.
+        Thresholds set over MQTT (saved beside the gallery) still take precedence."""
+        sources = self._resolve(matching, self.set_thresholds)
         rule = _rule(matching)
         gate = _gate(matching, self.format.modality)
         with self._lock:
-            self.thresholds = thresholds
+            self.matching = matching
+            self.threshold_sources = sources
+            self.thresholds = sources.thresholds
             self.decider = Decider(rule)
             self.gate = gate
+
+    def apply_calibration(
+        self, calibration: Calibration | None, cohort: DeviceCohort | None
+    ) -> ThresholdSources:
+        """A new calibration and device cohort (saved by the caller): scores and thresholds."""
+        self.device_cohort = cohort
+        scorer = self.make_scorer(self.gallery)
+        with self._lock:
+            self.calibration = calibration
+            self.scorer = scorer
+            sources = self._resolve(self.matching, self.set_thresholds)
+            self.threshold_sources = sources
+            self.thresholds = sources.thresholds
+        return sources
+
+    def apply_set_thresholds(self, saved: SetThresholds, save: bool = True) -> ThresholdSources:
+        """Thresholds set over MQTT: saved (atomically, beside the gallery) first, then used."""
+        if save:
+            saved = self.threshold_store.save(saved)
+        sources = self._resolve(self.matching, saved)
+        with self._lock:
+            self.set_thresholds = saved
+            self.threshold_sources = sources
+            self.thresholds = sources.thresholds
+        return sources
 
 
 # ------------------------------------------------------------------------------------------------
@@ -742,7 +941,8 @@ class RuntimeCommands:
     """The :class:`~edgesiam.runtime.commands.CommandTarget` of a running :class:`Runtime`.
 
     Enrolments go to the gallery file first (atomic, bound to the bundle), then the running
-    gallery is swapped. Threshold changes last until the next restart or ``reload``.
+    gallery is swapped. Threshold changes are saved beside the gallery (bound to the bundle,
+    atomic) before they are used, so they stay in force across restarts and ``reload``.
     """
 
     def __init__(self, runtime: Runtime) -> None:
@@ -821,7 +1021,9 @@ class RuntimeCommands:
         rt = self.runtime
         with rt._lock:
             counts = rt.gallery.counts()
-            thresholds = rt.thresholds
+            templates = {label: rt.gallery.templates(label) for label in counts}
+            sources = rt.threshold_sources
+        thresholds = sources.thresholds
         info = {i.label: i for i in rt.store.list()} if rt.store.exists() else {}
         return {
             "labels": [
@@ -834,10 +1036,13 @@ class RuntimeCommands:
                         else round(info[label].consistency, 4)
                     ),
                     "threshold": round(thresholds.for_label(label), 5),
+                    "threshold_source": sources.source_of(label),
+                    "templates": [embedding_id(t) for t in templates[label]],
                 }
                 for label, n in counts.items()
             ],
             "default_threshold": round(thresholds.default, 5),
+            "default_threshold_source": sources.default_source,
             "model": rt.embedder.manifest.name,
             "modality": rt.format.modality,
         }
@@ -845,30 +1050,123 @@ class RuntimeCommands:
     def set_threshold(
         self, label: str | None, value: float | None, target_fmr: float | None
     ) -> dict[str, Any]:
+        """Set (and save) the default or a label's threshold; a label with neither ``value``
+        nor ``target_fmr`` drops the value set over MQTT for it (back to the config's)."""
         rt = self.runtime
         if target_fmr is not None:
             value = threshold_for(rt.window_at_fmr, target_fmr)
-        with rt._lock:
-            old = rt.thresholds
-            per_label = dict(old.per_label)
-            if label is None:
-                assert value is not None  # the request schema guarantees one of them
-                new = Thresholds(value, per_label)
-            else:
-                if value is None:
-                    per_label.pop(label, None)
-                else:
-                    per_label[label] = value
-                new = Thresholds(old.default, per_label)
-            rt.thresholds = new
+        old = rt.set_thresholds
+        per_label = dict(old.per_label)
+        default = old.default
+        if label is None:
+            assert value is not None  # the request schema guarantees one of them
+            default = value
+        elif value is None:
+            per_label.pop(label, None)
+        else:
+            per_label[label] = value
+        sources = rt.apply_set_thresholds(SetThresholds(default, per_label))
+        new = sources.thresholds
         shown = new.default if label is None else new.for_label(label)
-        return {"label": label, "threshold": round(shown, 5), "default": round(new.default, 5)}
+        listed = self.list()
+        return {
+            "label": label,
+            "threshold": round(shown, 5),
+            "source": sources.default_source if label is None else sources.source_of(label),
+            "default": round(new.default, 5),
+            "saved": str(rt.threshold_store.path),
+            "labels": listed["labels"],
+            "default_threshold": listed["default_threshold"],
+        }
+
+    # --- the review loop ----------------------------------------------------------------------
+
+    def _decode(self, text: str, scale: float) -> np.ndarray:
+        return decode_embedding(text, scale, int(self.runtime.embedder.embedding_dim))
+
+    def _enrolled_label(self, label: str) -> None:
+        if label not in self.runtime.gallery.labels:
+            known = ", ".join(self._labels()) or "none"
+            raise DataError(f"no label '{label}' is enrolled (enrolled: {known})")
+
+    def reject(self, label: str, embedding: str, scale: float) -> dict[str, Any]:
+        """A false match of ``label``: its window joins the impostor cohort, the label's
+        threshold is recomputed above it (saved beside the gallery before it is used)."""
+        rt = self.runtime
+        self._enrolled_label(label)
+        e = self._decode(embedding, scale)
+        old = rt.device_cohort
+        dim = int(rt.embedder.embedding_dim)
+        empty = np.zeros((0, dim), dtype=np.float32)
+        cohort = DeviceCohort(
+            old.background if old is not None else empty,
+            np.concatenate([old.rejected if old is not None else empty, e[None, :]]),
+            [*(old.rejected_labels if old is not None else []), label],
+        )
+        return {"id": embedding_id(e), **self._reviewed(label, cohort)}
+
+    def unreject(self, entry_id: str) -> dict[str, Any]:
+        """Undo a ``reject``: the window leaves the cohort, its label's threshold is recomputed."""
+        rt = self.runtime
+        old = rt.device_cohort
+        ids = old.rejected_ids if old is not None else []
+        if old is None or entry_id not in ids:
+            raise DataError(f"no rejected window {entry_id} on this device")
+        i = ids.index(entry_id)
+        label = old.rejected_labels[i]
+        keep = [k for k in range(len(ids)) if k != i]
+        cohort = DeviceCohort(
+            old.background, old.rejected[keep], [old.rejected_labels[k] for k in keep]
+        )
+        return {"id": entry_id, **self._reviewed(label, cohort)}
+
+    def _reviewed(self, label: str, cohort: DeviceCohort) -> dict[str, Any]:
+        from edgesiam.runtime.calibrate import review_calibration
+
+        rt = self.runtime
+        before = rt.thresholds.for_label(label)
+        calibration = review_calibration(rt, cohort, label)
+        rt.calibration_store.save_cohort(cohort)
+        calibration = rt.calibration_store.save(calibration)
+        sources = rt.apply_calibration(calibration, cohort)
+        return {
+            "label": label,
+            "threshold_before": round(before, 5),
+            "threshold": round(sources.thresholds.for_label(label), 5),
+            "source": sources.source_of(label),
+            "rejected": len(cohort.rejected_for(label)),
+            "saved": str(rt.calibration_store.path),
+        }
+
+    def confirm(self, label: str, embedding: str, scale: float) -> dict[str, Any]:
+        """A near miss that was ``label``: its window becomes one more template of the label."""
+        rt = self.runtime
+        e = self._decode(embedding, scale)
+        enrolment = rt.store.enroll(
+            label, [e], append=True, sources=[f"confirmed {embedding_id(e)}"]
+        )
+        gallery = rt.store.load()
+        rt.replace_gallery(gallery)
+        return {
+            "label": label,
+            "id": embedding_id(gallery.templates(label)[-1]),
+            "recordings": enrolment.recordings,
+            "labels": self._labels(),
+        }
+
+    def forget_template(self, label: str, template_id: str) -> dict[str, Any]:
+        """Remove one template (undo of ``confirm``)."""
+        rt = self.runtime
+        left = rt.store.forget_template(label, template_id)
+        rt.replace_gallery(rt.store.load())
+        return {"label": label, "id": template_id, "recordings": left, "labels": self._labels()}
 
     def reload(self) -> dict[str, Any]:
         """Re-read the gallery file and, when the run came from a config file, its matching."""
         rt = self.runtime
         rt.replace_gallery(rt._load_gallery())
         reloaded = ["gallery"]
+        rt.apply_set_thresholds(rt.threshold_store.load(), save=False)
         if rt.config_path is not None:
             fresh = load_runtime_config(rt.config_path)
             rt.apply_matching(fresh.matching)

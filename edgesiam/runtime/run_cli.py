@@ -18,7 +18,9 @@ from typing import Any
 
 from edgesiam.config import load_yaml
 from edgesiam.errors import ConfigError
+from edgesiam.paths import expand_user
 from edgesiam.runtime.config import (
+    UNSET,
     RuntimeConfig,
     is_runtime_config,
     load_runtime_config,
@@ -42,15 +44,27 @@ DESCRIPTION = textwrap.dedent(
     CONFIG is a YAML runtime config (see firmware_configs/); the flags override it, and with
     --bundle and --source no config file is needed. Sources:
       file:PATH          an audio file (resampled) or a sensor .csv/.npy; ends the run
-      stdin:             raw s16le PCM at the bundle's rate (stdin:?sample_rate=16000&format=f32le)
-      mic:[DEVICE]       a PortAudio microphone (needs edgesiam[mic])
+      stdin:             raw s16le PCM (stdin:?sample_rate=48000&format=f32le; live=true|false)
+      mic:[DEVICE]       a PortAudio microphone (needs edgesiam[audio]; ?sample_rate=48000)
       mqtt:TOPIC         IMU rows from a topic (?format=json|f32le); mqtt://HOST:PORT/TOPIC
       serial:PORT        one CSV line per sample (needs edgesiam[serial]; ?baudrate=115200)
+    A stdin: or mic: rate other than the bundle's is resampled on the device. A recording piped
+    into stdin: (one that arrives faster than real time) is waited for, never dropped.
 
     Examples:
-      arecord -f S16_LE -r 16000 -c 1 | edgesiam run --bundle speaker --source stdin: --no-mqtt
+      arecord -f S16_LE -r 16000 -c 1 | edgesiam run --bundle export/speaker --source stdin: --no-mqtt
       edgesiam run --config /etc/edgesiam/pi4-audio.yaml --broker mqtts://pi@broker.lan:8883
-      edgesiam run --bundle speaker --gallery g.npz --source file:test.wav --no-mqtt --realtime
+      edgesiam run --bundle export/events --gallery g.npz --source file:test.wav --no-mqtt --realtime
+
+    Thresholds: a window matches a label when its score (cosine to the label's best template)
+    is at least the label's threshold. By default that is the bundle's calibrated window
+    threshold at --target-fmr (0.001: about one false match per thousand windows of other
+    sounds); --threshold sets one cosine for every label; matching.per_label in the config sets
+    a label's own; `edgesiam calibrate` (per label, for false matches per hour of this device's
+    background) overrides those; cmd/threshold over MQTT overrides all and is kept across
+    restarts. The run prints each label's threshold and where it comes from; with --no-mqtt,
+    near misses (score just under the threshold) are printed on stderr with their gap, to tune
+    offline.
 
     SIGINT/SIGTERM stop cleanly: the source stops, queued samples are processed, pending events
     are flushed, 'offline' is published. A second SIGINT quits at once.
@@ -74,6 +88,11 @@ def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
     run.add_argument(
         "--broker", metavar="URL", help="mqtt[s]://[user@]host[:port] (password: see the config)"
     )
+    run.add_argument(
+        "--protocol",
+        choices=["auto", "5", "3.1.1"],
+        help="MQTT version (default auto: 5, falling back to 3.1.1, which edgesiam broker speaks)",
+    )
     run.add_argument("--device-id", metavar="ID", help="this device's MQTT name (default: host)")
     run.add_argument("--state-dir", metavar="DIR", help="outbox and sequence numbers")
     run.add_argument(
@@ -81,6 +100,19 @@ def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--print-events", action="store_true", help="also print each event as a JSON line"
+    )
+    run.add_argument(
+        "--threshold",
+        type=float,
+        metavar="COSINE",
+        help="one cosine threshold for every label, in [-1, 1] (matching.threshold)",
+    )
+    run.add_argument(
+        "--target-fmr",
+        type=float,
+        metavar="RATE",
+        help="use the bundle's threshold calibrated for this false-match rate: 0.01, 0.001 "
+        "(default) or 0.0001 (matching.target_fmr)",
     )
     run.add_argument(
         "--log-level",
@@ -92,38 +124,53 @@ def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
     return run  # type: ignore[no-any-return]
 
 
-def _absolute(path: str) -> str:
-    return str(Path(path).expanduser().resolve())
+def _absolute(path: str, option: str) -> str:
+    return str(expand_user(path, option).resolve())
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The flags given, as dotted config keys."""
     out: dict[str, Any] = {}
     if args.bundle:
-        out["bundle"] = _absolute(args.bundle)
+        out["bundle"] = _absolute(args.bundle, "--bundle")
     if args.gallery:
-        out["gallery"] = _absolute(args.gallery)
+        out["gallery"] = _absolute(args.gallery, "--gallery")
     if args.source:
         source = parse_source_uri(args.source)
         if source["type"] == "file":
-            source["path"] = _absolute(source["path"])
+            source["path"] = _absolute(source["path"], "--source")
         out["source"] = source
     if args.realtime:
         out["source.realtime"] = True
     if args.broker:
         out["mqtt.url"] = args.broker
         out["mqtt.enabled"] = True
+    if args.protocol:
+        out["mqtt.protocol"] = args.protocol
     if args.device_id:
         out["device_id"] = args.device_id
     if args.state_dir:
-        out["state_dir"] = _absolute(args.state_dir)
+        out["state_dir"] = _absolute(args.state_dir, "--state-dir")
     if args.no_mqtt:
         if args.broker:
             raise ConfigError("--no-mqtt and --broker contradict each other; give one")
         out["mqtt.enabled"] = False
     if args.print_events:
         out["print_events"] = True
+    out.update(_threshold_overrides(args))
     return out
+
+
+def _threshold_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    threshold = getattr(args, "threshold", None)
+    target_fmr = getattr(args, "target_fmr", None)
+    if threshold is not None and target_fmr is not None:
+        raise ConfigError("--threshold and --target-fmr contradict each other; give one")
+    if threshold is not None:  # the flag wins over either setting of the config file
+        return {"matching.threshold": threshold, "matching.target_fmr": UNSET}
+    if target_fmr is not None:
+        return {"matching.target_fmr": target_fmr, "matching.threshold": UNSET}
+    return {}
 
 
 def config_from_args(args: argparse.Namespace) -> RuntimeConfig:

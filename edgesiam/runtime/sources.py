@@ -8,6 +8,15 @@ with an error that names what to install.
 
 ``live`` tells the pipeline what to do when processing falls behind: a live source's samples are
 dropped (and counted), since the world does not wait; a file read as fast as possible is waited for.
+Standard input can be either: unless told, it is taken as a recording (waited for) when it is a
+regular file or runs ahead of real time, which no microphone can (:class:`StreamPacing`).
+
+A microphone or standard input at another rate than the bundle's (many USB microphones record only
+at 44.1 or 48 kHz) is resampled on the device by :class:`~edgesiam.core.resample.StreamResampler`.
+
+Sensor samples are converted from the source's declared ``units`` to the bundle's, and the first
+seconds of a stream are checked for gravity (about 1 g at rest): a stream whose accelerometer does
+not fit its declared units is warned about once, saying what it read and what to set.
 
 Bad input never stops a live stream: a malformed MQTT message or serial line is counted in
 ``rejected`` and logged, then skipped. A source whose format cannot fit the bundle (wrong rate,
@@ -24,6 +33,7 @@ import math
 import os
 import queue
 import select
+import stat
 import struct
 import sys
 import threading
@@ -38,6 +48,8 @@ import numpy.typing as npt
 from pydantic import ValidationError
 
 from edgesiam.config import StrictModel, format_validation_error
+from edgesiam.core.resample import StreamResampler
+from edgesiam.core.units import GravityCheck, conversion_factors, declared_units
 from edgesiam.errors import ConfigError, DataError, MissingExtraError
 from edgesiam.runtime.config import (
     FileSourceConfig,
@@ -58,6 +70,7 @@ __all__ = [
     "Source",
     "StdinSource",
     "StreamFormat",
+    "StreamPacing",
     "open_source",
     "parse_csv_row",
     "parse_sensor_payload",
@@ -74,6 +87,9 @@ _POLL_S: Final = 0.2
 """How often a blocked read looks whether the source was closed."""
 _WIDTH_CHECK: Final = 10
 """Rows of the wrong width in a row, from the start, before a stream is declared unusable."""
+_GRAVITY_CHECK_S: Final = 10.0
+"""Seconds at the start of a sensor stream that the gravity check looks at."""
+_UNITS_SETTING: Final = "the source's units (source.units, or ?units= in --source)"
 
 
 @dataclass(frozen=True)
@@ -83,11 +99,21 @@ class StreamFormat:
     modality: Literal["audio", "sensor"]
     sample_rate: int
     channels: int
+    channel_names: tuple[str, ...] | None = None
+    channel_units: tuple[str | None, ...] | None = None
 
     @classmethod
     def of(cls, embedder: Any) -> StreamFormat:
         """The format of a ``WindowEmbedder`` (a loaded bundle)."""
-        return cls(embedder.modality, int(embedder.sample_rate), int(embedder.channels))
+        names = getattr(embedder, "channel_names", None)
+        units = getattr(embedder, "channel_units", None)
+        return cls(
+            embedder.modality,
+            int(embedder.sample_rate),
+            int(embedder.channels),
+            tuple(names) if names else None,
+            tuple(units) if units else None,
+        )
 
     @property
     def stream_channels(self) -> int:
@@ -114,6 +140,30 @@ class Source(Protocol):
         ...
 
 
+class _UnitConversion:
+    """A sensor stream's chunks in the bundle's units; the gravity check on its first seconds."""
+
+    def __init__(self, fmt: StreamFormat, declared: object, where: str, rate: float) -> None:
+        names = list(fmt.channel_names) if fmt.channel_names else None
+        target = list(fmt.channel_units) if fmt.channel_units else None
+        try:
+            have = declared_units(declared, names, fmt.channels)
+            self.factors = conversion_factors(have, target)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: units: {exc}") from None
+        effective = [h if h is not None else t for h, t in zip(have, target or have, strict=True)]
+        self.check = GravityCheck(effective, names, _UNITS_SETTING, round(_GRAVITY_CHECK_S * rate))
+        self.where = where
+
+    def __call__(self, chunk: Float32Array) -> Float32Array:
+        warning = self.check.push(chunk)
+        if warning:
+            log.warning("%s: %s", self.where, warning)
+        if self.factors is None:
+            return chunk
+        return np.asarray(chunk * self.factors, dtype=np.float32)
+
+
 class _StoppableSource:
     description = "source"
     live = True
@@ -121,6 +171,15 @@ class _StoppableSource:
     def __init__(self) -> None:
         self._stop = threading.Event()
         self.rejected = 0
+        self._units: _UnitConversion | None = None
+
+    def _convert_units(self, fmt: StreamFormat, declared: object, rate: float) -> None:
+        """Convert this sensor stream from ``declared`` units to the bundle's (see the module)."""
+        if fmt.modality == "sensor":
+            self._units = _UnitConversion(fmt, declared, self.description, rate)
+
+    def _in_bundle_units(self, chunk: Float32Array) -> Float32Array:
+        return chunk if self._units is None else self._units(chunk)
 
     def close(self) -> None:
         self._stop.set()
@@ -138,14 +197,6 @@ class _StoppableSource:
             )
 
 
-def _check_rate(rate: float, fmt: StreamFormat, where: str, hint: str = "") -> None:
-    if not math.isclose(rate, fmt.sample_rate, rel_tol=1e-6):
-        raise ConfigError(
-            f"{where} delivers {rate:g} samples/s but the bundle was trained at "
-            f"{fmt.sample_rate} samples/s{hint}"
-        )
-
-
 def _check_channels(channels: int, fmt: StreamFormat, where: str, hint: str = "") -> None:
     if channels != fmt.stream_channels:
         wanted = "mono audio (1 channel)" if fmt.modality == "audio" else f"{fmt.channels} channels"
@@ -158,6 +209,44 @@ def _chunk_samples(chunk_s: float, rate: float) -> int:
     return max(1, round(chunk_s * rate))
 
 
+class _ToBundleRate:
+    """Chunks at a source's own rate → chunks at the bundle's (passed through when they agree)."""
+
+    def __init__(self, rate: float, fmt: StreamFormat, channels: int, where: str) -> None:
+        self._resampler: StreamResampler | None = None
+        self._channels = channels
+        if math.isclose(rate, fmt.sample_rate, rel_tol=1e-6):
+            return
+        if rate != int(rate):
+            raise ConfigError(f"{where}: a sample rate of {rate:g} cannot be resampled; give Hz")
+        self._resampler = StreamResampler(
+            int(rate), fmt.sample_rate, None if channels == 1 else channels
+        )
+        log.log(
+            logging.WARNING if rate < fmt.sample_rate else logging.INFO,
+            "%s: %d samples/s resampled to the bundle's %d on the device%s",
+            where,
+            rate,
+            fmt.sample_rate,
+            " (upsampled: the stream holds nothing above its own Nyquist frequency)"
+            if rate < fmt.sample_rate
+            else "",
+        )
+
+    def push(self, chunk: Float32Array) -> Float32Array:
+        if self._resampler is None:
+            return chunk
+        return self._shaped(self._resampler.push(chunk[:, 0] if self._channels == 1 else chunk))
+
+    def flush(self) -> Float32Array:
+        if self._resampler is None:
+            return np.zeros((0, self._channels), np.float32)
+        return self._shaped(self._resampler.flush())
+
+    def _shaped(self, out: Float32Array) -> Float32Array:
+        return out.reshape(-1, self._channels)
+
+
 # ------------------------------------------------------------------------------------------------
 # file
 
@@ -167,10 +256,18 @@ class FileSource(_StoppableSource):
 
     Read as fast as the pipeline takes it, or paced at the stream's rate with ``realtime``.
     Non-finite samples are passed on (the front-end replaces them); the stream ends with the file.
+    A sensor CSV's columns are matched to the bundle's channels by their header's names, and its
+    samples converted from ``units`` to the bundle's; the file's ``dataset.toml`` (beside it or
+    above its label folder) gives its rate, column names and units.
     """
 
     def __init__(
-        self, path: str | Path, fmt: StreamFormat, chunk_s: float = 0.1, realtime: bool = False
+        self,
+        path: str | Path,
+        fmt: StreamFormat,
+        chunk_s: float = 0.1,
+        realtime: bool = False,
+        units: object = None,
     ) -> None:
         super().__init__()
         self.path = Path(path)
@@ -198,9 +295,10 @@ class FileSource(_StoppableSource):
                     f"{self.path}: a sensor recording cannot feed an audio bundle; "
                     f"give a {', '.join(AUDIO_SUFFIXES)} file"
                 )
-            from edgesiam.data.readers import read_sensor
+            from edgesiam.data.readers import SensorSpec, read_recording_for
 
-            data = read_sensor(self.path)
+            spec = SensorSpec(fmt.sample_rate, None, fmt.channel_names, fmt.channel_units)
+            data = read_recording_for(self.path, spec, units=units, setting=_UNITS_SETTING)
             _check_channels(data.shape[1], fmt, str(self.path), " (one column per channel)")
             self._sensor = data
             self._chunk = _chunk_samples(chunk_s, self.sample_rate)
@@ -327,12 +425,64 @@ def read_wav_header(read: Any) -> WavHeader:
             fmt = WavHeader(int(rate), int(channels), name)
 
 
+class StreamPacing:
+    """Whether a stream arrives in real time (a microphone, ``arecord``) or faster (a file).
+
+    A live stream is never ahead of the wall clock by more than what was buffered before the first
+    read (``buffered_s``: a pipe holds 64 KiB by default); a recording read as fast as it can be is
+    soon far ahead. :attr:`unpaced` is set, for good, once the stream is ahead by more than that.
+    """
+
+    def __init__(self, rate: float, buffered_s: float) -> None:
+        self.rate = float(rate)
+        self.limit_s = float(buffered_s) + 1.0  # and a second of the recorder's own buffer
+        self.unpaced = False
+        self._started: float | None = None
+        self._frames = 0
+
+    def add(self, frames: int) -> None:
+        """Count ``frames`` that have just arrived."""
+        now = time.monotonic()
+        if self._started is None:
+            self._started = now
+        self._frames += frames
+        if not self.unpaced and self.ahead_s(now) > self.limit_s:
+            self.unpaced = True
+
+    def ahead_s(self, now: float | None = None) -> float:
+        """Seconds of stream received beyond the wall-clock time since the first samples."""
+        if self._started is None:
+            return 0.0
+        return self._frames / self.rate - (
+            (time.monotonic() if now is None else now) - self._started
+        )
+
+
+def _pipe_bytes(stream: Any) -> int:
+    """What the pipe under ``stream`` holds before its writer blocks; 64 KiB if unknown."""
+    with contextlib.suppress(ImportError, AttributeError, OSError, io.UnsupportedOperation):
+        import fcntl  # POSIX; F_GETPIPE_SZ is Linux's
+
+        return int(fcntl.fcntl(stream.fileno(), fcntl.F_GETPIPE_SZ))
+    return 65536
+
+
+def _is_regular_file(stream: Any) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return False
+
+
 class StdinSource(_StoppableSource):
     """Raw interleaved little-endian PCM from standard input (or any binary stream).
 
-    ``live`` (the default) treats it as a microphone (drop when behind); ``live=False`` as a
-    recording piped in (the pipe waits). A WAV header at the start (``arecord`` writes one unless
-    given ``-t raw``) is read and must agree with the configured rate, channels and encoding.
+    ``live=True`` treats it as a microphone (drop when behind); ``live=False`` as a recording piped
+    in (the pipe waits); ``live=None`` (the default) decides: a regular file (``< rec.raw``) waits,
+    and so does a stream that runs ahead of real time (``cat rec.raw |``, see
+    :class:`StreamPacing`). A rate other than the bundle's is resampled. A WAV header at the start
+    (``arecord`` writes one unless given ``-t raw``) is read; its channels and encoding must be
+    the configured ones, and so must its rate when ``sample_rate`` is given (else it sets it).
     """
 
     def __init__(
@@ -343,23 +493,56 @@ class StdinSource(_StoppableSource):
         encoding: Literal["s16le", "f32le"] = "s16le",
         chunk_s: float = 0.1,
         stream: BinaryIO | None = None,
-        live: bool = True,
+        live: bool | None = None,
+        units: object = None,
     ) -> None:
         super().__init__()
         self.description = "stdin"
-        self.live = live
-        self.sample_rate = float(sample_rate or fmt.sample_rate)
+        self.fmt = fmt
+        self.sample_rate = float(fmt.sample_rate)
+        self.input_rate = int(sample_rate or fmt.sample_rate)
+        self._rate_given = sample_rate is not None
         self.channels = int(channels)
         self.encoding = encoding
         hint = (
-            f"; record at the bundle's format, e.g. arecord -f S16_LE -r {fmt.sample_rate} -c 1"
+            f"; record mono, e.g. arecord -f S16_LE -r {fmt.sample_rate} -c 1"
             if fmt.modality == "audio"
             else ""
         )
-        _check_rate(self.sample_rate, fmt, "stdin", hint)
         _check_channels(self.channels, fmt, "stdin", hint)
+        self._rate = _ToBundleRate(self.input_rate, fmt, self.channels, "stdin")
+        self._convert_units(fmt, units, self.sample_rate)
         self._stream = stream
-        self._chunk_frames = _chunk_samples(chunk_s, self.sample_rate)
+        self._chunk_frames = _chunk_samples(chunk_s, self.input_rate)
+        source = stream if stream is not None else getattr(sys.stdin, "buffer", None)
+        self._live = False if live is None and _is_regular_file(source) else live
+        frame_bytes = _PCM[encoding][0].itemsize * self.channels
+        self.pacing = StreamPacing(
+            self.input_rate, _pipe_bytes(source) / (frame_bytes * self.input_rate)
+        )
+
+    @property
+    def live(self) -> bool:
+        """Declared, or until the stream has run ahead of real time."""
+        return self._live if self._live is not None else not self.pacing.unpaced
+
+    @live.setter
+    def live(self, value: bool | None) -> None:
+        self._live = value
+
+    @property
+    def unpaced(self) -> bool:
+        """The stream has run ahead of real time: a recording, not a microphone."""
+        return self.pacing.unpaced
+
+    def wait_for_room(self) -> bool:
+        """Asked by the pipeline when its queue is full: wait (True) or drop the chunk (False)?
+
+        Undecided, it waits while the stream is ahead of real time: a live stream can be so only
+        by what the pipe held, which the wait cannot overflow."""
+        if self._live is not None:
+            return not self._live
+        return self.pacing.unpaced or self.pacing.ahead_s() > 0.0
 
     def _reader(self) -> Any:
         stream = self._stream if self._stream is not None else sys.stdin.buffer
@@ -382,14 +565,17 @@ class StdinSource(_StoppableSource):
         dtype, scale = _PCM[self.encoding]
         frame_bytes = dtype.itemsize * self.channels
         pending = b""
-        first = True
+        rate: _ToBundleRate | None = None
         while not self.closed:
             data = read(self._chunk_frames * frame_bytes - len(pending))
             if not data:
                 break
-            if first:
-                first = False
+            if rate is None:
+                declared = self.input_rate
                 data = self._skip_wav_header(read, data)
+                rate = self._rate
+                if self.input_rate != declared:  # the WAV header's rate
+                    rate = _ToBundleRate(self.input_rate, self.fmt, self.channels, "stdin (WAV)")
             pending += data
             usable = len(pending) - len(pending) % frame_bytes
             if usable == 0:
@@ -398,7 +584,12 @@ class StdinSource(_StoppableSource):
             pending = pending[usable:]
             if scale != 1.0:
                 samples *= np.float32(scale)
-            yield samples.reshape(-1, self.channels)
+            self.pacing.add(samples.shape[0] // self.channels)
+            out = rate.push(samples.reshape(-1, self.channels))
+            if out.shape[0]:
+                yield self._in_bundle_units(out)
+        if rate is not None and not self.closed and (tail := rate.flush()).shape[0]:
+            yield self._in_bundle_units(tail)
         if pending:
             log.warning("stdin: ignored %d trailing byte(s) of an incomplete frame", len(pending))
 
@@ -417,13 +608,16 @@ class StdinSource(_StoppableSource):
             return got if len(got) == n else got + (read(n - len(got)) or b"")
 
         header = read_wav_header(read_rest)
-        expected = WavHeader(int(self.sample_rate), self.channels, self.encoding)
+        if not self._rate_given and header.sample_rate != self.input_rate:
+            self.input_rate = header.sample_rate  # arecord -r 48000 | …: resampled
+            self.pacing.rate = float(header.sample_rate)
+        expected = WavHeader(self.input_rate, self.channels, self.encoding)
         if header != expected:
             raise DataError(
                 f"standard input carries WAV at {header.sample_rate} Hz, {header.channels} "
                 f"channel(s), {header.format}; this source expects {expected.sample_rate} Hz, "
                 f"{expected.channels} channel(s), {expected.format} (arecord -f S16_LE -r "
-                f"{expected.sample_rate} -c {expected.channels}, or set the stdin source's "
+                f"{self.fmt.sample_rate} -c {expected.channels}, or set the stdin source's "
                 "sample_rate/channels/format)"
             )
         return body.read()
@@ -447,7 +641,12 @@ def _import_sounddevice() -> Any:
 
 
 class MicSource(_StoppableSource):
-    """A PortAudio input device, opened at the bundle's rate in float32."""
+    """A PortAudio input device, read in float32.
+
+    It records at ``sample_rate`` when given, else at the bundle's rate when the device can, else
+    at the device's own default rate (many USB microphones do only 44.1 or 48 kHz); anything but
+    the bundle's rate is resampled on the device.
+    """
 
     def __init__(
         self,
@@ -460,24 +659,55 @@ class MicSource(_StoppableSource):
         super().__init__()
         self.description = f"mic:{device if device is not None else 'default'}"
         self.live = True
-        self.sample_rate = float(sample_rate or fmt.sample_rate)
+        self.fmt = fmt
+        self.sample_rate = float(fmt.sample_rate)
         self.channels = int(channels)
-        _check_rate(self.sample_rate, fmt, self.description)
         _check_channels(self.channels, fmt, self.description)
         self.device = device
         self._sd = _import_sounddevice()
-        self._blocksize = _chunk_samples(chunk_s, self.sample_rate)
+        self.capture_rate = self._capture_rate(sample_rate)
+        self._rate = _ToBundleRate(self.capture_rate, fmt, self.channels, self.description)
+        self._blocksize = _chunk_samples(chunk_s, self.capture_rate)
         self._queue: queue.Queue[Float32Array] = queue.Queue(maxsize=64)
         self.overflows = 0
+
+    def _capture_rate(self, requested: int | None) -> int:
+        """The rate to open the device at: the one asked for, the bundle's, or the device's own."""
+        first = int(requested or self.fmt.sample_rate)
+        failure = self._cannot_record(first)
+        if failure is None:
+            return first
+        native = None if requested else self._default_rate()
+        if native is None or native == first:
+            raise failure
+        if (other := self._cannot_record(native)) is not None:
+            raise other
+        log.info(
+            "%s does not record at %d Hz; recording at its own %d Hz",
+            self.description,
+            first,
+            native,
+        )
+        return native
+
+    def _cannot_record(self, rate: int) -> DataError | None:
         try:
             self._sd.check_input_settings(
-                device=device, channels=self.channels, samplerate=self.sample_rate, dtype="float32"
+                device=self.device, channels=self.channels, samplerate=rate, dtype="float32"
             )
         except Exception as exc:  # PortAudio reports anything as PortAudioError/ValueError
-            raise DataError(
+            return DataError(
                 f"{self.description} cannot record {self.channels} channel(s) at "
-                f"{self.sample_rate:g} Hz ({exc}); list devices with: python -m sounddevice"
-            ) from None
+                f"{rate:g} Hz ({exc}); list devices with: python -m sounddevice"
+            )
+        return None
+
+    def _default_rate(self) -> int | None:
+        try:
+            info = self._sd.query_devices(self.device, "input")
+            return round(float(info["default_samplerate"]))
+        except Exception:  # no such device, or no default rate: the first error says it
+            return None
 
     def _callback(self, indata: np.ndarray, frames: int, when: Any, status: Any) -> None:
         if status and getattr(status, "input_overflow", False):
@@ -491,7 +721,7 @@ class MicSource(_StoppableSource):
         stream = self._sd.InputStream(
             device=self.device,
             channels=self.channels,
-            samplerate=self.sample_rate,
+            samplerate=self.capture_rate,
             dtype="float32",
             blocksize=self._blocksize,
             callback=self._callback,
@@ -499,9 +729,11 @@ class MicSource(_StoppableSource):
         with stream:
             while not self.closed:
                 try:
-                    yield self._queue.get(timeout=_POLL_S)
+                    chunk = self._rate.push(self._queue.get(timeout=_POLL_S))
                 except queue.Empty:
                     continue
+                if chunk.shape[0]:
+                    yield chunk
 
 
 # ------------------------------------------------------------------------------------------------
@@ -563,12 +795,7 @@ def parse_csv_row(line: str, channels: int, allow_header: bool = True) -> Float3
     text = line.strip()
     if not text:
         return None
-    for sep in (",", ";", "\t"):
-        if sep in text:
-            fields = [f.strip() for f in text.split(sep)]
-            break
-    else:
-        fields = text.split()
+    fields = _csv_fields(text)
     try:
         values = [float(f) for f in fields]
     except ValueError:
@@ -579,6 +806,13 @@ def parse_csv_row(line: str, channels: int, allow_header: bool = True) -> Float3
         raise DataError(f"a line has {len(values)} value(s); the bundle takes {channels} channels")
     with np.errstate(over="ignore"):  # beyond float32's range is ±Inf, like any non-finite sample
         return np.array(values, dtype=np.float32)
+
+
+def _csv_fields(text: str) -> list[str]:
+    for sep in (",", ";", "\t"):
+        if sep in text:
+            return [f.strip() for f in text.split(sep)]
+    return text.split()
 
 
 def _is_number(text: str) -> bool:
@@ -617,6 +851,7 @@ class MqttSensorSource(_StoppableSource):
         url: str | None = None,
         qos: int = 0,
         client_id: str | None = None,
+        units: object = None,
     ) -> None:
         super().__init__()
         self.topic = topic
@@ -638,6 +873,7 @@ class MqttSensorSource(_StoppableSource):
         self.description = f"{scheme}://{self.address.host}:{self.address.port}/{topic}"
         self.qos = qos
         self.client_id = client_id
+        self._convert_units(fmt, units, self.sample_rate)
         self._queue: queue.Queue[Float32Array] = queue.Queue(maxsize=1024)
         self.subscribed = threading.Event()
         self.overflows = 0
@@ -707,9 +943,10 @@ class MqttSensorSource(_StoppableSource):
         try:
             while not self.closed:
                 try:
-                    yield self._queue.get(timeout=_POLL_S)
+                    rows = self._queue.get(timeout=_POLL_S)
                 except queue.Empty:
                     continue
+                yield self._in_bundle_units(rows)
         finally:
             client.disconnect()
             client.loop_stop()
@@ -727,7 +964,9 @@ class SerialSource(_StoppableSource):
     """One sample per CSV line from a serial port (an Arduino, an IMU breakout, a pyserial URL).
 
     Lines are gathered into chunks of ``chunk_s`` seconds, or fewer when the line stops for a
-    moment. A header line is skipped; a malformed line is counted in :attr:`rejected`.
+    moment. A header line that names the bundle's channels sets the columns' order (one that names
+    some but not all of them ends the stream with an error); a malformed line is counted in
+    :attr:`rejected`.
     """
 
     def __init__(
@@ -740,6 +979,7 @@ class SerialSource(_StoppableSource):
         sample_rate: float | None = None,
         chunk_s: float = 0.1,
         stream: Any | None = None,
+        units: object = None,
     ) -> None:
         super().__init__()
         self.port = port
@@ -748,6 +988,8 @@ class SerialSource(_StoppableSource):
         self.channels = int(channels or fmt.stream_channels)
         self.sample_rate = float(sample_rate or fmt.sample_rate)
         _check_channels(self.channels, fmt, self.description)
+        self._convert_units(fmt, units, self.sample_rate)
+        self._names = fmt.channel_names
         self._chunk = _chunk_samples(chunk_s, self.sample_rate)
         if stream is None:
             serial = _import_serial()
@@ -760,27 +1002,49 @@ class SerialSource(_StoppableSource):
     def chunks(self) -> Iterator[Float32Array]:
         rows: list[Float32Array] = []
         started = False  # a header may come before the first row, not after
+        order: list[int] | None = None  # the bundle's channels among a header's columns
         try:
             while not self.closed:
                 line = self._stream.readline()
                 if line:
                     text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
+                    width = self.channels if order is None else len(_csv_fields(text.strip()))
                     try:
-                        row = parse_csv_row(text, self.channels, allow_header=not started)
-                        started = started or row is not None
+                        row = parse_csv_row(text, width, allow_header=not started)
                     except DataError as exc:
                         self._reject("a line", str(exc))
                         row = None
+                    else:
+                        if row is None and not started and text.strip():
+                            order = self._header_order(_csv_fields(text.strip()))
+                        started = started or row is not None
                     if row is not None:
-                        rows.append(row)
+                        rows.append(row if order is None else row[order])
                 if rows and (len(rows) >= self._chunk or not line):
-                    yield np.stack(rows)
+                    yield self._in_bundle_units(np.stack(rows))
                     rows = []
                 if not line and self._at_end():
                     break
         finally:
             with contextlib.suppress(Exception):
                 self._stream.close()
+
+    def _header_order(self, columns: list[str]) -> list[int] | None:
+        """Where the bundle's channels are among a header's ``columns`` (None: in order)."""
+        if not self._names:
+            return None
+        from edgesiam.data.readers import column_order
+
+        order = column_order(columns, self._names, self.description)
+        if order is None:
+            log.warning(
+                "%s: its header (%s) names none of the bundle's channels: columns taken in the "
+                "bundle's order (%s)",
+                self.description,
+                ", ".join(columns),
+                ", ".join(self._names),
+            )
+        return order
 
     def _at_end(self) -> bool:
         """A port only times out; a file-like stream (tests, replays) ends."""
@@ -828,7 +1092,7 @@ def open_source(
     """
     config = source_config(config_or_uri)
     if isinstance(config, FileSourceConfig):
-        return FileSource(config.path, fmt, config.chunk_s, config.realtime)
+        return FileSource(config.path, fmt, config.chunk_s, config.realtime, config.units)
     if isinstance(config, StdinSourceConfig):
         return StdinSource(
             fmt,
@@ -838,6 +1102,7 @@ def open_source(
             config.chunk_s,
             stdin,
             live=config.live,
+            units=config.units,
         )
     if isinstance(config, MicSourceConfig):
         return MicSource(fmt, config.device, config.sample_rate, config.channels, config.chunk_s)
@@ -852,6 +1117,7 @@ def open_source(
             url=config.url,
             qos=config.qos,
             client_id=client_id,
+            units=config.units,
         )
     return SerialSource(
         fmt,
@@ -860,4 +1126,5 @@ def open_source(
         channels=config.channels,
         sample_rate=config.sample_rate,
         chunk_s=config.chunk_s,
+        units=config.units,
     )

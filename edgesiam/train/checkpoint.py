@@ -80,6 +80,7 @@ class CheckpointEmbedder:
         self.hop: int = int(data["hop"])
         self.channels: int = int(data["channels"])
         self.channel_names: list[str] | None = data.get("channel_names")
+        self.channel_units: list[str | None] | None = data.get("channel_units")
         self.model = Conv1dEncoder.from_config(int(data["in_channels"]), self.config.encoder)
         self.model.load_state_dict(data["model"])
         self.model.eval().to(device)

@@ -39,7 +39,7 @@ from edgesiam.core.embedding import recording_embedding
 from edgesiam.core.frontend import FrontEnd, LogMelFrontEnd, LogMelParams, SensorFrontEnd
 from edgesiam.core.metrics import equal_error_rate, trial_scores
 from edgesiam.core.windowing import frame
-from edgesiam.data.readers import iter_recordings, scan_dataset
+from edgesiam.data.readers import dataset_units, iter_recordings, scan_dataset
 from edgesiam.errors import ConfigError, DataError
 from edgesiam.train.augment import AudioAugmenter, ImuAugmenter, spec_augment
 from edgesiam.train.checkpoint import (
@@ -117,6 +117,20 @@ def warmup_cosine(step: int, total: int, warmup: float = 0.05, floor: float = 0.
         return (step + 1) / ramp
     progress = min(1.0, (step - ramp) / max(1, total - ramp))
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def sampler_batch_size(classes: int, m_per_class: int, batch_size: int) -> int:
+    """The P×K batch the sampler can fill: the recipe's, or as many classes as there are.
+
+    pytorch-metric-learning's ``MPerClassSampler`` asserts ``m_per_class × classes ≥ batch_size``;
+    a small recipe on few labels would die there with no hint of what to change.
+    """
+    if classes < 2:
+        raise ConfigError(
+            f"training needs at least 2 classes per batch, the data give {classes}: add labels, "
+            "or set data.classes: recording (each recording its own class)"
+        )
+    return min(batch_size, classes * m_per_class)  # both are multiples of m_per_class
 
 
 def _seed_everything(seed: int) -> None:
@@ -379,6 +393,7 @@ def train(
             "hop": hop,
             "channels": channels,
             "channel_names": info.channels,
+            "channel_units": dataset_units(info, info.channels),
             "in_channels": in_channels,
             "label_names": train_set.label_names,
             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -387,6 +402,15 @@ def train(
         }
 
     labels_t = train_set.labels
+    batch_size = sampler_batch_size(
+        len(train_set.label_names), config.sampler.m_per_class, config.sampler.batch_size
+    )
+    if batch_size != config.sampler.batch_size:
+        say(
+            f"batch size {batch_size} ({batch_size // config.sampler.m_per_class} classes × "
+            f"{config.sampler.m_per_class}): only {len(train_set.label_names)} classes for the "
+            f"recipe's sampler.batch_size {config.sampler.batch_size}"
+        )
     started = time.monotonic()
     windows_seen = 0
     epoch = start_epoch - 1
@@ -395,11 +419,11 @@ def train(
         sampler = MPerClassSampler(
             labels_t,
             m=config.sampler.m_per_class,
-            batch_size=config.sampler.batch_size,
-            length_before_new_iter=config.optim.steps_per_epoch * config.sampler.batch_size,
+            batch_size=batch_size,
+            length_before_new_iter=config.optim.steps_per_epoch * batch_size,
         )
         order = np.fromiter(iter(sampler), dtype=np.int64)
-        batches = order.reshape(-1, config.sampler.batch_size)[: config.optim.steps_per_epoch]
+        batches = order.reshape(-1, batch_size)[: config.optim.steps_per_epoch]
         losses = []
         bar = tqdm(
             batches, desc=f"epoch {epoch}/{config.optim.epochs}", disable=not show, leave=False

@@ -44,10 +44,12 @@ def pool_datasets(infos: list[DatasetInfo]) -> DatasetInfo:
                 f"cannot pool {other.modality} recordings with {first.modality} ones", other.root
             )
         if first.modality == "sensor" and (
-            other.sample_rate != first.sample_rate or other.channels != first.channels
+            other.sample_rate != first.sample_rate
+            or other.channels != first.channels
+            or other.units != first.units
         ):
             raise DataError(
-                f"sensor folders differ in rate or channels from {first.root}", other.root
+                f"sensor folders differ in rate, channels or units from {first.root}", other.root
             )
     return DatasetInfo(
         root=first.root,
@@ -56,6 +58,7 @@ def pool_datasets(infos: list[DatasetInfo]) -> DatasetInfo:
         channels=first.channels,
         recordings=[r for info in infos for r in info.recordings],
         skipped=[s for info in infos for s in info.skipped],
+        units=first.units,
     )
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -12,7 +14,9 @@ from edgesiam.errors import ConfigError, DataError
 T = 0.5  # threshold used throughout
 
 
-def run(decider: Decider, windows: list[tuple[str | None, float]], hop: float = 0.25) -> list:
+def run(
+    decider: Decider, windows: Sequence[tuple[str | None, float]], hop: float = 0.25
+) -> list[tuple[int, Decision]]:
     """Push windows ending every ``hop`` seconds; returns (window index, decision) pairs."""
     out = []
     for i, (label, score) in enumerate(windows):
@@ -36,7 +40,7 @@ def run(decider: Decider, windows: list[tuple[str | None, float]], hop: float = 
         ({"near_miss_margin": 3.0}, "cosine units"),
     ],
 )
-def test_conflicting_or_bad_rules_are_config_errors(kwargs: dict, match: str) -> None:
+def test_conflicting_or_bad_rules_are_config_errors(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         DecisionRule(**kwargs)
 
@@ -100,3 +104,25 @@ def test_state_is_bounded() -> None:
     for i in range(10_000):
         d.push(i * 0.1, f"l{i % 7}", 0.9, T)
     assert len(d._history) <= 4 and len(d._refractory_until) <= 7
+
+
+def test_hold_makes_one_event_of_one_continuous_occurrence() -> None:
+    """An 8.8 s sound (35 windows every 0.25 s) with 2-of-3 and a 2 s refractory period: without
+    hold it fires again each time the refractory period runs out; with hold, once. After 2 s
+    without a match the next occurrence is a new event."""
+    sound: list[tuple[str | None, float]] = [("saw", 0.9)] * 35
+    pause: list[tuple[str | None, float]] = [(None, math.nan)] * 8  # 2 s of gated windows
+    plain = run(Decider(DecisionRule(n_of=2, m=3, refractory_s=2.0)), sound)
+    assert len(plain) >= 3  # what a user saw: one long sound, several events
+    held = run(
+        Decider(DecisionRule(n_of=2, m=3, refractory_s=2.0, hold=True)), sound + pause + sound
+    )
+    assert [(i, e.label) for i, e in held] == [(1, "saw"), (35 + 8 + 1, "saw")]
+
+
+def test_hold_is_renewed_only_by_matches_of_that_label() -> None:
+    d = Decider(DecisionRule(n_of=1, m=1, refractory_s=1.0, hold=True))
+    windows = [("a", 0.9), ("a", 0.4), ("a", 0.4), ("a", 0.4), ("b", 0.9), ("a", 0.9)]
+    # a at 0.25 s; the weak a windows (below threshold) do not renew it: refractory ends at 1.25 s
+    events = run(d, windows)
+    assert [(e.label, e.offset_s) for _, e in events] == [("a", 0.25), ("b", 1.25), ("a", 1.5)]

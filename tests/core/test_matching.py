@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
@@ -142,18 +140,21 @@ def test_bad_queries_and_settings() -> None:
         g.add("", [1.0, 0, 0])
 
 
-def test_scores_for_ten_thousand_templates_are_fast() -> None:
+def test_scores_for_ten_thousand_templates_are_each_labels_best_template() -> None:
+    """Ten thousand templates (their cost is in `edgesiam bench`, not here): each label's score
+    is its best template's cosine, computed in one pass."""
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((10_000, 64)).astype(np.float32)
-    g = Gallery.from_templates(x, [f"label{i % 2000:04d}" for i in range(10_000)])
+    x = unit(rng.standard_normal((10_000, 64))).astype(np.float32)
+    names = [f"label{i % 2000:04d}" for i in range(10_000)]
+    g = Gallery.from_templates(x, names)
     assert len(g.labels) == 2000 and set(g.counts().values()) == {5}
     q = unit(rng.standard_normal((1, 64))).astype(np.float32)
-    g.scores(q)
-    start = time.perf_counter()
-    for _ in range(20):
-        g.scores(q)
-    per_call = (time.perf_counter() - start) / 20
-    assert per_call < 0.01, f"{per_call * 1e3:.2f} ms per query"  # ~0.2 ms here; shared cores
+    scores = g.scores(q)[0]
+    cosines = (x @ q[0]).reshape(5, 2000)  # template i belongs to label i % 2000
+    expected = dict(zip([f"label{i:04d}" for i in range(2000)], cosines.max(axis=0), strict=True))
+    got = dict(zip(g.labels, scores, strict=True))
+    assert got.keys() == expected.keys()
+    np.testing.assert_allclose([got[k] for k in expected], list(expected.values()), atol=1e-5)
 
 
 def test_threshold_for_picks_the_calibrated_rate() -> None:

@@ -240,3 +240,43 @@ def test_threshold_at_fmr_meets_the_target_and_is_smallest(
     lower = np.unique(imp[imp < t])
     if lower.size:  # the next candidate down would exceed the target
         assert np.mean(imp >= lower[-1]) > target
+
+
+def test_window_template_trials_by_hand() -> None:
+    """Two labels; recording 0 and 1 are 'a', 2 is 'b'. Window 0 of recording 0 meets only
+    recording 1 for 'a' (its own is left out) and recording 2 for 'b'."""
+    from edgesiam.core.metrics import window_template_trials
+
+    templates = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
+    windows = np.array([[1.0, 0.0], [0.0, 1.0]])
+    genuine, impostor = window_template_trials(windows, [0, 2], templates, ["a", "a", "b"])
+    # window 0 (rec 0, 'a'): genuine 0.6 (rec 1), impostor 0.0 (rec 2)
+    # window 1 (rec 2, 'b'): no other 'b' recording → no genuine; impostor max(0.0, 0.8) = 0.8
+    np.testing.assert_allclose(genuine, [0.6])
+    np.testing.assert_allclose(sorted(impostor), [0.0, 0.8])
+
+
+def test_window_template_trials_score_as_the_runtime_gallery_does() -> None:
+    """The device's Gallery (aggregate max) gives the same per-label scores."""
+    from edgesiam.core.matching import Gallery
+    from edgesiam.core.metrics import window_template_trials
+
+    rng = np.random.default_rng(3)
+    templates = rng.standard_normal((7, 5))
+    labels = ["b", "a", "c", "a", "b", "c", "a"]
+    windows = rng.standard_normal((4, 5))
+    windows /= np.linalg.norm(windows, axis=1, keepdims=True)  # as the model's output is
+    owner = [1, 2, 6, 0]
+    genuine, impostor = window_template_trials(windows, owner, templates, labels)
+    want_genuine: list[float] = []
+    want_impostor: list[float] = []
+    for w, o in zip(windows, owner, strict=True):
+        gallery = Gallery(5)
+        for i, (t, label) in enumerate(zip(templates, labels, strict=True)):
+            if i != o:
+                gallery.add(label, t[None, :])
+        scores = gallery.scores(w[None, :])[0]
+        for label, score in zip(gallery.labels, scores, strict=True):
+            (want_genuine if label == labels[o] else want_impostor).append(score)
+    np.testing.assert_allclose(sorted(genuine), sorted(want_genuine), atol=1e-6)
+    np.testing.assert_allclose(sorted(impostor), sorted(want_impostor), atol=1e-6)

@@ -351,3 +351,72 @@ def test_an_imu_device_enrolls_csv_clips_from_the_page(
     page.wait_for_selector('#command-result[data-ok="false"]', timeout=10_000)
     assert "voice.wav is not a CSV text file" in page.inner_text("#command-result")
     assert page.errors == []
+
+
+def test_a_labels_threshold_is_shown_and_set_from_the_page(
+    page: Any, dashboard: Dashboard, device_run: subprocess.Popen[bytes], tmp_path: Path
+) -> None:
+    """The page shows each label's threshold as the device reports it, and a new value set there
+    reaches the running device, which keeps it beside its gallery."""
+    open_page(page, dashboard)
+    page.select_option("#enroll-device", "livingroom")
+    page.fill("#enroll-label", "grandma")
+    page.set_input_files("#enroll-file", str(voice_clip(tmp_path / "grandma.wav")))
+    page.click("#enroll-submit")
+    page.wait_for_selector('#labels-list li[data-label="grandma"]', timeout=60_000)
+    page.click("#refresh-labels")  # the device's list carries each label's threshold
+    field = '#labels-list li[data-label="grandma"] input[name="threshold"]'
+    calibrated = json.loads((SPEAKER / "manifest.json").read_text())["thresholds"]["window"]
+    shown = f"{calibrated['at_fmr']['0.001']:.4f}"
+    page.wait_for_selector(f'{field}[value="{shown}"]', timeout=60_000)
+
+    page.fill(field, "0.8125")
+    page.click('#labels-list li[data-label="grandma"] form.threshold button')
+    page.wait_for_selector(
+        '#command-result[data-ok="true"]:has-text("threshold grandma done")', timeout=60_000
+    )
+    assert "0.8125" in page.inner_text("#command-result")
+    page.wait_for_selector(f'{field}[value="0.8125"]', timeout=10_000)
+    stored = dashboard.history.device("livingroom")
+    assert stored is not None and stored["thresholds"]["labels"]["grandma"] == 0.8125
+    saved = json.loads((tmp_path / "gallery.thresholds.json").read_text())
+    assert saved["per_label"] == {"grandma": 0.8125}  # on the device, kept across restarts
+    assert page.errors == []
+
+
+def chip_colour(page: Any, selector: str) -> str:
+    style = page.get_attribute(selector, "style") or ""
+    return style.split("--c:")[1].split(";")[0].strip()
+
+
+def test_a_near_miss_a_fraction_of_a_thousandth_short_never_reads_zero(
+    page: Any, dashboard: Dashboard
+) -> None:
+    pub = publisher(dashboard.broker)
+    near = {"schema": "edgesiam.near_miss.v1", "device": "porch", "ts": time.time(),
+            "label": "alice", "score": 0.6996, "threshold": 0.7, "model": "speaker"}  # fmt: skip
+    pub.publish("edgesiam/porch/near_miss", json.dumps(near))
+    assert wait_until(lambda: dashboard.history.counts()["near_misses"] == 1, 10)
+    pub.stop()
+    open_page(page, dashboard)
+    assert page.inner_text("#near-misses tbody tr >> nth=0 >> td.num") == "0.0004"
+    assert page.errors == []
+
+
+def test_label_colours_stay_when_labels_are_added(page: Any, dashboard: Dashboard) -> None:
+    pub = publisher(dashboard.broker)
+    first = event_payload("porch", 1, label="alice")
+    pub.publish("edgesiam/porch/event", json.dumps(first))
+    assert wait_until(lambda: dashboard.history.counts()["events"] == 1, 10)
+    open_page(page, dashboard)
+    row = f'#events tbody tr[data-id="{first["id"]}"] .chip'
+    before = chip_colour(page, row)
+
+    for seq, label in enumerate(["zoe", "bob", "carol"], start=2):  # newer: shown above alice
+        pub.publish("edgesiam/porch/event", json.dumps(event_payload("porch", seq, label=label)))
+    assert wait_until(lambda: dashboard.history.counts()["events"] == 4, 10)
+    pub.stop()
+    open_page(page, dashboard)  # a fresh page meets the labels in another order
+    assert page.inner_text(row) == "alice"
+    assert chip_colour(page, row) == before
+    assert page.errors == []

@@ -159,3 +159,20 @@ def test_other_processes_can_read_while_it_writes(tmp_path: Path) -> None:
     assert reader.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 1
     reader.close()
     h.close()
+
+
+def test_thresholds_are_kept_per_device_and_older_histories_gain_the_column(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "h.sqlite3"
+    History(path).close()
+    with sqlite3.connect(path) as db:  # a history written before thresholds were kept
+        db.execute("ALTER TABLE devices DROP COLUMN thresholds")
+    h = History(path)
+    h.set_labels("pi", ["alice", "bob"])
+    assert h.device("pi")["thresholds"] is None  # type: ignore[index]
+    h.set_thresholds("pi", 0.97, {"alice": 0.9, "bob": 0.97})
+    h.close()
+    again = History(path).device("pi")
+    assert again is not None
+    assert again["thresholds"] == {"default": 0.97, "labels": {"alice": 0.9, "bob": 0.97}}

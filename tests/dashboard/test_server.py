@@ -7,13 +7,19 @@ import http.client
 import io
 import json
 import threading
+import urllib.request
 import wave
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from edgesiam.dashboard.auth import TokenAuth
+from edgesiam.dashboard.history import History
+from edgesiam.dashboard.ingest import Ingester
+from edgesiam.dashboard.server import DashboardApp, DashboardServer, LiveFeed
 from tests.dashboard.conftest import Dashboard, event_payload, publisher
-from tests.runtime.conftest import wait_until
+from tests.runtime.conftest import free_port, wait_until
 
 
 def wav_bytes(seconds: float = 0.5, rate: int = 16000) -> bytes:
@@ -174,3 +180,93 @@ def test_the_live_stream_carries_what_arrives(dashboard: Dashboard) -> None:
     pub.stop()
     (event,) = [data for kind, data in messages if kind == "event"]
     assert event["device"] == "live1" and event["seq"] == 1 and "received_ts" in event
+
+
+def test_an_unreachable_broker_is_shown_with_its_reason(tmp_path: Path) -> None:
+    """``/api/stats`` (what the page's broker pill shows) says why, not ``last_error: null``."""
+    port = free_port()  # nothing listens there
+    history = History(tmp_path / "history.sqlite3")
+    feed = LiveFeed()
+    updates: list[tuple[str, dict[str, Any]]] = []
+
+    def on_update(kind: str, data: dict[str, Any]) -> None:
+        updates.append((kind, data))
+        feed.publish(kind, data)
+
+    ingester = Ingester(f"mqtt://localhost:{port}", history, on_update=on_update)
+    server = DashboardServer(
+        DashboardApp(history, ingester, TokenAuth(None), feed=feed), "127.0.0.1", 0
+    )
+    ingester.start()
+    server.start()
+    try:
+        assert wait_until(lambda: ingester.last_error is not None, timeout=15)
+        with urllib.request.urlopen(f"{server.url}/api/stats", timeout=30) as response:
+            broker = json.loads(response.read())["broker"]
+        assert broker["connected"] is False
+        assert f"connection refused by localhost:{port}" in broker["last_error"]
+        assert ("broker", {"connected": False, "last_error": broker["last_error"]}) in updates
+    finally:
+        server.stop()
+        ingester.stop()
+        history.close()
+
+
+def test_threshold_requests_are_checked_then_sent_to_the_device(dashboard: Dashboard) -> None:
+    cases: list[tuple[Any, str]] = [
+        ({"label": "alice", "value": 1.5}, "[-1, 1]"),
+        ({"label": "alice", "value": "high"}, "[-1, 1]"),
+        ({"label": "alice", "value": True}, "[-1, 1]"),
+        ({}, "value"),
+        ({"label": "a/b", "value": 0.8}, "label"),
+        ({"label": "alice", "value": 0.8, "target": 1}, "unknown"),
+    ]
+    for body, word in cases:
+        got, _, answer = dashboard.request("/api/devices/pi/threshold", method="POST", body=body)
+        assert got == 400 and word in answer["error"], (body, answer)
+    # a valid request goes out as the device's threshold command (nobody answers here)
+    device = publisher(dashboard.broker)
+    device.client.subscribe("edgesiam/pi/cmd/#", qos=1)
+    wait_until(lambda: False, 0.2)
+    got, _, answer = dashboard.request(
+        "/api/devices/pi/threshold", method="POST", body={"label": "alice", "value": 0.8125}
+    )
+    sent = device.wait_for("edgesiam/pi/cmd/threshold", timeout=5)
+    assert sent and {k: v for k, v in sent[0].json().items() if k != "correlation_id"} == {
+        "label": "alice",
+        "value": 0.8125,
+    }
+    device.stop()
+
+
+def test_review_requests_are_checked_and_undo_needs_a_known_review(make_dashboard: Any) -> None:
+    dashboard = make_dashboard(command_timeout_s=1.0)
+    good = {"action": "wrong", "label": "alice", "embedding": "AAAAAAAA", "embedding_scale": 0.01}
+    cases: list[tuple[Any, str]] = [
+        ({**good, "action": "delete"}, "action"),
+        ({**good, "embedding": 5}, "embedding"),
+        ({**good, "embedding_scale": 0}, "embedding_scale"),
+        ({**good, "label": "a/b"}, "label"),
+        ({**good, "by": "x" * 65}, "by"),
+        ({**good, "audio": "…"}, "unknown"),
+    ]
+    for body, word in cases:
+        got, _, answer = dashboard.request("/api/devices/pi/review", method="POST", body=body)
+        assert got == 400 and word in answer["error"], (body, answer)
+    got, _, answer = dashboard.request("/api/reviews/7/undo", method="POST", body={"by": "sam"})
+    assert got == 404 and "no review 7" in answer["error"]
+    # a valid review goes out as the device's reject command (nobody answers here)
+    device = publisher(dashboard.broker)
+    device.client.subscribe("edgesiam/pi/cmd/#", qos=1)
+    wait_until(lambda: False, 0.2)
+    dashboard.request("/api/devices/pi/review", method="POST", body={**good, "by": "sam"})
+    sent = device.wait_for("edgesiam/pi/cmd/reject", timeout=5)
+    assert sent and {k: v for k, v in sent[0].json().items() if k != "correlation_id"} == {
+        "label": "alice",
+        "embedding": "AAAAAAAA",
+        "embedding_scale": 0.01,
+    }
+    device.stop()
+    assert dashboard.history.reviews() == []  # nothing recorded without the device's answer
+    status, _, listed = dashboard.request("/api/reviews")
+    assert status == 200 and listed == {"reviews": []}

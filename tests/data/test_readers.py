@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +15,14 @@ from edgesiam.data.readers import (
     SENSOR_EXTENSIONS,
     DatasetInfo,
     Recording,
+    SensorSpec,
     count_non_finite,
     iter_recordings,
     load_recording,
     parse_group,
     read_audio,
     read_sensor,
+    read_sensor_for,
     scan_dataset,
 )
 from edgesiam.errors import DataError, EdgesiamError
@@ -148,7 +151,7 @@ def test_whitespace_and_tab_separated(tmp_path: Path, sep: str) -> None:
 
 
 def test_nan_and_inf_are_kept_and_counted(tmp_path: Path) -> None:
-    path = write_csv(tmp_path / "a.csv", "1,nan\ninf,4\n5,\n")
+    path = write_csv(tmp_path / "a.csv", "1,nan\ninf,4\n5,NaN\n")
     x = read_sensor(path)
     assert x.shape == (3, 2)
     assert count_non_finite(x) == 3
@@ -275,8 +278,7 @@ def test_scan_sensor_dataset_and_load(tmp_path: Path) -> None:
     assert info.channels == ["ax", "ay", "az"]
     arrays = dict((r.path.name, a) for r, a in iter_recordings(info, progress=False))
     assert arrays["s1__a.csv"].shape == (4, 3) and arrays["s3__c.npy"].shape == (6, 3)
-    with pytest.raises(DataError, match="not resampled"):
-        load_recording(info.recordings[0], info, sample_rate=100)
+    assert load_recording(info.recordings[0], info, sample_rate=100).shape == (8, 3)
 
 
 def test_load_recording_audio_needs_rate(tmp_path: Path) -> None:
@@ -403,3 +405,184 @@ def test_iter_recordings_skip_policy(tmp_path: Path) -> None:
 
 def test_data_error_is_an_edgesiam_error() -> None:
     assert issubclass(DataError, EdgesiamError)
+
+
+# --------------------------------------------------------------------------------------------------
+# sensor recordings read for a model: header names, units, rate, empty fields
+
+IMU = ("acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z")
+IMU_SPEC = SensorSpec(50, 6, IMU, ("g", "g", "g", "rad/s", "rad/s", "rad/s"))
+
+
+def imu_recording(n: int = 200, seed: int = 0) -> np.ndarray:
+    """A phone lying still then turning: gravity on z (in g), small rotation rates (rad/s)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0.0, 0.02, size=(n, 6))
+    x[:, 2] += 1.0
+    x[:, 3:] += np.sin(np.linspace(0, 6, n))[:, None] * [0.5, -0.2, 0.1]
+    return x.astype(np.float32)
+
+
+def write_imu_csv(path: Path, x: np.ndarray, columns: list[str] | None) -> Path:
+    lines = [",".join(columns)] if columns is not None else []
+    lines += [",".join(f"{v:.6f}" for v in row) for row in x]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_csv_columns_are_matched_by_header_name(tmp_path: Path) -> None:
+    x = imu_recording()
+    order = [3, 4, 5, 0, 1, 2]  # the gyroscope first
+    swapped = write_imu_csv(tmp_path / "swapped.csv", x[:, order], [IMU[i] for i in order])
+    got, notes = read_sensor_for(swapped, IMU_SPEC)
+    np.testing.assert_allclose(got, x, atol=1e-6)
+    assert notes.order is None
+    # a timestamp column the model does not take is ignored; names are matched without case
+    extra = np.column_stack([np.arange(len(x)), x])
+    stamped = write_imu_csv(tmp_path / "stamped.csv", extra, ["time", *(c.upper() for c in IMU)])
+    np.testing.assert_allclose(read_sensor_for(stamped, IMU_SPEC)[0], x, atol=1e-6)
+
+
+def test_header_naming_some_channels_is_an_error_naming_the_missing(tmp_path: Path) -> None:
+    x = imu_recording()
+    path = write_imu_csv(tmp_path / "part.csv", x, ["acc_x", "acc_y", "acc_z", "gx", "gy", "gz"])
+    with pytest.raises(DataError, match=r"part\.csv.*lack the channel\(s\) gyro_x, gyro_y, gyro_z"):
+        read_sensor_for(path, IMU_SPEC)
+
+
+def test_unknown_or_missing_header_is_taken_in_model_order_with_one_notice(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    x = imu_recording()
+    root = tmp_path / "ds"
+    write_imu_csv(root / "wave" / "1.csv", x, None)
+    write_imu_csv(root / "wave" / "2.csv", x, ["a", "b", "c", "d", "e", "f"])
+    write_imu_csv(root / "wave" / "3.csv", x, None)
+    info = scan_dataset(root)
+    with caplog.at_level(logging.WARNING, logger="edgesiam.data.readers"):
+        got = list(iter_recordings(info, progress=False, spec=IMU_SPEC))
+    assert all(np.allclose(a, x, atol=1e-6) for _, a in got)
+    order = [r.getMessage() for r in caplog.records if "model's order" in r.getMessage()]
+    assert len(order) == 1 and "1.csv: has no header" in order[0]
+    assert any("applies to 3 of 3 recordings" in r.getMessage() for r in caplog.records)
+    _, notes = read_sensor_for(root / "wave" / "2.csv", IMU_SPEC)
+    assert notes.order is not None and "naming none of them" in notes.order
+
+
+def test_dataset_toml_channels_name_the_columns_of_a_file_without_header(tmp_path: Path) -> None:
+    x = imu_recording()
+    order = [3, 4, 5, 0, 1, 2]
+    root = tmp_path / "ds"
+    write_imu_csv(root / "wave" / "1.csv", x[:, order], None)
+    np.save(root / "wave" / "2.npy", x[:, order])
+    names = ", ".join(f'"{IMU[i]}"' for i in order)
+    (root / "dataset.toml").write_text(f"channels = [{names}]\n")
+    info = scan_dataset(root)
+    got = [a for _, a in iter_recordings(info, progress=False, spec=IMU_SPEC)]
+    for a in got:
+        np.testing.assert_allclose(a, x, atol=1e-6)
+
+
+def test_declared_units_are_converted_to_the_models(tmp_path: Path) -> None:
+    x = imu_recording()
+    si = x * np.array([9.80665] * 3 + [180 / np.pi] * 3, dtype=np.float32)  # m/s^2 and deg/s
+    root = tmp_path / "ds"
+    write_imu_csv(root / "wave" / "1.csv", si, list(IMU))
+    units = ", ".join(['"m/s^2"'] * 3 + ['"deg/s"'] * 3)
+    (root / "dataset.toml").write_text(f"units = [{units}]\n")
+    info = scan_dataset(root)
+    [(_, got)] = list(iter_recordings(info, progress=False, spec=IMU_SPEC))
+    np.testing.assert_allclose(got, x, rtol=1e-4, atol=1e-5)
+    # a table by channel name says the same
+    (root / "dataset.toml").write_text(
+        "[units]\n" + "".join(f'{c} = "{"m/s2" if c < "b" else "dps"}"\n' for c in IMU)
+    )
+    [(_, again)] = list(iter_recordings(scan_dataset(root), progress=False, spec=IMU_SPEC))
+    np.testing.assert_allclose(again, x, rtol=1e-4, atol=1e-5)
+
+
+def test_implausible_gravity_for_the_declared_units_is_warned(tmp_path: Path) -> None:
+    x = imu_recording()
+    si = x.copy()
+    si[:, :3] *= 9.80665  # m/s^2, declared as nothing: taken as the model's g
+    path = write_imu_csv(tmp_path / "si.csv", si, list(IMU))
+    _, notes = read_sensor_for(path, IMU_SPEC)
+    assert notes.gravity is not None
+    assert re.search(r"reads 9\.\d+ g at rest, where gravity reads 1 g", notes.gravity)
+    assert "look like m/s^2: set units in dataset.toml to m/s^2" in notes.gravity
+    assert "units in dataset.toml" in notes.gravity
+    assert read_sensor_for(path, IMU_SPEC, units=["m/s^2"] * 3 + [None] * 3)[1].gravity is None
+    assert (
+        read_sensor_for(write_imu_csv(tmp_path / "g.csv", x, list(IMU)), IMU_SPEC)[1].gravity
+        is None
+    )
+
+
+@pytest.mark.parametrize(
+    ("toml", "match"),
+    [
+        ('units = ["g", "furlong"]\n', "unknown unit 'furlong'"),
+        ('channels = ["ax", "ay"]\nunits = ["g"]\n', "1 unit.*for 2 channel"),
+        ('channels = ["ax", "ay"]\n[units]\naz = "g"\n', "unknown channel.*az"),
+        ('units = "g"\n', "units must be a list"),
+    ],
+)
+def test_bad_units_in_dataset_toml(tmp_path: Path, toml: str, match: str) -> None:
+    root = make_sensor_dataset(tmp_path / "ds", {"a": ["1.csv"]}, width=2)
+    (root / "dataset.toml").write_text(toml)
+    with pytest.raises(DataError, match=rf"dataset\.toml: units: .*{match}"):
+        scan_dataset(root)
+
+
+def test_units_of_another_quantity_are_an_error(tmp_path: Path) -> None:
+    path = write_imu_csv(tmp_path / "a.csv", imu_recording(), list(IMU))
+    with pytest.raises(DataError, match=r"a\.csv.*channel 4 is declared in g.*takes rad/s"):
+        read_sensor_for(path, IMU_SPEC, units=["g"] * 6)
+
+
+def test_dataset_sample_rate_is_resampled_to_the_models(tmp_path: Path) -> None:
+    rate, n = 100, 400
+    t = np.arange(n) / rate
+    x = np.tile(np.sin(2 * np.pi * 2.0 * t)[:, None], (1, 6)).astype(np.float32)
+    root = tmp_path / "ds"
+    write_imu_csv(root / "wave" / "1.csv", x, list(IMU))
+    (root / "dataset.toml").write_text(f"sample_rate = {rate}\n")
+    info = scan_dataset(root)
+    [(_, got)] = list(iter_recordings(info, progress=False, spec=IMU_SPEC))
+    assert got.shape == (200, 6)
+    assert abs(dominant_freq(got[:, 0], 50) - 2.0) < 0.2
+
+
+def test_empty_csv_field_is_an_error_naming_file_and_line(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "gap.csv", "ax,ay\n1,2\n3,\n5,6\n")
+    with pytest.raises(DataError, match=r"gap\.csv: line 3: column 2 is empty"):
+        read_sensor(path)
+    first = write_csv(tmp_path / "first.csv", "1,,3\n4,5,6\n")
+    with pytest.raises(DataError, match=r"first\.csv: line 1: column 2 is empty"):
+        read_sensor(first)
+
+
+def test_empty_csv_field_skips_the_recording_with_skip(tmp_path: Path) -> None:
+    root = make_sensor_dataset(tmp_path / "ds", {"a": ["1.csv", "2.csv"]})
+    write_csv(root / "a" / "3.csv", "1,2,3\n4,,6\n")
+    info = scan_dataset(root)
+    with pytest.raises(DataError, match=r"3\.csv: line 2"):
+        list(iter_recordings(info, progress=False))
+    got = list(iter_recordings(info, on_error="skip", progress=False))
+    assert [r.path.name for r, _ in got] == ["1.csv", "2.csv"]
+    assert [(p.name, "line 2" in why) for p, why in info.skipped] == [("3.csv", True)]
+
+
+def test_training_reads_csv_columns_by_the_dataset_channel_names(tmp_path: Path) -> None:
+    x = imu_recording()
+    order = [3, 4, 5, 0, 1, 2]
+    root = tmp_path / "ds"
+    write_imu_csv(root / "wave" / "1.csv", x[:, order], [IMU[i] for i in order])
+    names = ", ".join(f'"{c}"' for c in IMU)
+    (root / "dataset.toml").write_text(f"sample_rate = 50\nchannels = [{names}]\n")
+    [(_, got)] = list(iter_recordings(scan_dataset(root), sample_rate=50, progress=False))
+    np.testing.assert_allclose(got, x, atol=1e-6)
+    write_imu_csv(root / "wave" / "2.csv", x, ["acc_x", "acc_y", "acc_z", "gx", "gy", "gz"])
+    with pytest.raises(DataError, match=r"2\.csv.*lack the channel\(s\) gyro_x, gyro_y, gyro_z"):
+        list(iter_recordings(scan_dataset(root), sample_rate=50, progress=False))

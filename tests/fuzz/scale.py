@@ -3,7 +3,9 @@
 
 Every property test takes its settings from :func:`fuzz_settings`; nothing here changes
 Hypothesis' global profile, so other tests keep theirs. Failing examples are kept in Hypothesis'
-example database (``.hypothesis/``) and tried first on the next run.
+example database (``.hypothesis/``) and tried first on the next run. Under ``CI`` (and not in the
+full run) the examples are derandomised and the database is off: the default suite draws the same
+examples every time, and only ``make reliability`` and local runs go looking for new ones.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from hypothesis import HealthCheck, settings
 
 FULL: Final = os.environ.get("EDGESIAM_RELIABILITY", "").lower() == "full"
 """True under ``make reliability``: the full-scale run."""
+
+DETERMINISTIC: Final = os.environ.get("CI", "").lower() not in ("", "0", "false") and not FULL
+"""True in CI's default suite: the same examples every run (see tests/conftest.py)."""
 
 FULL_FACTOR: Final = 25
 """How many times more examples each property gets in the full run."""
@@ -31,6 +36,8 @@ settings.register_profile(
         HealthCheck.function_scoped_fixture,
     ],
     print_blob=True,
+    derandomize=DETERMINISTIC,
+    **({"database": None} if DETERMINISTIC else {}),
 )
 _PROFILE: Final = settings.get_profile("edgesiam-fuzz")
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from edgesiam.config import load_train_config
@@ -119,6 +119,7 @@ def check_loads(loader: Any, path: Path) -> None:
 
 @fuzz_settings(150)
 @given(text=config_texts(RECIPES))
+@example(text="name: x\nmodality: audio\ndata: {train: ~0, window_s: 1, hop_s: 1}\n")
 def test_training_recipes_load_or_fail_clearly(tmp_path: Path, text: str) -> None:
     path = tmp_path / "recipe.yaml"
     path.write_text(text, errors="surrogateescape")
@@ -127,6 +128,7 @@ def test_training_recipes_load_or_fail_clearly(tmp_path: Path, text: str) -> Non
 
 @fuzz_settings(150)
 @given(text=config_texts(PROFILES))
+@example(text="bundle: ~0\nsource: {type: mic}\n")  # RuntimeError: Could not determine home …
 def test_runtime_configs_load_or_fail_clearly(tmp_path: Path, text: str) -> None:
     path = tmp_path / "device.yaml"
     path.write_text(text, errors="surrogateescape")

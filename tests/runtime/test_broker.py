@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
+import soundfile as sf
 
 from edgesiam.errors import EdgesiamError
 from edgesiam.runtime.broker import EmbeddedBroker, add_broker_parser, broker_config
 from edgesiam.runtime.mqtt import MqttPublisher, MqttSettings, event_builder
 from edgesiam.runtime.outbox import Outbox
+from tests.conftest import EVENTS_BUNDLE, voice
 from tests.runtime.conftest import Subscriber, free_port, wait_until
 
 pytest.importorskip("amqtt")
@@ -93,3 +97,67 @@ def test_ctrl_c_stops_the_broker_cleanly() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def edgesiam(*args: str) -> subprocess.Popen[str]:
+    """``edgesiam ARGS`` as a user runs it: its own process, this checkout's code."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "edgesiam", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )
+
+
+@pytest.fixture
+def voice_stream(tmp_path: Path) -> Path:
+    """8 s of the voice that ``events_gallery`` enrolled (so its windows match)."""
+    path = tmp_path / "voice.wav"
+    sf.write(path, np.tile(voice(3.0, seed=1), 3)[: 8 * 16000], 16000, subtype="PCM_16")
+    return path
+
+
+def test_edgesiam_broker_and_run_work_together_with_their_defaults(
+    events_gallery: Path, voice_stream: Path, tmp_path: Path
+) -> None:
+    """``edgesiam broker`` (MQTT 3.1.1 only) and ``edgesiam run --broker mqtt://localhost:PORT``
+    with no other option: the device finds that the broker does not speak MQTT 5 and uses 3.1.1."""
+    port = free_port()
+    broker = edgesiam("broker", "--port", str(port))
+    try:
+        assert broker.stdout is not None and "listening on" in broker.stdout.readline()
+        sub = Subscriber("127.0.0.1", port, ["edgesiam/#"], protocol=mqtt.MQTTv311).start()
+        run = edgesiam(
+            *("run", "--bundle", str(EVENTS_BUNDLE), "--gallery", str(events_gallery)),
+            *("--source", f"file:{voice_stream}", "--realtime", "--device-id", "pi"),
+            *("--state-dir", str(tmp_path / "state"), "--broker", f"mqtt://localhost:{port}"),
+        )
+        _, err = run.communicate(timeout=120)
+        assert run.returncode == 0, err[-3000:]
+        events = sub.wait_for("edgesiam/pi/event", 1, timeout=10)
+        assert json.loads(events[0].payload)["device"] == "pi"
+        statuses = [m.payload for m in sub.wait_for("edgesiam/pi/status", 2)]
+        assert statuses[0] == b"online" and statuses[-1] == b"offline"
+        assert "does not speak MQTT 5" in err and "0 event(s) refused" not in err
+        sub.stop()
+    finally:
+        broker.send_signal(signal.SIGINT)
+        broker.wait(timeout=10)
+
+
+def test_run_says_why_the_broker_is_unreachable_and_retries(
+    events_gallery: Path, voice_stream: Path, tmp_path: Path
+) -> None:
+    port = free_port()  # no broker there
+    run = edgesiam(
+        *("run", "--bundle", str(EVENTS_BUNDLE), "--gallery", str(events_gallery)),
+        *("--source", f"file:{voice_stream}", "--realtime", "--device-id", "pi"),
+        *("--state-dir", str(tmp_path / "state"), "--broker", f"mqtt://localhost:{port}"),
+    )
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 0, err[-3000:]
+    assert f"MQTT: connection refused by localhost:{port}" in err
+    assert "retrying in 1 s (attempt 1;" in err and "retrying in 2 s (attempt 2;" in err
+    assert "Traceback" not in err
+    assert "stay in the outbox for the next start" in err  # the events are kept, not lost

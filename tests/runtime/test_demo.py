@@ -72,8 +72,9 @@ def check_report(report: DemoReport, out: str) -> None:
     assert len({e["id"] for e in report.events}) == len(seqs)
     assert all(e["received"] > 0 for e in report.events)  # stamped by the subscriber
     assert report.statuses[:1] == ["online"] and report.statuses[-1] == "offline"
-    # every event was printed live, and the summary is printed
-    assert out.count(" seq ") == report.events_received
+    # every event of both runs was printed live, and the summary is printed
+    before = report.before["events_received"] if report.before else 0
+    assert out.count(" seq ") == report.events_received + before
     for line in ("summary", "hits", "false matches", "misses", "windows/s", "real-time factor"):
         assert line in out
 
@@ -106,6 +107,13 @@ def test_the_demo_end_to_end_on_the_tiny_bundle(
     enrolled_from = {(info.label, src) for info in gallery for src in info.sources}
     streamed = {(t["label"], clip) for t in truth for clip in t["clips"]}
     assert len(enrolled_from) == 4 and not enrolled_from & streamed
+    # the calibration step ran on speakers neither enrolled nor in the stream, and both runs show
+    assert "summary (before calibration)" in out and "summary (after calibration)" in out
+    assert report.phase == "after calibration" and report.before is not None
+    assert set(report.calibration or {}) == set(report.enrolled)
+    background = {p.name for p in (tmp_path / "demo" / "background").iterdir()}
+    assert background and not background & {t["label"] for t in truth}
+    assert "calibration    before → after" in out
 
 
 def test_the_same_seed_gives_the_same_plan_and_events(

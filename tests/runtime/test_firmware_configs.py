@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -23,7 +24,9 @@ def test_every_profile_validates(path: Path) -> None:
     config = validate_runtime_file(path)
     assert config.bundle.is_absolute() and config.state_dir == Path("/var/lib/edgesiam")
     imu = "-imu" in path.stem
-    assert config.bundle.name == ("motion" if imu else "speaker")
+    assert config.bundle.name == (
+        "motion" if imu else "events" if "events" in path.stem else "speaker"
+    )
     if imu:
         assert isinstance(config.source, MqttSourceConfig | SerialSourceConfig)
         assert config.matching.gate.enabled is False
@@ -72,3 +75,41 @@ def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
     )
     complaints = [line for line in done.stderr.splitlines() if str(copy) in line]
     assert done.returncode == 0 and not complaints, done.stderr
+
+
+def test_the_events_profile_fits_the_events_bundle_and_a_long_sound_is_one_event(
+    events_gallery: Path, tmp_path: Path
+) -> None:
+    """The profile with the shipped events bundle in place of its device path: its target FMR is
+    backed by the bundle's calibration, and a 9 s continuous sound gives one event (without
+    ``hold`` the same stream fires each time the refractory period runs out)."""
+    import soundfile as sf
+
+    from edgesiam.runtime.config import load_runtime_config
+    from edgesiam.runtime.pipeline import Runtime
+    from tests.conftest import EVENTS_BUNDLE, voice
+
+    profile = FIRMWARE / "pi4-events.yaml"
+    stream = tmp_path / "long.wav"
+    sf.write(stream, voice(8.8, seed=5), 16000, subtype="PCM_16")
+    overrides = {
+        "bundle": str(EVENTS_BUNDLE),
+        "gallery": str(events_gallery),
+        "state_dir": str(tmp_path / "state"),
+        "source": {"type": "file", "path": str(stream)},
+        "mqtt.enabled": False,
+    }
+    config = load_runtime_config(profile, overrides)
+    manifest = json.loads((EVENTS_BUNDLE / "manifest.json").read_text())
+    assert manifest["thresholds"]["window"]["supported"]["0.001"]
+    assert config.matching.target_fmr == 0.001 and config.matching.decision.hold
+
+    def events(**decision: object) -> int:
+        c = config.model_copy(update={"state_dir": tmp_path / f"state{len(decision)}"})
+        if decision:
+            d = c.matching.decision.model_copy(update=decision)
+            c = c.model_copy(update={"matching": c.matching.model_copy(update={"decision": d})})
+        return Runtime(c).run().events
+
+    assert events() == 1
+    assert events(hold=False) >= 3

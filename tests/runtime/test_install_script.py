@@ -96,6 +96,8 @@ def test_install_places_everything_keeps_an_edited_config_and_a_second_run_chang
     assert (venv / "bin" / "edgesiam").exists()
     assert list(venv.glob("lib/python*/site-packages/edgesiam-*.dist-info"))
     assert (dest / "var/lib/edgesiam").is_dir()
+    # a microphone profile brings the wheel's microphone extra
+    assert (venv / ".edgesiam-wheel").read_text().strip().endswith("[device,audio]")
 
     before = tree_digest(dest)
     again = install(dest, "--profile", "pi5-audio", str(wheel.parent))

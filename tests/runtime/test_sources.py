@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 import pytest
@@ -28,6 +28,7 @@ from edgesiam.runtime.sources import (
     SerialSource,
     StdinSource,
     StreamFormat,
+    StreamPacing,
     open_source,
     parse_csv_row,
     parse_sensor_payload,
@@ -195,15 +196,67 @@ def test_stdin_f32le_and_a_trailing_partial_frame() -> None:
     np.testing.assert_array_equal(got[:, 0], x)  # NaN passes through: the front-end handles it
 
 
-def test_stdin_at_the_wrong_rate_or_channels_is_a_clear_error() -> None:
-    with pytest.raises(
-        ConfigError, match=r"8000 samples/s.*16000.*arecord -f S16_LE -r 16000 -c 1"
-    ):
-        StdinSource(AUDIO, sample_rate=8000)
+def test_stdin_at_the_wrong_channels_or_an_unusable_rate_is_a_clear_error() -> None:
     with pytest.raises(ConfigError, match=r"2 channel\(s\) but the bundle takes mono"):
         StdinSource(AUDIO, channels=2)
+    with pytest.raises(ConfigError, match="filter phases"):
+        StdinSource(AUDIO, sample_rate=16001 * 9973)
     sensor = StdinSource(IMU, channels=6, encoding="f32le", stream=io.BytesIO(b""))
     assert sensor.channels == 6 and collect(sensor).shape[0] == 0
+
+
+def sine(rate: int, seconds: float, hz: float = 1000.0) -> np.ndarray:
+    return (0.5 * np.sin(2 * np.pi * hz * np.arange(round(rate * seconds)) / rate)).astype(
+        np.float32
+    )
+
+
+def assert_is_the_resampled_sine(got: np.ndarray, seconds: float) -> None:
+    """``got``: a 1 kHz sine of amplitude 0.5 at 16 kHz, as long as the input was."""
+    assert got.shape == (round(16000 * seconds), 1)
+    inner = got[2000:-2000, 0]
+    spectrum = np.abs(np.fft.rfft(inner * np.hanning(inner.size)))
+    assert abs(np.argmax(spectrum) * 16000 / inner.size - 1000.0) < 1.0
+    assert np.sqrt(2 * np.mean(inner**2)) == pytest.approx(0.5, rel=2e-3)
+
+
+@pytest.mark.parametrize("rate", [48000, 44100])
+def test_stdin_at_a_declared_rate_is_resampled_to_the_bundles(rate: int) -> None:
+    proc = pcm_producer(sine(rate, 2.0))
+    source = open_source(f"stdin:?sample_rate={rate}", AUDIO, stdin=cast(BinaryIO, proc.stdout))
+    assert source.sample_rate == 16000
+    got = collect(source)
+    proc.wait(10)
+    assert_is_the_resampled_sine(got, 2.0)
+
+
+def test_stdin_takes_the_rate_of_its_wav_header_unless_one_is_declared() -> None:
+    proc = pcm_producer(sine(48000, 1.0), wav_header(48000, 1))
+    got = collect(StdinSource(AUDIO, stream=cast(BinaryIO, proc.stdout)))
+    proc.wait(10)
+    assert_is_the_resampled_sine(got, 1.0)
+    proc = pcm_producer(sine(48000, 0.1), wav_header(48000, 1))
+    with pytest.raises(DataError, match=r"WAV at 48000 Hz.*expects 44100 Hz"):
+        collect(StdinSource(AUDIO, sample_rate=44100, stream=cast(BinaryIO, proc.stdout)))
+    proc.wait(10)
+
+
+def test_stdin_is_a_recording_when_it_is_a_file_or_runs_ahead_of_real_time(tmp_path: Path) -> None:
+    raw = tmp_path / "rec.raw"
+    raw.write_bytes(b"\x00\x00" * 1600)
+    with open(raw, "rb") as redirected:  # edgesiam run --source stdin: < rec.raw
+        assert StdinSource(AUDIO, stream=redirected).live is False
+        assert StdinSource(AUDIO, stream=redirected, live=True).live is True
+    pacing = StreamPacing(1000.0, buffered_s=0.5)  # a live stream is ahead by 1.5 s at most
+    pacing.add(1400)
+    assert not pacing.unpaced and 1.3 < pacing.ahead_s() <= 1.4
+    pacing.add(200)
+    assert pacing.unpaced  # for good: a microphone never delivers 1.6 s in no time
+    read_end, write_end = os.pipe()
+    with os.fdopen(read_end, "rb") as pipe, os.fdopen(write_end, "wb"):
+        source = StdinSource(AUDIO, stream=pipe)
+        assert source.live and source.pacing.limit_s == pytest.approx(65536 / 32000 + 1.0)
+        assert not source.wait_for_room()  # nothing read yet: not ahead of real time
 
 
 def test_stdin_stops_when_closed_while_waiting() -> None:
@@ -301,14 +354,21 @@ def test_missing_libraries_name_what_to_install(monkeypatch: pytest.MonkeyPatch)
 class FakeInputStream:
     """sounddevice.InputStream's shape: calls back from its own thread with (frames, channels)."""
 
-    def __init__(self, *, callback: Any, blocksize: int, channels: int, **_: Any) -> None:
+    def __init__(
+        self, *, callback: Any, blocksize: int, channels: int, samplerate: float, **_: Any
+    ) -> None:
         self.callback, self.blocksize, self.channels = callback, blocksize, channels
+        self.samplerate = samplerate
+        self.pause_s = 0.0
         self.thread = threading.Thread(target=self._feed)
 
+    def blocks(self) -> list[np.ndarray]:
+        return [np.full((self.blocksize, self.channels), i, np.float32) for i in range(5)]
+
     def _feed(self) -> None:
-        for i in range(5):
-            block = np.full((self.blocksize, self.channels), i, np.float32)
-            self.callback(block, self.blocksize, None, SimpleNamespace(input_overflow=i == 4))
+        for i, block in enumerate(self.blocks()):
+            self.callback(block, block.shape[0], None, SimpleNamespace(input_overflow=i == 4))
+            time.sleep(self.pause_s)
 
     def __enter__(self) -> FakeInputStream:
         self.thread.start()
@@ -318,26 +378,72 @@ class FakeInputStream:
         self.thread.join()
 
 
-def test_mic_source_through_a_fake_portaudio(monkeypatch: pytest.MonkeyPatch) -> None:
+class FakeUsbMicStream(FakeInputStream):
+    """A microphone that delivers a 1 kHz sine, 2 s of it, in PortAudio-sized blocks."""
+
+    def blocks(self) -> list[np.ndarray]:
+        assert self.samplerate in (44100, 48000)
+        self.pause_s = 0.002  # faster than real time, slow enough not to overflow the queue
+        x = sine(int(self.samplerate), 2.0)[:, None]
+        return [x[i : i + 512] for i in range(0, x.shape[0], 512)]
+
+
+def fake_portaudio(rates: tuple[int, ...], default_rate: float, stream: type) -> SimpleNamespace:
     def check(**settings: Any) -> None:
-        if settings["samplerate"] != 16000:
+        if settings["samplerate"] not in rates:
             raise ValueError("Invalid sample rate")
 
-    fake = SimpleNamespace(check_input_settings=check, InputStream=FakeInputStream)
-    monkeypatch.setitem(sys.modules, "sounddevice", fake)
-    source = open_source("mic:?chunk_s=0.05", AUDIO)
+    def query(device: Any, kind: str) -> dict[str, Any]:
+        assert kind == "input"
+        return {"name": "USB Audio", "default_samplerate": default_rate}
+
+    return SimpleNamespace(check_input_settings=check, query_devices=query, InputStream=stream)
+
+
+def read_mic(source: Any, until: Any) -> list[np.ndarray]:
     got: list[np.ndarray] = []
     reader = threading.Thread(target=lambda: got.extend(source.chunks()))
     reader.start()
-    assert wait_until(lambda: len(got) == 5, timeout=5)
+    assert wait_until(lambda: until(got), timeout=10)
     source.close()
     reader.join(5)
+    return got
+
+
+def test_mic_source_through_a_fake_portaudio(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(
+        sys.modules, "sounddevice", fake_portaudio((16000,), 16000.0, FakeInputStream)
+    )
+    source = open_source("mic:?chunk_s=0.05", AUDIO)
+    got = read_mic(source, lambda got: len(got) == 5)
     assert [c.shape for c in got] == [(800, 1)] * 5 and [c[0, 0] for c in got] == [0, 1, 2, 3, 4]
     assert source.overflows == 1  # type: ignore[attr-defined]
     with pytest.raises(
         DataError, match=r"cannot record 1 channel\(s\) at 44100.*python -m sounddevice"
     ):
         open_source("mic:USB?sample_rate=44100", StreamFormat("audio", 44100, 1))
+
+
+@pytest.mark.parametrize("native", [48000, 44100])
+def test_a_mic_that_cannot_record_at_the_bundles_rate_is_resampled(
+    monkeypatch: pytest.MonkeyPatch, native: int
+) -> None:
+    """Many USB microphones do only 44.1/48 kHz: record at that rate, resample on the device."""
+    fake = fake_portaudio((44100, 48000), float(native), FakeUsbMicStream)
+    monkeypatch.setitem(sys.modules, "sounddevice", fake)
+    source = open_source("mic:USB", AUDIO)
+    assert source.sample_rate == 16000 and source.capture_rate == native  # type: ignore[attr-defined]
+    got = read_mic(source, lambda got: sum(c.shape[0] for c in got) >= 31000)
+    out = np.concatenate(got)
+    assert 31000 <= out.shape[0] <= 32000  # the last unit (32 ms) waits for more input
+    assert_is_the_resampled_sine(np.concatenate([out, np.zeros((32000 - out.shape[0], 1))]), 2.0)
+    assert source.overflows == 1  # type: ignore[attr-defined]
+    explicit = open_source("mic:USB?sample_rate=44100", AUDIO)
+    assert explicit.capture_rate == 44100  # type: ignore[attr-defined]
+    nothing = fake_portaudio((22050,), 8000.0, FakeUsbMicStream)
+    monkeypatch.setitem(sys.modules, "sounddevice", nothing)
+    with pytest.raises(DataError, match=r"cannot record 1 channel\(s\) at 8000 Hz"):
+        open_source("mic:USB", AUDIO)
 
 
 def test_open_source_takes_uris_dicts_and_configs(voice_wav: Path) -> None:

@@ -16,9 +16,10 @@ const state = {
   near: [],                // newest first
   timeline: new Map(),     // device id -> points, oldest first
   commands: [],            // newest first
+  reviews: [],             // newest first
   selected: null,          // device shown in the timeline
   managed: null,           // device shown in the enrollment panel
-  labelColours: new Map(),
+  labelsShown: null,        // what the labels list shows, so it is not rebuilt while typed in
   broker: null,
   arrived: new Map(),      // "event:<id>" or "status:<device>:<status>" -> when this page first showed it (ms)
 };
@@ -85,11 +86,29 @@ function fixed(value, digits) {
   return typeof value === "number" && isFinite(value) ? value.toFixed(digits) : "—";
 }
 
+// a label's colour follows from its name alone (FNV-1a hash), so it never changes when other
+// labels come and go, and is the same on every page and device
 function colourOf(label) {
-  if (!state.labelColours.has(label)) {
-    state.labelColours.set(label, COLOURS[state.labelColours.size % COLOURS.length]);
+  let hash = 0x811c9dc5;
+  for (const ch of String(label)) {
+    hash ^= ch.codePointAt(0);
+    hash = Math.imul(hash, 0x01000193) >>> 0;
   }
-  return state.labelColours.get(label);
+  return COLOURS[hash % COLOURS.length];
+}
+
+// a gap under a thousandth must not read as "0.000"
+function gap(value) {
+  if (typeof value !== "number" || !isFinite(value)) return "—";
+  if (Math.abs(value) >= 0.001 || value === 0) return value.toFixed(3);
+  return Math.abs(value) >= 0.0001 ? value.toFixed(4) : "< 0.0001";
+}
+
+function thresholdOf(device, label) {
+  const t = device && device.thresholds;
+  if (!t) return null;
+  const own = t.labels && typeof t.labels[label] === "number" ? t.labels[label] : null;
+  return own !== null ? own : typeof t.default === "number" ? t.default : null;
 }
 
 async function api(path, options) {
@@ -234,6 +253,21 @@ function upsertDevice(device, changes) {
 
 // -- events and near misses ---------------------------------------------------------------------------
 
+function reviewedAs(ref) {
+  return state.reviews.find((r) => r.ref === ref && r.undone_ts === null);
+}
+
+// a button that sends a review of this event or near miss; shown when it carries its embedding
+function reviewButton(item, action, ref, text, title) {
+  if (typeof item.embedding !== "string" || !item.label) return el("td", {});
+  const done = reviewedAs(ref);
+  if (done) return el("td", { class: "reviewed" }, `${done.action === "wrong" ? "marked wrong" : "confirmed"} by ${done.by}`);
+  return el("td", {}, el("button", {
+    type: "button", class: "secondary review", title, dataset: { action },
+    onclick: () => review(item, action, ref),
+  }, text));
+}
+
 function eventRow(e) {
   const shown = arrival(`event:${e.id}`);
   return el("tr", { dataset: { device: e.device, id: e.id, shown } },
@@ -241,17 +275,74 @@ function eventRow(e) {
     el("td", {}, e.device),
     el("td", {}, el("span", { class: "chip", css: { "--c": colourOf(e.label) } }, e.label)),
     scoreCell(e.score, e.threshold),
-    el("td", { class: "num" }, String(e.seq)));
+    el("td", { class: "num" }, String(e.seq)),
+    reviewButton(e, "wrong", `event:${e.id}`, "wrong",
+      `not ${e.label}: the device raises ${e.label}'s threshold above this window`));
+}
+
+function nearRef(n) {
+  return `near_miss:${n.device}:${n.ts}:${n.embedding_id || ""}`;
 }
 
 function nearRow(n) {
   const short = typeof n.score === "number" && typeof n.threshold === "number" ? n.threshold - n.score : null;
-  return el("tr", { dataset: { device: n.device } },
+  return el("tr", { dataset: { device: n.device, ts: String(n.ts) } },
     el("td", { class: "time", title: dateTime(n.ts) }, clock(n.ts)),
     el("td", {}, n.device),
     el("td", {}, n.label ? el("span", { class: "chip", css: { "--c": colourOf(n.label) } }, n.label) : "—"),
     scoreCell(n.score, n.threshold),
-    el("td", { class: "num" }, fixed(short, 3)));
+    el("td", { class: "num" }, gap(short)),
+    reviewButton(n, "this_was", nearRef(n), `this was ${n.label}`,
+      `the device enrolls this window as one more template of ${n.label}`));
+}
+
+// -- reviews --------------------------------------------------------------------------------------------
+
+function reviewer() {
+  return document.getElementById("reviewer").value.trim();
+}
+
+async function review(item, action, ref) {
+  const what = action === "wrong" ? `wrong ${item.label}` : `this was ${item.label}`;
+  const body = { action, label: item.label, embedding: item.embedding, embedding_scale: item.embedding_scale, ref, by: reviewer() };
+  const result = await command(item.device, "review", body, what);
+  if (result && result.ok && result.review) addReview(result.review);
+}
+
+async function undoReview(r) {
+  const box = document.getElementById("command-result");
+  box.hidden = false;
+  box.dataset.ok = "pending";
+  try {
+    const result = await api(`/api/reviews/${r.n}/undo`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ by: reviewer() }),
+    });
+    showResult(result, `undo ${r.action === "wrong" ? "wrong" : "this was"} ${r.label}`);
+    if (result && result.ok && result.review) addReview(result.review);
+  } catch (error) {
+    showResult({ ok: false, error: String(error.message || error) }, "undo");
+  }
+}
+
+function reviewItem(r) {
+  const what = r.action === "wrong" ? `marked a ${r.label} event wrong` : `confirmed a near miss as ${r.label}`;
+  const after = r.result && typeof r.result.threshold === "number" ? ` (threshold now ${r.result.threshold.toFixed(4)})` : "";
+  return el("li", { dataset: { n: String(r.n), action: r.action, undone: r.undone_ts === null ? "false" : "true" } },
+    el("span", { class: "time", title: dateTime(r.ts) }, clock(r.ts)), ` ${r.by} ${what} on ${r.device}${after}`,
+    r.undone_ts === null
+      ? el("button", { type: "button", class: "secondary undo", onclick: () => undoReview(r) }, "undo")
+      : el("span", { class: "undone" }, ` — undone by ${r.undone_by} at ${clock(r.undone_ts)}`));
+}
+
+function addReview(r) {
+  state.reviews = [r, ...state.reviews.filter((x) => x.n !== r.n)];
+  renderReviews();
+  renderEvents();
+  renderNear();
+}
+
+function renderReviews() {
+  document.getElementById("review-log").replaceChildren(...state.reviews.map(reviewItem));
 }
 
 function renderEvents() {
@@ -387,6 +478,9 @@ function renderLabels() {
   const list = document.getElementById("labels-list");
   const d = state.devices.get(state.managed);
   renderEnrollForm(d);
+  const shown = JSON.stringify([state.managed, d && d.labels, d && d.thresholds]);
+  if (shown === state.labelsShown) return; // unchanged: keep what the user is typing
+  state.labelsShown = shown;
   list.replaceChildren();
   if (!d) { list.append(el("li", { class: "muted" }, "no device")); return; }
   if (d.labels === null || d.labels === undefined) {
@@ -395,11 +489,28 @@ function renderLabels() {
   }
   if (!d.labels.length) { list.append(el("li", { class: "muted" }, "nothing enrolled")); return; }
   for (const label of d.labels) {
+    const threshold = thresholdOf(d, label);
     list.append(el("li", { dataset: { label } },
       el("span", { class: "chip", css: { "--c": colourOf(label) } }, label),
       el("button", { type: "button", class: "danger", "aria-label": `forget ${label}`,
-        onclick: () => forget(d.device, label) }, "Forget")));
+        onclick: () => forget(d.device, label) }, "Forget"),
+      el("form", { class: "threshold", onsubmit: (e) => setThreshold(e, d.device, label) },
+        el("input", { type: "number", name: "threshold", min: "-1", max: "1", step: "any",
+          required: true, value: threshold === null ? null : threshold.toFixed(4),
+          placeholder: "ask the device", title: "threshold: a window matches at this cosine score or above",
+          "aria-label": `threshold of ${label}` }),
+        el("button", { type: "submit", class: "secondary", "aria-label": `set the threshold of ${label}` }, "Set"))));
   }
+}
+
+async function setThreshold(event, device, label) {
+  event.preventDefault();
+  const value = parseFloat(event.target.elements.threshold.value);
+  if (!(value >= -1 && value <= 1)) {
+    showResult({ ok: false, error: "a threshold is a cosine between -1 and 1", error_code: "invalid" }, `threshold ${label}`);
+    return;
+  }
+  await command(device, "threshold", { label, value }, `threshold ${label}`);
 }
 
 function showResult(result, what) {
@@ -416,6 +527,7 @@ function showResult(result, what) {
     if (typeof r.removed !== "undefined") detail.push(`removed ${r.removed}`);
     const clipTexts = Array.isArray(r.clips) ? r.clips.map(clipText) : [];
     const warnings = (Array.isArray(r.warnings) ? r.warnings : []).filter((w) => !clipTexts.includes(w));
+    if (typeof r.threshold === "number") detail.push(`threshold ${r.threshold.toFixed(4)} (${r.source || "?"})`);
     if (warnings.length) detail.push(`warnings: ${warnings.join("; ")}`);
     box.append(el("strong", {}, `✓ ${what} done`), detail.length ? ` — ${detail.join(", ")}` : "");
     if (clipTexts.length) {
@@ -569,6 +681,7 @@ function connect() {
   });
   source.addEventListener("event", (m) => addEvent(JSON.parse(m.data)));
   source.addEventListener("near_miss", (m) => addNear(JSON.parse(m.data)));
+  source.addEventListener("review", (m) => addReview(JSON.parse(m.data)));
   source.addEventListener("status", (m) => {
     const s = JSON.parse(m.data);
     upsertDevice(s.device, s.status === "online"
@@ -582,7 +695,7 @@ function connect() {
   });
   source.addEventListener("labels", (m) => {
     const s = JSON.parse(m.data);
-    upsertDevice(s.device, { labels: s.labels });
+    upsertDevice(s.device, s.thresholds ? { labels: s.labels, thresholds: s.thresholds } : { labels: s.labels });
     renderDevices();
   });
   source.addEventListener("command_result", (m) => {
@@ -595,17 +708,19 @@ function connect() {
   });
   source.addEventListener("broker", (m) => {
     const b = JSON.parse(m.data);
-    showBroker({ ...lastStats, broker: { ...(state.broker || {}), connected: b.connected } });
+    showBroker({ ...lastStats, broker: { ...(state.broker || {}), ...b } }); // connected, last_error
   });
 }
 
 let lastStats = {};
 
 async function reload() {
-  const [stats, devices, events, near, commands] = await Promise.all([
+  const [stats, devices, events, near, commands, reviews] = await Promise.all([
     api("/api/stats"), api("/api/devices"), api(`/api/events?limit=${MAX_EVENTS}`),
-    api(`/api/near_misses?limit=${MAX_NEAR}`), api("/api/commands?limit=20"),
+    api(`/api/near_misses?limit=${MAX_NEAR}`), api("/api/commands?limit=20"), api("/api/reviews?limit=50"),
   ]);
+  state.reviews = reviews.reviews;
+  renderReviews();
   lastStats = stats;
   showBroker(stats);
   state.devices = new Map(devices.devices.map((d) => [d.device, d]));
@@ -621,6 +736,9 @@ async function reload() {
 }
 
 function start() {
+  const name = document.getElementById("reviewer");
+  name.value = window.localStorage.getItem("edgesiam-reviewer") || "";
+  name.addEventListener("change", () => window.localStorage.setItem("edgesiam-reviewer", name.value.trim()));
   document.getElementById("enroll-form").addEventListener("submit", enroll);
   document.getElementById("refresh-labels").addEventListener("click", () => {
     if (state.managed) command(state.managed, "list", {}, "list labels");

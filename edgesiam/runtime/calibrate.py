@@ -1,0 +1,473 @@
+"""``edgesiam calibrate``: per-label thresholds for a target in false matches per hour, from the
+device's own background.
+
+The background (a file, a folder of recordings, or the microphone for a few minutes; none of the
+enrolled labels in it) runs through the device pipeline itself — a :class:`Runtime` with its
+windowing, energy gate, front-end and model — and each window's embedding is kept. Each label's
+threshold then comes from :func:`edgesiam.core.calibration.calibrate_label`: the background windows,
+the other labels' templates and the bundle's cohort scored against the label, with the decision
+rule's N-of-M share measured on the stream. The result (and the device's impostor cohort: at most
+:data:`~edgesiam.runtime.calibration_store.MAX_COHORT` background windows) is written beside the
+gallery and used by ``edgesiam run`` ahead of the config's thresholds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import math
+import tempfile
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgesiam.core.calibration import (
+    DEFAULT_FALSE_PER_HOUR,
+    MIN_TAIL,
+    REJECT_MARGIN,
+    LabelCalibration,
+    calibrate_label,
+    leave_one_out_hits,
+)
+from edgesiam.core.decision import DecisionRule
+from edgesiam.core.matching import Gallery
+from edgesiam.data.readers import modality_of
+from edgesiam.errors import ConfigError, DataError
+from edgesiam.runtime.calibration_store import Calibration, DeviceCohort, bounded
+from edgesiam.runtime.config import RuntimeConfig, load_runtime_config, parse_source_uri
+
+if TYPE_CHECKING:
+    from edgesiam.runtime.pipeline import Runtime
+
+__all__ = [
+    "Background",
+    "add_calibrate_parser",
+    "calibrate_gallery",
+    "cmd_calibrate",
+    "collect_background",
+    "recalibrate_label",
+    "review_calibration",
+]
+
+log = logging.getLogger("edgesiam.runtime")
+
+
+@dataclass
+class Background:
+    """The background's windows in stream order: ``(T, D)`` embeddings, NaN rows where the gate
+    found silence; recordings are separated by ``m`` NaN rows (the rule starts afresh)."""
+
+    windows: np.ndarray
+    description: str
+    seconds: float
+
+    @property
+    def active(self) -> np.ndarray:
+        rows: np.ndarray = self.windows[np.isfinite(self.windows[:, 0])]
+        return rows
+
+
+def _background_sources(spec: str, modality: str) -> list[dict[str, Any]]:
+    """``--background`` → source sections: one per recording of a folder, else the URI's."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and modality_of(p) == modality)
+        if not files:
+            raise DataError(f"no {modality} recordings in the background folder", path)
+        return [{"type": "file", "path": str(p.resolve())} for p in files]
+    if path.is_file():
+        return [{"type": "file", "path": str(path.resolve())}]
+    if ":" in spec:
+        return [parse_source_uri(spec)]
+    raise DataError("the background is neither a file, a folder nor a source URI (mic:)", path)
+
+
+def _runtimes(
+    config: RuntimeConfig, spec: str, embedder: Any, state_dir: Path
+) -> Iterator[Runtime]:
+    from edgesiam.runtime.pipeline import NullPublisher, Runtime
+    from edgesiam.runtime.sources import source_config
+
+    modality = "audio" if embedder.manifest.modality == "audio" else "sensor"
+    for source in _background_sources(spec, modality):
+        cfg = config.model_copy(update={"source": source_config(source), "state_dir": state_dir})
+        yield Runtime(cfg, embedder=embedder, publisher=NullPublisher)
+
+
+class _Collector:
+    """A runtime's window observer: keeps each window's embedding (NaN when gated) until
+    ``left`` seconds of stream have passed, then stops the runtime."""
+
+    def __init__(self, runtime: Runtime, left: float, dim: int) -> None:
+        self.runtime, self.left, self.dim = runtime, left, dim
+        self.kept: list[np.ndarray] = []
+
+    def __call__(self, offset_s: float, embedding: np.ndarray | None) -> None:
+        if offset_s > self.left:
+            self.runtime.stop("minutes")
+            return
+        row = np.full(self.dim, np.nan) if embedding is None else np.asarray(embedding).ravel()
+        self.kept.append(row)
+
+
+def collect_background(
+    config: RuntimeConfig, spec: str, minutes: float, embedder: Any | None = None
+) -> Background:
+    """Run the background through the device pipeline for at most ``minutes`` of stream."""
+    from edgesiam.interpreters import load_model
+
+    i = config.interpreter
+    embedder = embedder or load_model(
+        config.bundle, i.delegate, backend=i.backend, num_threads=i.num_threads
+    )
+    dim = int(embedder.embedding_dim)
+    gap = np.full((config.matching.decision.m, dim), np.nan, dtype=np.float32)
+    rows: list[np.ndarray] = []
+    budget = minutes * 60.0
+    seconds = 0.0
+    with tempfile.TemporaryDirectory(prefix="edgesiam-calibrate-") as folder:
+        for runtime in _runtimes(config, spec, embedder, Path(folder)):
+            collector = _Collector(runtime, budget - seconds, dim)
+            runtime.window_observer = collector
+            summary = runtime.run(max_wall_s=collector.left if runtime.source.live else None)
+            seconds += min(summary.stream_s, collector.left)
+            if collector.kept:
+                rows.extend([np.asarray(collector.kept, dtype=np.float32), gap])
+            if seconds >= budget:
+                break
+    if not rows:
+        raise DataError(f"the background gave no window: {spec}")
+    return Background(np.concatenate(rows), spec, round(seconds, 1))
+
+
+def _label_columns(scorer: Any, queries: np.ndarray) -> np.ndarray:
+    if not len(queries):
+        return np.zeros((0, len(scorer.labels)))
+    return np.asarray(scorer.scores(queries), dtype=np.float64)
+
+
+def _own_scores(runtime: Runtime, templates: np.ndarray, cohort: DeviceCohort | None) -> Any:
+    ids = [f"{i:04d}" for i in range(len(templates))]
+    own = runtime.make_scorer(Gallery.from_templates(templates, ids), cohort)
+    return own.scores(templates)
+
+
+def calibrate_gallery(
+    runtime: Runtime,
+    background: Background,
+    max_false_per_hour: float = DEFAULT_FALSE_PER_HOUR,
+    rejected: DeviceCohort | None = None,
+) -> tuple[Calibration, DeviceCohort]:
+    """Per-label thresholds for ``runtime``'s gallery from ``background`` (and rejected windows)."""
+    gallery = runtime.gallery
+    if not gallery.labels:
+        raise DataError("the gallery has no enrolled label to calibrate", runtime.store.path)
+    cohort = DeviceCohort(
+        bounded(background.active),
+        rejected.rejected if rejected is not None else np.zeros((0, gallery.dim), np.float32),
+        list(rejected.rejected_labels) if rejected is not None else [],
+    )
+    scorer = runtime.make_scorer(gallery, cohort)
+    finite = np.isfinite(background.windows[:, 0])
+    seq = np.full((len(background.windows), len(gallery.labels)), np.nan)
+    seq[finite] = _label_columns(scorer, background.windows[finite])
+    rule = runtime.decider.rule
+    hop_s = runtime.embedder.hop / runtime.format.sample_rate
+    bundle_cohort = runtime.bundle_cohort
+    labels: dict[str, LabelCalibration] = {}
+    for j, label in enumerate(gallery.labels):
+        labels[label] = _calibrate_one(
+            runtime, cohort, label, seq[:, j], rule, hop_s, max_false_per_hour, bundle_cohort
+        )
+    calibration = Calibration(
+        max_false_per_hour=max_false_per_hour,
+        score=runtime.score_kind,
+        hop_s=hop_s,
+        rule={"n_of": rule.n_of, "m": rule.m, "refractory_s": rule.refractory_s},
+        background={
+            "source": background.description,
+            "seconds": background.seconds,
+            "windows": len(background.windows),
+            "active": int(finite.sum()),
+        },
+        labels=labels,
+    )
+    return calibration, cohort
+
+
+def _calibrate_one(
+    runtime: Runtime,
+    cohort: DeviceCohort,
+    label: str,
+    stream: np.ndarray,
+    rule: DecisionRule,
+    hop_s: float,
+    max_false_per_hour: float,
+    bundle_cohort: np.ndarray | None,
+    known: LabelCalibration | None = None,
+) -> LabelCalibration:
+    gallery = runtime.gallery
+    scorer = runtime.make_scorer(gallery, cohort)
+    j = gallery.labels.index(label)
+    others = np.array([lab != label for lab in gallery.template_labels], dtype=bool)
+    parts = [gallery.embeddings[others], cohort.rejected_for(label)]
+    if bundle_cohort is not None:
+        parts.append(np.asarray(bundle_cohort, dtype=np.float32))
+    elif runtime.embedder.manifest.cohort is not None:
+        from edgesiam.bundle import load_cohort
+
+        shipped = load_cohort(runtime.config.bundle, runtime.embedder.manifest)
+        if shipped is not None:
+            parts.append(shipped)
+    extra = _label_columns(scorer, np.concatenate(parts))[:, j]
+    above = _label_columns(scorer, cohort.rejected_for(label))[:, j]
+    found = calibrate_label(
+        label,
+        stream,
+        extra,
+        rule,
+        hop_s,
+        max_false_per_hour,
+        cosine=runtime.score_kind == "cosine",
+        share=None if known is None else known.rule_share,
+        active_fraction=None if known is None else known.active_fraction,
+        above=above,
+    )
+    hits = leave_one_out_hits(
+        _own_scores(runtime, gallery.templates(label), cohort), found.threshold
+    )
+    return LabelCalibration(**{**found.__dict__, "hit_rate": hits})
+
+
+def recalibrate_label(
+    runtime: Runtime, label: str, cohort: DeviceCohort | None = None
+) -> LabelCalibration:
+    """``label``'s threshold again from the device cohort (``cohort``, else the stored one):
+    after a window was rejected, or a label enrolled after the calibration."""
+    calibration = runtime.calibration
+    cohort = cohort if cohort is not None else runtime.device_cohort
+    if calibration is None or cohort is None:
+        raise DataError(
+            "this gallery has no calibration yet: run edgesiam calibrate first",
+            runtime.calibration_store.path,
+        )
+    known = calibration.labels.get(label)
+    rule = runtime.decider.rule
+    scorer = runtime.make_scorer(runtime.gallery, cohort)
+    j = runtime.gallery.labels.index(label)
+    stream = _label_columns(scorer, cohort.background)[:, j]
+    return _calibrate_one(
+        runtime,
+        cohort,
+        label,
+        stream,
+        rule,
+        calibration.hop_s,
+        calibration.max_false_per_hour,
+        runtime.bundle_cohort,
+        known,
+    )
+
+
+# --- the command -------------------------------------------------------------------------------
+
+DESCRIPTION = textwrap.dedent(
+    """
+    Set each enrolled label's threshold for a target number of false matches per hour, from
+    this device's own background: a recording, a folder of recordings, or the microphone
+    (mic:[DEVICE]) for --minutes, with none of the enrolled labels in it (an empty room, the
+    usual noise, other people talking).
+
+    The background runs through the same pipeline as `edgesiam run` (windows, energy gate,
+    front-end, model); each label's threshold is set so that its background scores, the other
+    labels' templates and the bundle's cohort would give at most --max-false-per-hour false
+    events, the N-of-M decision rule of the config included. A few minutes of background cannot
+    show a rate of once a day, so the highest impostor scores are extrapolated with an
+    exponential tail. Each label is reported with its expected hit rate on its own enrollment
+    clips (leave-one-out).
+
+    Written beside the gallery (gallery.calibration.json and the device's impostor cohort
+    gallery.cohort.npz), bound to the bundle's model; `edgesiam run` uses it ahead of the
+    config's thresholds (cmd/threshold over MQTT still wins). Run it again after enrolling.
+
+    Examples:
+      edgesiam calibrate --bundle export/speaker --gallery g.npz --background room.wav
+      edgesiam calibrate --config /etc/edgesiam/pi4-audio.yaml --background mic: --minutes 5
+    """
+)
+
+
+def add_calibrate_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``calibrate`` to an ``argparse`` sub-parser collection; returns the new parser."""
+    p = subparsers.add_parser(
+        "calibrate",
+        help="set per-label thresholds for a target in false matches per hour",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", metavar="CFG", help="runtime config (YAML): rule, gate, gallery")
+    p.add_argument("--bundle", metavar="DIR", help="bundle directory")
+    p.add_argument("--gallery", metavar="FILE", help="enrolled gallery (.npz)")
+    p.add_argument(
+        "--background",
+        required=True,
+        metavar="SOURCE",
+        help="a recording, a folder of recordings, or mic:[DEVICE]",
+    )
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=10.0,
+        metavar="N",
+        help="at most this much background (default 10; a microphone records this long)",
+    )
+    p.add_argument(
+        "--max-false-per-hour",
+        type=float,
+        default=DEFAULT_FALSE_PER_HOUR,
+        metavar="X",
+        help="target false matches per hour for each label (default 1/24: one a day)",
+    )
+    p.set_defaults(func=cmd_calibrate)
+    return p  # type: ignore[no-any-return]
+
+
+def report_lines(calibration: Calibration) -> list[str]:
+    """One line per label: threshold, what it rests on, and the leave-one-out hit rate."""
+    b = calibration.background
+    lines = [
+        f"background: {b['seconds']:.0f} s, {b['active']} of {b['windows']} windows active; "
+        f"target {calibration.max_false_per_hour:.3g} false matches/hour "
+        f"({calibration.score} scores)"
+    ]
+    for label, c in sorted(calibration.labels.items()):
+        hits = "n/a (one clip)" if c.hit_rate is None else f"{100 * c.hit_rate:.0f}%"
+        lines.append(
+            f"  {label}: threshold {c.threshold:.4f} (highest impostor {c.highest_impostor:.4f} "
+            f"of {c.impostor_trials}; {c.window_rate:.2g} per window, rule share "
+            f"{c.rule_share:.2f}); own clips matched (leave-one-out): {hits}"
+        )
+        if c.hit_rate is not None and c.hit_rate < 0.5:
+            lines.append(
+                f"  warning: at this target '{label}' would rarely match even its own clips: "
+                "enroll clearer, longer clips of it, or allow more false matches "
+                "(--max-false-per-hour)"
+            )
+    return lines
+
+
+def _config(args: argparse.Namespace) -> RuntimeConfig:
+    overrides: dict[str, Any] = {"mqtt.enabled": False}
+    if args.bundle:
+        overrides["bundle"] = str(Path(args.bundle).expanduser().resolve())
+    if args.gallery:
+        overrides["gallery"] = str(Path(args.gallery).expanduser().resolve())
+    if not args.config and not (args.bundle and args.gallery):
+        raise ConfigError("edgesiam calibrate needs --config CFG, or --bundle DIR and --gallery G")
+    if not args.config:
+        overrides["source"] = {"type": "stdin"}
+    if not (args.max_false_per_hour > 0 and math.isfinite(args.max_false_per_hour)):
+        raise ConfigError(f"--max-false-per-hour must be > 0, got {args.max_false_per_hour}")
+    if not args.minutes > 0:
+        raise ConfigError(f"--minutes must be > 0, got {args.minutes}")
+    return load_runtime_config(args.config, overrides)
+
+
+def run_calibration(
+    config: RuntimeConfig, background: str, minutes: float, max_false_per_hour: float
+) -> Calibration:
+    """Collect the background, calibrate every label, save both files; returns the calibration."""
+    from edgesiam.bundle import load_manifest
+    from edgesiam.runtime.pipeline import NullPublisher, Runtime
+    from edgesiam.runtime.sources import source_config
+
+    found = collect_background(config, background, minutes)
+    with tempfile.TemporaryDirectory(prefix="edgesiam-calibrate-") as folder:
+        # a runtime that reads nothing (an empty, unpaced stdin): only its scorers are used
+        channels = load_manifest(config.bundle, verify=False).channels
+        empty = {"type": "stdin", "live": False, "channels": channels}
+        cfg = config.model_copy(update={"state_dir": Path(folder), "source": source_config(empty)})
+        runtime = Runtime(cfg, publisher=NullPublisher, stdin=io.BytesIO())
+        try:
+            old = runtime.device_cohort
+            calibration, cohort = calibrate_gallery(runtime, found, max_false_per_hour, old)
+            runtime.calibration_store.save_cohort(cohort)
+            return runtime.calibration_store.save(calibration)
+        finally:
+            runtime.outbox.close()
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    config = _config(args)
+    calibration = run_calibration(config, args.background, args.minutes, args.max_false_per_hour)
+    for line in report_lines(calibration):
+        print(line)
+    print(f"wrote {calibration.path} (edgesiam run uses it ahead of the config's thresholds)")
+    return 0
+
+
+# --- the review loop ----------------------------------------------------------------------------
+
+
+def _base_threshold(runtime: Runtime, label: str) -> float:
+    """The label's threshold without any calibration or value set over MQTT (config, bundle)."""
+    from edgesiam.runtime.threshold_store import SetThresholds, resolve_thresholds
+
+    plain = resolve_thresholds(runtime.matching, runtime.window_at_fmr, SetThresholds())
+    return plain.thresholds.for_label(label)
+
+
+def _rejected_only(runtime: Runtime, cohort: DeviceCohort, label: str) -> LabelCalibration | None:
+    """Without a background: the label's plain threshold, raised above its rejected windows."""
+    rejected = cohort.rejected_for(label)
+    if not len(rejected):
+        return None
+    j = runtime.gallery.labels.index(label)
+    above = _label_columns(runtime.make_scorer(runtime.gallery, cohort), rejected)[:, j]
+    threshold = max(_base_threshold(runtime, label), float(above.max()) + REJECT_MARGIN)
+    own = _own_scores(runtime, runtime.gallery.templates(label), cohort)
+    return LabelCalibration(
+        label=label,
+        threshold=threshold,
+        window_rate=0.0,
+        rule_share=1.0,
+        background_windows=0,
+        impostor_trials=len(above),
+        highest_impostor=float(above.max()),
+        hit_rate=leave_one_out_hits(own, threshold),
+        rejected=len(above),
+    )
+
+
+def review_calibration(runtime: Runtime, cohort: DeviceCohort, label: str) -> Calibration:
+    """The gallery's calibration after ``label``'s rejected windows changed (in ``cohort``):
+    recalibrated from the stored background when there is one, else its plain threshold raised
+    above every rejected window."""
+    if label not in runtime.gallery.labels:
+        raise DataError(f"no label '{label}' is enrolled", runtime.store.path)
+    old = runtime.calibration
+    if old is not None and len(cohort.background) >= MIN_TAIL:
+        found: LabelCalibration | None = recalibrate_label(runtime, label, cohort)
+    else:
+        found = _rejected_only(runtime, cohort, label)
+    labels = dict(old.labels) if old is not None else {}
+    if found is None:
+        labels.pop(label, None)
+    else:
+        labels[label] = found
+    if old is not None:
+        return replace(old, labels=labels)
+    rule = runtime.decider.rule
+    return Calibration(
+        max_false_per_hour=DEFAULT_FALSE_PER_HOUR,
+        score=runtime.score_kind,
+        hop_s=runtime.embedder.hop / runtime.format.sample_rate,
+        rule={"n_of": rule.n_of, "m": rule.m, "refractory_s": rule.refractory_s},
+        background={"source": None, "seconds": 0.0, "windows": 0, "active": 0},
+        labels=labels,
+    )

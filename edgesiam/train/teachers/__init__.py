@@ -1,0 +1,9 @@
+"""Pretrained teachers: large models used on the workstation as peers in evaluation tables and as
+targets for distillation. They need the ``train`` extra and never reach a bundle or the device
+install; this package's own import pulls in nothing heavy (the models load in submodules).
+"""
+
+from __future__ import annotations
+
+PEERS: dict[str, str] = {"campplus": "CAM++ (teacher)"}
+"""Peers ``edgesiam eval --peer NAME`` can add, and their name in the report."""

@@ -1,0 +1,144 @@
+"""Realised false matches per hour at ``edgesiam calibrate``'s thresholds, against the target.
+
+For each draw: a few held-out labels are enrolled from a few clips each; ``edgesiam calibrate``
+runs on the validation labels (never enrolled, never evaluated) as the device's background; then
+the device pipeline (the runtime's windowing, gate, model) streams
+
+- the held-out labels that were not enrolled (``held-out``), and the same recordings rendered
+  through each out-of-domain channel (``ood/<channel>``): every event is a false match; the
+  realised rate is events per hour of stream;
+- the enrolled labels' other clips, one stream each: the hit rate is the share of clips with an
+  event naming their label.
+
+    python scripts/calibration_targets.py speech export/speaker data/speech data/ood/speech
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgesiam.core.decision import Decider
+from edgesiam.errors import DataError
+from edgesiam.interpreters import load_model
+from edgesiam.runtime.calibrate import collect_background, run_calibration
+from edgesiam.runtime.config import RuntimeConfig, load_runtime_config
+from edgesiam.runtime.gallery_store import GalleryStore, enroll_recordings, model_sha256
+from edgesiam.runtime.pipeline import NullPublisher, Runtime
+
+SUFFIXES = (".wav", ".flac", ".ogg")
+
+
+def files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix in SUFFIXES)
+
+
+def events(rt: Runtime, windows: np.ndarray, hop_s: float) -> list[str]:
+    """The labels of the events the runtime's rule gives for a window sequence (NaN = gated)."""
+    decider = Decider(rt.decider.rule)
+    found = []
+    for i, w in enumerate(windows):
+        if not np.isfinite(w[0]):
+            decisions = decider.push((i + 1) * hop_s, None, math.nan, 1.0)
+        else:
+            label, score = rt._match(w)
+            threshold = rt.thresholds.for_label(label) if label else 1.0
+            decisions = decider.push((i + 1) * hop_s, label, score, threshold)
+        found += [d.label for d in decisions if d.kind == "event"]
+    return found
+
+
+def draw(args: Any, seed: int, work: Path, embedder: Any) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    test = args.data / "test"
+    labels = sorted(p.name for p in test.iterdir() if p.is_dir())
+    enrolled = [str(x) for x in rng.permutation(labels)[: args.labels]]
+    others = [x for x in labels if x not in enrolled]
+    gallery = work / f"g{seed}.npz"
+    store = GalleryStore(gallery, model_sha256(embedder.manifest))
+    genuine: list[tuple[str, Path]] = []
+    for label in enrolled:
+        clips = [files(test / label)[i] for i in rng.permutation(len(files(test / label)))]
+        enroll_recordings(store, embedder, label, clips[: args.enroll_clips])
+        genuine += [(label, p) for p in clips[args.enroll_clips :][: args.genuine_per_label]]
+    config: RuntimeConfig = load_runtime_config(
+        None,
+        {
+            "bundle": str(args.bundle.resolve()),
+            "gallery": str(gallery),
+            "source": {"type": "stdin"},
+            "state_dir": str(work / "state"),
+            "mqtt": {"enabled": False},
+            "matching": {"margin": args.margin},
+        },
+    )
+    run_calibration(config, str(args.data / "val"), args.minutes, args.target)
+    rt = Runtime(config, publisher=NullPublisher)
+    rt.outbox.close()
+    hop_s = rt.embedder.hop / rt.format.sample_rate
+    out: dict[str, Any] = {}
+    sets = {"held-out": test} | {
+        f"ood/{c.name}": c for c in sorted(args.ood.iterdir()) if c.is_dir()
+    }
+    for name, root in sets.items():
+        folder = work / f"imp{seed}-{name.replace('/', '-')}"
+        for label in others:
+            if (root / label).is_dir():
+                shutil.copytree(root / label, folder / label, dirs_exist_ok=True)
+        bg = collect_background(config, str(folder), 1e9, embedder)
+        out[name] = (len(events(rt, bg.windows, hop_s)), bg.seconds)
+    hits = 0
+    for label, path in genuine:
+        try:
+            seq = collect_background(config, str(path), 1e9, embedder).windows
+        except DataError:  # shorter than one window: the device never sees it (a miss)
+            continue
+        hits += label in events(rt, seq, hop_s)
+    out["hits"] = (hits, len(genuine))
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("modality")
+    p.add_argument("bundle", type=Path)
+    p.add_argument("data", type=Path, help="DATA/<recipe> with test/ and val/")
+    p.add_argument("ood", type=Path, help="the out-of-domain renders: OOD/<channel>/<label>/")
+    p.add_argument("--labels", type=int, default=4)
+    p.add_argument("--enroll-clips", type=int, default=3)
+    p.add_argument("--genuine-per-label", type=int, default=10)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--minutes", type=float, default=10.0)
+    p.add_argument("--target", type=float, default=1 / 24)
+    p.add_argument("--margin", type=float, default=0.0)
+    a = p.parse_args()
+    embedder = load_model(a.bundle)
+    totals: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for seed in range(a.seeds):
+            for key, (n, d) in draw(a, seed, Path(folder), embedder).items():
+                t = totals.setdefault(key, [0.0, 0.0])
+                t[0] += n
+                t[1] += d
+    hits, clips = totals.pop("hits")
+    print(
+        f"{a.modality}: target {a.target:.3g} false/hour, {a.seeds} draws of {a.labels} labels, "
+        f"margin {a.margin}; hit rate {100 * hits / clips:.0f}% ({int(hits)}/{int(clips)} clips)"
+    )
+    print("| data | stream | false events | realised per hour | × target |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, (n, seconds) in totals.items():
+        rate = n / (seconds / 3600)
+        print(
+            f"| {name} | {seconds / 60:.1f} min | {int(n)} | {rate:.2f} | {rate / a.target:.0f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

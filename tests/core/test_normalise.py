@@ -1,0 +1,76 @@
+"""Adaptive s-norm on the device: per-label scores worked out by hand from the formula."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgesiam.core.matching import Gallery
+from edgesiam.core.normalise import (
+    NormalisedScorer,
+    adaptive_s_norm,
+    cohort_statistics,
+    window_recording_trials,
+)
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    out: np.ndarray = x / np.linalg.norm(x, axis=-1, keepdims=True)
+    return out
+
+
+def test_a_labels_score_is_its_best_templates_normalised_score() -> None:
+    rng = np.random.default_rng(0)
+    templates = unit(rng.normal(size=(5, 8)))
+    labels = ["b", "a", "b", "c", "a"]
+    cohort = rng.normal(size=(40, 8))
+    query = unit(rng.normal(size=(3, 8)))
+    gallery = Gallery.from_templates(templates, labels)
+    scorer = NormalisedScorer(gallery.embeddings, gallery.template_labels, cohort, top_k=6)
+    got = scorer.scores(query)
+    assert scorer.labels == ["a", "b", "c"] and got.shape == (3, 3)
+    t = gallery.embeddings
+    expected = adaptive_s_norm(
+        query @ t.T, cohort_statistics(query, cohort, 6), cohort_statistics(t, cohort, 6)
+    )
+    owners = np.array(gallery.template_labels)
+    for j, label in enumerate(scorer.labels):
+        assert got[:, j] == pytest.approx(expected[:, owners == label].max(axis=1), rel=1e-5)
+    # by hand for one trial: query 0 against the 'c' template
+    q, c = query[0], t[owners == "c"][0]
+    top_q = np.sort(unit(cohort) @ q)[-6:]
+    top_c = np.sort(unit(cohort) @ c)[-6:]
+    s = q @ c
+    hand = 0.5 * ((s - top_q.mean()) / top_q.std() + (s - top_c.mean()) / top_c.std())
+    assert got[0, 2] == pytest.approx(hand, rel=1e-5)
+
+
+def test_a_voice_like_many_others_loses_its_advantage() -> None:
+    """A window close to every cohort member (a "hub") has the higher raw cosine to the template,
+    yet the lower normalised score than a window that is close to the template only."""
+    rng = np.random.default_rng(1)
+    d = 16
+    hub = unit(rng.normal(size=d))
+    away = rng.normal(size=d)
+    away = unit(away - (away @ hub) * hub)
+    cohort = unit(hub + 0.1 * rng.normal(size=(30, d)))
+    template = unit(hub + 0.6 * away)
+    generic, distinct = hub, unit(0.2 * hub + away)
+    assert generic @ template > distinct @ template + 0.1
+    scorer = NormalisedScorer(template[None], ["x"], cohort, top_k=10)
+    normalised = scorer.scores(np.stack([generic, distinct]))[:, 0]
+    assert normalised[1] > normalised[0] + 1.0
+
+
+def test_window_trials_leave_the_own_recording_out() -> None:
+    windows = unit(np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+    recordings = unit(np.array([[1.0, 0.1], [0.1, 1.0], [1.0, 0.0]]))
+    genuine, impostor = window_recording_trials(windows, [0, 1, 2], recordings, [0, 1, 0])
+    assert genuine.size == 2 and impostor.size == 4  # 3 windows x 2 other recordings
+
+
+def test_an_empty_gallery_scores_nothing_and_a_tiny_cohort_is_refused() -> None:
+    scorer = NormalisedScorer(np.zeros((0, 4)), [], np.eye(4), top_k=2)
+    assert scorer.scores(np.ones(4)).shape == (1, 0)
+    with pytest.raises(ValueError, match=">= 2"):
+        NormalisedScorer(np.eye(4)[:1], ["a"], np.eye(4)[:1], top_k=1)
