@@ -174,6 +174,15 @@ def evaluate_cohort(
 # --- training data summaries and the model card ------------------------------------------------
 
 
+def shown_path(path: Path) -> str:
+    """``path`` as a model card shows it: relative to the working folder, else its last two parts;
+    never this machine's absolute path."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return f"{path.parent.name}/{path.name}"
+
+
 def find_summaries(folders: Sequence[Path | None]) -> list[tuple[Path, dict[str, Any]]]:
     """``SUMMARY.json`` files in, or one or two levels above, each data folder (deduplicated)."""
     found: dict[Path, dict[str, Any]] = {}
@@ -277,7 +286,7 @@ def model_card(manifest: Manifest, context: dict[str, Any]) -> str:
     if not summaries:
         lines.append("- No `SUMMARY.json` was found beside the data: sources and licences unknown.")
     for path, summary in summaries:
-        lines += ["", f"### {summary.get('name', path.parent.name)} (`{path}`)", ""]
+        lines += ["", f"### {summary.get('name', path.parent.name)} (`{shown_path(path)}`)", ""]
         if "licence" in summary or "license" in summary:
             lines.append(f"- Licence: {summary.get('licence', summary.get('license'))}")
         for source in summary.get("sources", []) or []:
