@@ -36,12 +36,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Literal
 
 from pydantic import SecretStr
 
 from edgesiam.dashboard.history import DEVICE_ID, History, HistoryError, InvalidPayload
 from edgesiam.errors import EdgesiamError, MissingExtraError
+from edgesiam.runtime.commands import VERBS
 from edgesiam.runtime.mqtt import (
     MqttSettings,
     apply_credentials,
@@ -62,18 +63,6 @@ log = logging.getLogger(__name__)
 UpdateCallback = Callable[[str, dict[str, Any]], None]
 """``(kind, data)`` after something was stored: kind is ``event``, ``near_miss``, ``status``,
 ``metrics``, ``labels``, ``command_result`` or ``broker`` (the dashboard's own connection)."""
-
-VERBS: Final = (
-    "enroll",
-    "forget",
-    "list",
-    "threshold",
-    "reload",
-    "reject",
-    "unreject",
-    "confirm",
-    "forget_template",
-)
 
 
 class CommandFailed(EdgesiamError):
