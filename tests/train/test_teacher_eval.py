@@ -70,7 +70,7 @@ def test_eval_adds_campplus_on_the_same_trials_and_caches_it(
 def test_a_speech_peer_refuses_sensor_data(sensor_dataset: Path, tmp_path: Path) -> None:
     info = scan_dataset(sensor_dataset)
     ours = EmbeddedDataset(np.zeros((1, 4), np.float32), ["a"], [None], ["x"])
-    with pytest.raises(DataError, match="embeds speech; the dataset holds sensor"):
+    with pytest.raises(DataError, match="embeds audio; the dataset holds sensor"):
         teacher_embed.peer_system("campplus", info, ours, tmp_path)
 
 
@@ -78,4 +78,8 @@ def test_eval_help_explains_the_peer(capsys: pytest.CaptureFixture[str]) -> None
     with pytest.raises(SystemExit):
         main(["eval", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "--peer {campplus}" in text and "CAM++" in text and "PEER_ROOT/.cache" in text
+    assert (
+        "--peer {campplus,resemblyzer,aisfx}" in text
+        and "CAM++" in text
+        and "PEER_ROOT/.cache" in text
+    )
