@@ -393,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     from edgesiam.dashboard.cli import add_dashboard_parser, add_fleet_bench_parser
     from edgesiam.export.cli import add_export_parser
     from edgesiam.export.edgetpu import add_compile_parser
-    from edgesiam.runtime.broker import add_broker_parser
+    from edgesiam.mqtt.broker import add_broker_parser
     from edgesiam.runtime.calibrate import add_calibrate_parser
     from edgesiam.runtime.demo import add_demo_parser
     from edgesiam.runtime.gallery_cli import add_gallery_parsers

@@ -40,7 +40,10 @@ def imported_after(statement: str) -> set[str]:
         "edgesiam.runtime.pipeline",
         "edgesiam.runtime.run_cli",
         "edgesiam.runtime.sources",
-        "edgesiam.runtime.mqtt",
+        "edgesiam.mqtt.publisher",
+        "edgesiam.mqtt.client",
+        "edgesiam.mqtt.contract",
+        "edgesiam.runtime.publishers",
         "edgesiam.runtime.gallery_cli",
     ],
 )

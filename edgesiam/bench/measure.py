@@ -559,12 +559,12 @@ class Sub:
     """An MQTT subscriber that keeps (receive time, topic, payload) of every message."""
 
     def __init__(self, port: int, topic: str) -> None:
-        import paho.mqtt.client as mqtt
+        from edgesiam.mqtt.client import make_client
 
         self.msgs: list[tuple[float, str, bytes]] = []
         self.lock = threading.Lock()
         self.ready = threading.Event()
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)  # type: ignore[attr-defined]
+        self.c = make_client()
         self.c.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
         self.c.on_subscribe = lambda *a: self.ready.set()
         self.c.on_message = self._msg

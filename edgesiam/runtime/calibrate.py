@@ -90,7 +90,8 @@ def _background_sources(spec: str, modality: str) -> list[dict[str, Any]]:
 def _runtimes(
     config: RuntimeConfig, spec: str, embedder: Any, state_dir: Path
 ) -> Iterator[Runtime]:
-    from edgesiam.runtime.pipeline import NullPublisher, Runtime
+    from edgesiam.runtime.pipeline import Runtime
+    from edgesiam.runtime.publishers import NullPublisher
     from edgesiam.runtime.sources import source_config
 
     modality = "audio" if embedder.manifest.modality == "audio" else "sensor"
@@ -383,7 +384,8 @@ def run_calibration(
 ) -> Calibration:
     """Collect the background, calibrate every label, save both files; returns the calibration."""
     from edgesiam.bundle import load_manifest
-    from edgesiam.runtime.pipeline import NullPublisher, Runtime
+    from edgesiam.runtime.pipeline import Runtime
+    from edgesiam.runtime.publishers import NullPublisher
     from edgesiam.runtime.sources import source_config
 
     found = collect_background(config, background, minutes)

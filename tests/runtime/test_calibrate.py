@@ -13,7 +13,8 @@ import soundfile as sf
 from edgesiam.cli import main
 from edgesiam.runtime.calibration_store import calibration_path, cohort_path
 from edgesiam.runtime.config import RuntimeConfig
-from edgesiam.runtime.pipeline import NullPublisher, Runtime
+from edgesiam.runtime.pipeline import Runtime
+from edgesiam.runtime.publishers import NullPublisher
 from edgesiam.runtime.threshold_store import SetThresholds, ThresholdStore, thresholds_path
 from tests.conftest import EVENTS_BUNDLE, make_voice, voice
 

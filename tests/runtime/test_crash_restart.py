@@ -151,7 +151,7 @@ def test_the_device_install_embeds_enrolls_and_runs_like_the_workstation(
         "import importlib.util, json, sys\n"
         "import edgesiam.cli as cli\n"
         "cli.build_parser()\n"
-        "import edgesiam.runtime.pipeline, edgesiam.runtime.mqtt, edgesiam.runtime.gallery_cli\n"
+        "import edgesiam.runtime.pipeline, edgesiam.mqtt.publisher, edgesiam.runtime.gallery_cli\n"
         "import edgesiam.embedders, edgesiam.interpreters, paho.mqtt.client\n"
         f"heavy = {HEAVY!r}\n"
         "print(json.dumps({'importable': [m for m in heavy if importlib.util.find_spec(m)],\n"
