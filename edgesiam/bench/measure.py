@@ -169,7 +169,7 @@ def model_latency(
 ) -> dict[str, Any]:
     """Per-window ``invoke()`` latency of each TFLite model in the bundle (num_threads=1), and
     of the torch eager model when a checkpoint is given and exists."""
-    from edgesiam.interpreters import TFLiteModel, measure_latency
+    from edgesiam.model.interpreters import TFLiteModel, measure_latency
 
     b = Path(bundle)
     m = _manifest(b)
@@ -227,7 +227,7 @@ def pipeline_cost(
     """
     from edgesiam.core.frontend import WindowFeatures
     from edgesiam.core.windowing import StreamWindower
-    from edgesiam.interpreters import BundleEmbedder
+    from edgesiam.model.interpreters import BundleEmbedder
 
     b = Path(bundle)
     with single_thread():

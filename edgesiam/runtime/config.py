@@ -22,10 +22,10 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
-from edgesiam.bundle import FMR_TARGETS, fmr_key
 from edgesiam.config import StrictModel, format_validation_error, load_yaml
 from edgesiam.core.units import canonical_unit
 from edgesiam.errors import ConfigError
+from edgesiam.model.bundle import FMR_TARGETS, fmr_key
 from edgesiam.mqtt.client import BrokerOptions, MqttSettings, parse_broker_url
 from edgesiam.paths import UserPath, expand_user
 

@@ -442,7 +442,7 @@ def _verdict_text(verdict: str) -> str:
 
 
 def _check_bundle(bundle: Path) -> None:
-    from edgesiam.bundle import MANIFEST_NAME, is_bundle
+    from edgesiam.model.bundle import MANIFEST_NAME, is_bundle
 
     if not bundle.exists():
         raise BundleError(
@@ -534,7 +534,7 @@ def run_demo(
     """Run the demo (see the module docstring); prints as it goes to ``out`` (stdout)."""
     import sys
 
-    from edgesiam.interpreters import load_model
+    from edgesiam.model.interpreters import load_model
     from edgesiam.mqtt.publisher import MqttPublisher
     from edgesiam.runtime.calibrate import report_lines
     from edgesiam.runtime.calibration_store import calibration_path, cohort_path

@@ -66,6 +66,7 @@ from edgesiam.runtime.threshold_store import (
 )
 
 if TYPE_CHECKING:
+    from edgesiam.model.interpreters import BundleEmbedder
     from edgesiam.runtime.commands import Clip
 
 __all__ = [
@@ -253,7 +254,7 @@ class Runtime:
         config: RuntimeConfig,
         *,
         publisher: Publisher | Callable[[Outbox], Publisher] | None = None,
-        embedder: Any | None = None,
+        embedder: BundleEmbedder | None = None,
         source: Source | None = None,
         stdin: BinaryIO | None = None,
         out: TextIO | None = None,
@@ -350,8 +351,8 @@ class Runtime:
 
     # --- building ------------------------------------------------------------------------------
 
-    def _load_embedder(self) -> Any:
-        from edgesiam.interpreters import load_model
+    def _load_embedder(self) -> BundleEmbedder:
+        from edgesiam.model.interpreters import load_model
 
         i = self.config.interpreter
         return load_model(
@@ -360,7 +361,7 @@ class Runtime:
 
     def _score_norm(self, matching: MatchingConfig) -> tuple[np.ndarray | None, dict[str, float]]:
         """The bundle's cohort (None: raw cosines) and the window thresholds that go with it."""
-        from edgesiam.bundle import load_cohort
+        from edgesiam.model.bundle import load_cohort
 
         manifest = self.embedder.manifest
         if matching.score_norm == "off":

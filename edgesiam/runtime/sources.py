@@ -48,6 +48,7 @@ import numpy.typing as npt
 from pydantic import ValidationError
 
 from edgesiam.config import StrictModel, format_validation_error
+from edgesiam.core.embedder import DeviceEmbedder
 from edgesiam.core.resample import StreamResampler
 from edgesiam.core.units import GravityCheck, conversion_factors, declared_units
 from edgesiam.errors import ConfigError, DataError, MissingExtraError
@@ -103,12 +104,13 @@ class StreamFormat:
     channel_units: tuple[str | None, ...] | None = None
 
     @classmethod
-    def of(cls, embedder: Any) -> StreamFormat:
-        """The format of a ``WindowEmbedder`` (a loaded bundle)."""
+    def of(cls, embedder: DeviceEmbedder) -> StreamFormat:
+        """The format of a ``DeviceEmbedder`` (a loaded bundle)."""
         names = getattr(embedder, "channel_names", None)
         units = getattr(embedder, "channel_units", None)
+        modality: Literal["audio", "sensor"] = "audio" if embedder.modality == "audio" else "sensor"
         return cls(
-            embedder.modality,
+            modality,
             int(embedder.sample_rate),
             int(embedder.channels),
             tuple(names) if names else None,

@@ -167,7 +167,7 @@ def test_calibrate_needs_a_gallery_and_a_background(tmp_path: Path) -> None:
 def test_a_sensor_gallery_is_calibrated_from_a_folder_of_motion_recordings(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from edgesiam.interpreters import load_model
+    from edgesiam.model.interpreters import load_model
     from edgesiam.runtime.gallery_store import GalleryStore, enroll_recordings, model_sha256
     from tests.conftest import write_sensor_dataset
 

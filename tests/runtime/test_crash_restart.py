@@ -152,7 +152,7 @@ def test_the_device_install_embeds_enrolls_and_runs_like_the_workstation(
         "import edgesiam.cli as cli\n"
         "cli.build_parser()\n"
         "import edgesiam.runtime.pipeline, edgesiam.mqtt.publisher, edgesiam.runtime.gallery_cli\n"
-        "import edgesiam.embedders, edgesiam.interpreters, paho.mqtt.client\n"
+        "import edgesiam.model.embedders, edgesiam.model.interpreters, paho.mqtt.client\n"
         f"heavy = {HEAVY!r}\n"
         "print(json.dumps({'importable': [m for m in heavy if importlib.util.find_spec(m)],\n"
         "                  'imported': [m for m in heavy if m in sys.modules]}))\n"

@@ -27,9 +27,9 @@ import pytest
 import soundfile as sf
 
 from edgesiam.data.readers import read_audio
-from edgesiam.embedders import embed_recording
 from edgesiam.errors import ConfigError, DataError
-from edgesiam.interpreters import load_model
+from edgesiam.model.embedders import embed_recording
+from edgesiam.model.interpreters import load_model
 from edgesiam.runtime.config import RuntimeConfig, load_runtime_config
 from edgesiam.runtime.gallery_store import GalleryStore, enroll_recordings, model_sha256
 from edgesiam.runtime.pipeline import ChunkQueue, Runtime
