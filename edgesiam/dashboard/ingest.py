@@ -39,8 +39,8 @@ from typing import Any, Literal
 
 from pydantic import SecretStr
 
-from edgesiam.dashboard.history import DEVICE_ID, History, HistoryError, InvalidPayload
-from edgesiam.errors import EdgesiamError
+from edgesiam.dashboard.history import DEVICE_ID, History
+from edgesiam.errors import CommandFailed, HistoryError, InvalidPayload
 from edgesiam.mqtt.client import (
     MqttSettings,
     MqttVersion,
@@ -63,14 +63,6 @@ log = logging.getLogger(__name__)
 UpdateCallback = Callable[[str, dict[str, Any]], None]
 """``(kind, data)`` after something was stored: kind is ``event``, ``near_miss``, ``status``,
 ``metrics``, ``labels``, ``command_result`` or ``broker`` (the dashboard's own connection)."""
-
-
-class CommandFailed(EdgesiamError):
-    """A command could not be sent, or its result did not come back in time."""
-
-    def __init__(self, message: str, code: str) -> None:
-        self.code = code
-        super().__init__(message)
 
 
 @dataclass
