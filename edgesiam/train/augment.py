@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.signal import fftconvolve
 
+from edgesiam.core.rotations import bounded_rotations, uniform_rotations
 from edgesiam.errors import ConfigError, DataError
 
 Float32Array = npt.NDArray[np.float32]
@@ -342,37 +343,6 @@ def _checked_triads(triads: Sequence[tuple[int, int, int]]) -> list[tuple[int, i
     if len(set(used)) != len(used):
         raise ConfigError(f"IMU triads must not share channels, got {triads}")
     return [(t[0], t[1], t[2]) for t in checked]
-
-
-def uniform_rotations(count: int, rng: np.random.Generator) -> Float64Array:
-    """``(count, 3, 3)`` rotation matrices distributed uniformly over SO(3) (Haar measure).
-
-    A normalised 4-D Gaussian is a uniform unit quaternion, and unit quaternions cover SO(3)
-    uniformly.
-    """
-    quaternions = rng.standard_normal((count, 4))
-    quaternions /= np.linalg.norm(quaternions, axis=1, keepdims=True)
-    return _quaternion_matrices(quaternions)
-
-
-def bounded_rotations(count: int, max_angle: float, rng: np.random.Generator) -> Float64Array:
-    """``(count, 3, 3)`` rotations about uniform random axes by angles uniform in [0, max_angle]."""
-    axes = rng.standard_normal((count, 3))
-    axes /= np.linalg.norm(axes, axis=1, keepdims=True)
-    half = rng.uniform(0.0, max_angle, size=(count, 1)) / 2.0
-    return _quaternion_matrices(np.concatenate([np.cos(half), np.sin(half) * axes], axis=1))
-
-
-def _quaternion_matrices(q: Float64Array) -> Float64Array:
-    w, x, y, z = q.T
-    return np.stack(
-        [
-            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
-            np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
-            np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
-        ],
-        axis=1,
-    )
 
 
 def _time_warp(
