@@ -79,9 +79,10 @@ def _rotation(rendering: ImuRendering, relative: str) -> np.ndarray:
         return np.eye(3)
     rng = np.random.default_rng(file_seed(rendering.seed, relative))
     if rendering.rotation_deg >= 180.0:
-        return uniform_rotations(1, rng)[0]
+        return np.asarray(uniform_rotations(1, rng)[0])
     axis = rng.standard_normal(3)
-    return rotation_matrices(axis / np.linalg.norm(axis) * np.deg2rad(rendering.rotation_deg))[0]
+    turn = axis / np.linalg.norm(axis) * np.deg2rad(rendering.rotation_deg)
+    return np.asarray(rotation_matrices(turn)[0])
 
 
 def _target_units(units: list[str | None], rendering: ImuRendering) -> list[str | None]:

@@ -282,6 +282,8 @@ class ImuAugmenter:
     uniform in [0, max_angle_deg]. ``scale`` draws one gain per example and channel (sensor
     calibration), ``jitter_std`` adds Gaussian noise with that fraction of each channel's std in the
     window, and ``time_warp`` bends the time axis by up to that relative speed change.
+    ``triad_scale`` draws one gain per example and triad, log-uniform in its range: a sensor whose
+    scale or units are not what its dataset says (raw counts, m/s² read as g) still matches.
     """
 
     def __init__(
@@ -292,8 +294,10 @@ class ImuAugmenter:
         scale: Range = (0.9, 1.1),
         jitter_std: float = 0.01,
         time_warp: float = 0.1,
+        triad_scale: Range = (1.0, 1.0),
     ) -> None:
         self.triads = _checked_triads(triads)
+        self.triad_scale = _check_range("triad_scale", triad_scale, lowest=1e-6)
         if not 0.0 <= max_angle_deg <= 180.0:
             raise ConfigError(f"max_angle_deg must be in [0, 180], got {max_angle_deg}")
         if jitter_std < 0.0:
@@ -319,9 +323,19 @@ class ImuAugmenter:
         if self.rotate and self.triads:
             x = self._rotate(x, rng)
         x = x * rng.uniform(*self.scale, size=(x.shape[0], 1, x.shape[2]))
+        if self.triad_scale != (1.0, 1.0):
+            x = self._scale_triads(x, rng)
         if self.jitter_std > 0.0:
             x = x + rng.standard_normal(x.shape) * (self.jitter_std * x.std(axis=1, keepdims=True))
         return x.astype(np.float32)
+
+    def _scale_triads(self, x: Float64Array, rng: np.random.Generator) -> Float64Array:
+        low, high = np.log(self.triad_scale)
+        out = x.copy()
+        for triad in self.triads:
+            gains = np.exp(rng.uniform(low, high, size=(x.shape[0], 1, 1)))
+            out[:, :, list(triad)] *= gains
+        return out
 
     def _rotate(self, x: Float64Array, rng: np.random.Generator) -> Float64Array:
         if self.max_angle_deg >= 180.0:
