@@ -50,8 +50,9 @@ def pool_datasets(infos: list[DatasetInfo]) -> DatasetInfo:
             raise DataError(
                 f"cannot pool {other.modality} recordings with {first.modality} ones", other.root
             )
-        if first.modality == "sensor" and _layout(other) != _layout(first):
-            _check_convertible(first, other)
+        if first.modality == "sensor":  # read as its own folder declares (and names it)
+            if _layout(other) != _layout(first):
+                _check_convertible(first, other)
             recordings += [dataclasses.replace(r, source=other) for r in other.recordings]
         else:
             recordings += other.recordings

@@ -153,3 +153,16 @@ def test_pooling_folders_whose_channels_cannot_be_matched_is_an_error(
     np.save(bare / "a" / "x.npy", np.zeros((10, 6), np.float32))
     with pytest.raises(DataError, match="name the channels"):
         pool_datasets([scan_dataset(source), scan_dataset(bare)])
+
+
+def test_a_pooled_folder_s_notices_name_its_own_dataset_toml(
+    source: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    other = tmp_path / "other"
+    render(other, classes=2, performers=1, seed=1, progress=False)
+    for p in other.rglob("*.npy"):
+        np.save(p, np.load(p) * np.float32(STANDARD_GRAVITY))  # m/s² declared as g
+    pooled = pool_datasets([scan_dataset(source), scan_dataset(other)])
+    with caplog.at_level("WARNING"):
+        load_windows(pooled, 50, 128, 64, 100, 1, np.random.default_rng(0), progress=False)
+    assert f"units in {other / 'dataset.toml'}" in caplog.text
