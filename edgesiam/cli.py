@@ -46,7 +46,9 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
     from edgesiam.data.recipes import prepare
 
     root = Path(args.root)
-    for name, summary in prepare(args.names, root, force=args.force):
+    wanted = {"classes": args.classes, "performers": args.performers, "seed": args.seed}
+    options = {k: v for k, v in wanted.items() if v is not None}
+    for name, summary in prepare(args.names, root, force=args.force, options=options):
         if summary is None:
             print(f"{name}: already prepared in {root / name} (use --force to prepare again)")
         else:
@@ -233,7 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
             Download the sources of each recipe into ROOT/.cache and write one dataset folder per
             split (ROOT/NAME/train, ROOT/NAME/val, ROOT/NAME/test, ...). Splits hold out whole labels
             (and, for HAPT, whole subjects), so evaluation is always on labels the model never saw.
-            Preparing again is a no-op unless --force is given.
+            Preparing again is a no-op unless --force is given (or imusim's options change).
+
+            imusim downloads nothing: it simulates a body-worn IMU (accelerometer with gravity,
+            gyroscope; HAPT's channels, units and rate) following --classes random 3-D motions,
+            each played by --performers people, e.g.
+              edgesiam data prepare imusim --classes 2000 --performers 6 --root data
             """
         ),
         formatter_class=_formatter,
@@ -241,6 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("names", nargs="+", metavar="NAME", help="recipe name(s), or 'all'")
     prep.add_argument("--root", default="data", help="where dataset folders go (default: data)")
     prep.add_argument("--force", action="store_true", help="prepare again even if already there")
+    sim = prep.add_argument_group("imusim (simulated IMU motions)")
+    sim.add_argument("--classes", type=int, help="motion classes to simulate (default 2000)")
+    sim.add_argument("--performers", type=int, help="performers per class (default 6)")
+    sim.add_argument("--seed", type=int, help="seed of the simulation (default 0)")
     prep.set_defaults(func=cmd_data_prepare)
     from edgesiam.data.channels import CHANNELS
 
@@ -273,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     ren.add_argument("--sample-rate", type=int, default=16000, help="rate of the output (Hz)")
     ren.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     ren.set_defaults(func=cmd_data_render)
+    from edgesiam.data.imu_render import add_render_imu_parser
+
+    add_render_imu_parser(data_sub)
     lst = data_sub.add_parser("list", help="list the recipes and whether they are prepared")
     lst.add_argument("--root", default="data")
     lst.set_defaults(func=cmd_data_list)

@@ -242,6 +242,11 @@ class ImuAugmentConfig(StrictModel):
     scale: tuple[float, float] = (0.9, 1.1)
     jitter_std: float = Field(0.01, ge=0)
     time_warp: float = Field(0.1, ge=0, lt=1)
+    triad_scale: tuple[float, float] = Field(
+        (1.0, 1.0),
+        description="gain range per 3-axis sensor and window, log-uniform: robustness to a "
+        "sensor's scale or units being other than declared, e.g. [0.5, 2.0]",
+    )
 
 
 class NoAugmentConfig(StrictModel):

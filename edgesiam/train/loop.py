@@ -216,6 +216,7 @@ def build_augment(
             scale=aug.scale,
             jitter_std=aug.jitter_std,
             time_warp=aug.time_warp,
+            triad_scale=aug.triad_scale,
         )
         return imu, None
     return None, None
