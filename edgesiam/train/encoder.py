@@ -3,8 +3,10 @@ construction, not by copying).
 
 Only ops that convert to a clean int8 TFLite graph are used: optionally each input channel's mean
 over time subtracted (MEAN, SUB), Conv1d with symmetric zero padding (a TFLite CONV_2D after a PAD),
-BatchNorm (folded into the convolution on export), ReLU, a mean over time, a linear projection and
-L2 normalisation.
+BatchNorm (folded into the convolution on export), ReLU, optionally a residual connection around a
+block that keeps its width and length (ADD), a mean over time, optionally with each channel's
+standard deviation beside it (statistics pooling: SQUARED_DIFFERENCE, MEAN, RSQRT, MUL,
+CONCATENATION), a linear projection and L2 normalisation.
 
 >>> import torch
 >>> enc = Conv1dEncoder(in_channels=40, channels=[32, 64], kernel_sizes=[5, 3], strides=[2, 1],
@@ -55,6 +57,24 @@ class ConvBlock(nn.Module):
         return F.relu(self.norm(self.conv(x)))
 
 
+STD_EPS = 1e-4
+
+
+def stats_pool(h: torch.Tensor) -> torch.Tensor:
+    """``(B, C, T)`` → ``(B, 2C)``: each channel's mean and standard deviation over time.
+
+    The deviation is computed as ``v · rsqrt(v + eps)`` with ``v`` the variance, which equals
+    ``sqrt(v)`` up to ``eps`` and lowers to ops the Edge TPU runs (there is no SQRT among them);
+    the Keras mirror computes the same expression.
+
+    >>> stats_pool(torch.tensor([[[1.0, 3.0]]])).tolist()  # mean 2, deviation ≈ 1
+    [[2.0, 0.9999500513076782]]
+    """
+    mean = h.mean(dim=2)
+    var = (h - mean.unsqueeze(2)).pow(2).mean(dim=2)
+    return torch.cat([mean, var * torch.rsqrt(var + STD_EPS)], dim=1)
+
+
 class Conv1dEncoder(nn.Module):
     """Features ``(B, C_in, T)`` → L2-normalised embeddings ``(B, D)``.
 
@@ -72,19 +92,28 @@ class Conv1dEncoder(nn.Module):
         embedding_dim: int,
         dropout: float = 0.0,
         input_norm: str = "none",
+        pooling: str = "mean",
+        residual: bool = False,
     ) -> None:
         super().__init__()
         if input_norm not in ("none", "mean"):
             raise ValueError(f"input_norm must be 'none' or 'mean', got {input_norm!r}")
+        if pooling not in ("mean", "stats"):
+            raise ValueError(f"pooling must be 'mean' or 'stats', got {pooling!r}")
         self.input_norm = input_norm
+        self.pooling = pooling
         blocks: list[nn.Module] = []
+        skips: list[bool] = []
         width = in_channels
         for out, k, s, d in zip(channels, kernel_sizes, strides, dilations, strict=True):
             blocks.append(ConvBlock(width, out, k, s, d))
+            skips.append(residual and out == width and s == 1)
             width = out
         self.blocks = nn.Sequential(*blocks)
+        self.skips = skips
         self.dropout = nn.Dropout(dropout)
-        self.projection = nn.Linear(width, embedding_dim)
+        pooled = 2 * width if pooling == "stats" else width
+        self.projection = nn.Linear(pooled, embedding_dim)
         self.in_channels = in_channels
         self.embedding_dim = embedding_dim
 
@@ -99,6 +128,8 @@ class Conv1dEncoder(nn.Module):
             config.embedding_dim,
             config.dropout,
             config.input_norm,
+            config.pooling,
+            config.residual,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -109,8 +140,14 @@ class Conv1dEncoder(nn.Module):
             )
         if self.input_norm == "mean":
             x = x - x.mean(dim=2, keepdim=True)
-        h = self.blocks(x).mean(dim=2)
-        return F.normalize(self.projection(self.dropout(h)), dim=1)
+        return F.normalize(self.projection(self.dropout(self.pooled(x))), dim=1)
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled features before the projection: ``(B, C)``, or ``(B, 2C)`` with stats."""
+        h = x
+        for block, skip in zip(self.blocks, self.skips, strict=True):
+            h = h + block(h) if skip else block(h)
+        return stats_pool(h) if self.pooling == "stats" else h.mean(dim=2)
 
 
 def parameter_count(module: nn.Module) -> int:
