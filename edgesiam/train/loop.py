@@ -458,7 +458,7 @@ def train(
             y = torch.from_numpy(labels_t[idx]).to(device)
             with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
                 emb = train_model(x)
-            loss = objective(emb.float(), y)
+            loss: torch.Tensor = objective(emb.float(), y)
             if distiller is not None:
                 rec = torch.from_numpy(train_set.recording[idx]).to(device)
                 loss = loss + distiller(emb.float(), rec)
