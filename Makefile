@@ -112,10 +112,11 @@ ood-data: venv apt  ## render the held-out audio sets through device channels (p
 	  $(BIN)/edgesiam data render $(DATA)/$$d/test $(foreach c,$(OOD_CHANNELS),--channel $(c)) \
 	    --noise $(DATA)/noise -o $(DATA)/ood/$$d -q || exit 1; done
 
-results-ood: ood-data  ## the shipped bundles, the classic descriptor and CAM++ (speakers) on the out-of-domain sets → runs/results-ood.md
+results-ood: ood-data  ## the shipped bundles, the classic descriptor and the pretrained peers (CAM++ and Resemblyzer for speakers, aisfx for events) on the out-of-domain sets → runs/results-ood.md
+	PYTHON=$(PYTHON) bash scripts/make_peers_venv.sh
 	mkdir -p $(RUNS)/ood
-	for s in $(OOD_SETS); do b=$${s%%:*}; d=$${s#*:}; peer=""; \
-	  [ $$b = speaker ] && peer="--peer campplus --peer-root $(DATA)"; \
+	for s in $(OOD_SETS); do b=$${s%%:*}; d=$${s#*:}; peer="--peer aisfx --peer-root $(DATA)"; \
+	  [ $$b = speaker ] && peer="--peer campplus --peer resemblyzer --peer-root $(DATA)"; \
 	  for c in clean $(OOD_CHANNELS); do \
 	    src=$(DATA)/ood/$$d/$$c; [ $$c = clean ] && src=$(DATA)/$$d/test; \
 	    $(BIN)/edgesiam eval -q --episodes 1000 --json $(RUNS)/ood/$$b-$$c.json --name "edgesiam int8" \

@@ -366,7 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         choices=list(PEERS),
         help="add a pretrained peer on the same trials (repeatable): campplus = CAM++, a 7 M "
-        "parameter speaker model (train extra; weights fetched once into PEER_ROOT/.cache, its "
+        "parameter speaker model; resemblyzer = Resemblyzer's GE2E speaker encoder (runs in "
+        ".venv-peers: scripts/make_peers_venv.sh); aisfx = a 512-d sound-effect model, for "
+        "events (train extra; weights fetched once into PEER_ROOT/.cache, every peer's "
         "embeddings cached there per recording)",
     )
     ev.add_argument(
@@ -398,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     from edgesiam.runtime.demo import add_demo_parser
     from edgesiam.runtime.gallery_cli import add_gallery_parsers
     from edgesiam.runtime.run_cli import add_run_parser
+    from edgesiam.train.teachers.cli import add_teachers_parser
     from edgesiam.tune_cli import add_tune_parser
 
     add_tune_parser(sub)
@@ -411,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_parser(sub)
     add_dashboard_parser(sub)
     add_fleet_bench_parser(sub)
+    add_teachers_parser(sub)
 
     va = sub.add_parser(
         "validate",
