@@ -292,8 +292,10 @@ class DistillConfig(StrictModel):
     The teacher never ships: nothing of it is in the exported bundle.
     """
 
-    teacher: Literal["campplus"] = Field(
-        "campplus", description="the teacher (campplus: CAM++ speaker embeddings, Apache-2.0)"
+    teacher: Literal["campplus", "aisfx"] = Field(
+        "campplus",
+        description="the teacher: campplus (CAM++ speaker embeddings, Apache-2.0) or aisfx "
+        "(sound-effect embeddings, CC BY 4.0); both licences allow distilling shipped models",
     )
     kind: Literal["relation", "feature"] = Field(
         "relation",
@@ -305,6 +307,12 @@ class DistillConfig(StrictModel):
     root: UserPath = Field(
         Path("data"),
         description="data root whose .cache holds the teacher's weights and embeddings",
+    )
+    folders: list[UserPath] | None = Field(
+        None,
+        description="the data.train folders the teacher speaks for (default: all); windows of "
+        "the others learn from their labels alone, e.g. the speakers pooled into an events "
+        "recipe as extra classes",
     )
 
 
@@ -361,6 +369,12 @@ class TrainConfig(StrictModel):
                 )
             if isinstance(self.augment, ImuAugmentConfig):
                 raise ValueError("augment.type imu does not apply to audio")
+            if self.distill is not None and self.distill.folders is not None:
+                unknown = [str(f) for f in self.distill.folders if f not in self.data.train]
+                if unknown:
+                    raise ValueError(
+                        f"distill.folders must be data.train folders; not among them: {unknown}"
+                    )
         else:
             if not isinstance(self.frontend, SensorFrontEndConfig):
                 raise ValueError("a sensor recipe needs frontend.type: sensor")

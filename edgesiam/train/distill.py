@@ -52,7 +52,7 @@ class Distiller:
     @classmethod
     def build(cls, config: DistillConfig, targets: np.ndarray, embedding_dim: int) -> Distiller:
         t = torch.from_numpy(np.asarray(targets, dtype=np.float32))
-        t = F.normalize(t, dim=1)
+        t = F.normalize(t, dim=1)  # rows of NaN (no target) stay NaN
         head = nn.Linear(embedding_dim, t.shape[1]) if config.kind == "feature" else None
         return cls(t, config.kind, config.weight, head)
 
@@ -63,7 +63,13 @@ class Distiller:
         return self
 
     def __call__(self, embeddings: torch.Tensor, recordings: torch.Tensor) -> torch.Tensor:
+        """The term for windows of ``recordings``; those the teacher has no target for (a row
+        of NaN: a folder it does not speak for) are left out."""
         teacher = self.targets[recordings]
+        known = ~torch.isnan(teacher[:, 0])
+        if int(known.sum()) < 2:
+            return embeddings.new_zeros(())
+        embeddings, teacher = embeddings[known], teacher[known]
         if self.head is None:
             return self.weight * relation_loss(embeddings, teacher)
         mapped = F.normalize(self.head(embeddings), dim=1)
@@ -82,10 +88,15 @@ def teacher_targets(
         if info.modality != "audio":
             raise DataError("distillation needs audio recordings", info.root)
     teacher = load_teacher(config.teacher, Path(config.root))
-    parts = [
-        teacher_embeddings(
-            teacher, info.root, [r.path for r in info.recordings], Path(config.root), progress
-        )
-        for info in infos
-    ]
-    return np.concatenate(parts).astype(np.float32)
+    spoken = None if config.folders is None else {Path(f).resolve() for f in config.folders}
+    parts = []
+    for info in infos:
+        files = [r.path for r in info.recordings]
+        if spoken is None or Path(info.root).resolve() in spoken:
+            parts.append(teacher_embeddings(teacher, info.root, files, Path(config.root), progress))
+        else:
+            parts.append(np.full((len(files), 1), np.nan))
+    width = max(p.shape[1] for p in parts)
+    return np.concatenate(
+        [p if p.shape[1] == width else np.full((len(p), width), np.nan) for p in parts]
+    ).astype(np.float32)

@@ -125,3 +125,35 @@ def test_the_checkpoint_kept_is_chosen_on_the_mean_over_validation_folders(
         assert set(eers) == {audio_heldout.name, audio_dataset.name}
         assert entry["val_eer"] == pytest.approx(np.mean(list(eers.values())))
     assert result.best_val_eer == pytest.approx(min(e["val_eer"] for e in history))
+
+
+def test_windows_without_a_teacher_target_are_left_out_of_the_term() -> None:
+    g = torch.Generator().manual_seed(2)
+    targets = F.normalize(torch.randn(4, 5, generator=g), dim=1).numpy()
+    targets[2:] = np.nan  # recordings of a folder the teacher does not speak for
+    distiller = Distiller.build(DistillConfig(), targets, embedding_dim=3)
+    emb = F.normalize(torch.randn(4, 3, generator=g), dim=1).requires_grad_()
+    value = distiller(emb, torch.arange(4))
+    assert torch.isfinite(value)
+    expected = relation_loss(emb[:2], torch.from_numpy(targets[:2]))
+    assert float(value) == pytest.approx(float(expected), rel=1e-5)
+    value.backward()
+    assert emb.grad is not None and torch.all(emb.grad[2:] == 0)
+    alone = distiller(emb, torch.tensor([0, 2, 3]))  # one known window: no pair to compare
+    assert float(alone) == 0.0
+
+
+def test_the_teacher_speaks_only_for_the_folders_named(
+    audio_dataset: Path,
+    audio_heldout: Path,
+    tmp_path: Path,
+    teacher: type[CountingTeacher],
+) -> None:
+    recipe = audio_recipe(audio_dataset, audio_heldout, epochs=1)
+    recipe["data"]["train"] = [str(audio_dataset), str(audio_heldout)]  # type: ignore[index]
+    recipe["distill"] = {"root": str(tmp_path / "data"), "folders": [str(audio_dataset)]}
+    train(TrainConfig.model_validate(recipe), tmp_path / "run", progress=False, log=print)
+    assert teacher.calls == sum(1 for _ in audio_dataset.rglob("*.wav"))
+    recipe["distill"] = {"folders": [str(tmp_path)]}
+    with pytest.raises(ValueError, match=r"distill\.folders"):
+        TrainConfig.model_validate(recipe)
