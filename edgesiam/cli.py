@@ -11,13 +11,13 @@ import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from edgesiam import __version__
-from edgesiam.bundle import FMR_TARGETS, fmr_key
-from edgesiam.errors import ConfigError, EdgesiamError, MissingExtraError, ModelError
+from edgesiam.core.embedder import DeviceEmbedder
+from edgesiam.data.readers import DatasetInfo
+from edgesiam.errors import ConfigError, EdgesiamError, MissingExtraError
+from edgesiam.model.bundle import FMR_TARGETS, fmr_key
+from edgesiam.settings import parse_override
 
 EPILOG = textwrap.dedent(
     """
@@ -36,13 +36,6 @@ EPILOG = textwrap.dedent(
 
 def _formatter(prog: str) -> argparse.HelpFormatter:
     return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
-
-
-def _parse_override(text: str) -> tuple[str, Any]:
-    if "=" not in text:
-        raise ConfigError(f"--set expects KEY=VALUE (e.g. optim.epochs=5), got '{text}'")
-    key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -97,27 +90,10 @@ def cmd_data_render(args: argparse.Namespace) -> int:
 # models
 
 
-def load_embedder(path: Path) -> Any:
-    """A model for embedding: a bundle directory (device path) or a training checkpoint (``*.pt``)."""
-    if not path.exists():
-        raise ModelError(f"model not found: {path}")
-    from edgesiam.interpreters import is_bundle, load_model
-
-    if is_bundle(path):
-        return load_model(path)
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        raise MissingExtraError("torch", "train") from None
-    from edgesiam.train.checkpoint import CheckpointEmbedder
-
-    return CheckpointEmbedder(path)
-
-
 def cmd_train(args: argparse.Namespace) -> int:
-    from edgesiam.config import load_train_config
+    from edgesiam.train.config import load_train_config
 
-    overrides = dict(_parse_override(s) for s in args.set or [])
+    overrides = dict(parse_override(s) for s in args.set or [])
     config = load_train_config(Path(args.config), overrides)
     try:
         from edgesiam.train.loop import train
@@ -129,8 +105,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from edgesiam.config import load_train_config
     from edgesiam.runtime.run_cli import is_runtime_file, validate_runtime_file
+    from edgesiam.train.config import load_train_config
 
     failed = 0
     for name in args.files:
@@ -149,7 +125,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_embed(args: argparse.Namespace) -> int:
     from edgesiam.data.readers import scan_dataset
-    from edgesiam.embedders import embed_dataset
+    from edgesiam.evaluation import load_embedder
+    from edgesiam.model.embedders import embed_dataset
 
     embedder = load_embedder(Path(args.model))
     info = scan_dataset(Path(args.data), on_error=args.on_error)
@@ -176,8 +153,8 @@ def _fmr(text: str) -> float:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from edgesiam.data.readers import scan_dataset
-    from edgesiam.embedders import embed_dataset
-    from edgesiam.evaluation import Report
+    from edgesiam.evaluation import Report, load_embedder
+    from edgesiam.model.embedders import embed_dataset
 
     embedder = load_embedder(Path(args.model))
     info = scan_dataset(Path(args.data), on_error=args.on_error)
@@ -206,7 +183,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report_window_thresholds(args: argparse.Namespace, embedder: Any, info: Any) -> None:
+def _report_window_thresholds(
+    args: argparse.Namespace, embedder: DeviceEmbedder, info: DatasetInfo
+) -> None:
     """The window-level threshold the runtime would use for ``--target-fmr`` (and the JSON's)."""
     import json
 
@@ -395,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     from edgesiam.dashboard.cli import add_dashboard_parser, add_fleet_bench_parser
     from edgesiam.export.cli import add_export_parser
     from edgesiam.export.edgetpu import add_compile_parser
-    from edgesiam.runtime.broker import add_broker_parser
+    from edgesiam.mqtt.broker import add_broker_parser
     from edgesiam.runtime.calibrate import add_calibrate_parser
     from edgesiam.runtime.demo import add_demo_parser
     from edgesiam.runtime.gallery_cli import add_gallery_parsers

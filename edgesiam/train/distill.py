@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgesiam.config import DistillConfig
 from edgesiam.data.readers import DatasetInfo
 from edgesiam.errors import DataError
+from edgesiam.train.config import DistillConfig
 
 
 def relation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:

@@ -28,13 +28,6 @@ from pytorch_metric_learning.samplers import MPerClassSampler
 from tqdm import tqdm
 
 from edgesiam import __version__
-from edgesiam.config import (
-    AudioAugmentConfig,
-    ImuAugmentConfig,
-    LogMelConfig,
-    SensorFrontEndConfig,
-    TrainConfig,
-)
 from edgesiam.core.embedding import recording_embedding
 from edgesiam.core.frontend import FrontEnd, LogMelFrontEnd, LogMelParams, SensorFrontEnd
 from edgesiam.core.metrics import equal_error_rate, trial_scores
@@ -46,6 +39,13 @@ from edgesiam.train.checkpoint import (
     frontend_to_torch,
     load_checkpoint,
     save_checkpoint,
+)
+from edgesiam.train.config import (
+    AudioAugmentConfig,
+    ImuAugmentConfig,
+    LogMelConfig,
+    SensorFrontEndConfig,
+    TrainConfig,
 )
 from edgesiam.train.distill import Distiller, teacher_targets
 from edgesiam.train.encoder import Conv1dEncoder, parameter_count
@@ -463,7 +463,7 @@ def train(
                 rec = torch.from_numpy(train_set.recording[idx]).to(device)
                 loss = loss + distiller(emb.float(), rec)
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
             if ddp.enabled and objective.learnable:
                 for p in objective.loss.parameters():
                     if p.grad is not None:

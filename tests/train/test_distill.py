@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from edgesiam.config import DistillConfig, TrainConfig
+from edgesiam.train.config import DistillConfig, TrainConfig
 from edgesiam.train.distill import Distiller, relation_loss
 from edgesiam.train.loop import train
 from edgesiam.train.teachers import embed as teacher_embed

@@ -61,7 +61,9 @@ def peers_venv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     package = site / "resemblyzer"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text(FAKE_PACKAGE)
-    (package / "audio.py").write_text("def normalize_volume(wav, target, increase_only):\n    return wav\n")
+    (package / "audio.py").write_text(
+        "def normalize_volume(wav, target, increase_only):\n    return wav\n"
+    )
     (package / "hparams.py").write_text("audio_norm_target_dBFS = -30\n")
     (package / "pretrained.pt").write_bytes(b"stand-in weights")
     meta = site / "resemblyzer-0.1.4.dist-info"
@@ -111,7 +113,7 @@ def test_without_the_peers_venv_the_error_says_how_to_make_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError, match="scripts/make_peers_venv.sh"):
+    with pytest.raises(ConfigError, match=r"scripts/make_peers_venv\.sh"):
         ResemblyzerPeer()
 
 

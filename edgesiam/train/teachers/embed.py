@@ -24,7 +24,7 @@ from edgesiam.train.teachers.campplus import CamPlusPlus, load_campplus
 from edgesiam.train.teachers.resemblyzer import ResemblyzerPeer
 
 if TYPE_CHECKING:
-    from edgesiam.embedders import EmbeddedDataset
+    from edgesiam.model.embedders import EmbeddedDataset
 
 Teacher = CamPlusPlus | AiSfx | ResemblyzerPeer
 """A teacher or peer: in this process (torch) or in the peers venv (Resemblyzer)."""
