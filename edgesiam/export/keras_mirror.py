@@ -23,8 +23,6 @@ import numpy as np
 
 from edgesiam.errors import MissingExtraError, ModelError
 
-STD_EPS = 1e-4  # the encoder's (edgesiam.train.encoder.STD_EPS); export must not import torch code
-
 
 @dataclass(frozen=True)
 class ConvSpec:
@@ -163,13 +161,12 @@ def build_keras_mirror(spec: MirrorSpec, time_steps: int, l2_in_model: bool = Tr
             return x - tf.reduce_mean(x, axis=1, keepdims=True)
 
     class StatsPool(keras.layers.Layer):  # type: ignore[misc,name-defined]
-        """Mean and ``v · rsqrt(v + eps)`` (the deviation) over time, concatenated."""
+        """Mean over time and ``mean(relu(x - mean))`` (the spread), concatenated."""
 
         def call(self, x: Any) -> Any:
             mean = tf.reduce_mean(x, axis=1, keepdims=True)
-            var = tf.reduce_mean(tf.math.squared_difference(x, mean), axis=1)
-            std = var * tf.math.rsqrt(var + STD_EPS)
-            return tf.concat([tf.squeeze(mean, axis=1), std], axis=-1)
+            spread = tf.reduce_mean(tf.nn.relu(x - mean), axis=1)
+            return tf.concat([tf.squeeze(mean, axis=1), spread], axis=-1)
 
     inputs = keras.Input(shape=(time_steps, spec.in_channels), batch_size=1, name="features")
     h = inputs
