@@ -21,7 +21,7 @@ EXPORTED = {
 }
 
 VERBS = {
-    "data": {"prepare", "render", "list"},
+    "data": {"prepare", "render", "perturb", "list"},
     "train": set(),
     "eval": set(),
     "embed": set(),
