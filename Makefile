@@ -28,8 +28,10 @@ apt:  ## install the Debian programs the recipes and tests use (espeak-ng, flite
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-data: venv apt  ## prepare every real-data recipe into ./data (cached, idempotent)
+data: venv apt  ## prepare every real-data recipe into ./data (cached, idempotent), and the validation speakers through device channels
 	$(BIN)/edgesiam data prepare all --root $(DATA)
+	$(BIN)/edgesiam data render $(DATA)/speech/val $(foreach c,$(OOD_CHANNELS),--channel $(c)) \
+	  --noise $(DATA)/noise -o $(DATA)/ood/speech-val -q
 
 demo: venv apt  ## the main job end to end: real speech → shipped int8 bundle → enroll → stream through the runtime → MQTT events
 	$(BIN)/edgesiam data prepare speech --root $(DATA)

@@ -58,6 +58,21 @@ def test_a_second_run_computes_nothing_and_returns_the_same(
     assert cache.path_for(root).parent == tmp_path / "c" / "t" / f"{SHA[:16]}-r1"
 
 
+def test_a_folder_reached_through_a_link_shares_the_cache(
+    tmp_path: Path, folder: tuple[Path, list[Path]]
+) -> None:
+    """A checkout whose data folder is a symbolic link to another one's reuses its entries."""
+    root, files = folder
+    cache, teacher = TeacherCache(tmp_path / "c", "t", SHA), Teacher()
+    first = cache.embeddings(root, files, teacher, progress=False)
+    link = tmp_path / "elsewhere"
+    link.symlink_to(root)
+    linked = [link / f.relative_to(root) for f in files]
+    again = cache.embeddings(link, linked, teacher, progress=False)
+    assert len(teacher.computed) == 5
+    np.testing.assert_array_equal(again, first)
+
+
 def test_a_changed_file_is_computed_again_and_a_touched_one_is_not(
     tmp_path: Path, folder: tuple[Path, list[Path]]
 ) -> None:

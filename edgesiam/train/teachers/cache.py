@@ -68,7 +68,7 @@ class TeacherCache:
 
     def path_for(self, root: Path) -> Path:
         """The cache file of dataset folder ``root``."""
-        where = os.path.abspath(root)
+        where = os.path.realpath(root)  # a folder reached through a link is the same folder
         tag = hashlib.blake2b(where.encode(), digest_size=6).hexdigest()
         return self.folder / f"{Path(where).name or 'root'}-{tag}.npz"
 
