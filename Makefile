@@ -107,20 +107,22 @@ results: venv  ## evaluate the trained models and shipped bundles on held-out la
 	cat $(RUNS)/results.md
 
 OOD_CHANNELS := gsm amr-nb ulaw cheap-mic far-field
-OOD_SETS := speaker:speech events:events
+# report:dataset — <bundle>.<set> reports are leave-one-corpus-out sets (corpora no recipe trains on)
+OOD_SETS := speaker:speech events:events speaker.speech-tuxpaint:speech-tuxpaint \
+  events.events-extra:events-extra
 ood-data: venv apt  ## render the held-out audio sets through device channels (phone codecs, cheap mic, far field) → data/ood/
-	$(BIN)/edgesiam data prepare speech events noise --root $(DATA)
+	$(BIN)/edgesiam data prepare speech events noise speech-tuxpaint events-extra --root $(DATA)
 	for s in $(OOD_SETS); do d=$${s#*:}; \
 	  $(BIN)/edgesiam data render $(DATA)/$$d/test $(foreach c,$(OOD_CHANNELS),--channel $(c)) \
 	    --noise $(DATA)/noise -o $(DATA)/ood/$$d -q || exit 1; done
 
 results-ood: ood-data  ## the shipped bundles, the classic descriptor and CAM++ (speakers) on the out-of-domain sets → runs/results-ood.md
 	mkdir -p $(RUNS)/ood
-	for s in $(OOD_SETS); do b=$${s%%:*}; d=$${s#*:}; peer=""; \
+	for s in $(OOD_SETS); do k=$${s%%:*}; b=$${k%%.*}; d=$${s#*:}; peer=""; \
 	  [ $$b = speaker ] && peer="--peer campplus --peer-root $(DATA)"; \
 	  for c in clean $(OOD_CHANNELS); do \
 	    src=$(DATA)/ood/$$d/$$c; [ $$c = clean ] && src=$(DATA)/$$d/test; \
-	    $(BIN)/edgesiam eval -q --episodes 1000 --json $(RUNS)/ood/$$b-$$c.json --name "edgesiam int8" \
+	    $(BIN)/edgesiam eval -q --episodes 1000 --json $(RUNS)/ood/$$k-$$c.json --name "edgesiam int8" \
 	      $$peer $(BUNDLES)/$$b $$src >/dev/null || exit 1; done; done
 	$(BIN)/python scripts/ood_table.py $(RUNS)/ood > $(RUNS)/results-ood.md
 	cat $(RUNS)/results-ood.md

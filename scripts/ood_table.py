@@ -5,6 +5,8 @@ Usage: python scripts/ood_table.py RUNS_OOD_DIR > runs/results-ood.md
 Reads RUNS_OOD_DIR/<bundle>-<channel>.json (channel `clean` is the held-out set as recorded) and
 prints, per bundle, one table of EER and one of 5-way 1-shot accuracy: a row per system, a column per
 channel, and the headline — the mean over the out-of-domain channels (every channel but `clean`).
+A report named <bundle>.<set>-<channel>.json is the bundle on the leave-one-corpus-out set <set>
+(a corpus no recipe trains on, e.g. speech-tuxpaint): its own pair of tables.
 """
 
 from __future__ import annotations
@@ -23,11 +25,20 @@ def load(folder: Path) -> dict[str, dict[str, dict[str, Any]]]:
     """bundle → channel → system → metrics."""
     found: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     for path in sorted(folder.glob("*.json")):
-        bundle, _, channel = path.stem.partition("-")
-        if channel not in ORDER:
+        channel = next((c for c in ORDER if path.stem.endswith(f"-{c}")), None)
+        if channel is None:
             continue
+        bundle = path.stem[: -len(channel) - 1]
         found[bundle][channel] = json.loads(path.read_text())["systems"]
     return found
+
+
+def title(bundle: str) -> str:
+    """``speaker`` → its own held-out set; ``speaker.speech-tuxpaint`` → a corpus never trained on."""
+    name, _, corpus = bundle.partition(".")
+    if corpus:
+        return f"{name} — leave-one-corpus-out: {corpus} (never trained on) through device channels"
+    return f"{name} — held-out set re-recorded through device channels"
 
 
 def _percent(value: float | None) -> str:
@@ -60,8 +71,7 @@ def main(args: list[str]) -> int:
     for bundle, channels in found.items():
         first = next(iter(next(iter(channels.values())).values()))
         print(
-            f"**{bundle} — held-out set re-recorded through device channels** — "
-            f"{first['n_recordings']} recordings, {first['n_labels']} labels\n"
+            f"**{title(bundle)}** — {first['n_recordings']} recordings, {first['n_labels']} labels\n"
         )
         for metric in METRICS:
             print(table(channels, metric))
