@@ -261,3 +261,32 @@ def test_speech_extra_without_festival_says_what_to_install(
     with pytest.raises(RecipeError, match="install festival"):
         prepare(["speech-extra"], tmp_path / "data")
     assert not (tmp_path / "data" / "speech-extra").exists()
+
+
+@pytest.mark.slow
+def test_real_extra_audio_recipes(tmp_path: Path) -> None:
+    """The real packages (about 620 MB of downloads) and festival's installed voices."""
+    results = dict(prepare(["speech-tuxpaint", "events-extra", "speech-extra"], tmp_path))
+    assert all(s is not None for s in results.values())
+
+    tux = scan_dataset(tmp_path / "speech-tuxpaint" / "test")
+    assert len(tux.labels) >= 20 and len(tux) >= 1500 and tux.skipped == []
+    assert {"tp-fr", "tp-ru", "tp-en", "tp-de"} <= set(tux.labels)
+    assert all(r.group for r in tux.recordings)  # the language
+
+    events = {s: scan_dataset(tmp_path / "events-extra" / s) for s in ("train", "test")}
+    assert {"wl-sawing", "wl-hammering", "wl-smith", "lc-blacksmith", "lc-fire"} <= set(
+        events["test"].labels
+    )
+    assert all(label.startswith(("wl-", "lc-")) for label in events["test"].labels)
+    assert not any(label.startswith(("wl-", "lc-")) for label in events["train"].labels)
+    assert {"mt-wood-footstep", "mt-break-glass"} <= set(events["train"].labels)
+    counts: dict[str, int] = {}
+    for rec in events["test"].recordings:
+        counts[rec.label] = counts.get(rec.label, 0) + 1
+    assert min(counts.values()) >= 2
+
+    extra = scan_dataset(tmp_path / "speech-extra" / "train")
+    assert len(extra.labels) >= 10 and all(x.startswith("fv-") for x in extra.labels)
+    for name in ("speech-tuxpaint", "events-extra", "speech-extra"):
+        assert any((tmp_path / name / "licences").iterdir())
