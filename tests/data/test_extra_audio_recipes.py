@@ -130,8 +130,11 @@ def test_events_extra_holds_out_whole_corpora(packages: Path, tmp_path: Path) ->
             f"{WIDELANDS}/sound/hammering/hammering_01.ogg": 23,
             f"{WIDELANDS}/sound/hammering/geologist_hammer.ogg": 24,  # single: used nowhere
             f"{WIDELANDS}/music/intro.ogg": 25,  # music: not a sound event
+            f"{WIDELANDS}/sound/smiths/smith_00.ogg": 26,
         },
     )
+    silent = packages / "widelands-data" / WIDELANDS / "sound/smiths/smith_01.ogg"
+    sf.write(str(silent), np.zeros(RATE // 2, dtype=np.float32), RATE, format="OGG")
     _package(
         packages,
         "lincity-ng-data",
@@ -178,7 +181,9 @@ def test_events_extra_holds_out_whole_corpora(packages: Path, tmp_path: Path) ->
         written["splits"]["test"]["labels"] == 3 and written["splits"]["train"]["recordings"] == 6
     )
     assert "minetest-data: CC-BY-SA-3.0" in written["licence"]
-    assert "(2 single clips of those corpora not used anywhere)" in " ".join(written["notes"])
+    notes = " ".join(written["notes"])
+    assert "(2 single clips of those corpora not used anywhere)" in notes
+    assert "too few usable files, removed: wl-smith" in notes and "1 silent" in notes
     copied = sorted(p.name for p in (out / "licences").iterdir())
     assert copied == [
         f"{n}.copyright"
