@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final, Literal, TypeGuard
 
-from edgesiam.errors import EdgesiamError
+from edgesiam.errors import HistoryError, InvalidPayload
 
 __all__ = ["DEVICE_ID", "History", "HistoryError", "InvalidPayload"]
 
@@ -107,14 +107,6 @@ CREATE TABLE IF NOT EXISTS reviews (
 CREATE INDEX IF NOT EXISTS reviews_device ON reviews (device, n);
 """
 _SCHEMA_VERSION: Final = "1"
-
-
-class HistoryError(EdgesiamError):
-    """The history database cannot be opened or written."""
-
-
-class InvalidPayload(EdgesiamError, ValueError):
-    """A message does not have the fields its schema requires (it is not stored)."""
 
 
 def _number(value: Any) -> TypeGuard[int | float]:

@@ -24,13 +24,13 @@ from typing import Final, Literal
 
 import numpy as np
 
+from edgesiam.core.embedder import DeviceEmbedder
 from edgesiam.core.embedding import l2_normalize, recording_embedding
 from edgesiam.core.metrics import equal_error_rate, trial_scores
 from edgesiam.core.windowing import frame
 from edgesiam.data.readers import iter_recordings, reading_spec, scan_dataset
-from edgesiam.embedders import WindowEmbedder
-from edgesiam.errors import BundleError, DataError
-from edgesiam.interpreters import ModelInfo
+from edgesiam.errors import DataError
+from edgesiam.model.interpreters import ModelInfo
 
 # The Edge TPU compiler's supported operations (Coral's "supported operations" table), as TFLite
 # builtin op names.
@@ -83,17 +83,6 @@ EDGETPU_OPS: Final = frozenset(
 INTEGER_DTYPES: Final = frozenset({"int8", "int32"})
 COMPILER: Final = "edgetpu_compiler"
 PARITY_CHECKS: Final = frozenset({"parity.mean_cosine", "parity.min_cosine", "eer.delta"})
-
-
-class GateError(BundleError):
-    """The exported model failed the gate; the message is the whole report."""
-
-    def __init__(self, report: GateReport) -> None:
-        self.report = report
-        super().__init__(
-            "the exported model failed the gate (no bundle written; --force writes it anyway):\n"
-            + report.render()
-        )
 
 
 @dataclass(frozen=True)
@@ -188,7 +177,7 @@ class HeldOutResult:
 
 
 def measure_heldout(
-    embedder: WindowEmbedder,
+    embedder: DeviceEmbedder,
     models: Mapping[str, Embed],
     data_dir: str | Path,
     on_error: Literal["fail", "skip"] = "fail",

@@ -39,14 +39,11 @@ import json
 import logging
 import re
 import threading
-import time
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal, Protocol
 
 import numpy as np
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     StrictBool,
     ValidationError,
@@ -54,35 +51,19 @@ from pydantic import (
     model_validator,
 )
 
-from edgesiam.errors import EdgesiamError
+from edgesiam.errors import CommandRejected, CommandTooLarge, EdgesiamError
+from edgesiam.mqtt.contract import VERBS, error_result, ok_result, peek_correlation_id, to_json
+from edgesiam.settings import StrictModel, validation_problems
 
 __all__ = [
-    "SCHEMA_COMMAND_RESULT",
-    "VERBS",
     "Clip",
     "CommandHandler",
     "CommandTarget",
-    "error_result",
-    "peek_correlation_id",
     "validate_label",
 ]
 
 log = logging.getLogger(__name__)
 
-SCHEMA_COMMAND_RESULT: Final = "edgesiam.cmd_result.v1"
-VERBS: Final = (
-    "enroll",
-    "forget",
-    "list",
-    "threshold",
-    "reload",
-    "reject",
-    "unreject",
-    "confirm",
-    "forget_template",
-)
-
-_MAX_MESSAGE = 500
 _MAX_CLIPS: Final = 10
 """The gallery's limit on one label's recordings (``gallery_store.MAX_RECORDINGS``)."""
 _NAME_FORBIDDEN: Final = re.compile(r"[/\\\x00-\x1f\x7f]")
@@ -150,9 +131,7 @@ class CommandTarget(Protocol):
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class _Request(StrictModel):
     correlation_id: str | None = Field(None, max_length=128)
 
 
@@ -165,10 +144,8 @@ class _Labelled(_Request):
         return validate_label(value)
 
 
-class ClipRequest(BaseModel):
+class ClipRequest(StrictModel):
     """One clip of ``enroll``'s ``clips``: a WAV or a sensor CSV, base64, and an optional name."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str | None = Field(None, min_length=1, max_length=128)
     wav_base64: str | None = None
@@ -278,59 +255,8 @@ _SCHEMAS: Final[dict[str, type[_Request]]] = {
 # results
 
 
-def error_result(verb: str, code: str, message: str, correlation_id: str | None) -> dict[str, Any]:
-    """A failed command's result (``code``: bad_json, invalid, unknown_verb, too_large, failed,
-    busy, unavailable, internal)."""
-    if len(message) > _MAX_MESSAGE:
-        message = message[: _MAX_MESSAGE - 1] + "…"
-    return {
-        "schema": SCHEMA_COMMAND_RESULT,
-        "verb": verb[:64],
-        "ok": False,
-        "correlation_id": correlation_id,
-        "error": message,
-        "error_code": code,
-        "ts": round(time.time(), 3),
-    }
-
-
-def _ok_result(verb: str, result: dict[str, Any], correlation_id: str | None) -> dict[str, Any]:
-    return {
-        "schema": SCHEMA_COMMAND_RESULT,
-        "verb": verb,
-        "ok": True,
-        "correlation_id": correlation_id,
-        "result": result,
-        "ts": round(time.time(), 3),
-    }
-
-
-def peek_correlation_id(payload: bytes | bytearray | Any) -> str | None:
-    """The request's ``correlation_id`` if it can be read at all (for error results)."""
-    try:
-        data = json.loads(bytes(payload)) if payload else None
-    except (ValueError, TypeError, RecursionError):
-        return None
-    if isinstance(data, dict):
-        cid = data.get("correlation_id")
-        if isinstance(cid, str) and len(cid) <= 128:
-            return cid
-    return None
-
-
 def _describe(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"])
-        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
-        parts.append(f"{where}: {msg}" if where else msg)
-    return "; ".join(parts)
-
-
-def _plain(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+    return "; ".join(validation_problems(exc, "(request)"))
 
 
 class CommandHandler:
@@ -407,9 +333,9 @@ class CommandHandler:
         try:
             with self._lock:
                 result = self._run(verb, request)
-        except _TooLarge as exc:
+        except CommandTooLarge as exc:
             return error_result(verb, "too_large", str(exc), cid)
-        except _Invalid as exc:
+        except CommandRejected as exc:
             return error_result(verb, "invalid", str(exc), cid)
         except (EdgesiamError, ValueError, KeyError) as exc:
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
@@ -421,10 +347,10 @@ class CommandHandler:
         if not isinstance(result, dict):
             return error_result(verb, "internal", "the device returned no result object", cid)
         try:
-            json.dumps(result, default=_plain)
+            to_json(result)
         except (TypeError, ValueError):
             return error_result(verb, "internal", "the device returned a non-JSON result", cid)
-        return _ok_result(verb, result, cid)
+        return ok_result(verb, result, cid)
 
     def _run(self, verb: str, request: _Request) -> dict[str, Any]:
         t = self.target
@@ -448,7 +374,7 @@ class CommandHandler:
             return t.unreject(request.id)
         if isinstance(request, ForgetTemplateRequest):
             return t.forget_template(request.label, request.id)
-        raise _Invalid(f"unknown command {verb!r}")  # pragma: no cover - _SCHEMAS covers all
+        raise CommandRejected(f"unknown command {verb!r}")  # pragma: no cover - _SCHEMAS covers all
 
     def _clips(self, request: EnrollRequest) -> list[Clip]:
         """The request's clips, decoded and checked against the size caps."""
@@ -458,7 +384,7 @@ class CommandHandler:
         clips = [self._decode_clip(i, clip) for i, clip in enumerate(given, start=1)]
         total = sum(len(clip.data) for clip in clips)
         if total > self.max_enroll_bytes:
-            raise _TooLarge(
+            raise CommandTooLarge(
                 f"the clips are {total} bytes in all; at most {self.max_enroll_bytes} per request "
                 "(send the rest with append)"
             )
@@ -469,23 +395,15 @@ class CommandHandler:
         text = clip.wav_base64 if clip.wav_base64 is not None else clip.csv_base64 or ""
         what = "WAV" if kind == "wav" else "CSV"
         if len(text) > 4 * ((self.max_wav_bytes + 2) // 3):
-            raise _TooLarge(f"the {what} is over {self.max_wav_bytes} bytes")
+            raise CommandTooLarge(f"the {what} is over {self.max_wav_bytes} bytes")
         try:
             raw = base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
-            raise _Invalid(f"{kind}_base64 is not valid base64") from None
+            raise CommandRejected(f"{kind}_base64 is not valid base64") from None
         if len(raw) > self.max_wav_bytes:
-            raise _TooLarge(f"the {what} is {len(raw)} bytes; at most {self.max_wav_bytes}")
+            raise CommandTooLarge(f"the {what} is {len(raw)} bytes; at most {self.max_wav_bytes}")
         if kind == "wav" and (len(raw) < 44 or raw[:4] != b"RIFF" or raw[8:12] != b"WAVE"):
-            raise _Invalid("wav_base64 does not hold a WAV file (no RIFF/WAVE header)")
+            raise CommandRejected("wav_base64 does not hold a WAV file (no RIFF/WAVE header)")
         if kind == "csv" and (not raw.strip() or b"\x00" in raw):
-            raise _Invalid("csv_base64 does not hold a text CSV file")
+            raise CommandRejected("csv_base64 does not hold a text CSV file")
         return Clip(clip.name or f"clip{number}.{kind}", kind, raw)
-
-
-class _TooLarge(Exception):
-    pass
-
-
-class _Invalid(Exception):
-    pass

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgesiam.config import TrainConfig
 from edgesiam.core.frontend import FrontEnd, frontend_from_state
 from edgesiam.errors import ModelError
+from edgesiam.train.config import TrainConfig
 from edgesiam.train.encoder import Conv1dEncoder
 
 FORMAT = "edgesiam-checkpoint"
@@ -67,7 +67,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 class CheckpointEmbedder:
-    """A trained encoder from a checkpoint, behind the ``WindowEmbedder`` interface."""
+    """A trained encoder from a checkpoint, behind the ``DeviceEmbedder`` interface."""
 
     def __init__(self, path: Path, device: str = "cpu") -> None:
         data = load_checkpoint(path)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from edgesiam.dashboard.history import History, HistoryError, InvalidPayload
+from edgesiam.dashboard.history import History
+from edgesiam.errors import HistoryError, InvalidPayload
 from tests.dashboard.conftest import event_payload
 
 

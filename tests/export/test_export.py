@@ -11,11 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgesiam.bundle import load_manifest
 from edgesiam.data.readers import scan_dataset
-from edgesiam.embedders import EmbeddedDataset, embed_dataset
-from edgesiam.errors import BundleError, ConfigError, DataError, MissingExtraError
-from edgesiam.export import GateError
+from edgesiam.errors import BundleError, ConfigError, DataError, GateError, MissingExtraError
 from edgesiam.export.bundle_writer import evaluate_cohort, threshold_set
 from edgesiam.export.gate import (
     EDGETPU_OPS,
@@ -25,7 +22,9 @@ from edgesiam.export.gate import (
     graph_checks,
     parse_compiler_output,
 )
-from edgesiam.interpreters import BundleEmbedder, inspect_model, load_model
+from edgesiam.model.bundle import load_manifest
+from edgesiam.model.embedders import EmbeddedDataset, embed_dataset
+from edgesiam.model.interpreters import BundleEmbedder, inspect_model, load_model
 from tests.conftest import run_export
 
 CLEAN_INT8_OPS = {"PAD", "RESHAPE", "CONV_2D", "MEAN", "FULLY_CONNECTED", "L2_NORMALIZATION"}
@@ -377,8 +376,8 @@ def test_manifest_json_is_generated_not_hand_written(audio_bundle: Path) -> None
 
 @pytest.mark.slow
 def test_sensor_model_exports_and_embeds_like_torch(sensor_dataset: Path, tmp_path: Path) -> None:
-    from edgesiam.config import TrainConfig
     from edgesiam.train.checkpoint import CheckpointEmbedder
+    from edgesiam.train.config import TrainConfig
     from edgesiam.train.loop import train
     from tests.conftest import write_sensor_dataset
     from tests.train.test_loop import sensor_recipe

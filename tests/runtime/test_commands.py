@@ -18,8 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgesiam.errors import EdgesiamError
-from edgesiam.runtime.commands import VERBS, Clip, CommandHandler, validate_label
-from edgesiam.runtime.mqtt import MqttPublisher, MqttSettings, event_builder
+from edgesiam.mqtt.client import MqttSettings
+from edgesiam.mqtt.contract import VERBS, event_builder
+from edgesiam.mqtt.publisher import MqttPublisher
+from edgesiam.runtime.commands import Clip, CommandHandler, validate_label
 from edgesiam.runtime.outbox import Outbox
 from tests.runtime.conftest import MosquittoBroker, Subscriber, wait_until
 
@@ -175,7 +177,7 @@ def test_all_clips_of_a_request_share_one_size_cap(runtime: FakeRuntime) -> None
         (req(label="a/b", embeddings=[[1, 0, 0, 0]]), "invalid", "label"),
         (req(label="", embeddings=[[1, 0, 0, 0]]), "invalid", "label"),
         (req(label="x" * 65, embeddings=[[1, 0, 0, 0]]), "invalid", "label"),
-        (req(label="x", embeddings=[[1, 0, 0, 0]], colour="red"), "invalid", "unknown field"),
+        (req(label="x", embeddings=[[1, 0, 0, 0]], colour="red"), "invalid", "unknown key"),
         (b"{not json", "bad_json", "JSON"),
         (b"[1, 2]", "bad_json", "object"),
         (b"\xff\xfe", "bad_json", "JSON"),

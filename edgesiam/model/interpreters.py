@@ -1,4 +1,4 @@
-"""TFLite interpreters on the device, and bundles behind the ``WindowEmbedder`` interface.
+"""TFLite interpreters on the device, and bundles behind the ``DeviceEmbedder`` interface.
 
 One import finds an interpreter: ai-edge-litert (numpy 2, XNNPACK for int8), then tflite-runtime
 (the older package, numpy < 2), then tensorflow's ``tf.lite`` as a last resort. ``EDGESIAM_INTERPRETER``
@@ -30,7 +30,15 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from edgesiam.bundle import (
+from edgesiam.core.embedding import l2_normalize
+from edgesiam.core.frontend import FrontEnd, frontend_from_state
+from edgesiam.errors import (
+    BundleError,
+    DataError,
+    ModelError,
+    NoInterpreterError,
+)
+from edgesiam.model.bundle import (
     MANIFEST_NAME,
     BundleModel,
     Manifest,
@@ -39,9 +47,6 @@ from edgesiam.bundle import (
     is_bundle,
     load_manifest,
 )
-from edgesiam.core.embedding import l2_normalize
-from edgesiam.core.frontend import FrontEnd, frontend_from_state
-from edgesiam.errors import BundleError, DataError, MissingExtraError, ModelError
 
 __all__ = [
     "BACKENDS",
@@ -70,17 +75,6 @@ EDGETPU_COMPILE_STEP: Final = (
 BACKEND_ENV: Final = "EDGESIAM_INTERPRETER"
 
 Float32Array = npt.NDArray[np.float32]
-
-
-class NoInterpreterError(MissingExtraError):
-    """No TFLite interpreter package can be imported; the message says why for each."""
-
-    def __init__(self, reasons: dict[str, str]) -> None:
-        super().__init__("ai-edge-litert", "device")
-        tried = "; ".join(f"{name}: {why}" for name, why in reasons.items())
-        message = f"{self.args[0]} (or tflite-runtime on a 32-bit ARM board). Tried: {tried}"
-        self.args = (message,)
-        self.msg = message  # what ImportError's str() shows
 
 
 @dataclass(frozen=True)
@@ -422,7 +416,7 @@ def _load_frontend(path: Path) -> FrontEnd:
 
 
 class BundleEmbedder:
-    """An exported bundle behind the ``WindowEmbedder`` interface (``embed_dataset`` works on it).
+    """An exported bundle behind the ``DeviceEmbedder`` interface (``embed_dataset`` works on it).
 
     ``delegate="edgetpu"`` runs the bundle's Edge TPU model with the Edge TPU delegate;
     ``model`` picks another of the bundle's models by key (``"float32"``, ...). Hashes are
