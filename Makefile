@@ -5,7 +5,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
-APT_PACKAGES := espeak-ng flite sox mosquitto mosquitto-clients chromium openssl ffmpeg
+APT_PACKAGES := espeak-ng flite sox mosquitto mosquitto-clients chromium openssl ffmpeg festival \
+  festvox-kdlpc16k festvox-czech-dita festvox-czech-krb festvox-czech-machac festvox-czech-ph \
+  festvox-italp16k festvox-itapc16k festvox-ru festvox-suopuhe-lj festvox-suopuhe-mv festvox-ca-ona-hts
 DATA ?= data
 RUNS ?= runs
 
@@ -107,12 +109,14 @@ results: venv  ## evaluate the trained models and shipped bundles on held-out la
 	cat $(RUNS)/results.md
 
 OOD_CHANNELS := gsm amr-nb ulaw cheap-mic far-field
-OOD_SETS := speaker:speech events:events
+# report:dataset — <bundle>.<set> reports are leave-one-corpus-out sets (corpora no recipe trains on)
+OOD_SETS := speaker:speech events:events speaker.speech-tuxpaint:speech-tuxpaint \
+  events.events-extra:events-extra
 MOTION_SETS := clean rot30 rot90 rotuniform units transitions basicmotions basicmotions-all
 MOTION_BUNDLE ?= $(BUNDLES)/motion
 MOTION_NAME ?= edgesiam int8
 ood-data: venv apt  ## render the held-out audio sets through device channels (phone codecs, cheap mic, far field) and the IMU test set turned and in other units → data/ood/
-	$(BIN)/edgesiam data prepare speech events noise hapt basicmotions --root $(DATA)
+	$(BIN)/edgesiam data prepare speech events noise speech-tuxpaint events-extra hapt basicmotions --root $(DATA)
 	for s in $(OOD_SETS); do d=$${s#*:}; \
 	  $(BIN)/edgesiam data render $(DATA)/$$d/test $(foreach c,$(OOD_CHANNELS),--channel $(c)) \
 	    --noise $(DATA)/noise -o $(DATA)/ood/$$d -q || exit 1; done
@@ -124,11 +128,11 @@ ood-data: venv apt  ## render the held-out audio sets through device channels (p
 results-ood: ood-data  ## the shipped bundles, the classic descriptor (MFCC or per-channel statistics) and the pretrained peers (CAM++ and Resemblyzer for speakers, aisfx for events) on the out-of-domain sets → runs/results-ood.md
 	PYTHON=$(PYTHON) bash scripts/make_peers_venv.sh
 	mkdir -p $(RUNS)/ood
-	for s in $(OOD_SETS); do b=$${s%%:*}; d=$${s#*:}; peer="--peer aisfx --peer-root $(DATA)"; \
+	for s in $(OOD_SETS); do k=$${s%%:*}; b=$${k%%.*}; d=$${s#*:}; peer="--peer aisfx --peer-root $(DATA)"; \
 	  [ $$b = speaker ] && peer="--peer campplus --peer resemblyzer --peer-root $(DATA)"; \
 	  for c in clean $(OOD_CHANNELS); do \
 	    src=$(DATA)/ood/$$d/$$c; [ $$c = clean ] && src=$(DATA)/$$d/test; \
-	    $(BIN)/edgesiam eval -q --episodes 1000 --json $(RUNS)/ood/$$b-$$c.json --name "edgesiam int8" \
+	    $(BIN)/edgesiam eval -q --episodes 1000 --json $(RUNS)/ood/$$k-$$c.json --name "edgesiam int8" \
 	      $$peer $(BUNDLES)/$$b $$src >/dev/null || exit 1; done; done
 	for s in $(MOTION_SETS); do case $$s in clean) src=$(DATA)/hapt/test;; \
 	  transitions) src=$(DATA)/hapt/transitions;; basicmotions) src=$(DATA)/basicmotions/test;; \

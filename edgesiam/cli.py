@@ -256,7 +256,16 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=_formatter,
     )
-    prep.add_argument("names", nargs="+", metavar="NAME", help="recipe name(s), or 'all'")
+    from edgesiam.data.recipes import RECIPE_NAMES
+
+    prep.add_argument(
+        "names",
+        nargs="+",
+        metavar="NAME",
+        help="recipe name(s), or 'all': "
+        + ", ".join(RECIPE_NAMES)
+        + " ('data list' says what each is)",
+    )
     prep.add_argument("--root", default="data", help="where dataset folders go (default: data)")
     prep.add_argument("--force", action="store_true", help="prepare again even if already there")
     sim = prep.add_argument_group("imusim (simulated IMU motions)")

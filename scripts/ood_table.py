@@ -13,6 +13,8 @@ The `motion` bundle's columns are sensor sets instead (MOTION_SETS: HAPT's test 
 other units, its held-out transitions, BasicMotions' wrist), its tables 5-way 5-shot and 1-shot
 accuracy, EER and leave-one-out top-1. Systems of the same bundle and set in MORE_DIRS are added as
 rows (e.g. a candidate model evaluated with another `--name`), for before/after tables.
+A report named <bundle>.<set>-<channel>.json is the bundle on the leave-one-corpus-out set <set>
+(a corpus no recipe trains on, e.g. speech-tuxpaint): its own tables.
 
 --merge adds the systems of NEW_DIR's reports (e.g. a peer evaluated later) to the reports of the
 same name in RUNS_OOD_DIR, replacing systems of the same name, so earlier rows need no rerun.
@@ -52,7 +54,7 @@ MOTION_METRICS = {
 
 
 def columns_of(bundle: str) -> list[str]:
-    return list(MOTION_SETS) if bundle == "motion" else ORDER
+    return list(MOTION_SETS) if bundle.partition(".")[0] == "motion" else ORDER
 
 
 def metrics_of(bundle: str) -> dict[str, tuple[str, str]]:
@@ -64,12 +66,28 @@ def load(*folders: Path) -> dict[str, dict[str, dict[str, Any]]]:
     found: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     for folder in folders:
         for path in sorted(folder.glob("*.json")):
-            bundle, _, channel = path.stem.partition("-")
+            bundle, channel = split_stem(path.stem)
             if channel not in columns_of(bundle):
                 continue
             systems = json.loads(path.read_text())["systems"]
             found[bundle].setdefault(channel, {}).update(systems)
     return found
+
+
+def split_stem(stem: str) -> tuple[str, str]:
+    """``speaker-amr-nb`` → (speaker, amr-nb); ``speaker.speech-tuxpaint-gsm`` →
+    (speaker.speech-tuxpaint, gsm): the column is the longest known one the name ends with."""
+    known = sorted({*ORDER, *MOTION_SETS}, key=len, reverse=True)
+    column = next((c for c in known if stem.endswith(f"-{c}")), "")
+    return (stem[: -len(column) - 1], column) if column else (stem, "")
+
+
+def heading_of(bundle: str) -> str:
+    """``speaker`` → its own held-out set; ``speaker.speech-tuxpaint`` → a corpus never trained on."""
+    name, _, corpus = bundle.partition(".")
+    if corpus:
+        return f"{name} — leave-one-corpus-out: {corpus} (never trained on) through device channels"
+    return f"{name} — held-out set re-recorded through device channels"
 
 
 def _percent(value: float | None) -> str:
@@ -123,7 +141,7 @@ def merge(new: Path, into: Path) -> list[str]:
     a report ``into`` lacks is copied). Returns one line per report touched."""
     done = []
     for path in sorted(new.glob("*.json")):
-        bundle, _, channel = path.stem.partition("-")
+        bundle, channel = split_stem(path.stem)
         if channel not in columns_of(bundle):
             continue
         incoming = json.loads(path.read_text())
@@ -155,8 +173,8 @@ def main(args: list[str]) -> int:
         else:
             first = next(iter(next(iter(channels.values())).values()))
             print(
-                f"**{bundle} — held-out set re-recorded through device channels** — "
-                f"{first['n_recordings']} recordings, {first['n_labels']} labels\n"
+                f"**{heading_of(bundle)}** — {first['n_recordings']} recordings, "
+                f"{first['n_labels']} labels\n"
             )
         for metric in metrics_of(bundle):
             print(table(channels, metric, bundle))

@@ -33,6 +33,19 @@ def test_table_has_a_column_per_channel_and_the_out_of_domain_mean(tmp_path: Pat
     assert "10 recordings, 3 labels" in out
 
 
+def test_a_leave_one_corpus_out_set_gets_its_own_tables(tmp_path: Path) -> None:
+    report(tmp_path / "speaker-clean.json", {"ours": (0.10, 0.9)})
+    report(tmp_path / "speaker.speech-tuxpaint-clean.json", {"ours": (0.30, 0.6)})
+    report(tmp_path / "speaker.speech-tuxpaint-amr-nb.json", {"ours": (0.40, 0.5)})
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), str(tmp_path)], capture_output=True, text=True, check=True
+    ).stdout
+    own, corpus = out.split("leave-one-corpus-out: speech-tuxpaint (never trained on)")
+    assert "**speaker — held-out set" in own and "| ours | 10.0 | **—** |" in own
+    assert "| system (EER %, lower is better) | clean | amr-nb |" in corpus
+    assert "| ours | 30.0 | 40.0 | **40.0** |" in corpus
+
+
 def test_an_empty_folder_is_an_error(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, str(SCRIPT), str(tmp_path)], capture_output=True, text=True
