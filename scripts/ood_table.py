@@ -169,6 +169,11 @@ def threshold_table(channels: dict[str, dict[str, Any]], bundle: str = "") -> st
         threshold = next(t[target]["threshold"] for t in by_set.values() if target in t)
         cells = " | ".join(_threshold_cell(by_set[c].get(target), target) for c in sets)
         lines.append(f"| {100 * float(target):g}% | {threshold:.3f} | {cells} |")
+    counts = [f"{c} {next(iter(by_set[c].values())).get('n_impostor', 0):,}" for c in sets]
+    lines.append(
+        f"\nImpostor trials per set: {', '.join(counts)} (a realised FMR of 0 says only that it "
+        "is below about 3 ÷ that count)."
+    )
     return "\n".join(lines)
 
 
