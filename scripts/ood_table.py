@@ -138,7 +138,8 @@ def _threshold_cell(rates: dict[str, Any] | None, target: str) -> str:
     if not rates or rates.get("fmr") is None:
         return "—"
     fmr, goal = rates["fmr"], float(target)
-    over = f" ({fmr / goal:.0f}×)" if fmr > goal > 0 else ""
+    ratio = fmr / goal if goal > 0 else 0.0
+    over = f" ({ratio:.{0 if ratio >= 10 else 1}f}×)" if ratio > 1 else ""
     return f"{100 * fmr:.2f}{over} / {_percent(rates.get('fnmr'))}"
 
 
