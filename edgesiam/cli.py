@@ -185,6 +185,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise MissingExtraError(exc.name or "torch", "train") from None
         systems.update(peer_system(peer, info, ours, Path(args.peer_root), not args.quiet))
     report = Report.from_systems(systems, seed=args.seed, episodes=args.episodes)
+    manifest = getattr(embedder, "manifest", None)
+    if manifest is not None:  # a bundle: its calibrated thresholds measured on this data too
+        report.check_thresholds(args.name, manifest.thresholds.recording)
     report.write(json_path=args.json, plots_dir=args.plots)
     print(f"{len(ours.labels)} recordings, {len(set(ours.labels))} labels from {info.root}")
     print(report.markdown())
@@ -365,6 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
             (p_target 0.01), 5-way 1-shot and 5-shot accuracy over seeded episodes, leave-one-out
             top-1, and the hard (same-group) trials, beside a classic baseline on the same trials
             (MFCC mean/std for audio, per-channel statistics for sensors).
+
+            For a bundle, also its manifest's recording thresholds (calibrated for target
+            false-match rates on the export's held-out data) applied to DATA_DIR's trials: the
+            realised FMR beside each target, and the FNMR. On data unlike the calibration data
+            (another channel, device or placement) the realised FMR can be many times the target.
 
             Then the window-level thresholds: each window that passes the runtime's energy gate
             scored against each label's best template, as `edgesiam run` scores a live stream
