@@ -19,7 +19,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edgesiam.dashboard.fleet import FleetSpec, format_report, run_fleet
+from edgesiam.tools.fleet import FleetSpec, format_report, run_fleet
 from tests.dashboard.conftest import TOKEN, event_payload
 from tests.runtime.conftest import MosquittoBroker, password_file, wait_until
 
