@@ -52,7 +52,8 @@ from edgesiam.runtime.gallery_store import GalleryStore, enroll_recordings, mode
 from edgesiam.runtime.metrics import RuntimeMetrics
 from edgesiam.runtime.outbox import Outbox
 from edgesiam.runtime.publishers import Publisher, StdoutPublisher
-from edgesiam.runtime.sources import Source, StreamFormat, open_source
+from edgesiam.runtime.sources import open_source
+from edgesiam.runtime.sources.base import Source, StreamFormat
 from edgesiam.runtime.threshold_store import (
     SetThresholds,
     ThresholdSources,

@@ -34,7 +34,10 @@ from edgesiam.runtime.config import RuntimeConfig, load_runtime_config
 from edgesiam.runtime.gallery_store import GalleryStore, enroll_recordings, model_sha256
 from edgesiam.runtime.pipeline import ChunkQueue, Runtime
 from edgesiam.runtime.publishers import MemoryPublisher
-from edgesiam.runtime.sources import FileSource, MqttSensorSource, StdinSource, StreamFormat
+from edgesiam.runtime.sources.base import StreamFormat
+from edgesiam.runtime.sources.file import FileSource
+from edgesiam.runtime.sources.mqtt import MqttSensorSource
+from edgesiam.runtime.sources.stdin import StdinSource
 from tests.runtime.conftest import MosquittoBroker, Subscriber, wait_until
 
 RATE = 16000
@@ -389,7 +392,7 @@ class BurstSource(FileSource):
     """A live source that delivers a whole recording at once: the loop must fall behind."""
 
     def __init__(self, path: Path) -> None:
-        from edgesiam.runtime.sources import StreamFormat
+        from edgesiam.runtime.sources.base import StreamFormat
 
         super().__init__(path, StreamFormat("audio", RATE, 1), chunk_s=0.05)
         self.live = True
