@@ -30,9 +30,10 @@ from edgesiam.data.readers import read_audio
 from edgesiam.errors import ConfigError, DataError
 from edgesiam.model.embedders import embed_recording
 from edgesiam.model.interpreters import load_model
+from edgesiam.runtime.chunk_queue import ChunkQueue
 from edgesiam.runtime.config import RuntimeConfig, load_runtime_config
 from edgesiam.runtime.gallery_store import GalleryStore, enroll_recordings, model_sha256
-from edgesiam.runtime.pipeline import ChunkQueue, Runtime
+from edgesiam.runtime.pipeline import Runtime
 from edgesiam.runtime.publishers import MemoryPublisher
 from edgesiam.runtime.sources.base import StreamFormat
 from edgesiam.runtime.sources.file import FileSource
