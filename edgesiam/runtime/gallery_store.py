@@ -3,7 +3,7 @@
 File format (a ``.npz`` archive; open it with ``numpy.load(path, allow_pickle=False)``):
 
 - ``embeddings``: ``(N, D)`` float32, one L2-normalised template per enrolled recording (the
-  recording embedding of contract 3), sorted by label;
+  recording embedding of docs/ARCHITECTURE.md, contract 3), sorted by label;
 - ``labels``: ``(N,)`` unicode, the label of each row;
 - ``header``: a 0-d unicode array holding JSON::
 
@@ -454,7 +454,7 @@ class GalleryStore:
         """Enroll ``label`` from 1-10 recordings and save the gallery atomically.
 
         Each item is one recording: its embedding ``(D,)``, or its window embeddings ``(k, D)``
-        (pooled as in contract 3). A label enrolled before is replaced, or with ``append=True``
+        (pooled as in docs/ARCHITECTURE.md, contract 3). A label enrolled before is replaced, or with ``append=True``
         extended (at most :data:`MAX_RECORDINGS` in all). ``sources`` names the recordings.
         """
         validate_label(label)
@@ -808,7 +808,7 @@ def enroll_recordings(
     another model is refused). Audio is read at the bundle's rate; sensor files (.csv/.npy) must
     have the bundle's channels.
 
-    Each template is the recording embedding (contract 3) of the clip's *active* windows: those
+    Each template is the recording embedding (docs/ARCHITECTURE.md, contract 3) of the clip's *active* windows: those
     at or above ``gate``'s threshold, the runtime's energy gate without its hangover (default: the
     runtime's default gate of the bundle's modality, on for audio, off for sensors). A clip with no active window is refused
     (reported in ``Enrolment.clips`` and the warnings); when every clip is refused nothing is

@@ -231,7 +231,7 @@ def embed_recordings(
     device: str,
     batch_size: int = 256,
 ) -> np.ndarray:
-    """Recording embeddings (contract 3) of every recording in the set, with the torch model."""
+    """Recording embeddings (docs/ARCHITECTURE.md, contract 3) of every recording in the set, with the torch model."""
     model.eval()
     per_window = [frame(x, window, hop) for x in recordings.recordings]
     counts = [len(w) for w in per_window]

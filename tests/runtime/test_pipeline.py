@@ -146,7 +146,7 @@ def test_events_name_the_enrolled_label_and_never_fire_on_others(
     for label in ENROLLED:
         assert any(e["label"] == label for e in events), f"no event for {label}"
     assert {e["label"] for e in events} <= set(ENROLLED)
-    # the contract (DESIGN.md, contract 5)
+    # the contract (docs/MQTT.md)
     first = events[0]
     for key in ("id", "seq", "device", "ts", "label", "score", "threshold", "offset_s", "model"):
         assert key in first
