@@ -21,7 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edgesiam.tools.fleet import FleetSpec, format_report, run_fleet
 from tests.dashboard.conftest import TOKEN, event_payload
-from tests.runtime.conftest import MosquittoBroker, password_file, wait_until
+from tests.support.mqtt import MosquittoBroker, password_file, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "dashboard-secret-pw-42"

@@ -20,7 +20,7 @@ from edgesiam.runtime.gallery_store import GalleryStore, enroll_recordings, mode
 from tests.conftest import make_voice, to_pcm
 from tests.dashboard.conftest import Dashboard
 from tests.dashboard.test_browser import ENV, SPEAKER, open_page, voice_clip
-from tests.runtime.conftest import wait_until
+from tests.support.mqtt import wait_until
 
 HOP = 8000
 

@@ -26,7 +26,7 @@ from edgesiam.runtime.sources.base import StreamFormat
 from edgesiam.runtime.sources.mqtt import MqttSensorSource
 from edgesiam.runtime.sources.rows import parse_csv_row, parse_sensor_payload
 from tests.fuzz.scale import TIMEOUT_S, fuzz_settings
-from tests.runtime.conftest import MosquittoBroker, wait_until
+from tests.support.mqtt import MosquittoBroker, wait_until
 
 pytestmark = pytest.mark.timeout(TIMEOUT_S)
 

@@ -39,7 +39,7 @@ from edgesiam.runtime.sources.base import StreamFormat
 from edgesiam.runtime.sources.file import FileSource
 from edgesiam.runtime.sources.mqtt import MqttSensorSource
 from edgesiam.runtime.sources.stdin import StdinSource
-from tests.runtime.conftest import MosquittoBroker, Subscriber, wait_until
+from tests.support.mqtt import MosquittoBroker, Subscriber, wait_until
 
 RATE = 16000
 ENROLLED = ("voice0", "voice1", "voice2")

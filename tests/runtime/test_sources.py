@@ -30,7 +30,7 @@ from edgesiam.runtime.sources.rows import parse_csv_row, parse_sensor_payload
 from edgesiam.runtime.sources.serial import SerialSource
 from edgesiam.runtime.sources.stdin import StdinSource, StreamPacing
 from tests.conftest import make_motion, make_voice
-from tests.runtime.conftest import MosquittoBroker, Subscriber, wait_until
+from tests.support.mqtt import MosquittoBroker, Subscriber, wait_until
 
 AUDIO = StreamFormat("audio", 16000, 1)
 IMU = StreamFormat("sensor", 50, 6)

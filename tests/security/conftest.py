@@ -24,14 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.runtime.conftest import (  # noqa: F401
+from tests.support.mqtt import (
     MosquittoBroker,
-    Received,
-    Subscriber,
     free_port,
-    make_mosquitto,
-    mosquitto,
-    wait_until,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
