@@ -44,11 +44,12 @@ from edgesiam.train.config import (
     AudioAugmentConfig,
     ImuAugmentConfig,
     LogMelConfig,
+    OptimConfig,
     SensorFrontEndConfig,
     TrainConfig,
 )
 from edgesiam.train.encoder import Conv1dEncoder, parameter_count
-from edgesiam.train.objectives import build_objective
+from edgesiam.train.objectives import Objective, build_objective
 from edgesiam.train.windows import (
     RecordingSet,
     WindowSet,
@@ -117,6 +118,22 @@ def warmup_cosine(step: int, total: int, warmup: float = 0.05, floor: float = 0.
         return (step + 1) / ramp
     progress = min(1.0, (step - ramp) / max(1, total - ramp))
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(
+    model: torch.nn.Module, objective: Objective, optim: OptimConfig
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW over the encoder (and the loss's own parameters, at their rate, when it learns
+    some), with the warm-up cosine schedule over the configured steps: training and tuning alike."""
+    groups: list[dict[str, Any]] = [{"params": model.parameters()}]
+    if objective.learnable:
+        groups.append({"params": objective.loss.parameters(), "lr": objective.lr})
+    optimizer = torch.optim.AdamW(groups, lr=optim.lr, weight_decay=optim.weight_decay)
+    total_steps = optim.epochs * optim.steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_cosine(step, total_steps)
+    )
+    return optimizer, scheduler
 
 
 def sampler_batch_size(classes: int, m_per_class: int, batch_size: int) -> int:
@@ -339,16 +356,7 @@ def train(
         config.objective, len(train_set.label_names), config.encoder.embedding_dim
     )
     objective.loss.to(device)
-    groups: list[dict[str, Any]] = [{"params": model.parameters()}]
-    if objective.learnable:
-        groups.append({"params": objective.loss.parameters(), "lr": objective.lr})
-    optimizer = torch.optim.AdamW(
-        groups, lr=config.optim.lr, weight_decay=config.optim.weight_decay
-    )
-    total_steps = config.optim.epochs * config.optim.steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine(step, total_steps)
-    )
+    optimizer, scheduler = make_optimizer(model, objective, config.optim)
     use_amp = device.startswith("cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
