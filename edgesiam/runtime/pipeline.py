@@ -47,7 +47,8 @@ from edgesiam.mqtt.publisher import MqttPublisher
 from edgesiam.runtime.calibration_store import Calibration, CalibrationStore, DeviceCohort
 from edgesiam.runtime.chunk_queue import ChunkQueue, EndOfStream
 from edgesiam.runtime.config import MatchingConfig, RuntimeConfig, load_runtime_config
-from edgesiam.runtime.gallery_store import GalleryStore, enroll_recordings, model_sha256
+from edgesiam.runtime.enrollment import enroll_recordings
+from edgesiam.runtime.gallery_store import GalleryStore, model_sha256
 from edgesiam.runtime.metrics import RuntimeMetrics
 from edgesiam.runtime.outbox import Outbox
 from edgesiam.runtime.publishers import Publisher, StdoutPublisher

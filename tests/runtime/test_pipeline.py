@@ -32,7 +32,8 @@ from edgesiam.model.embedders import embed_recording
 from edgesiam.model.interpreters import load_model
 from edgesiam.runtime.chunk_queue import ChunkQueue
 from edgesiam.runtime.config import RuntimeConfig, load_runtime_config
-from edgesiam.runtime.gallery_store import GalleryStore, enroll_recordings, model_sha256
+from edgesiam.runtime.enrollment import enroll_recordings
+from edgesiam.runtime.gallery_store import GalleryStore, model_sha256
 from edgesiam.runtime.pipeline import Runtime
 from edgesiam.runtime.publishers import MemoryPublisher
 from edgesiam.runtime.sources.base import StreamFormat

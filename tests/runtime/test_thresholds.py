@@ -292,7 +292,8 @@ def test_score_norm_scores_windows_with_the_bundles_cohort(
     """matching.score_norm: cohort — windows are AS-normalised against the speaker bundle's cohort
     and the default threshold is the bundle's for the normalised score."""
     from edgesiam.core.normalise import NormalisedScorer
-    from edgesiam.runtime.gallery_store import GalleryStore, enroll_recordings, model_sha256
+    from edgesiam.runtime.enrollment import enroll_recordings
+    from edgesiam.runtime.gallery_store import GalleryStore, model_sha256
 
     speaker = ROOT / "export" / "speaker"
     embedder = load_model(speaker)

@@ -138,7 +138,8 @@ def run_demo(
     from edgesiam.runtime.calibrate import report_lines
     from edgesiam.runtime.calibration_store import calibration_path, cohort_path
     from edgesiam.runtime.config import load_runtime_config
-    from edgesiam.runtime.gallery_store import GalleryStore, enroll_recordings, model_sha256
+    from edgesiam.runtime.enrollment import enroll_recordings
+    from edgesiam.runtime.gallery_store import GalleryStore, model_sha256
     from edgesiam.runtime.pipeline import Runtime
 
     stream_out: TextIO = out if out is not None else sys.stdout
