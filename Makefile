@@ -11,7 +11,7 @@ APT_PACKAGES := espeak-ng flite sox mosquitto mosquitto-clients chromium openssl
 DATA ?= data
 RUNS ?= runs
 
-.PHONY: help venv apt device-venvs dist demo test test-slow test-arm64 lint data train-all export-all results ood-data results-ood bench measure-device dashboard fleet-bench reliability soak fuzz clean
+.PHONY: help venv apt device-venvs dist demo check test test-slow test-arm64 lint data train-all export-all results ood-data results-ood bench measure-device dashboard fleet-bench reliability soak fuzz clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -39,10 +39,16 @@ demo: venv apt  ## the main job end to end: real speech → shipped int8 bundle 
 	$(BIN)/edgesiam data prepare speech --root $(DATA)
 	$(BIN)/edgesiam demo --bundle export/speaker --data $(DATA)
 
-lint: venv  ## ruff format --check, ruff check, mypy (strict) on the core, config, export and runtime
+lint: venv  ## ruff format --check, ruff check, mypy (strict) over all of edgesiam/
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+check: venv  ## the fast loop before pushing: ruff format --check, ruff check, mypy strict over edgesiam/, the tests that start no service
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -m "not slow and not integration" -q
 
 dist: venv  ## build the sdist and the wheel a device installs into dist/ (README: on the device)
 	PYTHON=$(BIN)/python bash scripts/make_dist.sh dist

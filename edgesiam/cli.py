@@ -430,15 +430,16 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("-q", "--quiet", action="store_true")
     em.set_defaults(func=cmd_embed)
 
-    from edgesiam.bench.cli import add_bench_parser
-    from edgesiam.dashboard.cli import add_dashboard_parser, add_fleet_bench_parser
+    from edgesiam.dashboard.cli import add_dashboard_parser
     from edgesiam.export.cli import add_export_parser
     from edgesiam.export.edgetpu import add_compile_parser
     from edgesiam.mqtt.broker import add_broker_parser
     from edgesiam.runtime.calibrate import add_calibrate_parser
-    from edgesiam.runtime.demo import add_demo_parser
     from edgesiam.runtime.gallery_cli import add_gallery_parsers
     from edgesiam.runtime.run_cli import add_run_parser
+    from edgesiam.tools.bench.cli import add_bench_parser
+    from edgesiam.tools.demo.cli import add_demo_parser
+    from edgesiam.tools.fleet_cli import add_fleet_bench_parser
     from edgesiam.train.teachers.cli import add_teachers_parser
     from edgesiam.tune_cli import add_tune_parser
 

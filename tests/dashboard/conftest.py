@@ -21,15 +21,9 @@ from edgesiam.dashboard.auth import TokenAuth
 from edgesiam.dashboard.history import History
 from edgesiam.dashboard.ingest import Ingester
 from edgesiam.dashboard.server import DashboardApp, DashboardServer, LiveFeed
-from tests.runtime.conftest import (  # noqa: F401
+from tests.support.mqtt import (
     MosquittoBroker,
     Subscriber,
-    certificates,
-    free_port,
-    make_mosquitto,
-    mosquitto,
-    subscriber,
-    wait_until,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,7 +111,7 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 @pytest.fixture
 def make_dashboard(
-    mosquitto: MosquittoBroker,  # noqa: F811 - the fixture re-exported above
+    mosquitto: MosquittoBroker,
     tmp_path: Path,
 ) -> Iterator[Callable[..., Dashboard]]:
     made: list[Dashboard] = []
