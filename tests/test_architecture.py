@@ -21,11 +21,6 @@ FORBIDDEN = (
     ("dashboard", ("runtime",)),
     ("mqtt", ("runtime", "dashboard", "tools", "train", "export")),
 )
-# The import cycles of today: each step of the layout refactor (issue 12) that moves the code
-# removes its entries; a new one fails the test.
-CYCLES_NOT_YET_BROKEN = [
-    ["edgesiam.runtime.calibrate", "edgesiam.runtime.pipeline"],
-]
 # core is pure: it may import only itself and the exception module.
 CORE_MAY_IMPORT = ("core", "errors")
 
@@ -126,7 +121,7 @@ def test_edgesiam_imports_point_only_down_the_layout() -> None:
 
 
 def test_edgesiam_has_no_import_cycle() -> None:
-    assert import_cycles(import_graph(PACKAGE)) == CYCLES_NOT_YET_BROKEN
+    assert import_cycles(import_graph(PACKAGE)) == []
 
 
 def test_checker_finds_a_runtime_to_dashboard_import(tmp_path: Path) -> None:

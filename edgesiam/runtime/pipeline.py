@@ -48,6 +48,7 @@ from edgesiam.runtime.calibration_store import Calibration, CalibrationStore, De
 from edgesiam.runtime.chunk_queue import ChunkQueue, EndOfStream
 from edgesiam.runtime.config import MatchingConfig, RuntimeConfig, load_runtime_config
 from edgesiam.runtime.enrollment import enroll_recordings
+from edgesiam.runtime.gallery_calibration import review_calibration
 from edgesiam.runtime.gallery_store import GalleryStore, model_sha256
 from edgesiam.runtime.metrics import RuntimeMetrics
 from edgesiam.runtime.outbox import Outbox
@@ -941,8 +942,6 @@ class RuntimeCommands:
         return {"id": entry_id, **self._reviewed(label, cohort)}
 
     def _reviewed(self, label: str, cohort: DeviceCohort) -> dict[str, Any]:
-        from edgesiam.runtime.calibrate import review_calibration
-
         rt = self.runtime
         before = rt.thresholds.for_label(label)
         calibration = review_calibration(rt, cohort, label)
