@@ -45,30 +45,19 @@ __all__ = [
 class CalibrationTarget(Protocol):
     """What calibration reads from a device runtime (:class:`edgesiam.runtime.pipeline.Runtime`)."""
 
-    @property
-    def config(self) -> RuntimeConfig: ...
-    @property
-    def matching(self) -> MatchingConfig: ...
-    @property
-    def embedder(self) -> BundleEmbedder: ...
-    @property
-    def format(self) -> StreamFormat: ...
-    @property
-    def decider(self) -> Decider: ...
-    @property
-    def gallery(self) -> Gallery: ...
-    @property
-    def store(self) -> GalleryStore: ...
-    @property
-    def calibration(self) -> Calibration | None: ...
-    @property
-    def calibration_store(self) -> CalibrationStore: ...
-    @property
-    def device_cohort(self) -> DeviceCohort | None: ...
-    @property
-    def bundle_cohort(self) -> np.ndarray | None: ...
-    @property
-    def window_at_fmr(self) -> dict[str, float]: ...
+    config: RuntimeConfig
+    matching: MatchingConfig
+    embedder: BundleEmbedder
+    format: StreamFormat
+    decider: Decider
+    gallery: Gallery
+    store: GalleryStore
+    calibration: Calibration | None
+    calibration_store: CalibrationStore
+    device_cohort: DeviceCohort | None
+    bundle_cohort: np.ndarray | None
+    window_at_fmr: dict[str, float]
+
     @property
     def score_kind(self) -> str: ...
 
