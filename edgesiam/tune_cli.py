@@ -11,6 +11,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from edgesiam.argparsing import add_command
+
 DESCRIPTION = textwrap.dedent(
     """
     Fine-tune a shipped bundle (or a training checkpoint) on your own recordings, export it
@@ -44,11 +46,11 @@ DESCRIPTION = textwrap.dedent(
 
 def add_tune_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``tune`` to an ``argparse`` sub-parser collection; returns the new parser."""
-    tu = subparsers.add_parser(
+    tu = add_command(
+        subparsers,
         "tune",
         help="fine-tune a bundle on your own recordings → a gated bundle and a comparison",
         description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     tu.add_argument("data", nargs="+", metavar="DATA_DIR", help="dataset folder(s) to tune on")
     tu.add_argument(

@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from edgesiam.argparsing import add_command
 from edgesiam.model.interpreters import is_bundle, load_model
 
 __all__ = ["add_export_parser", "cmd_export", "is_bundle", "load_model"]
@@ -40,11 +41,11 @@ DESCRIPTION = textwrap.dedent(
 
 def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``export`` to an ``argparse`` sub-parser collection; returns the new parser."""
-    ex = subparsers.add_parser(
+    ex = add_command(
+        subparsers,
         "export",
         help="export a checkpoint to a gated int8 TFLite bundle",
         description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ex.add_argument("model", metavar="MODEL", help="training checkpoint (.pt)")
     ex.add_argument("-o", "--output", required=True, metavar="BUNDLE_DIR", help="bundle to write")

@@ -16,6 +16,7 @@ import textwrap
 from pathlib import Path
 from typing import Any, Final
 
+from edgesiam.argparsing import add_command
 from edgesiam.errors import BundleError
 from edgesiam.export.gate import (
     COMPILER,
@@ -135,11 +136,11 @@ def cmd_compile_edgetpu(args: argparse.Namespace) -> int:
 
 def add_compile_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``compile-edgetpu`` to an ``argparse`` sub-parser collection."""
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "compile-edgetpu",
         help="compile a bundle's int8 model for a Coral Edge TPU (x86-64 Linux)",
         description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("bundle", metavar="BUNDLE_DIR", help="an exported bundle, e.g. export/speaker")
     p.add_argument(

@@ -21,6 +21,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from edgesiam.argparsing import add_command
 from edgesiam.errors import EdgesiamError, MissingExtraError
 
 __all__ = ["EmbeddedBroker", "add_broker_parser", "cmd_broker", "serve_broker"]
@@ -157,11 +158,11 @@ def serve_broker(host: str, port: int, password_file: Path | None = None) -> Non
 
 def add_broker_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``broker`` to an ``argparse`` sub-parser collection; returns the new parser."""
-    br = subparsers.add_parser(
+    br = add_command(
+        subparsers,
         "broker",
         help="run an embedded MQTT broker (amqtt, MQTT 3.1.1) for a single machine",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     br.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"

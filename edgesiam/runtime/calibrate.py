@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgesiam.argparsing import add_command
 from edgesiam.core.calibration import DEFAULT_FALSE_PER_HOUR
 from edgesiam.data.readers import modality_of
 from edgesiam.errors import ConfigError, DataError
@@ -151,11 +152,11 @@ DESCRIPTION = textwrap.dedent(
 
 def add_calibrate_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``calibrate`` to an ``argparse`` sub-parser collection; returns the new parser."""
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "calibrate",
         help="set per-label thresholds for a target in false matches per hour",
         description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", metavar="CFG", help="runtime config (YAML): rule, gate, gallery")
     p.add_argument("--bundle", metavar="DIR", help="bundle directory")

@@ -16,6 +16,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from edgesiam.argparsing import add_command
 from edgesiam.errors import ConfigError
 from edgesiam.paths import expand_user
 from edgesiam.runtime.config import (
@@ -73,11 +74,11 @@ DESCRIPTION = textwrap.dedent(
 
 def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``run`` to an ``argparse`` sub-parser collection; returns the new parser."""
-    run = subparsers.add_parser(
+    run = add_command(
+        subparsers,
         "run",
         help="run a bundle on a live stream and publish match events",
         description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("--config", metavar="CFG", help="runtime config (YAML)")
     run.add_argument("--bundle", metavar="DIR", help="bundle directory (from edgesiam export)")

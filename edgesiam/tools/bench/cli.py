@@ -13,6 +13,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from edgesiam.argparsing import add_command
+
 __all__ = ["add_bench_parser", "cmd_bench"]
 
 DESCRIPTION = textwrap.dedent(
@@ -34,11 +36,11 @@ DESCRIPTION = textwrap.dedent(
 
 def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``bench`` to an ``argparse`` sub-parser collection; returns the new parser."""
-    p: argparse.ArgumentParser = subparsers.add_parser(
+    p: argparse.ArgumentParser = add_command(
+        subparsers,
         "bench",
         help="latency, cost, memory and size of the shipped bundles",
         description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--bundles", default="export", metavar="DIR", help="bundles (default: export)")
     p.add_argument("--json", metavar="OUT", help="write every figure as JSON")

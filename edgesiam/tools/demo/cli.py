@@ -7,6 +7,7 @@ import logging
 import textwrap
 from typing import Any
 
+from edgesiam.argparsing import add_command
 from edgesiam.errors import ConfigError
 from edgesiam.tools.demo.run import run_demo
 
@@ -42,11 +43,11 @@ DESCRIPTION = textwrap.dedent(
 
 def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``demo`` to an ``argparse`` sub-parser collection; returns the new parser."""
-    demo = subparsers.add_parser(
+    demo = add_command(
+        subparsers,
         "demo",
         help="the main job end to end: real speech → int8 bundle → enroll → stream → MQTT events",
         description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_argument(
         "--bundle", default="export/speaker", metavar="DIR", help="bundle (default: %(default)s)"
