@@ -9,7 +9,7 @@ import math
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Final, Literal, Protocol, runtime_checkable
+from typing import ClassVar, Final, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -29,8 +29,6 @@ __all__ = ["Source", "StreamFormat"]
 
 AUDIO_SUFFIXES: Final = (".wav", ".flac", ".ogg", ".opus")
 SENSOR_SUFFIXES: Final = (".csv", ".npy")
-_POLL_S: Final = 0.2
-"""How often a blocked read looks whether the source was closed."""
 _WIDTH_CHECK: Final = 10
 """Rows of the wrong width in a row, from the start, before a stream is declared unusable."""
 _GRAVITY_CHECK_S: Final = 10.0
@@ -114,6 +112,8 @@ class _UnitConversion:
 class _StoppableSource:
     description = "source"
     live = True
+    poll_s: ClassVar[float] = 0.2
+    """How often a blocked read looks whether the source was closed."""
 
     def __init__(self) -> None:
         self._stop = threading.Event()

@@ -2,29 +2,23 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 
 from edgesiam.errors import ConfigError, DataError
 from edgesiam.runtime.sources.base import (
-    _POLL_S,
     _UNITS_SETTING,
     AUDIO_SUFFIXES,
     SENSOR_SUFFIXES,
+    Float32Array,
     StreamFormat,
     _check_channels,
     _chunk_samples,
     _StoppableSource,
 )
-
-log = logging.getLogger("edgesiam.runtime")
-
-Float32Array = npt.NDArray[np.float32]
 
 __all__ = ["FileSource"]
 
@@ -152,7 +146,7 @@ class FileSource(_StoppableSource):
             sent += chunk.shape[0]
             due = start + sent / self.sample_rate
             while not self.closed and (wait := due - time.monotonic()) > 0:
-                self._stop.wait(min(wait, _POLL_S))
+                self._stop.wait(min(wait, self.poll_s))
             if self.closed:
                 return
             yield chunk

@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import logging
 import queue
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from edgesiam.errors import DataError, MissingExtraError
 from edgesiam.runtime.sources.base import (
-    _POLL_S,
+    Float32Array,
     StreamFormat,
     _check_channels,
     _chunk_samples,
     _StoppableSource,
     _ToBundleRate,
+    log,
 )
-
-log = logging.getLogger("edgesiam.runtime")
-
-Float32Array = npt.NDArray[np.float32]
 
 __all__ = ["MicSource"]
 
@@ -129,7 +124,7 @@ class MicSource(_StoppableSource):
         with stream:
             while not self.closed:
                 try:
-                    chunk = self._rate.push(self._queue.get(timeout=_POLL_S))
+                    chunk = self._rate.push(self._queue.get(timeout=self.poll_s))
                 except queue.Empty:
                     continue
                 if chunk.shape[0]:

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 from collections.abc import Iterator
 from typing import Any, Literal
 
-import numpy as np
-import numpy.typing as npt
-
 from edgesiam.errors import DataError
 from edgesiam.mqtt.client import MqttSettings, make_client, paho, parse_broker_url
-from edgesiam.runtime.sources.base import _POLL_S, StreamFormat, _check_channels, _StoppableSource
+from edgesiam.runtime.sources.base import (
+    Float32Array,
+    StreamFormat,
+    _check_channels,
+    _StoppableSource,
+    log,
+)
 from edgesiam.runtime.sources.rows import parse_sensor_payload
-
-log = logging.getLogger("edgesiam.runtime")
-
-
-Float32Array = npt.NDArray[np.float32]
 
 __all__ = ["MqttSensorSource"]
 
@@ -124,7 +121,7 @@ class MqttSensorSource(_StoppableSource):
         try:
             while not self.closed:
                 try:
-                    rows = self._queue.get(timeout=_POLL_S)
+                    rows = self._queue.get(timeout=self.poll_s)
                 except queue.Empty:
                     continue
                 yield self._in_bundle_units(rows)

@@ -5,18 +5,12 @@ payloads, CSV lines.
 from __future__ import annotations
 
 import json
-import logging
 from typing import Literal
 
 import numpy as np
-import numpy.typing as npt
 
 from edgesiam.errors import DataError
-
-log = logging.getLogger("edgesiam.runtime")
-
-
-Float32Array = npt.NDArray[np.float32]
+from edgesiam.runtime.sources.base import Float32Array
 
 __all__ = ["parse_csv_row", "parse_sensor_payload"]
 

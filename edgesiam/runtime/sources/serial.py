@@ -3,26 +3,21 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from edgesiam.errors import DataError, MissingExtraError
 from edgesiam.runtime.sources.base import (
-    _POLL_S,
+    Float32Array,
     StreamFormat,
     _check_channels,
     _chunk_samples,
     _StoppableSource,
+    log,
 )
 from edgesiam.runtime.sources.rows import _csv_fields, parse_csv_row
-
-log = logging.getLogger("edgesiam.runtime")
-
-Float32Array = npt.NDArray[np.float32]
 
 __all__ = ["SerialSource"]
 
@@ -69,7 +64,7 @@ class SerialSource(_StoppableSource):
         if stream is None:
             serial = _import_serial()
             try:
-                stream = serial.serial_for_url(port, baudrate=baudrate, timeout=_POLL_S)
+                stream = serial.serial_for_url(port, baudrate=baudrate, timeout=self.poll_s)
             except (serial.SerialException, ValueError) as exc:
                 raise DataError(f"cannot open the serial port ({exc})", port) from None
         self._stream = stream

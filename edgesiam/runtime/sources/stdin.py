@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import os
 import select
 import stat
@@ -18,21 +17,17 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Final, Literal
 
 import numpy as np
-import numpy.typing as npt
 
 from edgesiam.errors import DataError
 from edgesiam.runtime.sources.base import (
-    _POLL_S,
+    Float32Array,
     StreamFormat,
     _check_channels,
     _chunk_samples,
     _StoppableSource,
     _ToBundleRate,
+    log,
 )
-
-log = logging.getLogger("edgesiam.runtime")
-
-Float32Array = npt.NDArray[np.float32]
 
 __all__ = ["StdinSource", "StreamPacing", "WavHeader", "read_wav_header"]
 
@@ -206,7 +201,7 @@ class StdinSource(_StoppableSource):
 
         def read(n: int) -> bytes:
             while not self.closed:
-                ready, _, _ = select.select([fd], [], [], _POLL_S)
+                ready, _, _ = select.select([fd], [], [], self.poll_s)
                 if ready:
                     return os.read(fd, n)
             return b""
