@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import shutil
 import subprocess
 from collections.abc import Callable, Sequence
@@ -34,7 +33,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from edgesiam.data.derived import is_current, publish_audio, start_partial
 from edgesiam.data.readers import read_audio, scan_dataset
+from edgesiam.data.recipes.audio_common import write_wav
 from edgesiam.errors import DataError
 
 Renderer = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
@@ -224,25 +225,15 @@ def render_dataset(
         "source": source.name,
         "recordings": len(info.recordings),
     }
-    done = output / RENDER_FILE
-    if done.is_file() and json.loads(done.read_text()) == stamp:
+    if is_current(output, RENDER_FILE, stamp):
         return 0
     render = make_channel(channel, sample_rate, noise_root)
-    partial = output.with_name(output.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    partial = start_partial(output)
     bar = tqdm(info.recordings, desc=f"{channel}", unit="clip", disable=not progress)
     for rec in bar:
         relative = rec.path.relative_to(info.root).as_posix()
         audio = read_audio(rec.path, sample_rate)
         rendered = render(audio, sample_rate, np.random.default_rng(file_seed(seed, relative)))
-        target = partial / rec.label / (rec.path.stem + ".wav")
-        target.parent.mkdir(exist_ok=True)
-        sf.write(target, np.clip(rendered, -1.0, 1.0), sample_rate, subtype="PCM_16")
-    (partial / "dataset.toml").write_text(
-        f'modality = "audio"\nsample_rate = {sample_rate}\n', encoding="utf-8"
-    )
-    (partial / RENDER_FILE).write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8")
-    shutil.rmtree(output, ignore_errors=True)
-    partial.rename(output)
+        write_wav(partial / rec.label / (rec.path.stem + ".wav"), rendered, sample_rate)
+    publish_audio(partial, output, RENDER_FILE, stamp, sample_rate)
     return len(info.recordings)

@@ -11,15 +11,12 @@ The copy is read through the project's resampler at ``rate / speed`` and written
 
 from __future__ import annotations
 
-import json
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
-
+from edgesiam.data.derived import is_current, publish_audio, start_partial
 from edgesiam.data.readers import read_audio, scan_dataset
+from edgesiam.data.recipes.audio_common import write_wav
 from edgesiam.errors import DataError
 
 STAMP_FILE = "PERTURB.json"
@@ -62,23 +59,14 @@ def render_speeds(
         "source": source.name,
         "recordings": len(info.recordings),
     }
-    done = output / STAMP_FILE
-    if done.is_file() and json.loads(done.read_text()) == stamp:
+    if is_current(output, STAMP_FILE, stamp):
         return 0
-    partial = output.with_name(output.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    partial = start_partial(output)
     bar = tqdm(info.recordings, desc="speed copies", unit="rec", disable=not progress)
     for rec in bar:
         for speed in speeds:
             audio = read_audio(rec.path, round(sample_rate / speed))
             target = partial / speed_label(rec.label, speed) / (rec.path.stem + ".wav")
-            target.parent.mkdir(exist_ok=True)
-            sf.write(target, np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16")
-    (partial / "dataset.toml").write_text(
-        f'modality = "audio"\nsample_rate = {sample_rate}\n', encoding="utf-8"
-    )
-    (partial / STAMP_FILE).write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8")
-    shutil.rmtree(output, ignore_errors=True)
-    partial.rename(output)
+            write_wav(target, audio, sample_rate)
+    publish_audio(partial, output, STAMP_FILE, stamp, sample_rate)
     return len(info.recordings) * len(speeds)

