@@ -43,13 +43,13 @@ def files(folder: Path) -> list[Path]:
 
 def events(rt: Runtime, windows: np.ndarray, hop_s: float) -> list[str]:
     """The labels of the events the runtime's rule gives for a window sequence (NaN = gated)."""
-    decider = Decider(rt.decider.rule)
+    decider = Decider(rt.matcher.decider.rule)
     found = []
     for i, w in enumerate(windows):
         if not np.isfinite(w[0]):
             decisions = decider.push((i + 1) * hop_s, None, math.nan, 1.0)
         else:
-            label, score = rt._match(w)
+            label, score = rt.matcher.match(w)
             threshold = rt.thresholds.for_label(label) if label else 1.0
             decisions = decider.push((i + 1) * hop_s, label, score, threshold)
         found += [d.label for d in decisions if d.kind == "event"]

@@ -21,9 +21,10 @@ from edgesiam.core.calibration import (
     calibrate_label,
     leave_one_out_hits,
 )
-from edgesiam.core.decision import Decider, DecisionRule
+from edgesiam.core.decision import DecisionRule
 from edgesiam.core.matching import Gallery
 from edgesiam.core.normalise import NormalisedScorer
+from edgesiam.core.stream import StreamMatcher
 from edgesiam.errors import DataError
 from edgesiam.runtime.calibration_store import Calibration, CalibrationStore, DeviceCohort, bounded
 from edgesiam.runtime.config import MatchingConfig, RuntimeConfig
@@ -49,7 +50,6 @@ class CalibrationTarget(Protocol):
     matching: MatchingConfig
     embedder: BundleEmbedder
     format: StreamFormat
-    decider: Decider
     gallery: Gallery
     store: GalleryStore
     calibration: Calibration | None
@@ -57,6 +57,7 @@ class CalibrationTarget(Protocol):
     device_cohort: DeviceCohort | None
     bundle_cohort: np.ndarray | None
     window_at_fmr: dict[str, float]
+    matcher: StreamMatcher
 
     @property
     def score_kind(self) -> str: ...
@@ -114,7 +115,7 @@ def calibrate_gallery(
     finite = np.isfinite(background.windows[:, 0])
     seq = np.full((len(background.windows), len(gallery.labels)), np.nan)
     seq[finite] = _label_columns(scorer, background.windows[finite])
-    rule = runtime.decider.rule
+    rule = runtime.matcher.decider.rule
     hop_s = runtime.embedder.hop / runtime.format.sample_rate
     bundle_cohort = runtime.bundle_cohort
     labels: dict[str, LabelCalibration] = {}
@@ -195,7 +196,7 @@ def recalibrate_label(
             runtime.calibration_store.path,
         )
     known = calibration.labels.get(label)
-    rule = runtime.decider.rule
+    rule = runtime.matcher.decider.rule
     scorer = runtime.make_scorer(runtime.gallery, cohort)
     j = runtime.gallery.labels.index(label)
     stream = _label_columns(scorer, cohort.background)[:, j]
@@ -262,7 +263,7 @@ def review_calibration(runtime: CalibrationTarget, cohort: DeviceCohort, label: 
         labels[label] = found
     if old is not None:
         return replace(old, labels=labels)
-    rule = runtime.decider.rule
+    rule = runtime.matcher.decider.rule
     return Calibration(
         max_false_per_hour=DEFAULT_FALSE_PER_HOUR,
         score=runtime.score_kind,

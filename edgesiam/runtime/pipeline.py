@@ -27,7 +27,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -36,12 +35,11 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Final, TextIO
 import numpy as np
 
 from edgesiam.core.codec import decode_embedding, embedding_id, encode_embedding
-from edgesiam.core.decision import MAX_M, Decider, Decision, DecisionRule
-from edgesiam.core.frontend import WindowFeatures
+from edgesiam.core.decision import Decider, Decision, DecisionRule
 from edgesiam.core.gate import EnergyGate
-from edgesiam.core.matching import Gallery, threshold_for
+from edgesiam.core.matching import Gallery, Thresholds, threshold_for
 from edgesiam.core.normalise import NormalisedScorer
-from edgesiam.core.windowing import StreamWindower
+from edgesiam.core.stream import StreamMatcher, WindowResult
 from edgesiam.errors import DataError, EdgesiamError, OutboxError
 from edgesiam.mqtt.publisher import MqttPublisher
 from edgesiam.runtime.calibration_store import Calibration, CalibrationStore, DeviceCohort
@@ -161,13 +159,6 @@ class Runtime:
         m = config.matching
         self.bundle_cohort, self.window_at_fmr = self._score_norm(m)
         self._warn_unsupported_threshold(m)
-        self.decider = Decider(_rule(m))
-        self.gate = _gate(m, self.format.modality)
-        channels = None if self.format.modality == "audio" else self.format.channels
-        self.windower = StreamWindower(self.embedder.window, self.embedder.hop, channels)
-        self.features = WindowFeatures(
-            self.embedder.frontend, self.embedder.window, self.embedder.hop
-        )
         self.store = GalleryStore(
             config.gallery_path,
             self.model_sha256,
@@ -186,12 +177,15 @@ class Runtime:
         )
         self.device_cohort = self.calibration_store.load_cohort(int(self.embedder.embedding_dim))
         self.calibration = self.calibration_store.load(self.score_kind)
-        self.scorer = self.make_scorer(self.gallery)
-        self._recent: deque[tuple[str | None, float, np.ndarray]] = deque(maxlen=MAX_M)
-        self.window_observer: Callable[[float, np.ndarray | None], None] | None = None
-        """called with each window's end offset and embedding (None: gated) — edgesiam calibrate"""
         self.threshold_sources = self._resolve(m, self.set_thresholds)
-        self.thresholds = self.threshold_sources.thresholds
+        self.matcher = StreamMatcher(
+            self.embedder,
+            self.make_scorer(self.gallery),
+            self.threshold_sources.thresholds,
+            decider=Decider(_rule(m)),
+            gate=_gate(m, self.format.modality),
+            margin=m.margin,
+        )
         self.metrics = RuntimeMetrics(config.metrics.latency_window)
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.outbox = Outbox(
@@ -211,6 +205,7 @@ class Runtime:
         except BaseException:
             self.outbox.close()
             raise
+        self.matcher.sample_rate = float(self.source.sample_rate)
         self.commands = RuntimeCommands(self)
         from edgesiam.runtime.commands import CommandHandler
 
@@ -226,7 +221,6 @@ class Runtime:
         self._pending_after = 0
         self._expected_start = 0
         self._drops_logged = 0
-        self._base = 0
         self._stream_end = 0
         self.outbox_errors = 0
         self._outbox_error_logged = -math.inf
@@ -513,73 +507,47 @@ class Runtime:
                 when,
             )
 
+    # --- the matcher's state, replaced under the lock by commands and reloads ------------------
+
+    @property
+    def thresholds(self) -> Thresholds:
+        """The thresholds in use (config, bundle, calibration and values set over MQTT)."""
+        return self.matcher.thresholds
+
+    @property
+    def window_observer(self) -> Callable[[float, np.ndarray | None], None] | None:
+        """Called with each window's end offset and embedding (None: gated): edgesiam calibrate."""
+        return self.matcher.on_window
+
+    @window_observer.setter
+    def window_observer(self, observer: Callable[[float, np.ndarray | None], None] | None) -> None:
+        self.matcher.on_window = observer
+
     def _process(self, start: int, chunk: np.ndarray) -> None:
-        """One chunk: window it, and gate, embed, match and decide each window."""
+        """One chunk through the matcher; then count its windows and publish its decisions."""
         if start != self._expected_start:  # chunks were dropped: restart the windows here
             self._log_drop(start - self._expected_start, f"before sample {start}")
-            self.windower.reset()
-            self.features.reset()
-            self._base = start
+            self.matcher.restart(start)
         n = int(chunk.shape[0])
         self._expected_start = start + n
         self._stream_end = start + n
         samples = chunk[:, 0] if self.format.modality == "audio" else chunk
-        windows, starts = self.windower.push(samples)
-        rate = float(self.source.sample_rate)
-        window = self.embedder.window
-        for w, s in zip(windows, starts, strict=True):
-            offset_s = (self._base + int(s) + window) / rate
-            for decision in self._window(w, int(s), offset_s):
-                self._emit(decision, self._embedding_of(decision))
+        with self._lock:
+            results = self.matcher.push_windows(samples)
+            embedding_of = [[self.matcher.embedding_of(d) for d in r.decisions] for r in results]
+        for result, embeddings in zip(results, embedding_of, strict=True):
+            self._count(result)
+            for decision, embedding in zip(result.decisions, embeddings, strict=True):
+                self._emit(decision, embedding)
         self.metrics.samples += n  # last: once counted, a chunk's windows are all decided
 
-    def _window(self, window: np.ndarray, start: int, offset_s: float) -> list[Decision]:
-        """Gate, embed, match and decide one window that starts at sample ``start`` (from the
-        last reset of the windower); frames shared with the previous window are not recomputed."""
-        began = time.perf_counter()
-        with self._lock:
-            self.metrics.windows += 1
-            if not self.gate.is_active(window):
-                self.metrics.gated += 1
-                if self.window_observer is not None:
-                    self.window_observer(offset_s, None)
-                return self.decider.push(offset_s, None, math.nan, self.thresholds.default)
-            features = self.features.features(window, start)
-            t0 = time.perf_counter()
-            embedding = self.embedder.embed_features(features)
-            self.metrics.inference.add((time.perf_counter() - t0) * 1e3)
-            label, score = self._match(embedding)
-            threshold = (
-                self.thresholds.for_label(label) if label is not None else self.thresholds.default
-            )
-            decisions = self.decider.push(offset_s, label, score, threshold)
-            if self.window_observer is not None:
-                self.window_observer(offset_s, embedding)
-            self._recent.append((label, score, embedding))
-        self.metrics.window_total.add((time.perf_counter() - began) * 1e3)
-        return decisions
-
-    def _match(self, embedding: np.ndarray) -> tuple[str | None, float]:
-        """The best label and its score; no label when the open-set margin is not met."""
-        scores = self.scorer.scores(embedding)[0]
-        if scores.shape[0] == 0:
-            return None, -math.inf
-        best = int(np.argmax(scores))
-        score = float(scores[best])
-        margin = self.matching.margin
-        if margin > 0.0 and scores.shape[0] > 1:
-            second = float(np.partition(scores, -2)[-2])
-            if score - second < margin:
-                return None, score
-        return self.scorer.labels[best], score
-
-    def _embedding_of(self, decision: Decision) -> np.ndarray | None:
-        """The embedding of the window that scored the decision's score (the event's best)."""
-        for label, score, embedding in reversed(self._recent):
-            if label == decision.label and score == decision.score:
-                found: np.ndarray = embedding
-                return found
-        return None
+    def _count(self, result: WindowResult) -> None:
+        self.metrics.windows += 1
+        if result.embedding is None:
+            self.metrics.gated += 1
+        else:
+            self.metrics.inference.add(result.inference_ms)
+            self.metrics.window_total.add(result.total_ms)
 
     def _review_fields(self, embedding: np.ndarray | None) -> dict[str, Any]:
         """``embedding`` (int8, base64) and ``embedding_scale`` when embeddings are sent."""
@@ -698,7 +666,7 @@ class Runtime:
         scorer = self.make_scorer(gallery)
         with self._lock:
             self.gallery = gallery
-            self.scorer = scorer
+            self.matcher.scorer = scorer
             self._gallery_print = self.store.fingerprint()
         self.publisher.set_labels(gallery.labels)
 
@@ -724,9 +692,10 @@ class Runtime:
         with self._lock:
             self.matching = matching
             self.threshold_sources = sources
-            self.thresholds = sources.thresholds
-            self.decider = Decider(rule)
-            self.gate = gate
+            self.matcher.thresholds = sources.thresholds
+            self.matcher.decider = Decider(rule)
+            self.matcher.gate = gate
+            self.matcher.margin = matching.margin
 
     def apply_calibration(
         self, calibration: Calibration | None, cohort: DeviceCohort | None
@@ -736,10 +705,10 @@ class Runtime:
         scorer = self.make_scorer(self.gallery)
         with self._lock:
             self.calibration = calibration
-            self.scorer = scorer
+            self.matcher.scorer = scorer
             sources = self._resolve(self.matching, self.set_thresholds)
             self.threshold_sources = sources
-            self.thresholds = sources.thresholds
+            self.matcher.thresholds = sources.thresholds
         return sources
 
     def apply_set_thresholds(self, saved: SetThresholds, save: bool = True) -> ThresholdSources:
@@ -750,7 +719,7 @@ class Runtime:
         with self._lock:
             self.set_thresholds = saved
             self.threshold_sources = sources
-            self.thresholds = sources.thresholds
+            self.matcher.thresholds = sources.thresholds
         return sources
 
 
@@ -821,7 +790,7 @@ class RuntimeCommands:
                         rt.embedder,
                         label,
                         paths,
-                        gate=rt.gate,
+                        gate=rt.matcher.gate,
                         append=append,
                         names=names,
                     )

@@ -98,7 +98,9 @@ def test_a_silent_clip_is_refused_over_the_command(
     assert partly["result"]["clips"][1]["refused"].startswith("no active window")
     assert any(w.startswith("dead-mic.wav: refused") for w in partly["result"]["warnings"])
     assert GalleryStore(tmp_path / "gallery.npz").list()[0].sources == ["hammer.wav"]
-    assert runtime.gate.skipped == 0  # the runtime's own gate was not used up by the enrolment
+    assert (
+        runtime.matcher.gate.skipped == 0
+    )  # the runtime's own gate was not used up by the enrolment
 
 
 def test_an_imu_device_enrolls_csv_clips(tmp_path: Path) -> None:

@@ -313,7 +313,7 @@ def test_score_norm_scores_windows_with_the_bundles_cohort(
     assert "for the normalised score" in report
     runtime = Runtime(config_from_args(parse("--config", str(config))), embedder=embedder)
     try:
-        assert isinstance(runtime.scorer, NormalisedScorer)
+        assert isinstance(runtime.matcher.scorer, NormalisedScorer)
         assert runtime.score_kind == "adaptive-s-norm"
     finally:
         runtime.outbox.close()
