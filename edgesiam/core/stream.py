@@ -48,6 +48,7 @@ class WindowResult:
     score: float
     embedding: np.ndarray | None
     decisions: list[Decision]
+    features_ms: float
     inference_ms: float
     total_ms: float
 
@@ -105,17 +106,18 @@ class StreamMatcher:
         offset_s = (self._base + start + self.embedder.window) / self.sample_rate
         if not self.gate.is_active(window):
             decisions = self.decider.push(offset_s, None, math.nan, self.thresholds.default)
-            return self._done(offset_s, None, math.nan, None, decisions, 0.0, began)
+            return self._done(offset_s, None, math.nan, None, decisions, (0.0, 0.0), began)
         features = self.features.features(window, start)
         t0 = time.perf_counter()
         embedding = self.embedder.embed_features(features)
-        inference_ms = (time.perf_counter() - t0) * 1e3
+        t1 = time.perf_counter()
+        times_ms = ((t0 - began) * 1e3, (t1 - t0) * 1e3)
         label, score = self.match(embedding)
         t = self.thresholds
         threshold = t.for_label(label) if label is not None else t.default
         decisions = self.decider.push(offset_s, label, score, threshold)
         self._recent.append((label, score, embedding))
-        return self._done(offset_s, label, score, embedding, decisions, inference_ms, began)
+        return self._done(offset_s, label, score, embedding, decisions, times_ms, began)
 
     def _done(
         self,
@@ -124,13 +126,14 @@ class StreamMatcher:
         score: float,
         embedding: np.ndarray | None,
         decisions: list[Decision],
-        inference_ms: float,
+        times_ms: tuple[float, float],
         began: float,
     ) -> WindowResult:
+        """``times_ms``: the front-end's and the model's share of the window."""
         if self.on_window is not None:
             self.on_window(offset_s, embedding)
         total_ms = (time.perf_counter() - began) * 1e3
-        return WindowResult(offset_s, label, score, embedding, decisions, inference_ms, total_ms)
+        return WindowResult(offset_s, label, score, embedding, decisions, *times_ms, total_ms)
 
     def match(self, embedding: np.ndarray) -> tuple[str | None, float]:
         """The best label and its score; no label when the open-set margin is not met."""

@@ -79,7 +79,7 @@ def test_silent_windows_are_gated_and_decide_nothing() -> None:
     matcher.on_window = lambda offset_s, embedding: seen.append(embedding)
     results = matcher.push_windows(np.zeros(3 * RATE, dtype=np.float32))
     assert [r.embedding for r in results] == [None] * 5 == seen
-    assert all(not r.decisions and r.inference_ms == 0.0 for r in results)
+    assert all(not r.decisions and r.features_ms == r.inference_ms == 0.0 for r in results)
 
 
 def test_a_margin_leaves_an_ambiguous_window_unlabelled() -> None:

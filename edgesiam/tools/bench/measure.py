@@ -28,7 +28,6 @@ for _var in THREAD_VARS:
     os.environ[_var] = "1"
 
 import contextlib  # noqa: E402
-import itertools  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
@@ -219,14 +218,14 @@ def pipeline_cost(
 ) -> dict[str, Any]:
     """Front-end + model + matching on every window (at the bundle's hop) of a synthetic signal.
 
-    The signal goes through the runtime's own path: chunks of 0.1 s into a
-    :class:`StreamWindower`, features from :class:`WindowFeatures` (overlapping log-mel frames
-    computed once), the int8 model, then the gallery, ``repeats`` times; the cheapest pass gives
-    the time per second of signal (``ms_per_second``), the real-time factor (wall ÷ signal),
-    per-window p50/p95, and the share of each stage (what dominates the cost).
+    The signal goes through the runtime's own :class:`~edgesiam.core.stream.StreamMatcher`
+    (windows, overlapping log-mel frames computed once, the int8 model, the gallery, the decision
+    rule) in chunks of 0.1 s, ``repeats`` times; the cheapest pass gives the time per second of
+    signal (``ms_per_second``), the real-time factor (wall ÷ signal), per-window p50/p95, and the
+    share of each stage (front-end, model, matching with the decision: what dominates the cost).
     """
-    from edgesiam.core.frontend import WindowFeatures
-    from edgesiam.core.windowing import StreamWindower
+    from edgesiam.core.matching import Thresholds
+    from edgesiam.core.stream import StreamMatcher, WindowResult
     from edgesiam.model.interpreters import BundleEmbedder
 
     b = Path(bundle)
@@ -236,48 +235,30 @@ def pipeline_cost(
         m = emb.manifest.model_dump()
         signal = synthetic_signal(m, max(seconds, emb.window / emb.sample_rate))
         gallery = random_gallery(emb.embedding_dim, gallery_templates, per_label=3)
-        channels = None if emb.modality == "audio" else signal.shape[1]
         chunk = max(1, emb.sample_rate // 10)
 
-        def stream() -> Iterator[tuple[np.ndarray, int]]:
-            windower = StreamWindower(emb.window, emb.hop, channels)
-            for at in range(0, signal.shape[0], chunk):
-                windows, starts = windower.push(signal[at : at + chunk])
-                yield from zip(windows, (int(x) for x in starts), strict=True)
+        def stream(samples: np.ndarray) -> list[WindowResult]:
+            matcher = StreamMatcher(emb, gallery, Thresholds(1.0))
+            return [
+                r
+                for at in range(0, samples.shape[0], chunk)
+                for r in matcher.push_windows(samples[at : at + chunk])
+            ]
 
-        # one warm-up pass over a few windows
-        warm = WindowFeatures(emb.frontend, emb.window, emb.hop)
-        for w, s in itertools.islice(stream(), 3):
-            gallery.best(emb.embed_features(warm.features(w, s)))
+        stream(signal[: emb.window + 2 * emb.hop])  # one warm-up pass over three windows
         # the signal streamed `passes` times, each pass timed on its own: the cheapest pass is
         # the figure (the peers are timed the same way, best of 3), so that other work on a shared
         # machine inflates neither side
-        windows = list(stream())
-        passes: list[tuple[dict[str, list[float]], list[float]]] = []
-        for _ in range(repeats):
-            features = WindowFeatures(emb.frontend, emb.window, emb.hop)
-            stages = {"frontend": [], "model": [], "matching": []}  # type: dict[str, list[float]]
-            window_ms: list[float] = []
-            for w, s in windows:
-                t0 = time.perf_counter()
-                feats = features.features(w, s)
-                t1 = time.perf_counter()
-                e = emb.embed_features(feats)
-                t2 = time.perf_counter()
-                gallery.best(e)
-                t3 = time.perf_counter()
-                stages["frontend"].append((t1 - t0) * 1e3)
-                stages["model"].append((t2 - t1) * 1e3)
-                stages["matching"].append((t3 - t2) * 1e3)
-                window_ms.append((t3 - t0) * 1e3)
-            passes.append((stages, window_ms))
-        stages, window_ms = min(passes, key=lambda p: sum(p[1]))
-        profiled = WindowFeatures(emb.frontend, emb.window, emb.hop)
-        first = list(itertools.islice(stream(), 21))
-        profile = profile_top(
-            lambda: [gallery.best(emb.embed_features(profiled.features(w, s))) for w, s in first],
-            per=len(first),
-        )
+        passes = [stream(signal) for _ in range(repeats)]
+        results = min(passes, key=lambda p: sum(r.total_ms for r in p))
+        window_ms = [r.total_ms for r in results]
+        stages = {
+            "frontend": [r.features_ms for r in results],
+            "model": [r.inference_ms for r in results],
+            "matching": [r.total_ms - r.features_ms - r.inference_ms for r in results],
+        }
+        first = signal[: emb.window + 20 * emb.hop]  # 21 windows
+        profile = profile_top(lambda: stream(first), per=21)
     stream_s = signal.shape[0] / emb.sample_rate
     total_ms = float(sum(window_ms))
     shares = {k: round(sum(v) / total_ms, 4) for k, v in stages.items()}
