@@ -25,6 +25,7 @@ The password is handed to paho and never logged.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -40,7 +41,8 @@ from typing import Any, Literal
 
 from pydantic import SecretStr
 
-from edgesiam.dashboard.history import DEVICE_ID, History, HistoryError, InvalidPayload
+from edgesiam.dashboard.gaps import DEFAULT_REPLAY, GapWatcher, ReplayPolicy
+from edgesiam.dashboard.history import DEVICE_ID, HistoryError, InvalidPayload, SqlHistory
 from edgesiam.errors import EdgesiamError, MissingExtraError
 from edgesiam.runtime.commands import VERBS
 from edgesiam.runtime.mqtt import (
@@ -85,10 +87,12 @@ class IngestCounters:
     connects: int = 0
 
 
-def default_client_id(history_path: Path) -> str:
-    """The fixed client id of a dashboard whose history lives at ``history_path``: stable across
-    restarts (the persistent session) and distinct for two dashboards with different data."""
-    digest = hashlib.sha256(str(Path(history_path).resolve()).encode()).hexdigest()[:12]
+def default_client_id(history: str | Path) -> str:
+    """The fixed client id of a dashboard whose history is ``history`` (a file, or the history's
+    :attr:`~edgesiam.dashboard.history.SqlHistory.location`): stable across restarts (the
+    persistent session) and distinct for two dashboards with different data."""
+    key = str(history.resolve()) if isinstance(history, Path) else history
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     return f"edgesiam-dashboard-{digest}"
 
 
@@ -164,12 +168,19 @@ class Ingester:
     (refused over plain ``mqtt://`` unless ``allow_plaintext_password``); ``tls_*`` as for the
     device (:class:`~edgesiam.runtime.mqtt.BrokerOptions`). ``on_update`` is called on the
     network thread after each stored message: it must be quick and must not raise.
+
+    ``share``: take the devices' events, near misses, metrics and command results through the
+    MQTT 5 shared subscription ``$share/<share>/…``, so that several ingesters (each with its own
+    ``client_id``) split them; statuses and Home Assistant configs (retained, and idempotent to
+    store) are subscribed by each. ``store=False``: a ``--serve-only`` page's connection, which
+    only sends commands and takes their results (the ingesters store everything). ``replay``:
+    when to ask a device to resend the events missing from the history (None: never).
     """
 
     def __init__(
         self,
         broker: str,
-        history: History,
+        history: SqlHistory,
         *,
         prefix: str = "edgesiam",
         client_id: str | None = None,
@@ -187,8 +198,15 @@ class Ingester:
         reconnect_max_s: int = 30,
         on_update: UpdateCallback | None = None,
         max_batch: int = 500,
+        share: str | None = None,
+        store: bool = True,
+        replay: ReplayPolicy | None = DEFAULT_REPLAY,
     ) -> None:
+        if share is not None and (not share or any(c in share for c in "/+#")):
+            raise EdgesiamError(f"share group {share!r}: a non-empty name without / + #")
         self.history = history
+        self.share = share
+        self.store = store
         self.settings = MqttSettings.from_dict(
             {
                 "url": broker,
@@ -196,7 +214,7 @@ class Ingester:
                 "prefix": prefix,
                 "ha_prefix": ha_prefix,
                 "protocol": protocol,
-                "client_id": client_id or default_client_id(history.path),
+                "client_id": client_id or default_client_id(history.location),
                 "username": username,
                 "password": SecretStr(password) if password is not None else None,
                 "allow_plaintext_password": allow_plaintext_password,
@@ -224,6 +242,11 @@ class Ingester:
         self._inbox: queue.Queue[_Inbound | None] = queue.Queue(maxsize=max_batch * 20)
         self._max_batch = max_batch
         self._writer: threading.Thread | None = None
+        self.gaps = (
+            GapWatcher(history, self.request_replay, replay)
+            if replay is not None and store
+            else None
+        )
 
     @property
     def client_id(self) -> str:
@@ -284,6 +307,8 @@ class Ingester:
             target=self._write_loop, name="dashboard-writer", daemon=True
         )
         self._writer.start()
+        if self.gaps is not None:
+            self.gaps.start()
         client.connect_async(address.host, address.port, **connect)
         client.loop_start()
 
@@ -293,6 +318,8 @@ class Ingester:
         if client is None:
             return
         self._client = None
+        if self.gaps is not None:
+            self.gaps.stop()
         client.disconnect()
         client.loop_stop()
         self.connected.clear()
@@ -346,16 +373,34 @@ class Ingester:
             with self._waiters_lock:
                 self._waiters.pop(correlation, None)
 
+    def request_replay(self, device: str, from_seq: int, to_seq: int) -> bool:
+        """Ask ``device`` to publish its events ``from_seq``..``to_seq`` again (``cmd/replay``);
+        the answer is stored as a command result, the events as events. False if not sent."""
+        client = self._client
+        if client is None or not self.connected.is_set():
+            return False
+        request = {
+            "from_seq": from_seq,
+            "to_seq": to_seq,
+            "correlation_id": f"replay-{uuid.uuid4().hex[:12]}",
+        }
+        info = client.publish(f"{self.prefix}/{device}/cmd/replay", json.dumps(request), qos=1)
+        log.info("dashboard: asked %s to replay seq %d-%d", device, from_seq, to_seq)
+        return bool(info.rc == 0)
+
     # -- paho callbacks (network thread) ----------------------------------------------------------
 
     def _filters(self) -> list[tuple[str, int]]:
         p = self.prefix
+        if not self.store:
+            return [(f"{p}/+/cmd/+/result", 1)]
+        shared = f"$share/{self.share}/" if self.share else ""
         return [
-            (f"{p}/+/event", 1),
-            (f"{p}/+/status", 1),
-            (f"{p}/+/near_miss", 1),
-            (f"{p}/+/metrics", 1),
-            (f"{p}/+/cmd/+/result", 1),
+            (f"{shared}{p}/+/event", 1),
+            (f"{p}/+/status", 1),  # retained: a shared subscription would not receive it
+            (f"{shared}{p}/+/near_miss", 1),
+            (f"{shared}{p}/+/metrics", 1),
+            (f"{shared}{p}/+/cmd/+/result", 1),
             (f"{self.ha_prefix}/event/+/edgesiam_match/config", 1),
         ]
 
@@ -445,15 +490,21 @@ class Ingester:
     def _write_batch(self, batch: list[_Inbound]) -> None:
         updates: list[tuple[str, dict[str, Any]]] = []
         stored: list[_Inbound] = []
+        if not self.store:
+            self._results_only(batch)
+            return
+        # by device (stable: each device's own order kept), so that concurrent ingesters lock
+        # the devices' rows in one order and never deadlock; acknowledged in arrival order below
+        batch_by_device = sorted(batch, key=self._device_of)
         try:
             with self.history.transaction():
-                for item in batch:
+                for item in batch_by_device:
                     if self._store_one(item, updates):
                         stored.append(item)
         except HistoryError:
             # one at a time, so that only what cannot be written stays unacknowledged
             updates, stored = [], []
-            for item in batch:
+            for item in batch_by_device:
                 try:
                     with self.history.transaction():
                         if self._store_one(item, updates):
@@ -462,14 +513,31 @@ class Ingester:
                     self.counters.storage_errors += 1
                     self.last_error = str(exc)
                     log.error("dashboard: %s; the message will be delivered again", exc)
-        for item in stored:
-            if item.qos > 0 and item.client is self._client:
+        done = {id(item) for item in stored}
+        for item in batch:
+            if id(item) in done and item.qos > 0 and item.client is self._client:
                 item.client.ack(item.mid, item.qos)
         for kind, data in updates:
             self._notify(kind, data)
         for kind, data in updates:
             if kind == "command_result":
                 self._wake_waiter(data)
+
+    def _results_only(self, batch: list[_Inbound]) -> None:
+        """A serve-only connection: wake whoever waits for these command results."""
+        for item in batch:
+            with contextlib.suppress(ValueError, RecursionError):
+                data = json.loads(item.payload)
+                if isinstance(data, dict):
+                    self._wake_waiter(data)
+            if item.qos > 0 and item.client is self._client:
+                item.client.ack(item.mid, item.qos)
+
+    def _device_of(self, item: _Inbound) -> str:
+        for head in (f"{self.prefix}/", f"{self.ha_prefix}/event/"):
+            if item.topic.startswith(head):
+                return item.topic[len(head) :].partition("/")[0]
+        return ""
 
     def _store_one(self, item: _Inbound, updates: list[tuple[str, dict[str, Any]]]) -> bool:
         """Store one message (inside the batch's transaction); False if it must not be acked."""
@@ -514,6 +582,8 @@ class Ingester:
                 raise InvalidPayload(f"event says device {data.get('device')!r} on {topic}")
             if self.history.add_event(data, received=now):
                 self.counters.events_new += 1
+                if self.gaps is not None:
+                    self.gaps.saw(device, data["seq"])
                 updates.append(("event", {**data, "received_ts": now}))
             else:
                 self.counters.duplicates += 1

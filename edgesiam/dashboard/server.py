@@ -44,7 +44,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from edgesiam import __version__
 from edgesiam.dashboard.auth import TokenAuth
-from edgesiam.dashboard.history import DEVICE_ID, History, HistoryError
+from edgesiam.dashboard.history import DEVICE_ID, HistoryError, SqlHistory
 from edgesiam.dashboard.ingest import CommandFailed, IngestCounters
 
 __all__ = [
@@ -369,7 +369,7 @@ class DashboardApp:
 
     def __init__(
         self,
-        history: History,
+        history: SqlHistory,
         commander: Commander | None,
         auth: TokenAuth,
         *,
@@ -643,7 +643,7 @@ class DashboardApp:
             "started": self.started,
             "broker": broker,
             "history": {
-                "path": str(self.history.path),
+                "path": self.history.location,
                 "retention_days": self.history.retention_days,
                 **self.history.counts(),
             },
