@@ -472,6 +472,11 @@ class MemoryPublisher:
         if self.outbox is not None:
             self.outbox.ack(event.seq)
 
+    def republish(self, event: Event) -> bool:
+        """Publish a kept event again (``cmd/replay``)."""
+        self._record(self.topics.event, event.text, 1)
+        return True
+
     def publish_near_miss(self, data: dict[str, Any]) -> None:
         self._record(self.topics.near_miss, _json(near_miss_payload(self.device_id, data)))
 
@@ -742,6 +747,15 @@ class MqttPublisher:
 
     def publish_event(self, event: Event) -> None:
         self._wake.set()
+
+    def republish(self, event: Event) -> bool:
+        """Publish a kept (already acknowledged) event again, QoS 1 (``cmd/replay``); paho holds
+        it until the connection is back. False if paho refused it."""
+        client = self._client
+        if client is None:
+            return False
+        info = client.publish(self.topics.event, event.text, qos=1)
+        return info.rc in (0, 4)
 
     def publish_near_miss(self, data: dict[str, Any]) -> None:
         self._publish_transient(
