@@ -40,8 +40,8 @@ import logging
 import re
 import threading
 import time
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal, Protocol
 
 import numpy as np

@@ -1,0 +1,116 @@
+"""Several ingesters on one PostgreSQL history, splitting the events through an MQTT 5 shared
+subscription on a real Mosquitto: every event stored exactly once, and an ingester SIGKILLed in
+the middle (then restarted by its supervisor, same client id) loses nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edgesiam.dashboard.history_pg import PostgresHistory
+from tests.dashboard.conftest import event_payload, publisher
+from tests.postgres import PostgresServer
+from tests.runtime.conftest import MosquittoBroker, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class IngestProcess:
+    """``edgesiam dashboard --ingest-only --share GROUP`` in its own process."""
+
+    def __init__(self, broker: MosquittoBroker, history: str, client_id: str, log: Path) -> None:
+        self.args = [
+            sys.executable, "-m", "edgesiam", "dashboard", "--ingest-only", "--share", "ingest",
+            "--client-id", client_id, "--history", history, "--broker", broker.url,
+            "--log-level", "info",
+        ]  # fmt: skip
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> IngestProcess:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(self.args, stdout=out, stderr=out, env=env, cwd=ROOT)
+        return self
+
+    def connects(self) -> int:
+        return self.log.read_text().count("connected to the broker (session")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+
+
+@pytest.fixture
+def ingesters(
+    mosquitto: MosquittoBroker, postgres: PostgresServer, tmp_path: Path
+) -> Iterator[tuple[str, list[IngestProcess]]]:
+    url = postgres.database()
+    made = [
+        IngestProcess(mosquitto, url, f"ingest-{n}", tmp_path / f"ingest-{n}.log") for n in "ab"
+    ]
+    yield url, made
+    for ingester in made:
+        ingester.stop()
+
+
+def test_two_ingesters_share_the_events_and_a_killed_one_loses_nothing(
+    mosquitto: MosquittoBroker, ingesters: tuple[str, list[IngestProcess]]
+) -> None:
+    url, (a, b) = ingesters
+    for ingester in (a, b):
+        ingester.start()
+    assert wait_until(lambda: a.connects() == 1 and b.connects() == 1, 30), a.log.read_text()
+    pub = publisher(mosquitto, client_id="fleet")
+    devices, per_device = ("kitchen", "hall", "garage"), 100
+    half = threading.Event()
+
+    def publish() -> None:
+        for seq in range(1, per_device + 1):
+            for device in devices:
+                pub.publish(f"edgesiam/{device}/event", json.dumps(event_payload(device, seq)))
+            if seq == per_device // 2:
+                half.set()
+                assert wait_until(lambda: a.proc is not None and a.proc.poll() is not None, 30)
+
+    sender = threading.Thread(target=publish)
+    sender.start()
+    assert half.wait(30)
+    a.kill()  # mid-run: what it had taken and not acknowledged stays in its session
+    sender.join(60)
+    history = PostgresHistory(url, retention_days=None)
+    try:
+        everything = {d: list(range(1, per_device + 1)) for d in devices}
+        counted: list[int] = []
+
+        def settled() -> bool:  # b has stored all it was given (two reads alike, 1 s apart)
+            counted.append(history.counts()["events"])
+            return len(counted) > 1 and counted[-1] == counted[-2]
+
+        assert wait_until(settled, 30, step=1.0)
+        b_alone = counted[-1]
+        print(f"b alone stored {b_alone} of {len(devices) * per_device}")
+        a.start()  # its supervisor restarts it: same client id, the session resumes
+        assert wait_until(lambda: {d: history.seqs(d) for d in devices} == everything, 60), (
+            history.counts()
+        )
+        assert history.counts()["events"] == len(devices) * per_device  # each stored once
+        assert a.connects() == 2 and "session resumed" in a.log.read_text()
+        assert b_alone < len(devices) * per_device  # a's share waited for a: the load was split
+    finally:
+        pub.stop()
+        history.close()
