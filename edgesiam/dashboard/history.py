@@ -667,6 +667,12 @@ class SqlHistory:
             ).fetchone()
         return None if row is None else _review_row(row)
 
+    def near_miss_counts(self) -> dict[str, int]:
+        """How many near misses are stored, per device."""
+        with self._lock:
+            rows = self._execute("SELECT device, COUNT(*) FROM near_misses GROUP BY device")
+            return {str(device): int(n) for device, n in rows.fetchall()}
+
     def counts(self) -> dict[str, int]:
         """How many events, near misses, devices and command results are stored."""
         with self._lock:

@@ -45,7 +45,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from edgesiam import __version__
 from edgesiam.dashboard.auth import TokenAuth
 from edgesiam.dashboard.history import DEVICE_ID, HistoryError, SqlHistory
-from edgesiam.dashboard.ingest import CommandFailed, IngestCounters
+from edgesiam.dashboard.ingest import CommandFailed, IngestCounters, Ingester
 
 __all__ = [
     "MAX_WAV_BYTES",
@@ -420,6 +420,11 @@ class DashboardApp:
                 return self._login_page(401, "")
             if path == "/" and method == "GET":
                 return Response(200, _static("index.html"), "text/html; charset=utf-8")
+            if path == "/metrics" and method == "GET":
+                from edgesiam.dashboard.metrics import CONTENT_TYPE, render_metrics
+
+                ingester = self.commander if isinstance(self.commander, Ingester) else None
+                return Response(200, render_metrics(self.history, ingester), CONTENT_TYPE)
             if path.startswith("/api/"):
                 return self._api(method, path[len("/api/") :], query, headers, body)
             return Response.error(404, f"no such page: {path}", "not_found")
