@@ -114,5 +114,5 @@ def render_metrics(history: SqlHistory, ingester: Ingester | None) -> bytes:
     except ImportError as exc:
         raise MissingExtraError("prometheus_client", "dashboard") from exc
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_FleetCollector(history, ingester))  # type: ignore[arg-type]
+    registry.register(_FleetCollector(history, ingester))
     return bytes(generate_latest(registry))
