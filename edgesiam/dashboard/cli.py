@@ -83,6 +83,8 @@ FLEET_DESCRIPTION = textwrap.dedent(
     Examples:
       edgesiam fleet-bench                                   # 100 devices × 5 events/s × 60 s
       edgesiam fleet-bench --devices 10 --rate 5 --seconds 3 --json fleet.json
+      edgesiam fleet-bench --devices 1000 --rate 1 --seconds 30 --processes 8 \\
+          --history postgresql://edgesiam@localhost/fleet --ingesters 4
     """
 )
 
@@ -391,6 +393,20 @@ def add_fleet_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--data-dir", metavar="DIR", help="keep the history here (default: a temporary folder)"
     )
+    p.add_argument(
+        "--history",
+        metavar="TARGET",
+        help="the history: a SQLite file (default: a fresh one under --data-dir) or "
+        "postgresql://user@host/db (events of other runs there are left alone)",
+    )
+    p.add_argument(
+        "--ingesters",
+        type=int,
+        default=1,
+        metavar="N",
+        help="ingester processes sharing the events ($share/fleet/…); above 1 needs a "
+        "postgresql:// --history (default: %(default)s)",
+    )
     p.add_argument("--json", metavar="OUT", type=Path, help="also write the figures as JSON")
     p.set_defaults(func=cmd_fleet_bench)
     return p  # type: ignore[no-any-return]
@@ -410,6 +426,8 @@ def cmd_fleet_bench(args: argparse.Namespace) -> int:
         spec,
         broker=args.broker,
         data_dir=Path(args.data_dir) if args.data_dir else None,
+        history_target=args.history,
+        ingesters=args.ingesters,
         progress=lambda line: print(line, file=sys.stderr, flush=True),
     )
     print(format_report(report))

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from edgesiam.dashboard.fleet import FleetSpec, format_report, run_fleet
 from edgesiam.dashboard.history_pg import PostgresHistory
+from edgesiam.errors import ConfigError
 from tests.dashboard.conftest import event_payload, publisher
 from tests.postgres import PostgresServer
 from tests.runtime.conftest import MosquittoBroker, wait_until
@@ -114,3 +116,22 @@ def test_two_ingesters_share_the_events_and_a_killed_one_loses_nothing(
     finally:
         pub.stop()
         history.close()
+
+
+def test_fleet_bench_with_two_ingesters_on_postgresql_loses_nothing(
+    mosquitto: MosquittoBroker, postgres: PostgresServer
+) -> None:
+    url = postgres.database()
+    spec = FleetSpec(devices=10, rate=5, seconds=2, processes=1)
+    report = run_fleet(spec, broker=mosquitto.url, history_target=url, ingesters=2)
+    print("\n" + format_report(report))
+    assert report["history_backend"] == "postgresql" and report["ingesters"] == 2
+    assert report["published"] == report["stored"] == 100
+    assert report["missing"] == 0 and report["storage_errors"] == 0
+    with PostgresHistory(url, retention_days=None) as history:
+        assert history.counts()["events"] == 100  # in the shared database, once each
+
+
+def test_several_ingesters_need_postgresql(mosquitto: MosquittoBroker) -> None:
+    with pytest.raises(ConfigError, match="needs --history postgresql"):
+        run_fleet(FleetSpec(devices=1, seconds=1, processes=1), broker=mosquitto.url, ingesters=2)
