@@ -1,6 +1,7 @@
 """Several ingesters on one PostgreSQL history, splitting the events through an MQTT 5 shared
 subscription on a real Mosquitto: every event stored exactly once, and an ingester SIGKILLed in
-the middle (then restarted by its supervisor, same client id) loses nothing."""
+the middle (then restarted by its supervisor, same client id) loses nothing; a --serve-only page
+on the same database; the fleet benchmark with two ingesters."""
 
 from __future__ import annotations
 
@@ -10,17 +11,22 @@ import signal
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from edgesiam.dashboard.auth import TokenAuth
 from edgesiam.dashboard.fleet import FleetSpec, format_report, run_fleet
 from edgesiam.dashboard.history_pg import PostgresHistory
+from edgesiam.dashboard.ingest import Ingester
+from edgesiam.dashboard.server import DashboardApp, DashboardServer
 from edgesiam.errors import ConfigError
 from tests.dashboard.conftest import event_payload, publisher
 from tests.postgres import PostgresServer
-from tests.runtime.conftest import MosquittoBroker, wait_until
+from tests.runtime.conftest import MosquittoBroker, Subscriber, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -135,3 +141,42 @@ def test_fleet_bench_with_two_ingesters_on_postgresql_loses_nothing(
 def test_several_ingesters_need_postgresql(mosquitto: MosquittoBroker) -> None:
     with pytest.raises(ConfigError, match="needs --history postgresql"):
         run_fleet(FleetSpec(devices=1, seconds=1, processes=1), broker=mosquitto.url, ingesters=2)
+
+
+def test_a_serve_only_page_reads_what_an_ingester_stores_and_sends_commands(
+    mosquitto: MosquittoBroker, postgres: PostgresServer
+) -> None:
+    url = postgres.database()
+    stored_by, shown_by = PostgresHistory(url), PostgresHistory(url)
+    ingester = Ingester(mosquitto.url, stored_by, client_id="ingest-1", share="ingest")
+    page = Ingester(mosquitto.url, shown_by, client_id="page", store=False)
+    server = DashboardServer(DashboardApp(shown_by, page, TokenAuth(None)), "127.0.0.1", 0)
+    device = Subscriber(mosquitto.host, mosquitto.port, ["edgesiam/pi/cmd/+"]).start()
+
+    def answer(client: Any, userdata: Any, message: Any) -> None:
+        cid = json.loads(message.payload)["correlation_id"]
+        result = {"verb": "list", "ok": True, "correlation_id": cid, "result": {"labels": ["al"]}}
+        client.publish("edgesiam/pi/cmd/list/result", json.dumps(result), qos=1)
+
+    device.client.on_message = answer
+    for client in (ingester, page):
+        client.start()
+        assert client.wait_connected(15)
+    server.start()
+    pub = publisher(mosquitto)
+    try:
+        for seq in (1, 2, 3):
+            pub.publish("edgesiam/pi/event", json.dumps(event_payload("pi", seq)))
+        assert wait_until(lambda: stored_by.seqs("pi") == [1, 2, 3], 15)
+        with urllib.request.urlopen(f"{server.url}/api/events?device=pi", timeout=10) as r:
+            assert [e["seq"] for e in json.load(r)["events"]] == [3, 2, 1]
+        result = page.command("pi", "list", {}, timeout=15)  # the page's own result subscription
+        assert result["ok"] is True
+        assert wait_until(lambda: (shown_by.device("pi") or {}).get("labels") == ["al"], 15)
+        assert len(shown_by.command_results("pi")) == 1  # stored once, by the ingester
+        assert page.counters.events_new == 0 and ingester.counters.events_new == 3
+    finally:
+        for stop in (pub.stop, device.stop, server.stop, page.stop, ingester.stop):
+            stop()
+        stored_by.close()
+        shown_by.close()
