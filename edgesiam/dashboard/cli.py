@@ -322,6 +322,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         on_update=feed.publish,
         share=args.share,
         store=not args.serve_only,
+        # a page needs no queue kept for it while it is stopped: its session ends with it
+        session_expiry_s=0 if args.serve_only else 7 * 24 * 3600,
     )
     app = DashboardApp(
         history,

@@ -392,9 +392,7 @@ class Ingester:
 
     def _filters(self) -> list[tuple[str, int]]:
         p = self.prefix
-        if not self.store:
-            return [(f"{p}/+/cmd/+/result", 1)]
-        shared = f"$share/{self.share}/" if self.share else ""
+        shared = f"$share/{self.share}/" if self.share and self.store else ""
         return [
             (f"{shared}{p}/+/event", 1),
             (f"{p}/+/status", 1),  # retained: a shared subscription would not receive it
@@ -491,7 +489,7 @@ class Ingester:
         updates: list[tuple[str, dict[str, Any]]] = []
         stored: list[_Inbound] = []
         if not self.store:
-            self._results_only(batch)
+            self._relay_only(batch)
             return
         # by device (stable: each device's own order kept), so that concurrent ingesters lock
         # the devices' rows in one order and never deadlock; acknowledged in arrival order below
@@ -523,15 +521,32 @@ class Ingester:
             if kind == "command_result":
                 self._wake_waiter(data)
 
-    def _results_only(self, batch: list[_Inbound]) -> None:
-        """A serve-only connection: wake whoever waits for these command results."""
+    def _relay_only(self, batch: list[_Inbound]) -> None:
+        """A serve-only connection: the live page hears what arrives (the ingesters store it),
+        and whoever waits for a command result is woken."""
+        now = time.time()
         for item in batch:
-            with contextlib.suppress(ValueError, RecursionError):
-                data = json.loads(item.payload)
-                if isinstance(data, dict):
-                    self._wake_waiter(data)
+            device = self._device_of(item)
+            kind = item.topic.rpartition("/")[2]
+            if item.topic.startswith(f"{self.prefix}/") and DEVICE_ID.match(device):
+                with contextlib.suppress(ValueError, RecursionError, TypeError):
+                    self._relay(kind, device, item.payload, now)
             if item.qos > 0 and item.client is self._client:
                 item.client.ack(item.mid, item.qos)
+
+    def _relay(self, kind: str, device: str, payload: bytes, now: float) -> None:
+        if kind == "status":
+            status = payload.decode("utf-8", "replace").strip()
+            self._notify("status", {"device": device, "status": status, "ts": now})
+            return
+        data = self._json(payload)
+        if kind in ("event", "near_miss"):
+            self._notify(kind, {**data, "device": device, "received_ts": now})
+        elif kind == "metrics":
+            self._notify("metrics", {"device": device, "metrics": data, "received_ts": now})
+        elif kind == "result":
+            self._notify("command_result", {**data, "device": device, "received_ts": now})
+            self._wake_waiter(data)
 
     def _device_of(self, item: _Inbound) -> str:
         for head in (f"{self.prefix}/", f"{self.ha_prefix}/event/"):

@@ -22,7 +22,7 @@ from edgesiam.dashboard.auth import TokenAuth
 from edgesiam.dashboard.fleet import FleetSpec, format_report, run_fleet
 from edgesiam.dashboard.history_pg import PostgresHistory
 from edgesiam.dashboard.ingest import Ingester
-from edgesiam.dashboard.server import DashboardApp, DashboardServer
+from edgesiam.dashboard.server import DashboardApp, DashboardServer, LiveFeed
 from edgesiam.errors import ConfigError
 from tests.dashboard.conftest import event_payload, publisher
 from tests.postgres import PostgresServer
@@ -149,8 +149,12 @@ def test_a_serve_only_page_reads_what_an_ingester_stores_and_sends_commands(
     url = postgres.database()
     stored_by, shown_by = PostgresHistory(url), PostgresHistory(url)
     ingester = Ingester(mosquitto.url, stored_by, client_id="ingest-1", share="ingest")
-    page = Ingester(mosquitto.url, shown_by, client_id="page", store=False)
-    server = DashboardServer(DashboardApp(shown_by, page, TokenAuth(None)), "127.0.0.1", 0)
+    feed = LiveFeed()
+    page = Ingester(mosquitto.url, shown_by, client_id="page", store=False, on_update=feed.publish)
+    live = feed.subscribe()
+    server = DashboardServer(
+        DashboardApp(shown_by, page, TokenAuth(None), feed=feed), "127.0.0.1", 0
+    )
     device = Subscriber(mosquitto.host, mosquitto.port, ["edgesiam/pi/cmd/+"]).start()
 
     def answer(client: Any, userdata: Any, message: Any) -> None:
@@ -175,6 +179,14 @@ def test_a_serve_only_page_reads_what_an_ingester_stores_and_sends_commands(
         assert wait_until(lambda: (shown_by.device("pi") or {}).get("labels") == ["al"], 15)
         assert len(shown_by.command_results("pi")) == 1  # stored once, by the ingester
         assert page.counters.events_new == 0 and ingester.counters.events_new == 3
+        heard: list[Any] = []
+
+        def live_events() -> list[int]:  # what the page's live feed carried (it stored nothing)
+            while not live.empty():
+                heard.append(live.get_nowait())
+            return [data["seq"] for kind, data in heard if kind == "event"]
+
+        assert wait_until(lambda: live_events() == [1, 2, 3], 10), heard
     finally:
         for stop in (pub.stop, device.stop, server.stop, page.stop, ingester.stop):
             stop()
