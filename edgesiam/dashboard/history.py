@@ -227,6 +227,7 @@ class SqlHistory:
         self._lock = threading.RLock()
         self._depth = 0
         self._db: Any = None
+        self._touches: dict[str, tuple[float, str | None]] = {}
 
     def _open(self) -> None:
         """Bring the schema up to date, then apply retention (the connection is open)."""
@@ -316,7 +317,7 @@ class SqlHistory:
             )
             new = bool(cur.rowcount == 1)
             model = payload.get("model")
-            self._touch(device, now, model=model if isinstance(model, str) else None)
+            self._touch_later(device, now, model if isinstance(model, str) else None)
         return new
 
     def add_near_miss(self, payload: dict[str, Any], received: float | None = None) -> None:
@@ -341,7 +342,7 @@ class SqlHistory:
                     _dumps(payload),
                 ),
             )
-            self._touch(device, now)
+            self._touch_later(device, now)
 
     def set_status(self, device: str, status: str, received: float | None = None) -> bool:
         """Record ``online``/``offline`` (the retained status or the last will); True if changed."""
@@ -439,7 +440,7 @@ class SqlHistory:
                     _dumps(payload),
                 ),
             )
-            self._touch(device, now)
+            self._touch_later(device, now)
 
     def add_review(
         self,
@@ -686,6 +687,20 @@ class SqlHistory:
     def _write(self) -> _Transaction:
         return _Transaction(self)
 
+    def _touch_later(self, device: str, now: float, model: str | None = None) -> None:
+        """:meth:`_touch` (a sign of life) once per device per transaction, just before it
+        commits, in device order: fewer writes for a burst, and concurrent writers (several
+        ingesters on PostgreSQL) lock the devices' rows in one order, so never deadlock."""
+        if (held := self._touches.get(device)) is not None:
+            now, model = max(now, held[0]), model or held[1]
+        self._touches[device] = (now, model)
+
+    def _flush_touches(self) -> None:
+        touches, self._touches = self._touches, {}
+        for device in sorted(touches):
+            now, model = touches[device]
+            self._touch(device, now, model=model)
+
     def _touch(
         self, device: str, now: float, *, model: str | None = None, seen: bool = True
     ) -> None:
@@ -813,6 +828,7 @@ class _Transaction:
                 return  # the outermost transaction decides
             if kind is None:
                 try:
+                    h._flush_touches()
                     h._db.execute("COMMIT")
                     return
                 except h._errors() as error:
@@ -820,6 +836,7 @@ class _Transaction:
                     raise HistoryError(
                         f"{h.location}: cannot write the history ({error})"
                     ) from None
+            h._touches.clear()
             _rollback(h)
             if isinstance(exc, h._errors()):
                 raise HistoryError(f"{h.location}: cannot write the history ({exc})") from None
