@@ -2,7 +2,11 @@
 
 Subscribed (QoS 1), under the devices' topic prefix: ``+/event``, ``+/status``, ``+/near_miss``,
 ``+/metrics``, ``+/cmd/+/result``; and Home Assistant's ``<ha>/event/+/edgesiam_match/config``
-(the retained discovery config names each device's enrolled labels and model).
+(the retained discovery config names each device's enrolled labels and model). With ``share``
+the events, near misses, metrics and command results come through ``$share/<group>/…`` (MQTT 5
+shared subscriptions: several ingesters split them); statuses and discovery configs are
+retained, which a shared subscription does not receive, and storing them twice is harmless, so
+every ingester takes them.
 
 Nothing acknowledged is lost:
 
@@ -16,6 +20,8 @@ Nothing acknowledged is lost:
   their PUBACKs in arrival order. If the history cannot be written (disk full), the message is
   left unacknowledged and the broker sends it again on the next connection.
 - Duplicates (an event sent again after a lost PUBACK) are dropped by the history on their ``id``.
+- Gaps in a device's ``seq`` (a broker that crashed after acknowledging) are asked back from the
+  device with ``cmd/replay`` (:mod:`edgesiam.dashboard.gaps`).
 
 :meth:`Ingester.command` publishes ``<prefix>/<device>/cmd/<verb>`` with a fresh
 ``correlation_id`` and waits (bounded) for the matching ``…/cmd/<verb>/result``.

@@ -5,6 +5,7 @@ on the same database; the fleet benchmark with two ingesters."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 from edgesiam.dashboard.auth import TokenAuth
+from edgesiam.dashboard.cli import _client_id, add_dashboard_parser, cmd_dashboard
 from edgesiam.dashboard.fleet import FleetSpec, format_report, run_fleet
 from edgesiam.dashboard.history_pg import PostgresHistory
 from edgesiam.dashboard.ingest import Ingester
@@ -192,3 +194,41 @@ def test_a_serve_only_page_reads_what_an_ingester_stores_and_sends_commands(
             stop()
         stored_by.close()
         shown_by.close()
+
+
+def _dashboard_args(*args: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="edgesiam")
+    add_dashboard_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["dashboard", *args])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--share", "g", "--protocol", "3.1.1"], "shared subscriptions need MQTT 5"),
+        (["--share", "g", "--serve-only"], "takes no share"),
+    ],
+)
+def test_role_flags_that_contradict_each_other_are_refused(args: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        cmd_dashboard(_dashboard_args(*args))
+
+
+def test_ingest_only_and_serve_only_exclude_each_other(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        _dashboard_args("--ingest-only", "--serve-only")
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_each_role_gets_its_own_stable_client_id(tmp_path: Path) -> None:
+    from edgesiam.dashboard.history import History
+
+    with History(tmp_path / "h.sqlite3") as history:
+        ids = {
+            _client_id(_dashboard_args(*role), history)
+            for role in ([], ["--serve-only"], ["--ingest-only", "--share", "a"])
+        }
+        assert len(ids) == 3
+        again = _client_id(_dashboard_args("--serve-only"), history)
+        assert again in ids
+        assert _client_id(_dashboard_args("--client-id", "mine"), history) == "mine"
