@@ -16,8 +16,10 @@ from typing import Any
 import yaml
 
 from edgesiam import __version__
-from edgesiam.bundle import FMR_TARGETS, fmr_key
+from edgesiam.core.embedder import DeviceEmbedder
+from edgesiam.data.readers import DatasetInfo
 from edgesiam.errors import ConfigError, EdgesiamError, MissingExtraError, ModelError
+from edgesiam.model.bundle import FMR_TARGETS, fmr_key
 
 EPILOG = textwrap.dedent(
     """
@@ -97,11 +99,11 @@ def cmd_data_render(args: argparse.Namespace) -> int:
 # models
 
 
-def load_embedder(path: Path) -> Any:
+def load_embedder(path: Path) -> DeviceEmbedder:
     """A model for embedding: a bundle directory (device path) or a training checkpoint (``*.pt``)."""
     if not path.exists():
         raise ModelError(f"model not found: {path}")
-    from edgesiam.interpreters import is_bundle, load_model
+    from edgesiam.model.interpreters import is_bundle, load_model
 
     if is_bundle(path):
         return load_model(path)
@@ -149,7 +151,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_embed(args: argparse.Namespace) -> int:
     from edgesiam.data.readers import scan_dataset
-    from edgesiam.embedders import embed_dataset
+    from edgesiam.model.embedders import embed_dataset
 
     embedder = load_embedder(Path(args.model))
     info = scan_dataset(Path(args.data), on_error=args.on_error)
@@ -176,8 +178,8 @@ def _fmr(text: str) -> float:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from edgesiam.data.readers import scan_dataset
-    from edgesiam.embedders import embed_dataset
     from edgesiam.evaluation import Report
+    from edgesiam.model.embedders import embed_dataset
 
     embedder = load_embedder(Path(args.model))
     info = scan_dataset(Path(args.data), on_error=args.on_error)
@@ -206,7 +208,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report_window_thresholds(args: argparse.Namespace, embedder: Any, info: Any) -> None:
+def _report_window_thresholds(
+    args: argparse.Namespace, embedder: DeviceEmbedder, info: DatasetInfo
+) -> None:
     """The window-level threshold the runtime would use for ``--target-fmr`` (and the JSON's)."""
     import json
 
@@ -393,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     from edgesiam.dashboard.cli import add_dashboard_parser, add_fleet_bench_parser
     from edgesiam.export.cli import add_export_parser
     from edgesiam.export.edgetpu import add_compile_parser
-    from edgesiam.runtime.broker import add_broker_parser
+    from edgesiam.mqtt.broker import add_broker_parser
     from edgesiam.runtime.calibrate import add_calibrate_parser
     from edgesiam.runtime.demo import add_demo_parser
     from edgesiam.runtime.gallery_cli import add_gallery_parsers

@@ -51,7 +51,7 @@ from edgesiam.data.readers import (
     scan_dataset,
 )
 from edgesiam.errors import BundleError, ConfigError, DataError, ModelError
-from edgesiam.interpreters import is_bundle
+from edgesiam.model.interpreters import is_bundle
 from edgesiam.train.checkpoint import (
     frontend_from_torch,
     frontend_to_torch,
@@ -751,8 +751,8 @@ def compare(
 ) -> tuple[Any, list[str]]:
     """Held-out metrics of the tuned bundle, the original unchanged and the classic descriptor."""
     from edgesiam.cli import load_embedder
-    from edgesiam.embedders import embed_dataset
     from edgesiam.evaluation import Report
+    from edgesiam.model.embedders import embed_dataset
 
     info = scan_dataset(heldout)
     ours = embed_dataset(load_embedder(tuned), info, progress=progress, baseline=True)
@@ -930,7 +930,7 @@ def run_tune(request: TuneRequest, log: Log = print) -> dict[str, Any]:
 
 def write_tuning_report(bundle: Path, document: dict[str, Any], table: str) -> None:
     """``TUNING.md`` and ``TUNING.json`` into the bundle, then the manifest hashes them too."""
-    from edgesiam.bundle import read_manifest, write_manifest
+    from edgesiam.model.bundle import read_manifest, write_manifest
 
     (bundle / TUNING_JSON).write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
     (bundle / TUNING_MD).write_text(tuning_markdown(document, table), encoding="utf-8")

@@ -17,14 +17,15 @@ from typing import Any, Final, Literal
 
 import numpy as np
 
-from edgesiam.bundle import FMR_TARGETS, fmr_key
+from edgesiam.core.embedder import DeviceEmbedder
 from edgesiam.core.embedding import l2_normalize, recording_embedding
 from edgesiam.core.gate import EnergyGate
 from edgesiam.core.metrics import equal_error_rate, threshold_at_fmr, window_template_trials
 from edgesiam.core.windowing import frame
 from edgesiam.data.readers import DatasetInfo, iter_recordings
-from edgesiam.embedders import WindowEmbedder, embed_windows
 from edgesiam.errors import DataError
+from edgesiam.model.bundle import FMR_TARGETS, fmr_key
+from edgesiam.model.embedders import embed_windows
 
 __all__ = ["WindowThresholds", "window_thresholds"]
 
@@ -80,7 +81,7 @@ class WindowThresholds:
 
 
 def _active_windows(
-    embedder: WindowEmbedder, x: np.ndarray, gate: EnergyGate
+    embedder: DeviceEmbedder, x: np.ndarray, gate: EnergyGate
 ) -> tuple[np.ndarray, np.ndarray]:
     """All windows' embeddings of one recording, and which of them the gate lets through."""
     windows = frame(x, embedder.window, embedder.hop)
@@ -89,7 +90,7 @@ def _active_windows(
 
 
 def window_thresholds(
-    embedder: WindowEmbedder,
+    embedder: DeviceEmbedder,
     info: DatasetInfo,
     *,
     gate: EnergyGate | None = None,

@@ -20,10 +20,10 @@ with atheris.instrument_imports(include=["edgesiam"]):
     import numpy as np
     import soundfile as sf
 
-    from edgesiam.runtime.commands import VERBS
+    from edgesiam.mqtt.contract import VERBS
     from edgesiam.runtime.config import load_runtime_config
-    from edgesiam.runtime.mqtt import MemoryPublisher
     from edgesiam.runtime.pipeline import Runtime
+    from edgesiam.runtime.publishers import MemoryPublisher
 
 from common import scratch
 

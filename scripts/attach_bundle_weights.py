@@ -17,7 +17,7 @@ import numpy as np
 
 from edgesiam.core.windowing import frame
 from edgesiam.data.readers import iter_recordings, reading_spec, scan_dataset
-from edgesiam.interpreters import load_model
+from edgesiam.model.interpreters import load_model
 from edgesiam.train.weights import attach_weights
 
 

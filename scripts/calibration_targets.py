@@ -26,11 +26,12 @@ import numpy as np
 
 from edgesiam.core.decision import Decider
 from edgesiam.errors import DataError
-from edgesiam.interpreters import load_model
+from edgesiam.model.interpreters import load_model
 from edgesiam.runtime.calibrate import collect_background, run_calibration
 from edgesiam.runtime.config import RuntimeConfig, load_runtime_config
 from edgesiam.runtime.gallery_store import GalleryStore, enroll_recordings, model_sha256
-from edgesiam.runtime.pipeline import NullPublisher, Runtime
+from edgesiam.runtime.pipeline import Runtime
+from edgesiam.runtime.publishers import NullPublisher
 
 SUFFIXES = (".wav", ".flac", ".ogg")
 

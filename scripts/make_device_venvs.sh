@@ -36,7 +36,7 @@ import sys
 heavy = [m for m in ("torch", "tensorflow", "librosa") if importlib.util.find_spec(m) is not None]
 if heavy:
     sys.exit(f"device venv must not hold {', '.join(heavy)}")
-import edgesiam.interpreters as it
+import edgesiam.model.interpreters as it
 
 backend = it.find_backend()
 import numpy

@@ -21,8 +21,8 @@ from edgesiam.core.gate import EnergyGate
 from edgesiam.core.matching import Gallery, threshold_for
 from edgesiam.core.windowing import frame
 from edgesiam.data.readers import iter_recordings, scan_dataset
-from edgesiam.embedders import embed_windows
-from edgesiam.interpreters import load_model
+from edgesiam.model.embedders import embed_windows
+from edgesiam.model.interpreters import load_model
 
 
 def embed(bundle: Path, data: Path) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:

@@ -77,7 +77,7 @@ for venv in (".venv-litert", ".venv-tflite"):
         [
             py,
             "-c",
-            "import edgesiam.interpreters as i, numpy; b = i.find_backend(); "
+            "import edgesiam.model.interpreters as i, numpy; b = i.find_backend(); "
             "print(b.name, b.version, numpy.__version__)",
         ],
         capture_output=True,

@@ -74,7 +74,7 @@ def op_macs(name: str, inputs: list[list[int]], output: list[int]) -> int:
 
 def model_ops(model: Path) -> list[OpCost]:
     """The ops of a .tflite file, read through the interpreter (no default delegate)."""
-    from edgesiam.interpreters import find_backend
+    from edgesiam.model.interpreters import find_backend
 
     backend = find_backend()
     interpreter = backend.interpreter(

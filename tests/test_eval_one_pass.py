@@ -9,8 +9,8 @@ import pytest
 
 from edgesiam.cli import main
 from edgesiam.data.readers import scan_dataset
-from edgesiam.embedders import baseline_embeddings, embed_dataset
-from edgesiam.interpreters import load_model
+from edgesiam.model.embedders import baseline_embeddings, embed_dataset
+from edgesiam.model.interpreters import load_model
 
 EVENTS = Path(__file__).resolve().parents[1] / "export" / "events"
 

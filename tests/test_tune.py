@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from edgesiam.bundle import load_manifest
 from edgesiam.cli import main
 from edgesiam.data.readers import Recording
 from edgesiam.errors import BundleError, DataError
 from edgesiam.export.gate import Check, GateError, GateReport
+from edgesiam.model.bundle import load_manifest
 from edgesiam.train.weights import source_from_bundle
 from edgesiam.tune import export_with_retries, refuse_overlap, split_recordings
 from tests.conftest import make_motion, write_audio_dataset
@@ -174,7 +174,7 @@ def test_validation_equal_to_training_is_refused(
 def test_a_bundle_without_weights_says_what_to_do(
     audio_bundle: Path, mine: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from edgesiam.bundle import read_manifest, write_manifest
+    from edgesiam.model.bundle import read_manifest, write_manifest
 
     old = tmp_path / "old"
     old.mkdir()

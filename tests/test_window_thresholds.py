@@ -13,7 +13,7 @@ from edgesiam.cli import main
 from edgesiam.core.gate import EnergyGate
 from edgesiam.core.windowing import frame
 from edgesiam.data.readers import read_audio, scan_dataset
-from edgesiam.interpreters import load_model
+from edgesiam.model.interpreters import load_model
 from edgesiam.window_thresholds import window_thresholds
 from tests.conftest import EVENTS_BUNDLE, write_audio_dataset
 

@@ -49,9 +49,9 @@ def accuracy_all(
     """
     from edgesiam.bench.peers import resemblyzer_accuracy
     from edgesiam.data.readers import scan_dataset
-    from edgesiam.embedders import baseline_embeddings, embed_dataset
     from edgesiam.evaluation import Report, plot_det
-    from edgesiam.interpreters import BundleEmbedder
+    from edgesiam.model.embedders import baseline_embeddings, embed_dataset
+    from edgesiam.model.interpreters import BundleEmbedder
 
     data = Path(data_dir)
     out: dict[str, Any] = {}

@@ -169,7 +169,7 @@ def model_latency(
 ) -> dict[str, Any]:
     """Per-window ``invoke()`` latency of each TFLite model in the bundle (num_threads=1), and
     of the torch eager model when a checkpoint is given and exists."""
-    from edgesiam.interpreters import TFLiteModel, measure_latency
+    from edgesiam.model.interpreters import TFLiteModel, measure_latency
 
     b = Path(bundle)
     m = _manifest(b)
@@ -227,7 +227,7 @@ def pipeline_cost(
     """
     from edgesiam.core.frontend import WindowFeatures
     from edgesiam.core.windowing import StreamWindower
-    from edgesiam.interpreters import BundleEmbedder
+    from edgesiam.model.interpreters import BundleEmbedder
 
     b = Path(bundle)
     with single_thread():
@@ -559,12 +559,12 @@ class Sub:
     """An MQTT subscriber that keeps (receive time, topic, payload) of every message."""
 
     def __init__(self, port: int, topic: str) -> None:
-        import paho.mqtt.client as mqtt
+        from edgesiam.mqtt.client import make_client
 
         self.msgs: list[tuple[float, str, bytes]] = []
         self.lock = threading.Lock()
         self.ready = threading.Event()
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)  # type: ignore[attr-defined]
+        self.c = make_client()
         self.c.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
         self.c.on_subscribe = lambda *a: self.ready.set()
         self.c.on_message = self._msg

@@ -223,7 +223,7 @@ def add_dashboard_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def resolve_broker_password(args: argparse.Namespace) -> str | None:
     """The MQTT password from --password-file / --password-env (validated like the runtime's)."""
-    from edgesiam.runtime.mqtt import MqttSettings
+    from edgesiam.mqtt.client import MqttSettings
 
     if args.password_file is None and args.password_env is None:
         return None

@@ -22,7 +22,6 @@ history's size on disk.
 from __future__ import annotations
 
 import contextlib
-import json
 import multiprocessing as mp
 import os
 import random
@@ -38,7 +37,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgesiam.errors import ConfigError, MissingExtraError
+from edgesiam.errors import ConfigError
+from edgesiam.mqtt.client import make_client, paho, parse_broker_url
+from edgesiam.mqtt.contract import event_builder, to_json
 
 if TYPE_CHECKING:
     from edgesiam.dashboard.history import SqlHistory
@@ -140,24 +141,17 @@ class _Mosquitto:
 
 
 def _event(device: str, outbox_id: str, seq: int, rng: random.Random) -> str:
+    """One simulated match event, built as the device builds it (``edgesiam.event.v1``)."""
     label = LABELS[seq % len(LABELS)]
-    score = round(0.55 + 0.4 * rng.random(), 5)
-    return json.dumps(
-        {
-            "schema": "edgesiam.event.v1",
-            "id": f"{device}-{outbox_id}-{seq}",
-            "seq": seq,
-            "device": device,
-            "ts": round(time.time(), 6),
-            "label": label,
-            "event_type": label,
-            "score": score,
-            "threshold": 0.6,
-            "offset_s": round(seq / 5.0, 3),
-            "model": "fleet-sim",
-        },
-        separators=(",", ":"),
+    build = event_builder(
+        device=device,
+        model="fleet-sim",
+        label=label,
+        score=0.55 + 0.4 * rng.random(),
+        threshold=0.6,
+        offset_s=seq / 5.0,
     )
+    return to_json(build(seq, f"{device}-{outbox_id}-{seq}"))
 
 
 def _devices_process(
@@ -171,19 +165,11 @@ def _devices_process(
     results: Any,
 ) -> None:
     """One publisher process: connect every device, wait for ``go``, publish, report."""
-    try:
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
-    except ImportError as exc:  # pragma: no cover - the parent checked
-        results.put({"error": str(exc)})
-        return
     rng = random.Random(os.getpid())
     clients: dict[str, Any] = {}
     connected = {name: threading.Event() for name in names}
     for name in names:
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"fleet-{name}", protocol=mqtt.MQTTv5
-        )
+        client = make_client(f"fleet-{name}", extra="dashboard")
         client.will_set(f"{prefix}/{name}/status", "offline", qos=1, retain=True)
         client.max_inflight_messages_set(100)
         client.max_queued_messages_set(0)
@@ -371,11 +357,7 @@ def run_fleet(
     shared = history_target is not None and is_postgres_url(history_target)
     if not 1 <= ingesters <= 64 or (ingesters > 1 and not shared):
         raise ConfigError("--ingesters: 1 to 64; more than one needs --history postgresql://…")
-    try:
-        import paho.mqtt.client  # noqa: F401
-    except ImportError as exc:
-        raise MissingExtraError("paho-mqtt", "dashboard") from exc
-    from edgesiam.runtime.mqtt import parse_broker_url
+    paho("dashboard")  # a missing extra is said here, not in each publisher process
 
     say = progress or (lambda _line: None)
     scratch = Path(tempfile.mkdtemp(prefix="edgesiam-fleet-"))

@@ -36,7 +36,6 @@ import hashlib
 import json
 import logging
 import queue
-import sys
 import threading
 import time
 import uuid
@@ -49,14 +48,15 @@ from pydantic import SecretStr
 
 from edgesiam.dashboard.gaps import DEFAULT_REPLAY, GapWatcher, ReplayPolicy
 from edgesiam.dashboard.history import DEVICE_ID, HistoryError, InvalidPayload, SqlHistory
-from edgesiam.errors import EdgesiamError, MissingExtraError
-from edgesiam.runtime.commands import VERBS
-from edgesiam.runtime.mqtt import (
+from edgesiam.errors import EdgesiamError
+from edgesiam.mqtt.client import (
     MqttSettings,
-    apply_credentials,
-    connect_failure_reason,
-    retry_delay,
+    MqttVersion,
+    connect_failed,
+    connect_persistent,
+    make_client,
 )
+from edgesiam.mqtt.contract import VERBS
 
 __all__ = [
     "CommandFailed",
@@ -100,14 +100,6 @@ def default_client_id(history: str | Path) -> str:
     key = str(history.resolve()) if isinstance(history, Path) else history
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     return f"edgesiam-dashboard-{digest}"
-
-
-def _paho() -> Any:
-    try:
-        import paho.mqtt.client as mqtt
-    except ImportError as exc:
-        raise MissingExtraError("paho-mqtt", "dashboard") from exc
-    return mqtt
 
 
 def _labels_of(result: Any) -> list[str] | None:
@@ -172,7 +164,7 @@ class Ingester:
 
     ``broker`` is ``mqtt[s]://[user@]host[:port]``; ``password`` the already resolved password
     (refused over plain ``mqtt://`` unless ``allow_plaintext_password``); ``tls_*`` as for the
-    device (:class:`~edgesiam.runtime.mqtt.BrokerOptions`). ``on_update`` is called on the
+    device (:class:`~edgesiam.mqtt.client.BrokerOptions`). ``on_update`` is called on the
     network thread after each stored message: it must be quick and must not raise.
 
     ``share``: take the devices' events, near misses, metrics and command results through the
@@ -268,38 +260,26 @@ class Ingester:
         """Connect in the background (retried with backoff); messages flow once connected."""
         if self._client is not None:
             return
-        mqtt = _paho()
         s = self.settings
-        v5 = s.protocol == "5"
-        kwargs: dict[str, Any] = {
-            "callback_api_version": mqtt.CallbackAPIVersion.VERSION2,
-            "client_id": s.effective_client_id,
-            "protocol": mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-            "manual_ack": True,
-        }
-        if not v5:
-            kwargs["clean_session"] = False
-        client = mqtt.Client(**kwargs)
+        version: MqttVersion = "5" if s.protocol == "5" else "3.1.1"
         paho_log = logging.getLogger(f"{__name__}.paho")
         if not any(isinstance(f, _QuietWhenStopped) for f in paho_log.filters):
             paho_log.addFilter(_QuietWhenStopped())
-        client.enable_logger(paho_log)
-        client.reconnect_delay_set(s.reconnect_min_s, s.reconnect_max_s)
+        client = make_client(
+            s.effective_client_id,
+            protocol=version,
+            settings=s,
+            persistent=True,
+            manual_ack=True,
+            logger=paho_log,
+            extra="dashboard",
+        )
         client.max_queued_messages_set(1000)
-        apply_credentials(client, s)
         address = s.address
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
-        connect: dict[str, Any] = {"keepalive": s.keepalive}
-        if v5:
-            from paho.mqtt.packettypes import PacketTypes
-            from paho.mqtt.properties import Properties
-
-            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = s.session_expiry_s
-            connect.update(clean_start=False, properties=props)
         log.info(
             "dashboard: connecting to %s:%d as %s (client id %s, TLS %s)",
             address.host,
@@ -315,8 +295,7 @@ class Ingester:
         self._writer.start()
         if self.gaps is not None:
             self.gaps.start()
-        client.connect_async(address.host, address.port, **connect)
-        client.loop_start()
+        connect_persistent(client, s, version)
 
     def stop(self) -> None:
         """Disconnect; the broker keeps the session (and queues events) until it expires."""
@@ -409,17 +388,8 @@ class Ingester:
         ]
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
-        """paho could not open the connection; it is handling the ``OSError`` that says why."""
-        address = self.settings.address
         self._failures += 1
-        self.last_error = connect_failure_reason(
-            sys.exc_info()[1], address.host, address.port, address.tls
-        )
-        log.warning(
-            "dashboard: %s; retrying in %d s",
-            self.last_error,
-            retry_delay(self.settings, self._failures),
-        )
+        self.last_error = connect_failed(self.settings, self._failures, log, "dashboard")
         self._notify("broker", {"connected": False, "last_error": self.last_error})
 
     def _on_connect(

@@ -16,12 +16,29 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import numpy as np
 
 from edgesiam import __version__
-from edgesiam.bundle import (
+from edgesiam.core.embedding import l2_normalize, recording_embedding
+from edgesiam.core.metrics import equal_error_rate, threshold_at_fmr, trial_scores
+from edgesiam.core.normalise import window_recording_trials
+from edgesiam.core.windowing import frame
+from edgesiam.errors import ConfigError, MissingExtraError, ModelError
+from edgesiam.export.gate import (
+    CompilerResult,
+    GateError,
+    GateLimits,
+    GateReport,
+    HeldOutResult,
+    edgetpu_offenders,
+    evaluate_gate,
+    find_compiler,
+    measure_heldout,
+    run_edgetpu_compiler,
+)
+from edgesiam.model.bundle import (
     FMR_TARGETS,
     BundleModel,
     Calibration,
@@ -42,24 +59,10 @@ from edgesiam.bundle import (
     sha256_file,
     write_manifest,
 )
-from edgesiam.core.embedding import l2_normalize, recording_embedding
-from edgesiam.core.metrics import equal_error_rate, threshold_at_fmr, trial_scores
-from edgesiam.core.normalise import window_recording_trials
-from edgesiam.core.windowing import frame
-from edgesiam.errors import ConfigError, MissingExtraError, ModelError
-from edgesiam.export.gate import (
-    CompilerResult,
-    GateError,
-    GateLimits,
-    GateReport,
-    HeldOutResult,
-    edgetpu_offenders,
-    evaluate_gate,
-    find_compiler,
-    measure_heldout,
-    run_edgetpu_compiler,
-)
-from edgesiam.interpreters import TFLiteModel, find_backend, inspect_model, measure_latency
+from edgesiam.model.interpreters import TFLiteModel, find_backend, inspect_model, measure_latency
+
+if TYPE_CHECKING:
+    from edgesiam.train.checkpoint import CheckpointEmbedder
 
 COHORT_FILE: Final = "cohort.npy"
 FRONTEND_FILE: Final = "frontend.npz"
@@ -451,7 +454,7 @@ def _machine() -> str:
     return f"{platform.machine()} {name}".strip()
 
 
-def _channel_units(embedder: Any, calib_dir: Path) -> list[str | None] | None:
+def _channel_units(embedder: CheckpointEmbedder, calib_dir: Path) -> list[str | None] | None:
     """The units of the model's channels: the checkpoint's, else those its calibration data
     declare (which it was read in); None when neither states any."""
     if embedder.modality != "sensor":
@@ -591,7 +594,7 @@ def _finish(
     output: Path,
     name: str,
     opts: ExportOptions,
-    embedder: Any,
+    embedder: CheckpointEmbedder,
     calib: Any,
     converted: dict[str, bytes],
     variant_files: dict[str, str],
@@ -731,7 +734,7 @@ def _finish(
     )
 
     state = embedder.frontend.state()
-    np.savez(staging / FRONTEND_FILE, **state)
+    np.savez(staging / FRONTEND_FILE, allow_pickle=False, **state)
     config = embedder.config
     manifest = Manifest(
         name=name,

@@ -1,8 +1,8 @@
 """``edgesiam export``: the command-line face of :func:`edgesiam.export.export_bundle`.
 
 ``add_export_parser(subparsers)`` adds the sub-command to the ``edgesiam`` parser;
-``cmd_export(args)`` runs it. ``load_model(path)`` (from :mod:`edgesiam.interpreters`) opens a
-bundle directory as a ``WindowEmbedder``.
+``cmd_export(args)`` runs it. ``load_model(path)`` (from :mod:`edgesiam.model.interpreters`) opens a
+bundle directory as a ``DeviceEmbedder``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from edgesiam.interpreters import is_bundle, load_model
+from edgesiam.model.interpreters import is_bundle, load_model
 
 __all__ = ["add_export_parser", "cmd_export", "is_bundle", "load_model"]
 

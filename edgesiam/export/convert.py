@@ -21,9 +21,9 @@ from typing import Any, Final, Literal
 
 import numpy as np
 
+from edgesiam.core.embedder import DeviceEmbedder
 from edgesiam.core.windowing import frame
 from edgesiam.data.readers import DatasetInfo, iter_recordings, reading_spec, scan_dataset
-from edgesiam.embedders import WindowEmbedder
 from edgesiam.errors import DataError, ModelError
 from edgesiam.export.keras_mirror import import_tensorflow
 
@@ -50,7 +50,7 @@ class CalibrationSet:
     hop: int  # the hop the calibration windows were cut with
 
 
-def _check_dataset(embedder: WindowEmbedder, info: DatasetInfo) -> None:
+def _check_dataset(embedder: DeviceEmbedder, info: DatasetInfo) -> None:
     if info.modality != embedder.modality:
         raise DataError(
             f"the model is for {embedder.modality} but the folder holds {info.modality} recordings",
@@ -59,7 +59,7 @@ def _check_dataset(embedder: WindowEmbedder, info: DatasetInfo) -> None:
 
 
 def read_calibration(
-    embedder: WindowEmbedder,
+    embedder: DeviceEmbedder,
     data_dir: str | Path,
     windows: int = 300,
     min_windows: int = MIN_CALIBRATION_WINDOWS,

@@ -16,7 +16,6 @@ import textwrap
 from pathlib import Path
 from typing import Any, Final
 
-from edgesiam.bundle import BundleModel, GateCheck, Manifest, load_manifest, write_manifest
 from edgesiam.errors import BundleError
 from edgesiam.export.gate import (
     COMPILER,
@@ -25,6 +24,7 @@ from edgesiam.export.gate import (
     find_compiler,
     run_edgetpu_compiler,
 )
+from edgesiam.model.bundle import BundleModel, GateCheck, Manifest, load_manifest, write_manifest
 
 __all__ = ["add_compile_parser", "cmd_compile_edgetpu", "compile_bundle"]
 

@@ -24,13 +24,13 @@ from typing import Final, Literal
 
 import numpy as np
 
+from edgesiam.core.embedder import DeviceEmbedder
 from edgesiam.core.embedding import l2_normalize, recording_embedding
 from edgesiam.core.metrics import equal_error_rate, trial_scores
 from edgesiam.core.windowing import frame
 from edgesiam.data.readers import iter_recordings, reading_spec, scan_dataset
-from edgesiam.embedders import WindowEmbedder
 from edgesiam.errors import BundleError, DataError
-from edgesiam.interpreters import ModelInfo
+from edgesiam.model.interpreters import ModelInfo
 
 # The Edge TPU compiler's supported operations (Coral's "supported operations" table), as TFLite
 # builtin op names.
@@ -188,7 +188,7 @@ class HeldOutResult:
 
 
 def measure_heldout(
-    embedder: WindowEmbedder,
+    embedder: DeviceEmbedder,
     models: Mapping[str, Embed],
     data_dir: str | Path,
     on_error: Literal["fail", "skip"] = "fail",

@@ -15,15 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from edgesiam.bundle import ThresholdSet, load_cohort, load_manifest, write_manifest
 from edgesiam.core.embedding import l2_normalize, recording_embedding
 from edgesiam.core.normalise import window_recording_trials
 from edgesiam.core.windowing import frame
 from edgesiam.data.readers import iter_recordings, scan_dataset
-from edgesiam.embedders import embed_windows
 from edgesiam.errors import BundleError
 from edgesiam.export.bundle_writer import MAX_WINDOW_TRIALS, threshold_set
-from edgesiam.interpreters import load_model
+from edgesiam.model.bundle import ThresholdSet, load_cohort, load_manifest, write_manifest
+from edgesiam.model.embedders import embed_windows
+from edgesiam.model.interpreters import load_model
 
 __all__ = ["normalised_window_thresholds", "recalibrate_bundle"]
 

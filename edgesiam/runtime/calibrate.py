@@ -42,6 +42,7 @@ from edgesiam.runtime.calibration_store import Calibration, DeviceCohort, bounde
 from edgesiam.runtime.config import RuntimeConfig, load_runtime_config, parse_source_uri
 
 if TYPE_CHECKING:
+    from edgesiam.model.interpreters import BundleEmbedder
     from edgesiam.runtime.pipeline import Runtime
 
 __all__ = [
@@ -88,9 +89,10 @@ def _background_sources(spec: str, modality: str) -> list[dict[str, Any]]:
 
 
 def _runtimes(
-    config: RuntimeConfig, spec: str, embedder: Any, state_dir: Path
+    config: RuntimeConfig, spec: str, embedder: BundleEmbedder, state_dir: Path
 ) -> Iterator[Runtime]:
-    from edgesiam.runtime.pipeline import NullPublisher, Runtime
+    from edgesiam.runtime.pipeline import Runtime
+    from edgesiam.runtime.publishers import NullPublisher
     from edgesiam.runtime.sources import source_config
 
     modality = "audio" if embedder.manifest.modality == "audio" else "sensor"
@@ -116,10 +118,10 @@ class _Collector:
 
 
 def collect_background(
-    config: RuntimeConfig, spec: str, minutes: float, embedder: Any | None = None
+    config: RuntimeConfig, spec: str, minutes: float, embedder: BundleEmbedder | None = None
 ) -> Background:
     """Run the background through the device pipeline for at most ``minutes`` of stream."""
-    from edgesiam.interpreters import load_model
+    from edgesiam.model.interpreters import load_model
 
     i = config.interpreter
     embedder = embedder or load_model(
@@ -219,7 +221,7 @@ def _calibrate_one(
     if bundle_cohort is not None:
         parts.append(np.asarray(bundle_cohort, dtype=np.float32))
     elif runtime.embedder.manifest.cohort is not None:
-        from edgesiam.bundle import load_cohort
+        from edgesiam.model.bundle import load_cohort
 
         shipped = load_cohort(runtime.config.bundle, runtime.embedder.manifest)
         if shipped is not None:
@@ -382,8 +384,9 @@ def run_calibration(
     config: RuntimeConfig, background: str, minutes: float, max_false_per_hour: float
 ) -> Calibration:
     """Collect the background, calibrate every label, save both files; returns the calibration."""
-    from edgesiam.bundle import load_manifest
-    from edgesiam.runtime.pipeline import NullPublisher, Runtime
+    from edgesiam.model.bundle import load_manifest
+    from edgesiam.runtime.pipeline import Runtime
+    from edgesiam.runtime.publishers import NullPublisher
     from edgesiam.runtime.sources import source_config
 
     found = collect_background(config, background, minutes)

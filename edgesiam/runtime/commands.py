@@ -39,7 +39,6 @@ import json
 import logging
 import re
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal, Protocol
@@ -56,35 +55,17 @@ from pydantic import (
 )
 
 from edgesiam.errors import EdgesiamError
+from edgesiam.mqtt.contract import VERBS, error_result, ok_result, peek_correlation_id, to_json
 
 __all__ = [
-    "SCHEMA_COMMAND_RESULT",
-    "VERBS",
     "Clip",
     "CommandHandler",
     "CommandTarget",
-    "error_result",
-    "peek_correlation_id",
     "validate_label",
 ]
 
 log = logging.getLogger(__name__)
 
-SCHEMA_COMMAND_RESULT: Final = "edgesiam.cmd_result.v1"
-VERBS: Final = (
-    "enroll",
-    "forget",
-    "list",
-    "threshold",
-    "reload",
-    "reject",
-    "unreject",
-    "confirm",
-    "forget_template",
-    "replay",
-)
-
-_MAX_MESSAGE = 500
 _MAX_CLIPS: Final = 10
 """The gallery's limit on one label's recordings (``gallery_store.MAX_RECORDINGS``)."""
 _NAME_FORBIDDEN: Final = re.compile(r"[/\\\x00-\x1f\x7f]")
@@ -291,46 +272,6 @@ _SCHEMAS: Final[dict[str, type[_Request]]] = {
 # results
 
 
-def error_result(verb: str, code: str, message: str, correlation_id: str | None) -> dict[str, Any]:
-    """A failed command's result (``code``: bad_json, invalid, unknown_verb, too_large, failed,
-    busy, unavailable, internal)."""
-    if len(message) > _MAX_MESSAGE:
-        message = message[: _MAX_MESSAGE - 1] + "…"
-    return {
-        "schema": SCHEMA_COMMAND_RESULT,
-        "verb": verb[:64],
-        "ok": False,
-        "correlation_id": correlation_id,
-        "error": message,
-        "error_code": code,
-        "ts": round(time.time(), 3),
-    }
-
-
-def _ok_result(verb: str, result: dict[str, Any], correlation_id: str | None) -> dict[str, Any]:
-    return {
-        "schema": SCHEMA_COMMAND_RESULT,
-        "verb": verb,
-        "ok": True,
-        "correlation_id": correlation_id,
-        "result": result,
-        "ts": round(time.time(), 3),
-    }
-
-
-def peek_correlation_id(payload: bytes | bytearray | Any) -> str | None:
-    """The request's ``correlation_id`` if it can be read at all (for error results)."""
-    try:
-        data = json.loads(bytes(payload)) if payload else None
-    except (ValueError, TypeError, RecursionError):
-        return None
-    if isinstance(data, dict):
-        cid = data.get("correlation_id")
-        if isinstance(cid, str) and len(cid) <= 128:
-            return cid
-    return None
-
-
 def _describe(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
@@ -338,12 +279,6 @@ def _describe(exc: ValidationError) -> str:
         msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
         parts.append(f"{where}: {msg}" if where else msg)
     return "; ".join(parts)
-
-
-def _plain(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 class CommandHandler:
@@ -436,10 +371,10 @@ class CommandHandler:
         if not isinstance(result, dict):
             return error_result(verb, "internal", "the device returned no result object", cid)
         try:
-            json.dumps(result, default=_plain)
+            to_json(result)
         except (TypeError, ValueError):
             return error_result(verb, "internal", "the device returned a non-JSON result", cid)
-        return _ok_result(verb, result, cid)
+        return ok_result(verb, result, cid)
 
     def _run(self, verb: str, request: _Request) -> dict[str, Any]:
         t = self.target

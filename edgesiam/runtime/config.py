@@ -22,12 +22,12 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
-from edgesiam.bundle import FMR_TARGETS, fmr_key
 from edgesiam.config import StrictModel, format_validation_error, load_yaml
 from edgesiam.core.units import canonical_unit
 from edgesiam.errors import ConfigError
+from edgesiam.model.bundle import FMR_TARGETS, fmr_key
+from edgesiam.mqtt.client import BrokerOptions, MqttSettings, parse_broker_url
 from edgesiam.paths import UserPath, expand_user
-from edgesiam.runtime.mqtt import BrokerOptions, MqttSettings, parse_broker_url
 
 __all__ = [
     "UNSET",
@@ -397,7 +397,7 @@ class MatchingConfig(StrictModel):
 
 class MqttConfig(BrokerOptions):
     """The broker that events, metrics and commands go through: the publisher's broker options
-    (:class:`edgesiam.runtime.mqtt.BrokerOptions`, checked together by ``MqttSettings``: a password
+    (:class:`edgesiam.mqtt.client.BrokerOptions`, checked together by ``MqttSettings``: a password
     needs TLS unless allowed, a certificate needs its key, …) plus ``enabled``; ``device_id`` is the
     runtime's own.
     """

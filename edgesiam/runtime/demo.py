@@ -350,13 +350,8 @@ class _Watcher:
     """A paho subscriber on the device's event and status topics that prints events on arrival."""
 
     def __init__(self, host: str, port: int, tls: bool, topics: Any, on_event: Any) -> None:
-        try:
-            import paho.mqtt.client as mqtt
-            from paho.mqtt.enums import CallbackAPIVersion
-        except ImportError as exc:
-            from edgesiam.errors import MissingExtraError
+        from edgesiam.mqtt.client import make_client
 
-            raise MissingExtraError("paho-mqtt", "device") from exc
         self.topics = topics
         self.on_event = on_event
         self.lock = threading.Lock()
@@ -366,14 +361,9 @@ class _Watcher:
         self.duplicates = 0
         self.statuses: list[str] = []
         self.ready = threading.Event()
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"edgesiam-demo-watcher-{uuid.uuid4().hex[:8]}",
-            protocol=mqtt.MQTTv311,
-            clean_session=True,
+        self.client = make_client(
+            f"edgesiam-demo-watcher-{uuid.uuid4().hex[:8]}", protocol="3.1.1", tls=tls
         )
-        if tls:
-            self.client.tls_set()
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *a: self.ready.set()
         self.client.on_message = self._on_message
@@ -452,7 +442,7 @@ def _verdict_text(verdict: str) -> str:
 
 
 def _check_bundle(bundle: Path) -> None:
-    from edgesiam.bundle import MANIFEST_NAME, is_bundle
+    from edgesiam.model.bundle import MANIFEST_NAME, is_bundle
 
     if not bundle.exists():
         raise BundleError(
@@ -499,7 +489,7 @@ def _prepare_data(data: Path, out: TextIO) -> Path:
 def _broker(spec: str) -> Iterator[tuple[str, str, int, bool, str]]:
     """(url, host, port, tls, protocol) of the broker to use; an embedded one lives in here."""
     if spec == "embedded":
-        from edgesiam.runtime.broker import EmbeddedBroker
+        from edgesiam.mqtt.broker import EmbeddedBroker
 
         port = _free_port()
         broker = EmbeddedBroker("127.0.0.1", port)
@@ -511,7 +501,7 @@ def _broker(spec: str) -> Iterator[tuple[str, str, int, bool, str]]:
         finally:
             broker.stop_thread()
         return
-    from edgesiam.runtime.mqtt import parse_broker_url
+    from edgesiam.mqtt.client import parse_broker_url
 
     address = parse_broker_url(spec)
     if address.username:
@@ -544,12 +534,12 @@ def run_demo(
     """Run the demo (see the module docstring); prints as it goes to ``out`` (stdout)."""
     import sys
 
-    from edgesiam.interpreters import load_model
+    from edgesiam.model.interpreters import load_model
+    from edgesiam.mqtt.publisher import MqttPublisher
     from edgesiam.runtime.calibrate import report_lines
     from edgesiam.runtime.calibration_store import calibration_path, cohort_path
     from edgesiam.runtime.config import load_runtime_config
     from edgesiam.runtime.gallery_store import GalleryStore, enroll_recordings, model_sha256
-    from edgesiam.runtime.mqtt import MqttPublisher
     from edgesiam.runtime.pipeline import Runtime
 
     stream_out: TextIO = out if out is not None else sys.stdout

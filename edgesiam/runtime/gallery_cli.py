@@ -2,7 +2,7 @@
 
 ``add_gallery_parsers(subparsers)`` adds both sub-commands to the ``edgesiam`` parser; each sets
 ``func`` to its ``cmd_*`` function. Everything here runs on the device install: the bundle is
-opened with :mod:`edgesiam.interpreters` (no torch, tensorflow or librosa).
+opened with :mod:`edgesiam.model.interpreters` (no torch, tensorflow or librosa).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from edgesiam.core.embedder import DeviceEmbedder
 from edgesiam.core.gate import DEFAULT_SENSOR_THRESHOLD, DEFAULT_THRESHOLD_DB
 from edgesiam.core.matching import Gallery
 from edgesiam.errors import ConfigError, DataError, EdgesiamError
@@ -173,7 +174,7 @@ def add_gallery_parsers(subparsers: Any) -> tuple[argparse.ArgumentParser, argpa
 def _bundle_sha(bundle: str | None) -> tuple[str | None, str | None]:
     if bundle is None:
         return None, None
-    from edgesiam.bundle import load_manifest
+    from edgesiam.model.bundle import load_manifest
     from edgesiam.runtime.gallery_store import model_sha256
 
     manifest = load_manifest(Path(bundle))
@@ -182,7 +183,7 @@ def _bundle_sha(bundle: str | None) -> tuple[str | None, str | None]:
 
 def cmd_enroll(args: argparse.Namespace) -> int:
     from edgesiam.core.gate import EnergyGate
-    from edgesiam.interpreters import load_model
+    from edgesiam.model.interpreters import load_model
     from edgesiam.runtime.gallery_store import model_sha256, validate_label
 
     if args.from_dataset is not None:
@@ -326,7 +327,7 @@ def _check_counts(store: GalleryStore, plan: dict[str, list[Path]], append: bool
 
 def _enroll_one(
     store: GalleryStore,
-    embedder: Any,
+    embedder: DeviceEmbedder,
     label: str,
     files: list[Path],
     gate: Any,

@@ -52,6 +52,7 @@ from typing import IO, Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from edgesiam.core.embedder import DeviceEmbedder
 from edgesiam.core.embedding import l2_normalize, recording_embedding
 from edgesiam.core.gate import EnergyGate, rms_dbfs, sensor_activity
 from edgesiam.core.matching import Aggregate, Gallery
@@ -130,7 +131,7 @@ def validate_label(label: object) -> str:
 
 
 def model_sha256(manifest: Any) -> str:
-    """The sha256 of a bundle's deployed model file, from its manifest (``edgesiam.bundle``)."""
+    """The sha256 of a bundle's deployed model file, from its manifest (``edgesiam.model.bundle``)."""
     entry = manifest.models.get(manifest.model)
     if entry is None or entry.file not in manifest.files:
         raise DataError(
@@ -675,7 +676,7 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None], mode: int = 0o6
 # --- enrolling recordings ----------------------------------------------------------------------
 
 
-def _read_recording(embedder: Any, path: Path) -> np.ndarray:
+def _read_recording(embedder: DeviceEmbedder, path: Path) -> np.ndarray:
     from edgesiam.data.readers import RECORDING_EXTENSIONS, modality_of, read_audio
 
     kind = modality_of(path)
@@ -692,7 +693,7 @@ def _read_recording(embedder: Any, path: Path) -> np.ndarray:
     return _read_sensor_recording(embedder, path)
 
 
-def _read_sensor_recording(embedder: Any, path: Path) -> np.ndarray:
+def _read_sensor_recording(embedder: DeviceEmbedder, path: Path) -> np.ndarray:
     """A sensor file in the bundle's channel order, units and rate, as the dataset.toml of its
     dataset folder describes it (notices are logged, naming the file)."""
     from edgesiam.data.readers import SensorSpec, read_recording_for
@@ -713,7 +714,7 @@ def _template_gate(gate: EnergyGate) -> EnergyGate:
     )
 
 
-def _no_activity(embedder: Any, windows: np.ndarray, gate: EnergyGate) -> str:
+def _no_activity(embedder: DeviceEmbedder, windows: np.ndarray, gate: EnergyGate) -> str:
     levels = gate.levels(windows)
     top = float(np.nanmax(levels)) if np.any(np.isfinite(levels)) else math.nan
     n = len(windows)
@@ -731,14 +732,14 @@ def _no_activity(embedder: Any, windows: np.ndarray, gate: EnergyGate) -> str:
 
 
 def _embed_active(
-    embedder: Any, name: str, x: np.ndarray, gate: EnergyGate
+    embedder: DeviceEmbedder, name: str, x: np.ndarray, gate: EnergyGate
 ) -> tuple[np.ndarray | None, ClipReport]:
     """A clip's recording embedding from the windows above the runtime's energy gate.
 
     Returns ``(None, report)`` when no window is active: silence must not become a template that
     then matches the quiet parts of every stream.
     """
-    from edgesiam.embedders import embed_windows
+    from edgesiam.model.embedders import embed_windows
 
     windows = frame(x, embedder.window, embedder.hop)
     mask = _template_gate(gate).active_mask(windows)
@@ -749,7 +750,9 @@ def _embed_active(
     return embedding, ClipReport(name, len(windows), active)
 
 
-def _clip_warnings(embedder: Any, x: np.ndarray, clip: ClipReport, gate: EnergyGate) -> list[str]:
+def _clip_warnings(
+    embedder: DeviceEmbedder, x: np.ndarray, clip: ClipReport, gate: EnergyGate
+) -> list[str]:
     out = []
     rate = float(embedder.sample_rate)
     name = clip.name
@@ -790,7 +793,7 @@ def _refused(label: str, clips: Sequence[ClipReport], files: Sequence[Path]) -> 
 
 def enroll_recordings(
     store: GalleryStore,
-    embedder: Any,
+    embedder: DeviceEmbedder,
     label: str,
     paths: Sequence[str | Path],
     *,
@@ -800,7 +803,7 @@ def enroll_recordings(
 ) -> Enrolment:
     """Read 1-10 recordings, embed them with ``embedder`` and enroll ``label``.
 
-    ``embedder`` is a ``WindowEmbedder`` (a :class:`edgesiam.interpreters.BundleEmbedder` on the
+    ``embedder`` is a ``DeviceEmbedder`` (a :class:`edgesiam.model.interpreters.BundleEmbedder` on the
     device); when it has a ``manifest``, the store is bound to its model (a store bound to
     another model is refused). Audio is read at the bundle's rate; sensor files (.csv/.npy) must
     have the bundle's channels.

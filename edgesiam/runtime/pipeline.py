@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Final, TextIO
@@ -45,17 +45,17 @@ from edgesiam.core.matching import Gallery, threshold_for
 from edgesiam.core.normalise import NormalisedScorer
 from edgesiam.core.windowing import StreamWindower
 from edgesiam.errors import DataError, EdgesiamError, OutboxError
+from edgesiam.mqtt.publisher import MqttPublisher
 from edgesiam.runtime.calibration_store import Calibration, CalibrationStore, DeviceCohort
 from edgesiam.runtime.config import (
-    FileSourceConfig,
     MatchingConfig,
     RuntimeConfig,
     load_runtime_config,
 )
 from edgesiam.runtime.gallery_store import GalleryStore, enroll_recordings, model_sha256
-from edgesiam.runtime.metrics import RuntimeMetrics, peak_rss_mb, rss_mb
-from edgesiam.runtime.mqtt import CommandCallback, MqttPublisher, Publisher
-from edgesiam.runtime.outbox import Event, Outbox
+from edgesiam.runtime.metrics import RuntimeMetrics
+from edgesiam.runtime.outbox import Outbox
+from edgesiam.runtime.publishers import Publisher, StdoutPublisher
 from edgesiam.runtime.sources import Source, StreamFormat, open_source
 from edgesiam.runtime.threshold_store import (
     SetThresholds,
@@ -66,16 +66,14 @@ from edgesiam.runtime.threshold_store import (
 )
 
 if TYPE_CHECKING:
+    from edgesiam.model.interpreters import BundleEmbedder
     from edgesiam.runtime.commands import Clip
 
 __all__ = [
     "ChunkQueue",
-    "NullPublisher",
     "RunSummary",
     "Runtime",
     "RuntimeCommands",
-    "StdoutPublisher",
-    "measure_run",
 ]
 
 log = logging.getLogger("edgesiam.runtime")
@@ -173,71 +171,6 @@ class ChunkQueue:
 
 
 # ------------------------------------------------------------------------------------------------
-# publishers that need no broker
-
-
-class NullPublisher:
-    """Publishes nothing and acknowledges events at once (benchmarks)."""
-
-    def __init__(self, outbox: Outbox | None = None) -> None:
-        self.outbox = outbox
-
-    def start(self) -> None:
-        pass
-
-    def stop(self, drain_timeout_s: float = 2.0) -> None:
-        pass
-
-    def publish_event(self, event: Event) -> None:
-        if self.outbox is not None:
-            self.outbox.ack(event.seq)
-
-    def publish_near_miss(self, data: dict[str, Any]) -> None:
-        pass
-
-    def publish_metrics(self, data: dict[str, Any]) -> None:
-        pass
-
-    def set_command_handler(self, handler: CommandCallback | None) -> None:
-        pass
-
-    def set_labels(self, labels: Sequence[str]) -> None:
-        pass
-
-
-class StdoutPublisher(NullPublisher):
-    """``--no-mqtt``: each event as one JSON line on standard output, each near miss as one line
-    on standard error (score and gap, to tune thresholds offline), and nothing kept in memory (a
-    device may run like this for days)."""
-
-    def __init__(
-        self, outbox: Outbox | None = None, out: TextIO | None = None, err: TextIO | None = None
-    ) -> None:
-        super().__init__(outbox)
-        self.out = out
-        self.err = err
-
-    def publish_event(self, event: Event) -> None:
-        stream = self.out if self.out is not None else sys.stdout
-        print(event.text, file=stream, flush=True)
-        super().publish_event(event)
-
-    def publish_near_miss(self, data: dict[str, Any]) -> None:
-        stream = self.err if self.err is not None else sys.stderr
-        print(near_miss_line(data), file=stream, flush=True)
-
-
-def near_miss_line(data: dict[str, Any]) -> str:
-    """``near miss: bell 0.9712 < 0.9793 (short by 0.0081) at 12.35 s`` (4 decimals: a gap
-    under a thousandth must not read as 0.000)."""
-    score, threshold = float(data["score"]), float(data["threshold"])
-    return (
-        f"near miss: {data['label']} {score:.4f} < {threshold:.4f} "
-        f"(short by {threshold - score:.4f}) at {float(data['offset_s']):.2f} s"
-    )
-
-
-# ------------------------------------------------------------------------------------------------
 # systemd
 
 
@@ -321,7 +254,7 @@ class Runtime:
         config: RuntimeConfig,
         *,
         publisher: Publisher | Callable[[Outbox], Publisher] | None = None,
-        embedder: Any | None = None,
+        embedder: BundleEmbedder | None = None,
         source: Source | None = None,
         stdin: BinaryIO | None = None,
         out: TextIO | None = None,
@@ -425,8 +358,8 @@ class Runtime:
 
     # --- building ------------------------------------------------------------------------------
 
-    def _load_embedder(self) -> Any:
-        from edgesiam.interpreters import load_model
+    def _load_embedder(self) -> BundleEmbedder:
+        from edgesiam.model.interpreters import load_model
 
         i = self.config.interpreter
         return load_model(
@@ -435,7 +368,7 @@ class Runtime:
 
     def _score_norm(self, matching: MatchingConfig) -> tuple[np.ndarray | None, dict[str, float]]:
         """The bundle's cohort (None: raw cosines) and the window thresholds that go with it."""
-        from edgesiam.bundle import load_cohort
+        from edgesiam.model.bundle import load_cohort
 
         manifest = self.embedder.manifest
         if matching.score_norm == "off":
@@ -788,7 +721,7 @@ class Runtime:
                 }
             )
             return
-        from edgesiam.runtime.mqtt import event_builder
+        from edgesiam.mqtt.contract import event_builder
 
         build = event_builder(
             device=self.config.device_id,
@@ -1179,70 +1112,3 @@ class RuntimeCommands:
             rt.apply_matching(fresh.matching)
             reloaded.append("matching")
         return {"reloaded": reloaded, "labels": self._labels()}
-
-
-# ------------------------------------------------------------------------------------------------
-# benchmarks
-
-
-def measure_run(
-    bundle: str | Path,
-    gallery: str | Path | None,
-    source: str | Path,
-    *,
-    state_dir: str | Path | None = None,
-    matching: dict[str, Any] | None = None,
-    chunk_s: float = 0.1,
-) -> dict[str, Any]:
-    """Run the device pipeline alone (no MQTT) over a recording as fast as it goes.
-
-    ``source`` is a file path or a ``--source`` URI. Returns the stream and wall time, the
-    real-time factor (wall ÷ stream: below 1 keeps up with a live stream), its inverse
-    ``speed_x``, windows, model latency percentiles, events, and RSS now and at its peak
-    (``peak_rss_mb`` is the whole process's, so measure in a fresh process).
-    """
-    from edgesiam.runtime.sources import source_config
-
-    text = str(source)
-    spec = source_config(text if ":" in text.split("/")[0] else {"type": "file", "path": text})
-    if isinstance(spec, FileSourceConfig):
-        spec = spec.model_copy(update={"chunk_s": chunk_s})
-    with contextlib.ExitStack() as stack:
-        folder = state_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="edgesiam-"))
-        config = RuntimeConfig.model_validate(
-            {
-                "bundle": str(bundle),
-                "gallery": None if gallery is None else str(gallery),
-                "source": spec.model_dump(),
-                "state_dir": str(folder),
-                "device_id": "bench",
-                "mqtt": {"enabled": False},
-                "matching": matching or {},
-                "metrics": {"interval_s": 3600},
-            }
-        )
-        load_started = time.perf_counter()
-        runtime = Runtime(config, publisher=NullPublisher)
-        load_s = time.perf_counter() - load_started
-        summary = runtime.run()
-    m = runtime.metrics
-    stream_s = summary.stream_s
-    wall_s = summary.wall_s
-    return {
-        "bundle": str(bundle),
-        "backend": getattr(runtime.embedder, "backend", None),
-        "source": runtime.source.description,
-        "stream_s": stream_s,
-        "wall_s": wall_s,
-        "load_s": round(load_s, 3),
-        "real_time_factor": round(wall_s / stream_s, 5) if stream_s else None,
-        "speed_x": round(stream_s / wall_s, 1) if wall_s else None,
-        "windows": summary.windows,
-        "gated_windows": summary.gated_windows,
-        "events": summary.events,
-        "inference_ms_p50": m.inference.percentile(50),
-        "inference_ms_p95": m.inference.percentile(95),
-        "window_ms_p95": m.window_total.percentile(95),
-        "rss_mb": round(rss_mb(), 1),
-        "peak_rss_mb": round(peak_rss_mb(), 1),
-    }

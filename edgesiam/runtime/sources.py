@@ -48,9 +48,11 @@ import numpy.typing as npt
 from pydantic import ValidationError
 
 from edgesiam.config import StrictModel, format_validation_error
+from edgesiam.core.embedder import DeviceEmbedder
 from edgesiam.core.resample import StreamResampler
 from edgesiam.core.units import GravityCheck, conversion_factors, declared_units
 from edgesiam.errors import ConfigError, DataError, MissingExtraError
+from edgesiam.mqtt.client import MqttSettings, make_client, paho, parse_broker_url
 from edgesiam.runtime.config import (
     FileSourceConfig,
     MicSourceConfig,
@@ -60,7 +62,6 @@ from edgesiam.runtime.config import (
     StdinSourceConfig,
     parse_source_uri,
 )
-from edgesiam.runtime.mqtt import MqttSettings, parse_broker_url
 
 __all__ = [
     "FileSource",
@@ -103,12 +104,13 @@ class StreamFormat:
     channel_units: tuple[str | None, ...] | None = None
 
     @classmethod
-    def of(cls, embedder: Any) -> StreamFormat:
-        """The format of a ``WindowEmbedder`` (a loaded bundle)."""
+    def of(cls, embedder: DeviceEmbedder) -> StreamFormat:
+        """The format of a ``DeviceEmbedder`` (a loaded bundle)."""
         names = getattr(embedder, "channel_names", None)
         units = getattr(embedder, "channel_units", None)
+        modality: Literal["audio", "sensor"] = "audio" if embedder.modality == "audio" else "sensor"
         return cls(
-            embedder.modality,
+            modality,
             int(embedder.sample_rate),
             int(embedder.channels),
             tuple(names) if names else None,
@@ -823,14 +825,6 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _import_paho() -> Any:
-    try:
-        import paho.mqtt.client as mqtt
-    except ModuleNotFoundError:
-        raise MissingExtraError("paho-mqtt", "device") from None
-    return mqtt
-
-
 class MqttSensorSource(_StoppableSource):
     """Sensor rows from an MQTT topic (JSON or packed float32), at a nominal rate.
 
@@ -860,7 +854,7 @@ class MqttSensorSource(_StoppableSource):
         self.sample_rate = float(sample_rate or fmt.sample_rate)
         self.live = True
         _check_channels(self.channels, fmt, f"mqtt:{topic}")
-        self._mqtt = _import_paho()
+        paho()  # a missing extra is said when the source is made, not on the network thread
         self.broker = broker if url is None else None
         self.address = (
             parse_broker_url(url)
@@ -879,21 +873,9 @@ class MqttSensorSource(_StoppableSource):
         self.overflows = 0
 
     def _client(self) -> Any:
-        mqtt = self._mqtt
-        client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id or "", clean_session=True
+        client = make_client(
+            self.client_id or "", protocol="3.1.1", settings=self.broker, tls=self.address.tls
         )
-        settings = self.broker
-        if settings is not None and settings.effective_username is not None:
-            client.username_pw_set(settings.effective_username, settings.resolve_password())
-        if self.address.tls:
-            client.tls_set(
-                ca_certs=str(settings.tls_ca) if settings and settings.tls_ca else None,
-                certfile=str(settings.tls_cert) if settings and settings.tls_cert else None,
-                keyfile=str(settings.tls_key) if settings and settings.tls_key else None,
-            )
-            if settings is not None and settings.tls_insecure:
-                client.tls_insecure_set(True)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe

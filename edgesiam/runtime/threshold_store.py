@@ -31,9 +31,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Final
 
-from edgesiam.bundle import fmr_key
 from edgesiam.core.matching import Thresholds, threshold_for
 from edgesiam.errors import DataError
+from edgesiam.model.bundle import fmr_key
 from edgesiam.runtime.gallery_store import atomic_write
 
 __all__ = [

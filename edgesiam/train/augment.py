@@ -192,7 +192,7 @@ def random_channel(x: Float64Array, sample_rate: int, rng: np.random.Generator) 
     peak_in = np.abs(x).max(axis=1, keepdims=True)
     peak_out = np.maximum(np.abs(y).max(axis=1, keepdims=True), _EPS)
     y *= peak_in / peak_out
-    kind = rng.random(b)
+    kind = np.asarray(rng.random(b))
     mu = kind < 0.3
     if mu.any():  # 8-bit µ-law: quantise in the companded domain
         c = np.sign(y[mu]) * np.log1p(255 * np.abs(y[mu])) / np.log(256.0)

@@ -67,7 +67,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 class CheckpointEmbedder:
-    """A trained encoder from a checkpoint, behind the ``WindowEmbedder`` interface."""
+    """A trained encoder from a checkpoint, behind the ``DeviceEmbedder`` interface."""
 
     def __init__(self, path: Path, device: str = "cpu") -> None:
         data = load_checkpoint(path)

@@ -441,7 +441,7 @@ def train(
                 emb = train_model(x)
             loss = objective(emb.float(), y)
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
             if ddp.enabled and objective.learnable:
                 for p in objective.loss.parameters():
                     if p.grad is not None:

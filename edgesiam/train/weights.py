@@ -23,10 +23,10 @@ import torch
 import yaml
 from safetensors.numpy import load_file, save_file
 
-from edgesiam.bundle import load_manifest
 from edgesiam.config import TrainConfig, parse_model
 from edgesiam.core.frontend import frontend_from_state
 from edgesiam.errors import BundleError, ModelError
+from edgesiam.model.bundle import load_manifest
 from edgesiam.train.checkpoint import frontend_to_torch
 from edgesiam.train.encoder import Conv1dEncoder, ConvBlock
 
@@ -165,7 +165,7 @@ def encoder_from_float_tflite(path: Path, config: TrainConfig, in_channels: int)
 
 def float_tflite_parity(encoder: Conv1dEncoder, path: Path, features: np.ndarray) -> np.ndarray:
     """Per-window cosine between the torch encoder and a float TFLite model on ``features``."""
-    from edgesiam.interpreters import TFLiteModel
+    from edgesiam.model.interpreters import TFLiteModel
 
     model = TFLiteModel(path)
     ref = np.concatenate([model.run(features[i : i + 1]) for i in range(len(features))])
@@ -183,8 +183,8 @@ def attach_weights(bundle: Path, recipe: Path, features: np.ndarray) -> float:
     The recovered encoder must reproduce the float model on ``features`` (real windows through
     the bundle's front-end) with a cosine above 0.9999; returns the smallest cosine.
     """
-    from edgesiam.bundle import write_manifest
     from edgesiam.config import load_train_config
+    from edgesiam.model.bundle import write_manifest
 
     manifest = load_manifest(bundle)
     config = load_train_config(recipe)

@@ -79,8 +79,8 @@ import json, platform, sys
 import numpy as np
 from edgesiam.core.windowing import frame
 from edgesiam.data.readers import iter_recordings, scan_dataset
-from edgesiam.embedders import embed_windows
-from edgesiam.interpreters import load_model
+from edgesiam.model.embedders import embed_windows
+from edgesiam.model.interpreters import load_model
 
 model = load_model(sys.argv[1])
 info = scan_dataset(sys.argv[2])
@@ -563,7 +563,7 @@ def test_aarch64_enrolls_runs_and_embeds_like_x86(
     probe = arm.run(
         "python",
         "-c",
-        "import importlib.util, json, platform, sys, numpy; import edgesiam.interpreters as it; b = it.find_backend(); print(json.dumps({'machine': platform.machine(), 'python': platform.python_version(), 'backend': b.name, 'version': b.version, 'numpy': numpy.__version__, 'heavy': [m for m in ('torch', 'tensorflow', 'librosa', 'scipy') if importlib.util.find_spec(m)]}))",
+        "import importlib.util, json, platform, sys, numpy; import edgesiam.model.interpreters as it; b = it.find_backend(); print(json.dumps({'machine': platform.machine(), 'python': platform.python_version(), 'backend': b.name, 'version': b.version, 'numpy': numpy.__version__, 'heavy': [m for m in ('torch', 'tensorflow', 'librosa', 'scipy') if importlib.util.find_spec(m)]}))",
     )
     env = json.loads(probe.splitlines()[-1])
     assert env["machine"] == "aarch64" and env["python"].startswith(SUITES[suite])

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from edgesiam.runtime.homeassistant import discovery_messages
-from edgesiam.runtime.mqtt import Topics
+from edgesiam.mqtt.contract import Topics
+from edgesiam.mqtt.homeassistant import discovery_messages
 from tests.conftest import make_motion, make_voice
 from tests.dashboard.conftest import ARTIFACTS, Dashboard, event_payload, publisher
 from tests.runtime.conftest import wait_until

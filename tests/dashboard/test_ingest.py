@@ -16,8 +16,8 @@ import pytest
 
 from edgesiam.dashboard.history import History, HistoryError
 from edgesiam.dashboard.ingest import CommandFailed, Ingester, default_client_id
-from edgesiam.runtime.homeassistant import discovery_messages
-from edgesiam.runtime.mqtt import Topics
+from edgesiam.mqtt.contract import Topics
+from edgesiam.mqtt.homeassistant import discovery_messages
 from tests.dashboard.conftest import Dashboard, event_payload, publisher
 from tests.runtime.conftest import MosquittoBroker, Subscriber, wait_until
 

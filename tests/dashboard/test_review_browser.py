@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgesiam.interpreters import load_model
+from edgesiam.model.interpreters import load_model
 from edgesiam.runtime.gallery_store import GalleryStore, enroll_recordings, model_sha256
 from tests.conftest import make_voice, to_pcm
 from tests.dashboard.conftest import Dashboard

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from edgesiam.data.readers import scan_dataset
-from edgesiam.embedders import EmbeddedDataset, embed_dataset
+from edgesiam.model.embedders import EmbeddedDataset, embed_dataset
 
 
 @pytest.fixture(scope="session")

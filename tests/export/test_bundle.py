@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgesiam.bundle import (
+from edgesiam.errors import BundleError, EdgesiamError
+from edgesiam.model.bundle import (
     MANIFEST_NAME,
     BundleModel,
     Calibration,
@@ -31,7 +32,6 @@ from edgesiam.bundle import (
     sha256_file,
     write_manifest,
 )
-from edgesiam.errors import BundleError, EdgesiamError
 
 
 def _thresholds(trials: str) -> ThresholdSet:
@@ -203,11 +203,11 @@ def test_a_forced_bundle_warns_once_naming_its_failed_checks(
     bundle: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     load_manifest(bundle)
-    assert not [r for r in caplog.records if r.name == "edgesiam.bundle"]  # a passing bundle
+    assert not [r for r in caplog.records if r.name == "edgesiam.model.bundle"]  # a passing bundle
     _forced(bundle)
     for _ in range(3):
         load_manifest(bundle)
-    warnings = [r.getMessage() for r in caplog.records if r.name == "edgesiam.bundle"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "edgesiam.model.bundle"]
     assert len(warnings) == 1
     assert "failed its export gate" in warnings[0] and "--force" in warnings[0]
     assert "parity.mean_cosine: mean cosine 0.97 < 0.999" in warnings[0]

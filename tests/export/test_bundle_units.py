@@ -10,9 +10,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from edgesiam.bundle import load_manifest
 from edgesiam.errors import BundleError
 from edgesiam.export.bundle_writer import _channel_units
+from edgesiam.model.bundle import load_manifest
 from tests.conftest import write_sensor_dataset
 
 

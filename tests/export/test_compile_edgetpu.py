@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from edgesiam.bundle import load_manifest
 from edgesiam.cli import main
 from edgesiam.errors import BundleError
 from edgesiam.export.edgetpu import compile_bundle
-from edgesiam.interpreters import BundleEmbedder
+from edgesiam.model.bundle import load_manifest
+from edgesiam.model.interpreters import BundleEmbedder
 from tests.export.test_export import FAKE_COMPILER
 
 SHIPPED = Path(__file__).resolve().parents[2] / "export"

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgesiam.embedders import EmbeddedDataset
+from edgesiam.model.embedders import EmbeddedDataset
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,8 +25,8 @@ DEVICE_SCRIPT = """
 import json, sys
 import numpy as np
 from edgesiam.data.readers import scan_dataset
-from edgesiam.embedders import embed_dataset
-from edgesiam.interpreters import BundleEmbedder, load_model, measure_latency
+from edgesiam.model.embedders import embed_dataset
+from edgesiam.model.interpreters import BundleEmbedder, load_model, measure_latency
 
 embedder = load_model(sys.argv[1])
 result = embed_dataset(embedder, scan_dataset(sys.argv[2]), progress=False)

@@ -11,9 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgesiam.bundle import load_manifest
 from edgesiam.data.readers import scan_dataset
-from edgesiam.embedders import EmbeddedDataset, embed_dataset
 from edgesiam.errors import BundleError, ConfigError, DataError, MissingExtraError
 from edgesiam.export import GateError
 from edgesiam.export.bundle_writer import evaluate_cohort, threshold_set
@@ -25,7 +23,9 @@ from edgesiam.export.gate import (
     graph_checks,
     parse_compiler_output,
 )
-from edgesiam.interpreters import BundleEmbedder, inspect_model, load_model
+from edgesiam.model.bundle import load_manifest
+from edgesiam.model.embedders import EmbeddedDataset, embed_dataset
+from edgesiam.model.interpreters import BundleEmbedder, inspect_model, load_model
 from tests.conftest import run_export
 
 CLEAN_INT8_OPS = {"PAD", "RESHAPE", "CONV_2D", "MEAN", "FULLY_CONNECTED", "L2_NORMALIZATION"}

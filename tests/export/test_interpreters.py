@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgesiam import interpreters
 from edgesiam.errors import BundleError, MissingExtraError
-from edgesiam.interpreters import BundleEmbedder, NoInterpreterError, find_backend
+from edgesiam.model import interpreters
+from edgesiam.model.interpreters import BundleEmbedder, NoInterpreterError, find_backend
 
 
 def test_backend_chain_prefers_litert_and_names_what_is_missing(
@@ -58,10 +58,10 @@ def test_device_modules_import_nothing_heavy(audio_bundle: Path, audio_heldout: 
     """Here torch, tensorflow and librosa are installed: an accidental import would show."""
     code = (
         "import json, sys\n"
-        "from edgesiam.interpreters import load_model\n"
-        "from edgesiam.embedders import embed_dataset\n"
+        "from edgesiam.model.interpreters import load_model\n"
+        "from edgesiam.model.embedders import embed_dataset\n"
         "from edgesiam.data.readers import scan_dataset\n"
-        "import edgesiam.bundle, edgesiam.core.metrics\n"
+        "import edgesiam.model.bundle, edgesiam.core.metrics\n"
         f"e = load_model({str(audio_bundle)!r})\n"
         f"embed_dataset(e, scan_dataset({str(audio_heldout)!r}), progress=False)\n"
         "print(json.dumps(sorted(m for m in sys.modules\n"

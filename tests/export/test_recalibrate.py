@@ -5,8 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from edgesiam.bundle import load_cohort, load_manifest, sha256_file
 from edgesiam.export.recalibrate import main
+from edgesiam.model.bundle import load_cohort, load_manifest, sha256_file
 
 SPEAKER = Path(__file__).resolve().parents[2] / "export" / "speaker"
 

@@ -25,11 +25,11 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from edgesiam.errors import ConfigError
-from edgesiam.runtime.commands import VERBS
+from edgesiam.mqtt.contract import VERBS
 from edgesiam.runtime.config import load_runtime_config
 from edgesiam.runtime.gallery_store import validate_label
-from edgesiam.runtime.mqtt import MemoryPublisher
 from edgesiam.runtime.pipeline import Runtime
+from edgesiam.runtime.publishers import MemoryPublisher
 from tests.fuzz.scale import TIMEOUT_S, fuzz_settings
 from tests.fuzz.test_fuzz_readers import mutated, wavs
 

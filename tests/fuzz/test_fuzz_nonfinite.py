@@ -19,12 +19,12 @@ import soundfile as sf
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgesiam.embedders import embed_recording
-from edgesiam.interpreters import BundleEmbedder, load_model
+from edgesiam.model.embedders import embed_recording
+from edgesiam.model.interpreters import BundleEmbedder, load_model
 from edgesiam.runtime.config import load_runtime_config
 from edgesiam.runtime.gallery_store import GalleryStore, model_sha256
-from edgesiam.runtime.mqtt import MemoryPublisher
 from edgesiam.runtime.pipeline import Runtime
+from edgesiam.runtime.publishers import MemoryPublisher
 from tests.conftest import make_motion, make_voice
 from tests.fuzz.scale import TIMEOUT_S, fuzz_settings
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from edgesiam.interpreters import load_model
+from edgesiam.model.interpreters import load_model
 from edgesiam.runtime.gallery_store import GalleryStore, enroll_recordings, model_sha256
 from tests.reliability.conftest import (
     ENV,

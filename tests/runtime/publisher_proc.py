@@ -9,7 +9,9 @@ from __future__ import annotations
 import sys
 import time
 
-from edgesiam.runtime.mqtt import MqttPublisher, MqttSettings, event_builder
+from edgesiam.mqtt.client import MqttSettings
+from edgesiam.mqtt.contract import event_builder
+from edgesiam.mqtt.publisher import MqttPublisher
 from edgesiam.runtime.outbox import Outbox
 
 

@@ -17,8 +17,10 @@ import pytest
 import soundfile as sf
 
 from edgesiam.errors import EdgesiamError
-from edgesiam.runtime.broker import EmbeddedBroker, add_broker_parser, broker_config
-from edgesiam.runtime.mqtt import MqttPublisher, MqttSettings, event_builder
+from edgesiam.mqtt.broker import EmbeddedBroker, add_broker_parser, broker_config
+from edgesiam.mqtt.client import MqttSettings
+from edgesiam.mqtt.contract import event_builder
+from edgesiam.mqtt.publisher import MqttPublisher
 from edgesiam.runtime.outbox import Outbox
 from tests.conftest import EVENTS_BUNDLE, voice
 from tests.runtime.conftest import Subscriber, free_port, wait_until
@@ -80,7 +82,7 @@ def test_config_and_parser(tmp_path: Path) -> None:
 def test_ctrl_c_stops_the_broker_cleanly() -> None:
     port = free_port()
     code = (
-        "import argparse, sys; from edgesiam.runtime.broker import add_broker_parser; "
+        "import argparse, sys; from edgesiam.mqtt.broker import add_broker_parser; "
         "p = argparse.ArgumentParser(); add_broker_parser(p.add_subparsers()); "
         f"a = p.parse_args(['broker', '--port', '{port}']); sys.exit(a.func(a))"
     )

@@ -13,7 +13,8 @@ import soundfile as sf
 from edgesiam.cli import main
 from edgesiam.runtime.calibration_store import calibration_path, cohort_path
 from edgesiam.runtime.config import RuntimeConfig
-from edgesiam.runtime.pipeline import NullPublisher, Runtime
+from edgesiam.runtime.pipeline import Runtime
+from edgesiam.runtime.publishers import NullPublisher
 from edgesiam.runtime.threshold_store import SetThresholds, ThresholdStore, thresholds_path
 from tests.conftest import EVENTS_BUNDLE, make_voice, voice
 
@@ -166,7 +167,7 @@ def test_calibrate_needs_a_gallery_and_a_background(tmp_path: Path) -> None:
 def test_a_sensor_gallery_is_calibrated_from_a_folder_of_motion_recordings(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from edgesiam.interpreters import load_model
+    from edgesiam.model.interpreters import load_model
     from edgesiam.runtime.gallery_store import GalleryStore, enroll_recordings, model_sha256
     from tests.conftest import write_sensor_dataset
 

@@ -18,8 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgesiam.errors import EdgesiamError
-from edgesiam.runtime.commands import VERBS, Clip, CommandHandler, validate_label
-from edgesiam.runtime.mqtt import MqttPublisher, MqttSettings, event_builder
+from edgesiam.mqtt.client import MqttSettings
+from edgesiam.mqtt.contract import VERBS, event_builder
+from edgesiam.mqtt.publisher import MqttPublisher
+from edgesiam.runtime.commands import Clip, CommandHandler, validate_label
 from edgesiam.runtime.outbox import Outbox
 from tests.runtime.conftest import MosquittoBroker, Subscriber, wait_until
 

@@ -13,8 +13,8 @@ import pytest
 import soundfile as sf
 
 from edgesiam.runtime.gallery_store import GalleryStore
-from edgesiam.runtime.mqtt import MemoryPublisher
 from edgesiam.runtime.pipeline import Runtime
+from edgesiam.runtime.publishers import MemoryPublisher
 from tests.conftest import make_motion, voice
 from tests.runtime.test_pipeline import make_config
 

@@ -73,8 +73,8 @@ def test_enroll_list_match_and_forget(
 
     # the stored templates recognise takes that were not enrolled
     from edgesiam.data.readers import read_audio
-    from edgesiam.embedders import embed_recording
-    from edgesiam.interpreters import load_model
+    from edgesiam.model.embedders import embed_recording
+    from edgesiam.model.interpreters import load_model
 
     model = load_model(audio_bundle)
     matcher = GalleryStore(gallery, model_sha256(model.manifest)).load()

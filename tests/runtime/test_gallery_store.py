@@ -339,7 +339,7 @@ def test_saved_galleries_score_like_a_naive_loop(
 
 
 class SpectrumEmbedder:
-    """A stand-in WindowEmbedder: the window's coarse magnitude spectrum as its embedding."""
+    """A stand-in DeviceEmbedder: the window's coarse magnitude spectrum as its embedding."""
 
     modality = "audio"
     sample_rate = 8000
@@ -396,7 +396,7 @@ def test_enroll_recordings_reports_windows_and_refuses_silent_clips(tmp_path: Pa
 
 def test_templates_are_made_from_the_active_windows_only(tmp_path: Path) -> None:
     """Silence after a sound does not dilute its template (it did: the mean took every window)."""
-    from edgesiam.embedders import embed_recording
+    from edgesiam.model.embedders import embed_recording
 
     model = SpectrumEmbedder()
     tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(8000) / 8000)).astype(np.float32)

@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from edgesiam.runtime.homeassistant import METRIC_SENSORS, discovery_messages, removal_topics
-from edgesiam.runtime.mqtt import MqttSettings, Topics, event_builder, metrics_payload
+from edgesiam.mqtt.client import MqttSettings
+from edgesiam.mqtt.contract import Topics, event_builder, metrics_payload
+from edgesiam.mqtt.homeassistant import METRIC_SENSORS, discovery_messages, removal_topics
 
 COMMON = {
     "availability", "availability_mode", "availability_template", "availability_topic", "device",

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from edgesiam.interpreters import load_model
+from edgesiam.model.interpreters import load_model
 from edgesiam.runtime.config import RuntimeConfig
 from edgesiam.runtime.gallery_store import GalleryStore, enroll_recordings, model_sha256
-from edgesiam.runtime.pipeline import NullPublisher, Runtime
+from edgesiam.runtime.pipeline import Runtime
+from edgesiam.runtime.publishers import NullPublisher
 from tests.conftest import EVENTS_BUNDLE, make_voice, voice
 
 

@@ -17,8 +17,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edgesiam.mqtt.client import MqttSettings
+from edgesiam.mqtt.contract import event_builder
+from edgesiam.mqtt.publisher import MqttPublisher
 from edgesiam.runtime.commands import CommandHandler
-from edgesiam.runtime.mqtt import MqttPublisher, MqttSettings, event_builder
 from edgesiam.runtime.outbox import Outbox
 from tests.runtime.conftest import (
     MosquittoBroker,

@@ -16,16 +16,11 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edgesiam.errors import ConfigError
-from edgesiam.runtime.mqtt import (
-    SCHEMA_EVENT,
-    MemoryPublisher,
-    MqttPublisher,
-    MqttSettings,
-    Publisher,
-    event_builder,
-    parse_broker_url,
-)
+from edgesiam.mqtt.client import MqttSettings, parse_broker_url
+from edgesiam.mqtt.contract import SCHEMA_EVENT, event_builder
+from edgesiam.mqtt.publisher import MqttPublisher
 from edgesiam.runtime.outbox import Event, Outbox
+from edgesiam.runtime.publishers import MemoryPublisher, Publisher
 from tests.runtime.conftest import (
     MosquittoBroker,
     Subscriber,
@@ -568,7 +563,7 @@ def test_paho_is_a_v2_client(make_publisher: Callable[..., tuple[MqttPublisher, 
 def test_an_unreachable_broker_is_retried_with_backoff_and_the_reason_said(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="edgesiam.runtime.mqtt")
+    caplog.set_level(logging.WARNING, logger="edgesiam.mqtt.client")
     port = free_port()  # nothing listens there
     settings = MqttSettings(
         url=f"mqtt://127.0.0.1:{port}", device_id="pi", reconnect_min_s=1, reconnect_max_s=2

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from edgesiam.runtime.commands import CommandHandler
-from edgesiam.runtime.mqtt import MemoryPublisher
 from edgesiam.runtime.outbox import Outbox
+from edgesiam.runtime.publishers import MemoryPublisher
 from edgesiam.runtime.replay import Replayer
 
 

@@ -14,8 +14,8 @@ import soundfile as sf
 from edgesiam.core.codec import decode_embedding
 from edgesiam.runtime.calibration_store import calibration_path, cohort_path
 from edgesiam.runtime.config import RuntimeConfig
-from edgesiam.runtime.mqtt import MemoryPublisher
 from edgesiam.runtime.pipeline import Runtime
+from edgesiam.runtime.publishers import MemoryPublisher
 from tests.conftest import EVENTS_BUNDLE, make_voice
 
 PITCHES = ((160, 0.9), (170, 0.5), (190, 0.9), (200, 0.5), (165, 0.7), (195, 0.7))

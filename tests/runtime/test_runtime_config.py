@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from edgesiam.errors import ConfigError
+from edgesiam.mqtt.client import MqttSettings
 from edgesiam.runtime.config import (
     FileSourceConfig,
     MicSourceConfig,
@@ -24,7 +25,6 @@ from edgesiam.runtime.config import (
     load_runtime_config,
     parse_source_uri,
 )
-from edgesiam.runtime.mqtt import MqttSettings
 from edgesiam.runtime.run_cli import (
     add_run_parser,
     config_from_args,

@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgesiam.embedders import embed_recording
 from edgesiam.errors import ConfigError, DataError
-from edgesiam.interpreters import load_model
+from edgesiam.model.embedders import embed_recording
+from edgesiam.model.interpreters import load_model
+from edgesiam.mqtt.client import MqttSettings
 from edgesiam.runtime.gallery_store import GalleryStore, model_sha256
-from edgesiam.runtime.mqtt import MqttSettings
 from edgesiam.runtime.sources import (
     FileSource,
     SerialSource,

@@ -21,7 +21,7 @@ import soundfile as sf
 
 from edgesiam.data.readers import read_audio
 from edgesiam.errors import ConfigError, DataError, MissingExtraError
-from edgesiam.runtime.mqtt import MqttSettings
+from edgesiam.mqtt.client import MqttSettings
 from edgesiam.runtime.sources import (
     FileSource,
     MqttSensorSource,

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from edgesiam.interpreters import load_model
+from edgesiam.model.interpreters import load_model
 from edgesiam.runtime.pipeline import Runtime
 from edgesiam.runtime.run_cli import add_run_parser, config_from_args
 from edgesiam.runtime.threshold_store import SetThresholds, ThresholdStore, thresholds_path

@@ -11,8 +11,8 @@ import pytest
 
 from edgesiam.cli import main
 from edgesiam.data.readers import scan_dataset
-from edgesiam.embedders import EmbeddedDataset
 from edgesiam.errors import DataError
+from edgesiam.model.embedders import EmbeddedDataset
 from edgesiam.train.teachers import embed as teacher_embed
 from edgesiam.train.teachers.campplus import CamPlusPlus
 from tests.train.test_teacher_campplus import randomised

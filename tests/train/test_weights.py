@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from edgesiam.bundle import load_manifest
 from edgesiam.config import TrainConfig
 from edgesiam.core.windowing import frame
-from edgesiam.interpreters import load_model
+from edgesiam.model.bundle import load_manifest
+from edgesiam.model.interpreters import load_model
 from edgesiam.train.checkpoint import load_checkpoint
 from edgesiam.train.encoder import Conv1dEncoder
 from edgesiam.train.weights import float_tflite_parity, source_from_bundle
@@ -75,7 +75,7 @@ def test_weights_are_recovered_from_the_float_model_of_a_bundle_without_them(
 ) -> None:
     import yaml
 
-    from edgesiam.bundle import read_manifest, write_manifest
+    from edgesiam.model.bundle import read_manifest, write_manifest
     from edgesiam.train.weights import attach_weights
 
     old = tmp_path / "old"

@@ -22,7 +22,7 @@ from edgesiam.train.teachers.cache import TeacherCache
 from edgesiam.train.teachers.campplus import CamPlusPlus, load_campplus
 
 if TYPE_CHECKING:
-    from edgesiam.embedders import EmbeddedDataset
+    from edgesiam.model.embedders import EmbeddedDataset
 
 
 def load_teacher(name: str, root: Path = Path("data")) -> CamPlusPlus:

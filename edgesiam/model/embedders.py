@@ -1,42 +1,27 @@
 """From recordings to embeddings, for any model: a torch checkpoint on the workstation or an int8
 bundle on the device.
 
-A model is reached through the small ``WindowEmbedder`` interface (features in, embeddings out); the
+A model is reached through the small ``DeviceEmbedder`` interface (:mod:`edgesiam.core.embedder`) (features in, embeddings out); the
 windowing, front-end and recording pooling around it are the numpy core's, so every model is fed
-exactly the same way (contract 3: a recording's embedding is the normalised mean of its windows').
+exactly the same way (docs/ARCHITECTURE.md, contract 3: a recording's embedding is the normalised mean of its windows').
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal
 
 import numpy as np
 
+from edgesiam.core.embedder import DeviceEmbedder
 from edgesiam.core.embedding import recording_embedding
-from edgesiam.core.frontend import FrontEnd
 from edgesiam.core.windowing import frame
 from edgesiam.data.readers import DatasetInfo, iter_recordings, reading_spec
 from edgesiam.errors import DataError
 
 
-class WindowEmbedder(Protocol):
-    """What a model must offer to be fed recordings."""
-
-    modality: str
-    sample_rate: int
-    window: int
-    hop: int
-    channels: int
-    frontend: FrontEnd
-
-    def embed_features(self, features: np.ndarray) -> np.ndarray:
-        """``(B, C_in, T)`` float32 features → ``(B, D)`` L2-normalised float32 embeddings."""
-        ...
-
-
-def _windows(embedder: WindowEmbedder, recording: np.ndarray) -> np.ndarray:
+def _windows(embedder: DeviceEmbedder, recording: np.ndarray) -> np.ndarray:
     if embedder.modality == "sensor" and (
         recording.ndim != 2 or recording.shape[1] != embedder.channels
     ):
@@ -46,7 +31,7 @@ def _windows(embedder: WindowEmbedder, recording: np.ndarray) -> np.ndarray:
 
 
 def embed_windows(
-    embedder: WindowEmbedder, windows: np.ndarray, batch_size: int = 256
+    embedder: DeviceEmbedder, windows: np.ndarray, batch_size: int = 256
 ) -> np.ndarray:
     """Raw windows ``(k, N)`` / ``(k, N, C)`` → window embeddings ``(k, D)``."""
     out = [
@@ -56,7 +41,7 @@ def embed_windows(
     return np.concatenate(out, axis=0)
 
 
-def embed_recording(embedder: WindowEmbedder, recording: np.ndarray) -> np.ndarray:
+def embed_recording(embedder: DeviceEmbedder, recording: np.ndarray) -> np.ndarray:
     """One recording (audio ``(n,)`` at the model's rate, or sensor ``(n, C)``) → ``(D,)``."""
     return recording_embedding(embed_windows(embedder, _windows(embedder, recording)))
 
@@ -82,7 +67,7 @@ class EmbeddedDataset:
 
 
 def embed_dataset(
-    embedder: WindowEmbedder,
+    embedder: DeviceEmbedder,
     info: DatasetInfo,
     on_error: Literal["fail", "skip"] = "fail",
     progress: bool = True,
@@ -123,7 +108,7 @@ def embed_dataset(
     return result
 
 
-def _baseline_describer(embedder: WindowEmbedder) -> Callable[[np.ndarray], np.ndarray]:
+def _baseline_describer(embedder: DeviceEmbedder) -> Callable[[np.ndarray], np.ndarray]:
     """MFCC mean/std (from the model's own log-mel parameters, unnormalised) for audio, channel
     statistics for sensors."""
     from edgesiam.core.baselines import channel_statistics, mfcc_statistics
@@ -136,7 +121,7 @@ def _baseline_describer(embedder: WindowEmbedder) -> Callable[[np.ndarray], np.n
 
 
 def baseline_embeddings(
-    embedder: WindowEmbedder,
+    embedder: DeviceEmbedder,
     info: DatasetInfo,
     on_error: Literal["fail", "skip"] = "fail",
     progress: bool = True,

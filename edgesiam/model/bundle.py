@@ -83,7 +83,7 @@ FMR_TARGETS: Final = (1e-2, 1e-3, 1e-4)
 
 _CHUNK: Final = 1 << 20
 
-log = logging.getLogger("edgesiam.bundle")
+log = logging.getLogger("edgesiam.model.bundle")
 _warned_gates: set[tuple[str, str]] = set()
 _warned_lock = threading.Lock()
 

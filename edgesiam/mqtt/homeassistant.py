@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from edgesiam import __version__
-from edgesiam.runtime.mqtt import STATUS_OFFLINE, STATUS_ONLINE, Topics
+from edgesiam.mqtt.contract import STATUS_OFFLINE, STATUS_ONLINE, Topics
 
 __all__ = [
     "METRIC_SENSORS",

@@ -1,4 +1,4 @@
-"""TFLite interpreters on the device, and bundles behind the ``WindowEmbedder`` interface.
+"""TFLite interpreters on the device, and bundles behind the ``DeviceEmbedder`` interface.
 
 One import finds an interpreter: ai-edge-litert (numpy 2, XNNPACK for int8), then tflite-runtime
 (the older package, numpy < 2), then tensorflow's ``tf.lite`` as a last resort. ``EDGESIAM_INTERPRETER``
@@ -30,7 +30,10 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from edgesiam.bundle import (
+from edgesiam.core.embedding import l2_normalize
+from edgesiam.core.frontend import FrontEnd, frontend_from_state
+from edgesiam.errors import BundleError, DataError, MissingExtraError, ModelError
+from edgesiam.model.bundle import (
     MANIFEST_NAME,
     BundleModel,
     Manifest,
@@ -39,9 +42,6 @@ from edgesiam.bundle import (
     is_bundle,
     load_manifest,
 )
-from edgesiam.core.embedding import l2_normalize
-from edgesiam.core.frontend import FrontEnd, frontend_from_state
-from edgesiam.errors import BundleError, DataError, MissingExtraError, ModelError
 
 __all__ = [
     "BACKENDS",
@@ -422,7 +422,7 @@ def _load_frontend(path: Path) -> FrontEnd:
 
 
 class BundleEmbedder:
-    """An exported bundle behind the ``WindowEmbedder`` interface (``embed_dataset`` works on it).
+    """An exported bundle behind the ``DeviceEmbedder`` interface (``embed_dataset`` works on it).
 
     ``delegate="edgetpu"`` runs the bundle's Edge TPU model with the Edge TPU delegate;
     ``model`` picks another of the bundle's models by key (``"float32"``, ...). Hashes are
