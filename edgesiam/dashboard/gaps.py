@@ -2,8 +2,9 @@
 
 A device numbers its events 1, 2, 3, … and keeps them for a while after the broker took them
 (``outbox.keep_acked_s``), because a broker killed before its next save can lose an event it had
-already acknowledged. The ingester notes each new event's device; every ``check_every_s`` the
-:class:`GapWatcher` asks the history which ``seq`` runs are missing for those devices. A gap seen
+already acknowledged. Every ``check_every_s`` the :class:`GapWatcher` asks the history for each
+device's span of recently received ``seq`` (one query for the fleet), and where a span does not
+add up, which ``seq`` runs are missing (whichever ingester stored the events). A gap seen
 on two checks in a row (so not an event still in another ingester's transaction: debounced) is
 claimed in the history (:meth:`~edgesiam.dashboard.history.SqlHistory.claim_replay`: one request
 per gap across all the ingesters on one database) and asked for, at most ``max_span`` seqs at a
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -45,6 +47,9 @@ class ReplayPolicy:
 
 DEFAULT_REPLAY: Final = ReplayPolicy()
 
+RECEIVED_MARGIN_S: Final = 30.0
+"""Each check looks at events received since this long before the previous one."""
+
 
 class GapWatcher:
     """Finds gaps in the history and asks devices to replay them, on its own thread."""
@@ -55,17 +60,11 @@ class GapWatcher:
         self.policy = policy
         self.requested = 0
         """Replay requests sent by this process."""
-        self._lock = threading.Lock()
-        self._dirty: dict[str, int] = {}  # device → highest seq stored since the last check
+        self._since = 0.0  # received time from which the next check looks (0: everything)
         self._floor: dict[str, int] = {}  # device → every seq up to here is stored (or given up)
         self._seen: dict[str, set[tuple[int, int]]] = {}  # device → gaps found on the last check
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-
-    def saw(self, device: str, seq: int) -> None:
-        """An event of ``device`` was stored (called by the ingester's writer)."""
-        with self._lock:
-            self._dirty[device] = max(seq, self._dirty.get(device, 0))
 
     def start(self) -> None:
         if self._thread is None:
@@ -87,25 +86,39 @@ class GapWatcher:
                 log.exception("dashboard: the gap check failed")
 
     def check(self) -> list[tuple[str, int, int]]:
-        """One pass: the ``(device, from_seq, to_seq)`` asked for."""
-        with self._lock:
-            devices = dict(self._dirty)
-            self._dirty.clear()
-        devices.update({d: 0 for d in self._seen if d not in devices})
+        """One pass: the ``(device, from_seq, to_seq)`` asked for.
+
+        One query gives each device's span of recently received seqs; only a device whose span
+        does not add up (or had gaps last time) is looked at event by event."""
+        now = time.time()
+        spans = self.history.recent_seq_spans(self._since)
+        self._since = now - RECEIVED_MARGIN_S  # overlap: other ingesters' clocks, late commits
+        suspects = dict.fromkeys(self._seen, 0)
+        for device, (low, high, count) in spans.items():
+            floor = self._floor.setdefault(device, low - 1)
+            if count == high - low + 1 and low <= floor + 1:
+                self._floor[device] = max(floor, high)
+            else:
+                suspects[device] = high
         asked: list[tuple[str, int, int]] = []
-        for device, top in sorted(devices.items()):
-            floor = self._floor.get(device, 0)
-            gaps = self.history.seq_gaps(device, after_seq=floor, limit=self.policy.max_requests)
-            if not gaps:
-                self._floor[device] = max(floor, top)
-                self._seen.pop(device, None)
-                continue
-            before = self._seen.get(device, set())
-            self._seen[device] = set(gaps)
-            for first, last in gaps:
-                if (first, last) in before and len(asked) < self.policy.max_requests:
-                    asked.extend(self._ask(device, first, last))
+        for device, high in sorted(suspects.items()):
+            asked.extend(self._check_device(device, high, len(asked)))
         return asked
+
+    def _check_device(self, device: str, high: int, asked: int) -> list[tuple[str, int, int]]:
+        floor = self._floor.get(device, 0)
+        gaps = self.history.seq_gaps(device, after_seq=floor, limit=self.policy.max_requests)
+        if not gaps:
+            self._floor[device] = max(floor, high)
+            self._seen.pop(device, None)
+            return []
+        before = self._seen.get(device, set())
+        self._seen[device] = set(gaps)
+        out: list[tuple[str, int, int]] = []
+        for first, last in gaps:
+            if (first, last) in before and asked + len(out) < self.policy.max_requests:
+                out.extend(self._ask(device, first, last))
+        return out
 
     def _ask(self, device: str, first: int, last: int) -> list[tuple[str, int, int]]:
         last = min(last, first + self.policy.max_span - 1)

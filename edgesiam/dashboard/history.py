@@ -261,7 +261,7 @@ class SqlHistory:
     def _lock_schema(self) -> None:
         """Keep other processes from migrating at the same time (inside the transaction)."""
 
-    def _errors(self) -> tuple[type[Exception], ...]:
+    def driver_errors(self) -> tuple[type[Exception], ...]:
         """What the driver raises (turned into :class:`HistoryError`)."""
         raise NotImplementedError
 
@@ -573,6 +573,18 @@ class SqlHistory:
             ).fetchall()
         return [(int(a), int(b)) for a, b in rows]
 
+    def recent_seq_spans(self, since_received: float) -> dict[str, tuple[int, int, int]]:
+        """Per device, ``(lowest seq, highest seq, how many)`` of the events received since
+        ``since_received``: a span with as many events as seqs has no gap (one cheap query for
+        the whole fleet; :meth:`seq_gaps` then looks only where it does not add up)."""
+        with self._lock:
+            rows = self._execute(
+                "SELECT device, MIN(seq), MAX(seq), COUNT(*) FROM events WHERE received >= ? "
+                "GROUP BY device",
+                (since_received,),
+            ).fetchall()
+        return {str(d): (int(lo), int(hi), int(n)) for d, lo, hi, n in rows}
+
     def near_misses(
         self, device: str | None = None, since_ts: float | None = None, limit: int = 1000
     ) -> list[dict[str, Any]]:
@@ -787,7 +799,7 @@ class History(SqlHistory):
             raise HistoryError(f"{self.path}: cannot open the history database ({exc})") from None
         self._open()
 
-    def _errors(self) -> tuple[type[Exception], ...]:
+    def driver_errors(self) -> tuple[type[Exception], ...]:
         return (sqlite3.Error,)
 
     def _tables(self) -> set[str]:
@@ -813,7 +825,7 @@ class _Transaction:
         if h._depth == 0:
             try:
                 h._db.execute(h.BEGIN)
-            except h._errors() as exc:
+            except h.driver_errors() as exc:
                 h._lock.release()
                 raise HistoryError(f"{h.location}: cannot write the history ({exc})") from None
         h._depth += 1
@@ -831,14 +843,14 @@ class _Transaction:
                     h._flush_touches()
                     h._db.execute("COMMIT")
                     return
-                except h._errors() as error:
+                except h.driver_errors() as error:
                     _rollback(h)
                     raise HistoryError(
                         f"{h.location}: cannot write the history ({error})"
                     ) from None
             h._touches.clear()
             _rollback(h)
-            if isinstance(exc, h._errors()):
+            if isinstance(exc, h.driver_errors()):
                 raise HistoryError(f"{h.location}: cannot write the history ({exc})") from None
         finally:
             h._lock.release()
@@ -846,5 +858,5 @@ class _Transaction:
 
 def _rollback(history: SqlHistory) -> None:
     """Roll back, quietly when the connection is gone (the transaction is then void anyway)."""
-    with contextlib.suppress(*history._errors()):
+    with contextlib.suppress(*history.driver_errors()):
         history._db.execute("ROLLBACK")

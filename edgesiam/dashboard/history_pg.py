@@ -71,7 +71,7 @@ class PostgresHistory(SqlHistory):
             ) from None
         self._open()
 
-    def _errors(self) -> tuple[type[Exception], ...]:
+    def driver_errors(self) -> tuple[type[Exception], ...]:
         return (_psycopg().Error,)
 
     def _lock_schema(self) -> None:

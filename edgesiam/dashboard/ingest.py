@@ -536,6 +536,8 @@ class Ingester:
             self._store(item.topic, item.payload, item.retained, updates)
         except HistoryError:
             raise
+        except self.history.driver_errors() as exc:  # the transaction is void: not acknowledged
+            raise HistoryError(f"{self.history.location}: cannot write ({exc})") from None
         except (InvalidPayload, ValueError, TypeError, RecursionError) as exc:
             self.counters.invalid += 1
             log.warning("dashboard: dropped a message on %s: %s", item.topic, exc)
@@ -573,8 +575,6 @@ class Ingester:
                 raise InvalidPayload(f"event says device {data.get('device')!r} on {topic}")
             if self.history.add_event(data, received=now):
                 self.counters.events_new += 1
-                if self.gaps is not None:
-                    self.gaps.saw(device, data["seq"])
                 updates.append(("event", {**data, "received_ts": now}))
             else:
                 self.counters.duplicates += 1
