@@ -74,7 +74,8 @@ FLEET_DESCRIPTION = textwrap.dedent(
     Measure the dashboard's ingest under load: simulated devices (processes of paho clients, each
     device with a retained status and a last will) publish edgesiam.event.v1 events with QoS 1 at
     a fixed rate, with ids and seqs as the runtime makes them, through a real Mosquitto into a
-    dashboard Ingester and its SQLite history. Prints the publish and ingest rates, how many events
+    dashboard Ingester and its SQLite history, or (--history postgresql://… --ingesters N) into N
+    ingester processes sharing the events through $share/fleet/… and one PostgreSQL history. Prints the publish and ingest rates, how many events
     the history is missing (the goal is none) and how many arrived twice, the publish → history
     latency (p50/p95) and the history's size.
 
