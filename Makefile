@@ -106,13 +106,20 @@ results: venv  ## evaluate the trained models and shipped bundles on held-out la
 
 OOD_CHANNELS := gsm amr-nb ulaw cheap-mic far-field
 OOD_SETS := speaker:speech events:events
-ood-data: venv apt  ## render the held-out audio sets through device channels (phone codecs, cheap mic, far field) → data/ood/
-	$(BIN)/edgesiam data prepare speech events noise --root $(DATA)
+MOTION_SETS := clean rot30 rot90 rotuniform units transitions basicmotions basicmotions-all
+MOTION_BUNDLE ?= $(BUNDLES)/motion
+MOTION_NAME ?= edgesiam int8
+ood-data: venv apt  ## render the held-out audio sets through device channels (phone codecs, cheap mic, far field) and the IMU test set turned and in other units → data/ood/
+	$(BIN)/edgesiam data prepare speech events noise hapt basicmotions --root $(DATA)
 	for s in $(OOD_SETS); do d=$${s#*:}; \
 	  $(BIN)/edgesiam data render $(DATA)/$$d/test $(foreach c,$(OOD_CHANNELS),--channel $(c)) \
 	    --noise $(DATA)/noise -o $(DATA)/ood/$$d -q || exit 1; done
+	for r in rot30:30 rot90:90 rotuniform:uniform; do \
+	  $(BIN)/edgesiam data render-imu $(DATA)/hapt/test --rotation $${r#*:} -o $(DATA)/ood/motion/$${r%%:*} -q || exit 1; done
+	$(BIN)/edgesiam data render-imu $(DATA)/hapt/test --acc-unit m/s^2 --gyro-unit deg/s -o $(DATA)/ood/motion/units -q
+	$(BIN)/edgesiam data render-imu $(DATA)/basicmotions/train $(DATA)/basicmotions/test -o $(DATA)/ood/motion/basicmotions-all -q
 
-results-ood: ood-data  ## the shipped bundles, the classic descriptor and CAM++ (speakers) on the out-of-domain sets → runs/results-ood.md
+results-ood: ood-data  ## the shipped bundles, the classic descriptor (MFCC or per-channel statistics) and CAM++ (speakers) on the out-of-domain sets → runs/results-ood.md
 	mkdir -p $(RUNS)/ood
 	for s in $(OOD_SETS); do b=$${s%%:*}; d=$${s#*:}; peer=""; \
 	  [ $$b = speaker ] && peer="--peer campplus --peer-root $(DATA)"; \
@@ -120,6 +127,11 @@ results-ood: ood-data  ## the shipped bundles, the classic descriptor and CAM++ 
 	    src=$(DATA)/ood/$$d/$$c; [ $$c = clean ] && src=$(DATA)/$$d/test; \
 	    $(BIN)/edgesiam eval -q --episodes 1000 --json $(RUNS)/ood/$$b-$$c.json --name "edgesiam int8" \
 	      $$peer $(BUNDLES)/$$b $$src >/dev/null || exit 1; done; done
+	for s in $(MOTION_SETS); do case $$s in clean) src=$(DATA)/hapt/test;; \
+	  transitions) src=$(DATA)/hapt/transitions;; basicmotions) src=$(DATA)/basicmotions/test;; \
+	  *) src=$(DATA)/ood/motion/$$s;; esac; \
+	  $(BIN)/edgesiam eval -q --episodes 1000 --json $(RUNS)/ood/motion-$$s.json --name "$(MOTION_NAME)" \
+	    $(MOTION_BUNDLE) $$src >/dev/null || exit 1; done
 	$(BIN)/python scripts/ood_table.py $(RUNS)/ood > $(RUNS)/results-ood.md
 	cat $(RUNS)/results-ood.md
 

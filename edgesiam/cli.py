@@ -11,15 +11,13 @@ import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from edgesiam import __version__
 from edgesiam.core.embedder import DeviceEmbedder
 from edgesiam.data.readers import DatasetInfo
-from edgesiam.errors import ConfigError, EdgesiamError, MissingExtraError, ModelError
+from edgesiam.errors import ConfigError, EdgesiamError, MissingExtraError
 from edgesiam.model.bundle import FMR_TARGETS, fmr_key
+from edgesiam.settings import parse_override
 
 EPILOG = textwrap.dedent(
     """
@@ -40,13 +38,6 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
     return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
 
 
-def _parse_override(text: str) -> tuple[str, Any]:
-    if "=" not in text:
-        raise ConfigError(f"--set expects KEY=VALUE (e.g. optim.epochs=5), got '{text}'")
-    key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value)
-
-
 # ------------------------------------------------------------------------------------------------
 # data
 
@@ -55,7 +46,9 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
     from edgesiam.data.recipes import prepare
 
     root = Path(args.root)
-    for name, summary in prepare(args.names, root, force=args.force):
+    wanted = {"classes": args.classes, "performers": args.performers, "seed": args.seed}
+    options = {k: v for k, v in wanted.items() if v is not None}
+    for name, summary in prepare(args.names, root, force=args.force, options=options):
         if summary is None:
             print(f"{name}: already prepared in {root / name} (use --force to prepare again)")
         else:
@@ -99,27 +92,10 @@ def cmd_data_render(args: argparse.Namespace) -> int:
 # models
 
 
-def load_embedder(path: Path) -> DeviceEmbedder:
-    """A model for embedding: a bundle directory (device path) or a training checkpoint (``*.pt``)."""
-    if not path.exists():
-        raise ModelError(f"model not found: {path}")
-    from edgesiam.model.interpreters import is_bundle, load_model
-
-    if is_bundle(path):
-        return load_model(path)
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        raise MissingExtraError("torch", "train") from None
-    from edgesiam.train.checkpoint import CheckpointEmbedder
-
-    return CheckpointEmbedder(path)
-
-
 def cmd_train(args: argparse.Namespace) -> int:
-    from edgesiam.config import load_train_config
+    from edgesiam.train.config import load_train_config
 
-    overrides = dict(_parse_override(s) for s in args.set or [])
+    overrides = dict(parse_override(s) for s in args.set or [])
     config = load_train_config(Path(args.config), overrides)
     try:
         from edgesiam.train.loop import train
@@ -131,8 +107,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from edgesiam.config import load_train_config
     from edgesiam.runtime.run_cli import is_runtime_file, validate_runtime_file
+    from edgesiam.train.config import load_train_config
 
     failed = 0
     for name in args.files:
@@ -151,6 +127,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_embed(args: argparse.Namespace) -> int:
     from edgesiam.data.readers import scan_dataset
+    from edgesiam.evaluation import load_embedder
     from edgesiam.model.embedders import embed_dataset
 
     embedder = load_embedder(Path(args.model))
@@ -178,7 +155,7 @@ def _fmr(text: str) -> float:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from edgesiam.data.readers import scan_dataset
-    from edgesiam.evaluation import Report
+    from edgesiam.evaluation import Report, load_embedder
     from edgesiam.model.embedders import embed_dataset
 
     embedder = load_embedder(Path(args.model))
@@ -258,7 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
             Download the sources of each recipe into ROOT/.cache and write one dataset folder per
             split (ROOT/NAME/train, ROOT/NAME/val, ROOT/NAME/test, ...). Splits hold out whole labels
             (and, for HAPT, whole subjects), so evaluation is always on labels the model never saw.
-            Preparing again is a no-op unless --force is given.
+            Preparing again is a no-op unless --force is given (or imusim's options change).
+
+            imusim downloads nothing: it simulates a body-worn IMU (accelerometer with gravity,
+            gyroscope; HAPT's channels, units and rate) following --classes random 3-D motions,
+            each played by --performers people, e.g.
+              edgesiam data prepare imusim --classes 2000 --performers 6 --root data
             """
         ),
         formatter_class=_formatter,
@@ -266,6 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("names", nargs="+", metavar="NAME", help="recipe name(s), or 'all'")
     prep.add_argument("--root", default="data", help="where dataset folders go (default: data)")
     prep.add_argument("--force", action="store_true", help="prepare again even if already there")
+    sim = prep.add_argument_group("imusim (simulated IMU motions)")
+    sim.add_argument("--classes", type=int, help="motion classes to simulate (default 2000)")
+    sim.add_argument("--performers", type=int, help="performers per class (default 6)")
+    sim.add_argument("--seed", type=int, help="seed of the simulation (default 0)")
     prep.set_defaults(func=cmd_data_prepare)
     from edgesiam.data.channels import CHANNELS
 
@@ -298,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     ren.add_argument("--sample-rate", type=int, default=16000, help="rate of the output (Hz)")
     ren.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     ren.set_defaults(func=cmd_data_render)
+    from edgesiam.data.imu_render import add_render_imu_parser
+
+    add_render_imu_parser(data_sub)
     lst = data_sub.add_parser("list", help="list the recipes and whether they are prepared")
     lst.add_argument("--root", default="data")
     lst.set_defaults(func=cmd_data_list)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from edgesiam.core.embedder import DeviceEmbedder
 from edgesiam.core.metrics import (
     Trials,
     det_curve,
@@ -27,7 +28,7 @@ from edgesiam.core.metrics import (
     min_dcf,
     trial_scores,
 )
-from edgesiam.errors import DataError, MissingExtraError
+from edgesiam.errors import DataError, MissingExtraError, ModelError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -323,3 +324,20 @@ def markdown_table(results: Mapping[str, Metrics]) -> str:
         for name, m in results.items()
     ]
     return "\n".join([header, rule, *rows]) + "\n"
+
+
+def load_embedder(path: Path) -> DeviceEmbedder:
+    """A model for embedding: a bundle directory (device path) or a training checkpoint (``*.pt``)."""
+    if not path.exists():
+        raise ModelError(f"model not found: {path}")
+    from edgesiam.model.interpreters import is_bundle, load_model
+
+    if is_bundle(path):
+        return load_model(path)
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise MissingExtraError("torch", "train") from None
+    from edgesiam.train.checkpoint import CheckpointEmbedder
+
+    return CheckpointEmbedder(path)

@@ -38,7 +38,6 @@ import torch
 from pytorch_metric_learning.samplers import MPerClassSampler
 from tqdm import tqdm
 
-from edgesiam.config import TrainConfig, parse_model
 from edgesiam.core.frontend import FrontEnd, SensorFrontEnd, frontend_from_state
 from edgesiam.core.metrics import equal_error_rate
 from edgesiam.core.windowing import frame
@@ -52,12 +51,14 @@ from edgesiam.data.readers import (
 )
 from edgesiam.errors import BundleError, ConfigError, DataError, ModelError
 from edgesiam.model.interpreters import is_bundle
+from edgesiam.settings import parse_model
 from edgesiam.train.checkpoint import (
     frontend_from_torch,
     frontend_to_torch,
     load_checkpoint,
     save_checkpoint,
 )
+from edgesiam.train.config import TrainConfig
 from edgesiam.train.encoder import Conv1dEncoder
 from edgesiam.train.loop import (
     _pick_device,
@@ -707,8 +708,8 @@ def export_with_retries(
     export: Callable[..., Any] | None = None,
 ) -> tuple[Any, list[Attempt]]:
     """Export through the gate; on failure try what the gate's report suggests, in turn."""
+    from edgesiam.errors import GateError
     from edgesiam.export.bundle_writer import ExportOptions, export_bundle
-    from edgesiam.export.gate import GateError
 
     run = export or export_bundle
     plans: list[tuple[str, Path | None, dict[str, Any]]] = [
@@ -750,8 +751,7 @@ def compare(
     tuned: Path, original: Path, heldout: Path, seed: int, progress: bool
 ) -> tuple[Any, list[str]]:
     """Held-out metrics of the tuned bundle, the original unchanged and the classic descriptor."""
-    from edgesiam.cli import load_embedder
-    from edgesiam.evaluation import Report
+    from edgesiam.evaluation import Report, load_embedder
     from edgesiam.model.embedders import embed_dataset
 
     info = scan_dataset(heldout)

@@ -90,8 +90,8 @@ def add_tune_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from edgesiam.cli import _parse_override
     from edgesiam.errors import MissingExtraError
+    from edgesiam.settings import parse_override
 
     try:
         from edgesiam.tune import TuneRequest, run_tune
@@ -102,7 +102,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         source=Path(args.source),
         output=Path(args.output),
         minutes=args.minutes,
-        overrides=dict(_parse_override(s) for s in args.set or []),
+        overrides=dict(parse_override(s) for s in args.set or []),
         heldout=Path(args.heldout) if args.heldout else None,
         split_by=args.split_by,
         seed=args.seed,

@@ -1,10 +1,14 @@
 """Render the out-of-domain tables from the JSON reports of `edgesiam eval` on rendered channels.
 
-Usage: python scripts/ood_table.py RUNS_OOD_DIR > runs/results-ood.md
+Usage: python scripts/ood_table.py RUNS_OOD_DIR [MORE_DIRS ...] > runs/results-ood.md
 
 Reads RUNS_OOD_DIR/<bundle>-<channel>.json (channel `clean` is the held-out set as recorded) and
 prints, per bundle, one table of EER and one of 5-way 1-shot accuracy: a row per system, a column per
 channel, and the headline — the mean over the out-of-domain channels (every channel but `clean`).
+The `motion` bundle's columns are sensor sets instead (MOTION_SETS: HAPT's test subjects turned, in
+other units, its held-out transitions, BasicMotions' wrist), its tables 5-way 5-shot and 1-shot
+accuracy, EER and leave-one-out top-1. Systems of the same bundle and set in MORE_DIRS are added as
+rows (e.g. a candidate model evaluated with another `--name`), for before/after tables.
 """
 
 from __future__ import annotations
@@ -17,16 +21,42 @@ from typing import Any
 
 ORDER = ["clean", "gsm", "amr-nb", "ulaw", "cheap-mic", "far-field"]
 METRICS = {"eer": ("EER %", "lower is better"), "way5_shot1": ("5-way 1-shot %", "higher")}
+MOTION_SETS = {
+    "clean": "HAPT test subjects as recorded",
+    "rot30": "HAPT test, each recording's sensor turned 30° about a random axis",
+    "rot90": "HAPT test, turned 90°",
+    "rotuniform": "HAPT test, turned uniformly at random",
+    "units": "HAPT test in m/s² and deg/s (declared)",
+    "transitions": "HAPT postural transitions (classes never trained on)",
+    "basicmotions": "BasicMotions wrist IMU, archive test split (another device and placement)",
+    "basicmotions-all": "BasicMotions, train and test splits together",
+}
+MOTION_METRICS = {
+    "way5_shot5": ("5-way 5-shot %", "higher is better"),
+    "way5_shot1": ("5-way 1-shot %", "higher"),
+    "eer": ("EER %", "lower is better"),
+    "loo_top1": ("leave-one-out top-1 %", "higher"),
+}
 
 
-def load(folder: Path) -> dict[str, dict[str, dict[str, Any]]]:
-    """bundle → channel → system → metrics."""
+def columns_of(bundle: str) -> list[str]:
+    return list(MOTION_SETS) if bundle == "motion" else ORDER
+
+
+def metrics_of(bundle: str) -> dict[str, tuple[str, str]]:
+    return MOTION_METRICS if bundle == "motion" else METRICS
+
+
+def load(*folders: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """bundle → channel → system → metrics (systems of later folders added beside)."""
     found: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
-    for path in sorted(folder.glob("*.json")):
-        bundle, _, channel = path.stem.partition("-")
-        if channel not in ORDER:
-            continue
-        found[bundle][channel] = json.loads(path.read_text())["systems"]
+    for folder in folders:
+        for path in sorted(folder.glob("*.json")):
+            bundle, _, channel = path.stem.partition("-")
+            if channel not in columns_of(bundle):
+                continue
+            systems = json.loads(path.read_text())["systems"]
+            found[bundle].setdefault(channel, {}).update(systems)
     return found
 
 
@@ -34,39 +64,59 @@ def _percent(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.1f}"
 
 
-def table(channels: dict[str, dict[str, Any]], metric: str) -> str:
-    present = [c for c in ORDER if c in channels]
+def table(channels: dict[str, dict[str, Any]], metric: str, bundle: str = "") -> str:
+    present = [c for c in columns_of(bundle) if c in channels]
     ood = [c for c in present if c != "clean"]
     systems = list(dict.fromkeys(s for c in present for s in channels[c]))
-    title, better = METRICS[metric]
+    title, better = metrics_of(bundle)[metric]
     head = f"| system ({title}, {better}) | " + " | ".join(present) + " | **mean out-of-domain** |"
     lines = [head, "|---" + "|---:" * (len(present) + 1) + "|"]
     for system in systems:
         values = [channels[c].get(system, {}).get(metric) for c in present]
         shifted = [channels[c].get(system, {}).get(metric) for c in ood]
         known = [v for v in shifted if v is not None]
-        mean = sum(known) / len(known) if known and len(known) == len(shifted) else None
+        if bundle != "motion" and len(known) != len(shifted):
+            known = []  # a channel missing: no mean
+        mean = sum(known) / len(known) if known else None
         cells = " | ".join(_percent(v) for v in values)
         lines.append(f"| {system} | {cells} | **{_percent(mean)}** |")
     return "\n".join(lines)
 
 
 def main(args: list[str]) -> int:
-    folder = Path(args[0]) if args else Path("runs/ood")
-    found = load(folder)
+    folders = [Path(a) for a in args] or [Path("runs/ood")]
+    found = load(*folders)
     if not found:
-        print(f"no <bundle>-<channel>.json reports in {folder}", file=sys.stderr)
+        print(f"no <bundle>-<channel>.json reports in {folders[0]}", file=sys.stderr)
         return 1
     for bundle, channels in found.items():
-        first = next(iter(next(iter(channels.values())).values()))
-        print(
-            f"**{bundle} — held-out set re-recorded through device channels** — "
-            f"{first['n_recordings']} recordings, {first['n_labels']} labels\n"
-        )
-        for metric in METRICS:
-            print(table(channels, metric))
+        if bundle == "motion":
+            print(motion_heading(channels))
+        else:
+            first = next(iter(next(iter(channels.values())).values()))
+            print(
+                f"**{bundle} — held-out set re-recorded through device channels** — "
+                f"{first['n_recordings']} recordings, {first['n_labels']} labels\n"
+            )
+        for metric in metrics_of(bundle):
+            print(table(channels, metric, bundle))
             print()
     return 0
+
+
+def motion_heading(sets: dict[str, dict[str, Any]]) -> str:
+    """What each motion column is; the mean skips a set where a metric cannot be had (5-way
+    needs five labels: BasicMotions has four)."""
+    lines = ["**motion — sensor sets from other devices, placements and units**\n"]
+    for name, text in MOTION_SETS.items():
+        if name in sets:
+            first = next(iter(sets[name].values()))
+            lines.append(
+                f"- `{name}`: {text} — {first['n_recordings']} recordings, "
+                f"{first['n_labels']} labels"
+            )
+    lines.append("\n— : not measurable on that set; the mean is over the sets that have it.\n")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -153,7 +153,7 @@ def run_export(*args: str) -> int:
 def tiny_audio_model(
     audio_dataset: Path, audio_heldout: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
-    from edgesiam.config import TrainConfig
+    from edgesiam.train.config import TrainConfig
     from edgesiam.train.loop import train
     from tests.train.test_loop import audio_recipe
 

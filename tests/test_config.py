@@ -5,15 +5,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edgesiam.config import (
+from edgesiam.errors import ConfigError
+from edgesiam.settings import parse_model
+from edgesiam.train.config import (
     LogMelConfig,
     SubCenterArcFaceObjective,
     TrainConfig,
     TripletObjective,
     load_train_config,
-    parse_model,
 )
-from edgesiam.errors import ConfigError
 
 CONFIGS = sorted(Path(__file__).parents[1].joinpath("configs").glob("*.yaml"))
 

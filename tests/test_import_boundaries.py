@@ -31,7 +31,7 @@ def imported_after(statement: str) -> set[str]:
         "edgesiam.core.baselines",
         "edgesiam.core.embedding",
         "edgesiam.core.embedder",
-        "edgesiam.config",
+        "edgesiam.settings",
         "edgesiam.data.readers",
         "edgesiam.model.embedders",
         "edgesiam.evaluation",

@@ -38,3 +38,44 @@ def test_an_empty_folder_is_an_error(tmp_path: Path) -> None:
         [sys.executable, str(SCRIPT), str(tmp_path)], capture_output=True, text=True
     )
     assert done.returncode == 1 and "no <bundle>-<channel>.json" in done.stderr
+
+
+def motion_report(path: Path, systems: dict[str, tuple[float, float | None]], labels: int) -> None:
+    body = {
+        name: {
+            "eer": eer,
+            "way5_shot5": acc,
+            "way5_shot1": acc,
+            "loo_top1": 0.5,
+            "n_recordings": 40,
+            "n_labels": labels,
+        }
+        for name, (eer, acc) in systems.items()
+    }
+    path.write_text(json.dumps({"systems": body}))
+
+
+def test_motion_has_a_column_per_sensor_set_and_candidates_from_another_folder(
+    tmp_path: Path,
+) -> None:
+    shipped, candidate = tmp_path / "shipped", tmp_path / "candidate"
+    shipped.mkdir()
+    candidate.mkdir()
+    motion_report(shipped / "motion-clean.json", {"ours": (0.1, 0.9), "stats": (0.2, 0.8)}, 6)
+    motion_report(shipped / "motion-rot90.json", {"ours": (0.3, 0.4), "stats": (0.3, 0.5)}, 6)
+    motion_report(
+        shipped / "motion-basicmotions.json", {"ours": (0.2, None), "stats": (0.1, None)}, 4
+    )
+    motion_report(candidate / "motion-rot90.json", {"new": (0.2, 0.7)}, 6)
+    motion_report(candidate / "motion-basicmotions.json", {"new": (0.1, None)}, 4)
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), str(shipped), str(candidate)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "| system (5-way 5-shot %, higher is better) | clean | rot90 | basicmotions |" in out
+    assert "| ours | 90.0 | 40.0 | — | **40.0** |" in out  # BasicMotions has 4 labels: no 5-way
+    assert "| new | — | 70.0 | — | **70.0** |" in out
+    assert "| ours | 10.0 | 30.0 | 20.0 | **25.0** |" in out  # EER: over both shifted sets
+    assert "`basicmotions`: BasicMotions wrist IMU" in out and "40 recordings, 4 labels" in out

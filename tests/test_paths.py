@@ -10,10 +10,10 @@ import pytest
 import yaml
 
 from edgesiam.cli import main
-from edgesiam.config import load_train_config
 from edgesiam.errors import ConfigError
 from edgesiam.paths import expand_user
 from edgesiam.runtime.config import default_state_dir, load_runtime_config
+from edgesiam.train.config import load_train_config
 
 ROOT = Path(__file__).resolve().parents[1]
 NOBODY = "~nosuchuser-edgesiam/x"

@@ -21,7 +21,7 @@ EXPORTED = {
 }
 
 VERBS = {
-    "data": {"prepare", "render", "list"},
+    "data": {"prepare", "render", "render-imu", "list"},
     "train": set(),
     "eval": set(),
     "embed": set(),

@@ -15,8 +15,8 @@ import soundfile as sf
 
 from edgesiam.cli import main
 from edgesiam.data.readers import Recording
-from edgesiam.errors import BundleError, DataError
-from edgesiam.export.gate import Check, GateError, GateReport
+from edgesiam.errors import BundleError, DataError, GateError
+from edgesiam.export.gate import Check, GateReport
 from edgesiam.model.bundle import load_manifest
 from edgesiam.train.weights import source_from_bundle
 from edgesiam.tune import export_with_retries, refuse_overlap, split_recordings
@@ -278,7 +278,7 @@ def test_the_last_resort_clips_sensor_features_tighter(tmp_path: Path) -> None:
 def test_a_recipe_batch_larger_than_the_labels_allow_trains(
     audio_dataset: Path, audio_heldout: Path, tmp_path: Path
 ) -> None:
-    from edgesiam.config import TrainConfig
+    from edgesiam.train.config import TrainConfig
     from edgesiam.train.loop import train
     from tests.train.test_loop import audio_recipe
 
@@ -293,8 +293,8 @@ def test_a_recipe_batch_larger_than_the_labels_allow_trains(
 def test_margin_softmax_centres_start_at_each_label_mean() -> None:
     import torch
 
-    from edgesiam.config import SubCenterArcFaceObjective
     from edgesiam.core.frontend import SensorFrontEnd
+    from edgesiam.train.config import SubCenterArcFaceObjective
     from edgesiam.train.encoder import Conv1dEncoder
     from edgesiam.train.objectives import build_objective
     from edgesiam.tune import _imprint_centres

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Final, Literal, Self, TypeGuard
 
-from edgesiam.errors import EdgesiamError
+from edgesiam.errors import HistoryError, InvalidPayload
 
 __all__ = [
     "DEVICE_ID",
@@ -149,14 +149,6 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     _create(_SCHEMA_V3),  # 3: replay requests (one per gap, shared by every ingester)
 )
 """The schema's ordered steps: a history at version ``n`` has run the first ``n`` of them."""
-
-
-class HistoryError(EdgesiamError):
-    """The history database cannot be opened or written."""
-
-
-class InvalidPayload(EdgesiamError, ValueError):
-    """A message does not have the fields its schema requires (it is not stored)."""
 
 
 def _number(value: Any) -> TypeGuard[int | float]:

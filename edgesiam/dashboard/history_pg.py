@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Any, ClassVar, Final
 from urllib.parse import urlsplit, urlunsplit
 
-from edgesiam.dashboard.history import HistoryError, SqlHistory
-from edgesiam.errors import MissingExtraError
+from edgesiam.dashboard.history import SqlHistory
+from edgesiam.errors import HistoryError, MissingExtraError
 
 __all__ = ["PostgresHistory", "is_postgres_url", "redact_url"]
 

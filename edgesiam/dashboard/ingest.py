@@ -47,8 +47,8 @@ from typing import Any, Literal
 from pydantic import SecretStr
 
 from edgesiam.dashboard.gaps import DEFAULT_REPLAY, GapWatcher, ReplayPolicy
-from edgesiam.dashboard.history import DEVICE_ID, HistoryError, InvalidPayload, SqlHistory
-from edgesiam.errors import EdgesiamError
+from edgesiam.dashboard.history import DEVICE_ID, SqlHistory
+from edgesiam.errors import CommandFailed, EdgesiamError, HistoryError, InvalidPayload
 from edgesiam.mqtt.client import (
     MqttSettings,
     MqttVersion,
@@ -71,14 +71,6 @@ log = logging.getLogger(__name__)
 UpdateCallback = Callable[[str, dict[str, Any]], None]
 """``(kind, data)`` after something was stored: kind is ``event``, ``near_miss``, ``status``,
 ``metrics``, ``labels``, ``command_result`` or ``broker`` (the dashboard's own connection)."""
-
-
-class CommandFailed(EdgesiamError):
-    """A command could not be sent, or its result did not come back in time."""
-
-    def __init__(self, message: str, code: str) -> None:
-        self.code = code
-        super().__init__(message)
 
 
 @dataclass

@@ -44,8 +44,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from edgesiam import __version__
 from edgesiam.dashboard.auth import TokenAuth
-from edgesiam.dashboard.history import DEVICE_ID, HistoryError, SqlHistory
-from edgesiam.dashboard.ingest import CommandFailed, IngestCounters, Ingester
+from edgesiam.dashboard.history import DEVICE_ID, SqlHistory
+from edgesiam.dashboard.ingest import IngestCounters, Ingester
+from edgesiam.errors import BadRequest, CommandFailed, HistoryError
 
 __all__ = [
     "MAX_WAV_BYTES",
@@ -165,13 +166,6 @@ class Response:
     @classmethod
     def error(cls, status: int, message: str, code: str, **headers: str) -> Response:
         return cls.json({"ok": False, "error": message, "error_code": code}, status, **headers)
-
-
-class BadRequest(Exception):
-    def __init__(self, message: str, status: int = 400, code: str = "invalid") -> None:
-        self.status = status
-        self.code = code
-        super().__init__(message)
 
 
 def _static(name: str) -> bytes:

@@ -648,11 +648,17 @@ def list_recordings(folder: str | Path, modality: str | None = None) -> list[Pat
 
 @dataclass(frozen=True)
 class Recording:
-    """One file of a dataset folder: one recording of one label."""
+    """One file of a dataset folder: one recording of one label.
+
+    ``source`` is the folder it comes from when that folder lays out its channels differently
+    from the dataset it was pooled into (see ``pool_datasets`` in training); it is read as its own
+    folder declares and brought to the pooled dataset's channel order, units and rate.
+    """
 
     path: Path
     label: str
     group: str | None = None
+    source: DatasetInfo | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -897,17 +903,26 @@ def _load(
         if sample_rate is None:
             raise ValueError("load_recording needs a sample_rate for audio recordings")
         return read_audio(rec.path, sample_rate), SensorNotes()
+    source = rec.source or info
     if spec is None:
         spec = SensorSpec(channels=len(info.channels) if info.channels else None)
+        if rec.source is not None:  # pooled from a folder laid out otherwise: to info's layout
+            units = dataset_units(info, info.channels)
+            spec = SensorSpec(
+                info.sample_rate,
+                spec.channels,
+                tuple(info.channels or ()),
+                tuple(units) if units else None,
+            )
     if sample_rate is not None:
         spec = dataclasses.replace(spec, sample_rate=int(sample_rate))
     return read_sensor_for(
         rec.path,
         spec,
-        sample_rate=info.sample_rate,
-        channels=info.channels,
-        units=info.units,
-        setting=f"units in {info.root / DATASET_TOML}",
+        sample_rate=source.sample_rate,
+        channels=source.channels,
+        units=source.units,
+        setting=f"units in {source.root / DATASET_TOML}",
     )
 
 

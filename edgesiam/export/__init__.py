@@ -14,7 +14,6 @@ _EXPORTS = {
     "ExportOptions": "edgesiam.export.bundle_writer",
     "ExportResult": "edgesiam.export.bundle_writer",
     "export_bundle": "edgesiam.export.bundle_writer",
-    "GateError": "edgesiam.export.gate",
     "GateLimits": "edgesiam.export.gate",
     "GateReport": "edgesiam.export.gate",
 }

@@ -25,10 +25,9 @@ from edgesiam.core.embedding import l2_normalize, recording_embedding
 from edgesiam.core.metrics import equal_error_rate, threshold_at_fmr, trial_scores
 from edgesiam.core.normalise import window_recording_trials
 from edgesiam.core.windowing import frame
-from edgesiam.errors import ConfigError, MissingExtraError, ModelError
+from edgesiam.errors import ConfigError, GateError, MissingExtraError, ModelError
 from edgesiam.export.gate import (
     CompilerResult,
-    GateError,
     GateLimits,
     GateReport,
     HeldOutResult,

@@ -29,7 +29,7 @@ from edgesiam.core.embedding import l2_normalize, recording_embedding
 from edgesiam.core.metrics import equal_error_rate, trial_scores
 from edgesiam.core.windowing import frame
 from edgesiam.data.readers import iter_recordings, reading_spec, scan_dataset
-from edgesiam.errors import BundleError, DataError
+from edgesiam.errors import DataError
 from edgesiam.model.interpreters import ModelInfo
 
 # The Edge TPU compiler's supported operations (Coral's "supported operations" table), as TFLite
@@ -83,17 +83,6 @@ EDGETPU_OPS: Final = frozenset(
 INTEGER_DTYPES: Final = frozenset({"int8", "int32"})
 COMPILER: Final = "edgetpu_compiler"
 PARITY_CHECKS: Final = frozenset({"parity.mean_cosine", "parity.min_cosine", "eer.delta"})
-
-
-class GateError(BundleError):
-    """The exported model failed the gate; the message is the whole report."""
-
-    def __init__(self, report: GateReport) -> None:
-        self.report = report
-        super().__init__(
-            "the exported model failed the gate (no bundle written; --force writes it anyway):\n"
-            + report.render()
-        )
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,12 @@ import numpy.typing as npt
 
 from edgesiam.core.embedding import l2_normalize
 from edgesiam.core.frontend import FrontEnd, frontend_from_state
-from edgesiam.errors import BundleError, DataError, MissingExtraError, ModelError
+from edgesiam.errors import (
+    BundleError,
+    DataError,
+    ModelError,
+    NoInterpreterError,
+)
 from edgesiam.model.bundle import (
     MANIFEST_NAME,
     BundleModel,
@@ -70,17 +75,6 @@ EDGETPU_COMPILE_STEP: Final = (
 BACKEND_ENV: Final = "EDGESIAM_INTERPRETER"
 
 Float32Array = npt.NDArray[np.float32]
-
-
-class NoInterpreterError(MissingExtraError):
-    """No TFLite interpreter package can be imported; the message says why for each."""
-
-    def __init__(self, reasons: dict[str, str]) -> None:
-        super().__init__("ai-edge-litert", "device")
-        tried = "; ".join(f"{name}: {why}" for name, why in reasons.items())
-        message = f"{self.args[0]} (or tflite-runtime on a 32-bit ARM board). Tried: {tried}"
-        self.args = (message,)
-        self.msg = message  # what ImportError's str() shows
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 
 from edgesiam.errors import ConfigError, MissingExtraError
 from edgesiam.mqtt.contract import DEVICE_ID, TOPIC_PREFIX, Topics
 from edgesiam.paths import UserPath
+from edgesiam.settings import StrictModel, format_validation_error
 
 __all__ = [
     "BrokerAddress",
@@ -78,13 +79,11 @@ def parse_broker_url(url: str) -> BrokerAddress:
     )
 
 
-class BrokerOptions(BaseModel):
+class BrokerOptions(StrictModel):
     """How a device reaches its broker, whoever the device is: the fields shared by the publisher's
     :class:`MqttSettings` and the runtime config's ``mqtt`` section. Unknown keys are errors; the
     password never sits here in clear text (``password`` is a ``SecretStr``; prefer
     ``password_env`` or ``password_file``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     url: str = Field("mqtt://localhost:1883", description="mqtt[s]://[user@]host[:port]")
     prefix: str = Field("edgesiam", description="first topic level(s)")
@@ -163,11 +162,7 @@ class MqttSettings(BrokerOptions):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            lines = [f"{source}: {exc.error_count()} problem(s)"]
-            for err in exc.errors():
-                where = ".".join(str(p) for p in err["loc"]) or "(settings)"
-                lines.append(f"  {where}: {err['msg']}")
-            raise ConfigError("\n".join(lines)) from None
+            raise ConfigError(format_validation_error(exc, source, "(settings)")) from None
 
     @property
     def address(self) -> BrokerAddress:

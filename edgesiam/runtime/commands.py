@@ -45,8 +45,6 @@ from typing import Annotated, Any, Final, Literal, Protocol
 
 import numpy as np
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     StrictBool,
     ValidationError,
@@ -54,8 +52,9 @@ from pydantic import (
     model_validator,
 )
 
-from edgesiam.errors import EdgesiamError
+from edgesiam.errors import CommandRejected, CommandTooLarge, EdgesiamError
 from edgesiam.mqtt.contract import VERBS, error_result, ok_result, peek_correlation_id, to_json
+from edgesiam.settings import StrictModel, validation_problems
 
 __all__ = [
     "Clip",
@@ -133,9 +132,7 @@ class CommandTarget(Protocol):
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class _Request(StrictModel):
     correlation_id: str | None = Field(None, max_length=128)
 
 
@@ -148,10 +145,8 @@ class _Labelled(_Request):
         return validate_label(value)
 
 
-class ClipRequest(BaseModel):
+class ClipRequest(StrictModel):
     """One clip of ``enroll``'s ``clips``: a WAV or a sensor CSV, base64, and an optional name."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str | None = Field(None, min_length=1, max_length=128)
     wav_base64: str | None = None
@@ -273,12 +268,7 @@ _SCHEMAS: Final[dict[str, type[_Request]]] = {
 
 
 def _describe(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"])
-        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
-        parts.append(f"{where}: {msg}" if where else msg)
-    return "; ".join(parts)
+    return "; ".join(validation_problems(exc, "(request)"))
 
 
 class CommandHandler:
@@ -357,9 +347,9 @@ class CommandHandler:
         try:
             with self._lock:
                 result = self._run(verb, request)
-        except _TooLarge as exc:
+        except CommandTooLarge as exc:
             return error_result(verb, "too_large", str(exc), cid)
-        except _Invalid as exc:
+        except CommandRejected as exc:
             return error_result(verb, "invalid", str(exc), cid)
         except (EdgesiamError, ValueError, KeyError) as exc:
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
@@ -400,9 +390,11 @@ class CommandHandler:
             return t.forget_template(request.label, request.id)
         if isinstance(request, ReplayRequest):
             if self.replay is None:
-                raise _Invalid("this device keeps no events to replay (no outbox or no broker)")
+                raise CommandRejected(
+                    "this device keeps no events to replay (no outbox or no broker)"
+                )
             return self.replay(request.from_seq, request.to_seq)
-        raise _Invalid(f"unknown command {verb!r}")  # pragma: no cover - _SCHEMAS covers all
+        raise CommandRejected(f"unknown command {verb!r}")  # pragma: no cover - _SCHEMAS covers all
 
     def _clips(self, request: EnrollRequest) -> list[Clip]:
         """The request's clips, decoded and checked against the size caps."""
@@ -412,7 +404,7 @@ class CommandHandler:
         clips = [self._decode_clip(i, clip) for i, clip in enumerate(given, start=1)]
         total = sum(len(clip.data) for clip in clips)
         if total > self.max_enroll_bytes:
-            raise _TooLarge(
+            raise CommandTooLarge(
                 f"the clips are {total} bytes in all; at most {self.max_enroll_bytes} per request "
                 "(send the rest with append)"
             )
@@ -423,23 +415,15 @@ class CommandHandler:
         text = clip.wav_base64 if clip.wav_base64 is not None else clip.csv_base64 or ""
         what = "WAV" if kind == "wav" else "CSV"
         if len(text) > 4 * ((self.max_wav_bytes + 2) // 3):
-            raise _TooLarge(f"the {what} is over {self.max_wav_bytes} bytes")
+            raise CommandTooLarge(f"the {what} is over {self.max_wav_bytes} bytes")
         try:
             raw = base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
-            raise _Invalid(f"{kind}_base64 is not valid base64") from None
+            raise CommandRejected(f"{kind}_base64 is not valid base64") from None
         if len(raw) > self.max_wav_bytes:
-            raise _TooLarge(f"the {what} is {len(raw)} bytes; at most {self.max_wav_bytes}")
+            raise CommandTooLarge(f"the {what} is {len(raw)} bytes; at most {self.max_wav_bytes}")
         if kind == "wav" and (len(raw) < 44 or raw[:4] != b"RIFF" or raw[8:12] != b"WAVE"):
-            raise _Invalid("wav_base64 does not hold a WAV file (no RIFF/WAVE header)")
+            raise CommandRejected("wav_base64 does not hold a WAV file (no RIFF/WAVE header)")
         if kind == "csv" and (not raw.strip() or b"\x00" in raw):
-            raise _Invalid("csv_base64 does not hold a text CSV file")
+            raise CommandRejected("csv_base64 does not hold a text CSV file")
         return Clip(clip.name or f"clip{number}.{kind}", kind, raw)
-
-
-class _TooLarge(Exception):
-    pass
-
-
-class _Invalid(Exception):
-    pass

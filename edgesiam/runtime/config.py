@@ -22,12 +22,18 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
-from edgesiam.config import StrictModel, format_validation_error, load_yaml
 from edgesiam.core.units import canonical_unit
 from edgesiam.errors import ConfigError
 from edgesiam.model.bundle import FMR_TARGETS, fmr_key
 from edgesiam.mqtt.client import BrokerOptions, MqttSettings, parse_broker_url
 from edgesiam.paths import UserPath, expand_user
+from edgesiam.settings import (
+    UNSET,
+    StrictModel,
+    apply_overrides,
+    format_validation_error,
+    load_yaml,
+)
 
 __all__ = [
     "UNSET",
@@ -510,29 +516,6 @@ class RuntimeConfig(StrictModel):
 
 # ------------------------------------------------------------------------------------------------
 # loading
-
-
-UNSET: Final = object()
-"""An override value that removes the key (``run --threshold`` drops the file's ``target_fmr``)."""
-
-
-def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Set dotted keys (``mqtt.port``) in a copy of ``data``; a dict value replaces the section
-    when its key is the section itself (``source``); :data:`UNSET` removes the key."""
-    out: dict[str, Any] = dict(data)
-    for dotted, value in overrides.items():
-        node = out
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            child = node.get(key)
-            child = dict(child) if isinstance(child, dict) else {}
-            node[key] = child
-            node = child
-        if value is UNSET:
-            node.pop(leaf, None)
-        else:
-            node[leaf] = value
-    return out
 
 
 _PATH_KEYS: Final = (

@@ -47,11 +47,7 @@ from edgesiam.core.windowing import StreamWindower
 from edgesiam.errors import DataError, EdgesiamError, OutboxError
 from edgesiam.mqtt.publisher import MqttPublisher
 from edgesiam.runtime.calibration_store import Calibration, CalibrationStore, DeviceCohort
-from edgesiam.runtime.config import (
-    MatchingConfig,
-    RuntimeConfig,
-    load_runtime_config,
-)
+from edgesiam.runtime.config import MatchingConfig, RuntimeConfig, load_runtime_config
 from edgesiam.runtime.gallery_store import GalleryStore, enroll_recordings, model_sha256
 from edgesiam.runtime.metrics import RuntimeMetrics
 from edgesiam.runtime.outbox import Outbox

@@ -16,16 +16,15 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from edgesiam.config import load_yaml
 from edgesiam.errors import ConfigError
 from edgesiam.paths import expand_user
 from edgesiam.runtime.config import (
-    UNSET,
     RuntimeConfig,
     is_runtime_config,
     load_runtime_config,
     parse_source_uri,
 )
+from edgesiam.settings import UNSET, load_yaml
 
 __all__ = [
     "add_run_parser",

@@ -47,7 +47,6 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import ValidationError
 
-from edgesiam.config import StrictModel, format_validation_error
 from edgesiam.core.embedder import DeviceEmbedder
 from edgesiam.core.resample import StreamResampler
 from edgesiam.core.units import GravityCheck, conversion_factors, declared_units
@@ -62,6 +61,7 @@ from edgesiam.runtime.config import (
     StdinSourceConfig,
     parse_source_uri,
 )
+from edgesiam.settings import StrictModel, format_validation_error
 
 __all__ = [
     "FileSource",

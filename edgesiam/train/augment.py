@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.signal import fftconvolve
 
+from edgesiam.core.rotations import bounded_rotations, uniform_rotations
 from edgesiam.errors import ConfigError, DataError
 
 Float32Array = npt.NDArray[np.float32]
@@ -281,6 +282,8 @@ class ImuAugmenter:
     uniform in [0, max_angle_deg]. ``scale`` draws one gain per example and channel (sensor
     calibration), ``jitter_std`` adds Gaussian noise with that fraction of each channel's std in the
     window, and ``time_warp`` bends the time axis by up to that relative speed change.
+    ``triad_scale`` draws one gain per example and triad, log-uniform in its range: a sensor whose
+    scale or units are not what its dataset says (raw counts, m/s² read as g) still matches.
     """
 
     def __init__(
@@ -291,8 +294,10 @@ class ImuAugmenter:
         scale: Range = (0.9, 1.1),
         jitter_std: float = 0.01,
         time_warp: float = 0.1,
+        triad_scale: Range = (1.0, 1.0),
     ) -> None:
         self.triads = _checked_triads(triads)
+        self.triad_scale = _check_range("triad_scale", triad_scale, lowest=1e-6)
         if not 0.0 <= max_angle_deg <= 180.0:
             raise ConfigError(f"max_angle_deg must be in [0, 180], got {max_angle_deg}")
         if jitter_std < 0.0:
@@ -318,9 +323,19 @@ class ImuAugmenter:
         if self.rotate and self.triads:
             x = self._rotate(x, rng)
         x = x * rng.uniform(*self.scale, size=(x.shape[0], 1, x.shape[2]))
+        if self.triad_scale != (1.0, 1.0):
+            x = self._scale_triads(x, rng)
         if self.jitter_std > 0.0:
             x = x + rng.standard_normal(x.shape) * (self.jitter_std * x.std(axis=1, keepdims=True))
         return x.astype(np.float32)
+
+    def _scale_triads(self, x: Float64Array, rng: np.random.Generator) -> Float64Array:
+        low, high = np.log(self.triad_scale)
+        out = x.copy()
+        for triad in self.triads:
+            gains = np.exp(rng.uniform(low, high, size=(x.shape[0], 1, 1)))
+            out[:, :, list(triad)] *= gains
+        return out
 
     def _rotate(self, x: Float64Array, rng: np.random.Generator) -> Float64Array:
         if self.max_angle_deg >= 180.0:
@@ -342,37 +357,6 @@ def _checked_triads(triads: Sequence[tuple[int, int, int]]) -> list[tuple[int, i
     if len(set(used)) != len(used):
         raise ConfigError(f"IMU triads must not share channels, got {triads}")
     return [(t[0], t[1], t[2]) for t in checked]
-
-
-def uniform_rotations(count: int, rng: np.random.Generator) -> Float64Array:
-    """``(count, 3, 3)`` rotation matrices distributed uniformly over SO(3) (Haar measure).
-
-    A normalised 4-D Gaussian is a uniform unit quaternion, and unit quaternions cover SO(3)
-    uniformly.
-    """
-    quaternions = rng.standard_normal((count, 4))
-    quaternions /= np.linalg.norm(quaternions, axis=1, keepdims=True)
-    return _quaternion_matrices(quaternions)
-
-
-def bounded_rotations(count: int, max_angle: float, rng: np.random.Generator) -> Float64Array:
-    """``(count, 3, 3)`` rotations about uniform random axes by angles uniform in [0, max_angle]."""
-    axes = rng.standard_normal((count, 3))
-    axes /= np.linalg.norm(axes, axis=1, keepdims=True)
-    half = rng.uniform(0.0, max_angle, size=(count, 1)) / 2.0
-    return _quaternion_matrices(np.concatenate([np.cos(half), np.sin(half) * axes], axis=1))
-
-
-def _quaternion_matrices(q: Float64Array) -> Float64Array:
-    w, x, y, z = q.T
-    return np.stack(
-        [
-            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
-            np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
-            np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
-        ],
-        axis=1,
-    )
 
 
 def _time_warp(

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgesiam.config import TrainConfig
 from edgesiam.core.frontend import FrontEnd, frontend_from_state
 from edgesiam.errors import ModelError
+from edgesiam.train.config import TrainConfig
 from edgesiam.train.encoder import Conv1dEncoder
 
 FORMAT = "edgesiam-checkpoint"

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgesiam.config import EncoderConfig
+from edgesiam.train.config import EncoderConfig
 
 
 class ConvBlock(nn.Module):

@@ -28,13 +28,6 @@ from pytorch_metric_learning.samplers import MPerClassSampler
 from tqdm import tqdm
 
 from edgesiam import __version__
-from edgesiam.config import (
-    AudioAugmentConfig,
-    ImuAugmentConfig,
-    LogMelConfig,
-    SensorFrontEndConfig,
-    TrainConfig,
-)
 from edgesiam.core.embedding import recording_embedding
 from edgesiam.core.frontend import FrontEnd, LogMelFrontEnd, LogMelParams, SensorFrontEnd
 from edgesiam.core.metrics import equal_error_rate, trial_scores
@@ -46,6 +39,13 @@ from edgesiam.train.checkpoint import (
     frontend_to_torch,
     load_checkpoint,
     save_checkpoint,
+)
+from edgesiam.train.config import (
+    AudioAugmentConfig,
+    ImuAugmentConfig,
+    LogMelConfig,
+    SensorFrontEndConfig,
+    TrainConfig,
 )
 from edgesiam.train.encoder import Conv1dEncoder, parameter_count
 from edgesiam.train.objectives import build_objective
@@ -216,6 +216,7 @@ def build_augment(
             scale=aug.scale,
             jitter_std=aug.jitter_std,
             time_warp=aug.time_warp,
+            triad_scale=aug.triad_scale,
         )
         return imu, None
     return None, None

@@ -12,7 +12,7 @@ import torch
 from pytorch_metric_learning import distances, losses, miners
 from torch import nn
 
-from edgesiam.config import (
+from edgesiam.train.config import (
     ContrastiveObjective,
     ObjectiveConfig,
     SubCenterArcFaceObjective,

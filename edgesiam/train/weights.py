@@ -23,11 +23,12 @@ import torch
 import yaml
 from safetensors.numpy import load_file, save_file
 
-from edgesiam.config import TrainConfig, parse_model
 from edgesiam.core.frontend import frontend_from_state
 from edgesiam.errors import BundleError, ModelError
 from edgesiam.model.bundle import load_manifest
+from edgesiam.settings import parse_model
 from edgesiam.train.checkpoint import frontend_to_torch
+from edgesiam.train.config import TrainConfig
 from edgesiam.train.encoder import Conv1dEncoder, ConvBlock
 
 WEIGHTS_FILE: Final = "weights.safetensors"
@@ -183,8 +184,8 @@ def attach_weights(bundle: Path, recipe: Path, features: np.ndarray) -> float:
     The recovered encoder must reproduce the float model on ``features`` (real windows through
     the bundle's front-end) with a cosine above 0.9999; returns the smallest cosine.
     """
-    from edgesiam.config import load_train_config
     from edgesiam.model.bundle import write_manifest
+    from edgesiam.train.config import load_train_config
 
     manifest = load_manifest(bundle)
     config = load_train_config(recipe)

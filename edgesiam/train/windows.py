@@ -6,6 +6,7 @@ as the device will see a stream: augment → front-end → encoder.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -36,30 +37,63 @@ class RecordingSet:
 
 
 def pool_datasets(infos: list[DatasetInfo]) -> DatasetInfo:
-    """Several dataset folders of one modality as one (sensor folders must agree on channels)."""
+    """Several dataset folders of one modality as one.
+
+    Sensor folders may differ in channel order, units and rate when their ``dataset.toml`` names
+    the channels (and, if any declares units, the first does too): their recordings are read as
+    their own folder says and brought to the first folder's layout.
+    """
     first = infos[0]
+    recordings = list(first.recordings)
     for other in infos[1:]:
         if other.modality != first.modality:
             raise DataError(
                 f"cannot pool {other.modality} recordings with {first.modality} ones", other.root
             )
-        if first.modality == "sensor" and (
-            other.sample_rate != first.sample_rate
-            or other.channels != first.channels
-            or other.units != first.units
-        ):
-            raise DataError(
-                f"sensor folders differ in rate, channels or units from {first.root}", other.root
-            )
+        if first.modality == "sensor":  # read as its own folder declares (and names it)
+            if _layout(other) != _layout(first):
+                _check_convertible(first, other)
+            recordings += [dataclasses.replace(r, source=other) for r in other.recordings]
+        else:
+            recordings += other.recordings
     return DatasetInfo(
         root=first.root,
         modality=first.modality,
         sample_rate=first.sample_rate,
         channels=first.channels,
-        recordings=[r for info in infos for r in info.recordings],
+        recordings=recordings,
         skipped=[s for info in infos for s in info.skipped],
         units=first.units,
     )
+
+
+def _layout(info: DatasetInfo) -> tuple[object, ...]:
+    return info.sample_rate, info.channels, info.units
+
+
+def _check_convertible(first: DatasetInfo, other: DatasetInfo) -> None:
+    """Pooling ``other`` into ``first``'s layout needs named channels (and units to convert)."""
+    if not first.channels or not other.channels:
+        raise DataError(
+            f"sensor folders differ in rate, channels or units from {first.root}; name the "
+            "channels in both dataset.toml files so they can be matched",
+            other.root,
+        )
+    if other.units is not None and first.units is None:
+        raise DataError(
+            f"declares units but {first.root / 'dataset.toml'} does not: declare them there "
+            "so these recordings can be converted",
+            other.root,
+        )
+    if (other.sample_rate is None) != (first.sample_rate is None):
+        raise DataError(
+            f"sample_rate is declared in one of {first.root} and {other.root} only", other.root
+        )
+    missing = [
+        c for c in first.channels if c.casefold() not in {o.casefold() for o in other.channels}
+    ]
+    if missing:
+        raise DataError(f"lacks the channel(s) {', '.join(missing)} of {first.root}", other.root)
 
 
 def resolve_sample_rate(info: DatasetInfo, requested: int | None) -> int:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from edgesiam.dashboard.history import MIGRATIONS, History, HistoryError, InvalidPayload
+from edgesiam.dashboard.history import MIGRATIONS, History
+from edgesiam.errors import HistoryError, InvalidPayload
 from tests.dashboard.conftest import OpenHistory, event_payload
 
 

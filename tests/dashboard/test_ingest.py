@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from edgesiam.dashboard.history import History, HistoryError
-from edgesiam.dashboard.ingest import CommandFailed, Ingester, default_client_id
+from edgesiam.dashboard.history import History
+from edgesiam.dashboard.ingest import Ingester, default_client_id
+from edgesiam.errors import CommandFailed, HistoryError
 from edgesiam.mqtt.contract import Topics
 from edgesiam.mqtt.homeassistant import discovery_messages
 from tests.dashboard.conftest import Dashboard, event_payload, publisher

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from edgesiam.data.readers import scan_dataset
-from edgesiam.errors import BundleError, ConfigError, DataError, MissingExtraError
-from edgesiam.export import GateError
+from edgesiam.errors import BundleError, ConfigError, DataError, GateError, MissingExtraError
 from edgesiam.export.bundle_writer import evaluate_cohort, threshold_set
 from edgesiam.export.gate import (
     EDGETPU_OPS,
@@ -377,8 +376,8 @@ def test_manifest_json_is_generated_not_hand_written(audio_bundle: Path) -> None
 
 @pytest.mark.slow
 def test_sensor_model_exports_and_embeds_like_torch(sensor_dataset: Path, tmp_path: Path) -> None:
-    from edgesiam.config import TrainConfig
     from edgesiam.train.checkpoint import CheckpointEmbedder
+    from edgesiam.train.config import TrainConfig
     from edgesiam.train.loop import train
     from tests.conftest import write_sensor_dataset
     from tests.train.test_loop import sensor_recipe

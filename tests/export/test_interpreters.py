@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgesiam.errors import BundleError, MissingExtraError
+from edgesiam.errors import BundleError, MissingExtraError, NoInterpreterError
 from edgesiam.model import interpreters
-from edgesiam.model.interpreters import BundleEmbedder, NoInterpreterError, find_backend
+from edgesiam.model.interpreters import BundleEmbedder, find_backend
 
 
 def test_backend_chain_prefers_litert_and_names_what_is_missing(

@@ -1,4 +1,4 @@
-"""Config files against random YAML: training recipes (``edgesiam.config``) and the device's
+"""Config files against random YAML: training recipes (``edgesiam.train.config``) and the device's
 runtime config (``edgesiam.runtime.config``), plus ``--source`` URIs.
 
 Property: loading gives a validated config or a ``ConfigError`` that names the file, never
@@ -17,9 +17,9 @@ import yaml
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from edgesiam.config import load_train_config
 from edgesiam.errors import ConfigError
 from edgesiam.runtime.config import load_runtime_config, parse_source_uri
+from edgesiam.train.config import load_train_config
 from tests.fuzz.scale import TIMEOUT_S, fuzz_settings
 
 pytestmark = pytest.mark.timeout(TIMEOUT_S)

@@ -177,7 +177,7 @@ def test_all_clips_of_a_request_share_one_size_cap(runtime: FakeRuntime) -> None
         (req(label="a/b", embeddings=[[1, 0, 0, 0]]), "invalid", "label"),
         (req(label="", embeddings=[[1, 0, 0, 0]]), "invalid", "label"),
         (req(label="x" * 65, embeddings=[[1, 0, 0, 0]]), "invalid", "label"),
-        (req(label="x", embeddings=[[1, 0, 0, 0]], colour="red"), "invalid", "unknown field"),
+        (req(label="x", embeddings=[[1, 0, 0, 0]], colour="red"), "invalid", "unknown key"),
         (b"{not json", "bad_json", "JSON"),
         (b"[1, 2]", "bad_json", "object"),
         (b"\xff\xfe", "bad_json", "JSON"),

@@ -674,7 +674,7 @@ MOVES_STREAM = ("move0", "move3", "move1", "move4", "move2")
 
 @pytest.fixture(scope="module")
 def sensor_bundle(sensor_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from edgesiam.config import TrainConfig
+    from edgesiam.train.config import TrainConfig
     from edgesiam.train.loop import train
     from tests.conftest import run_export, write_sensor_dataset
     from tests.train.test_loop import sensor_recipe

@@ -256,6 +256,27 @@ def test_channels_outside_the_triads_are_untouched_by_rotation() -> None:
     np.testing.assert_array_equal(out[:, :, 6], windows[:, :, 6])
 
 
+def test_triad_scale_gives_each_sensor_of_a_window_one_gain_in_its_range() -> None:
+    windows = imu_windows()
+    augment = ImuAugmenter(
+        [ACC, GYRO],
+        rotate=False,
+        scale=(1.0, 1.0),
+        jitter_std=0.0,
+        time_warp=0.0,
+        triad_scale=(0.5, 2.0),
+    )
+    out = augment(windows, np.random.default_rng(8)).astype(np.float64)
+    gains = []
+    for triad in (ACC, GYRO):
+        ratio = out[:, :, list(triad)] / windows[:, :, list(triad)]
+        np.testing.assert_allclose(ratio, ratio[:, :1, :1] * np.ones_like(ratio), rtol=1e-5)
+        gains.append(ratio[:, 0, 0])
+    assert np.all((np.concatenate(gains) >= 0.5) & (np.concatenate(gains) <= 2.0))
+    assert not np.allclose(gains[0], gains[1])  # accelerometer and gyroscope apart
+    assert np.ptp(gains[0]) > 0.3  # and per window
+
+
 def test_imu_keeps_shape_dtype_and_is_deterministic() -> None:
     windows = imu_windows()
     augmenter = ImuAugmenter([ACC, GYRO])

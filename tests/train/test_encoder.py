@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from edgesiam.config import EncoderConfig, TrainConfig
+from edgesiam.train.config import EncoderConfig, TrainConfig
 from edgesiam.train.encoder import Conv1dEncoder, parameter_count
 from edgesiam.train.objectives import build_objective
 

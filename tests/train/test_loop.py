@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import yaml
 
-from edgesiam.config import TrainConfig, load_train_config
 from edgesiam.core.metrics import equal_error_rate, trial_scores
 from edgesiam.data.readers import scan_dataset
 from edgesiam.model.embedders import embed_dataset
 from edgesiam.train.checkpoint import CheckpointEmbedder, load_checkpoint
+from edgesiam.train.config import TrainConfig, load_train_config
 from edgesiam.train.loop import train
 
 SMALL_ENCODER = {

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from edgesiam.config import TrainConfig
 from edgesiam.core.windowing import frame
 from edgesiam.model.bundle import load_manifest
 from edgesiam.model.interpreters import load_model
 from edgesiam.train.checkpoint import load_checkpoint
+from edgesiam.train.config import TrainConfig
 from edgesiam.train.encoder import Conv1dEncoder
 from edgesiam.train.weights import float_tflite_parity, source_from_bundle
 from tests.conftest import make_motion, make_voice

@@ -63,7 +63,7 @@ def test_pooled_folders_train_as_one(
 
 
 def test_recipe_accepts_one_or_several_training_folders() -> None:
-    from edgesiam.config import DataConfig
+    from edgesiam.train.config import DataConfig
 
     one = DataConfig(train="a", window_s=1, hop_s=1)  # type: ignore[arg-type]
     many = DataConfig(train=["a", "b"], window_s=1, hop_s=1)  # type: ignore[list-item]

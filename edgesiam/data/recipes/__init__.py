@@ -7,6 +7,7 @@ and exposes a module-level ``RECIPE``; they are imported only when asked for.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from pathlib import Path
 
 from edgesiam.data.recipes.base import Recipe, RecipeSummary, run_recipe
@@ -20,6 +21,7 @@ _MODULES: dict[str, str] = {
     "hapt": "edgesiam.data.recipes.hapt",
     "basicmotions": "edgesiam.data.recipes.uea",
     "japanesevowels": "edgesiam.data.recipes.uea",
+    "imusim": "edgesiam.data.recipes.imusim",
 }
 
 RECIPE_NAMES: tuple[str, ...] = tuple(_MODULES)
@@ -37,11 +39,23 @@ def get_recipe(name: str) -> Recipe:
 
 
 def prepare(
-    names: list[str], root: Path, force: bool = False
+    names: list[str],
+    root: Path,
+    force: bool = False,
+    options: Mapping[str, object] | None = None,
 ) -> list[tuple[str, RecipeSummary | None]]:
-    """Prepare each named recipe (``all`` expands to every recipe); None marks 'already prepared'."""
+    """Prepare each named recipe (``all`` expands to every recipe); None marks 'already prepared'.
+
+    ``options`` (e.g. ``{"classes": 100}``) configure the recipes that take settings.
+    """
     expanded: list[str] = []
     for name in names:
         expanded.extend(RECIPE_NAMES if name == "all" else [name])
     recipes = [get_recipe(n) for n in dict.fromkeys(expanded)]
+    if options:
+        takers = [r for r in recipes if r.configure is not None]
+        if not takers:
+            given = ", ".join(f"--{k}" for k in options)
+            raise RecipeError(f"{given} applies to no recipe named ({', '.join(names)})")
+        recipes = [r.configure(**options) if r.configure else r for r in recipes]
     return [(r.name, run_recipe(r, root, force=force)) for r in recipes]

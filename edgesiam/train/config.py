@@ -1,30 +1,20 @@
-"""Every config file edgesiam reads is validated here, strictly.
+"""The training recipe: what to learn from, what to learn, and how (``edgesiam train RECIPE``).
 
-Unknown keys are errors (a typo must never be silently ignored), every field is described, and the
-choice between variants (front-end, objective, augmentation) is made by a ``type`` field. Errors are
-reported with the path of the offending key, e.g.
+Strict like every config (:mod:`edgesiam.settings`): unknown keys are errors, every field is
+described, and the choice between variants (front-end, objective, augmentation) is made by a
+``type`` field. Errors name the path of the offending key, e.g.
 ``objective.margin: Input should be greater than 0``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from edgesiam.errors import ConfigError
 from edgesiam.paths import UserPath
-
-M = TypeVar("M", bound=BaseModel)
-
-
-class StrictModel(BaseModel):
-    """Base of every config model: unknown keys are rejected, values are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+from edgesiam.settings import StrictModel, apply_overrides, load_yaml, parse_model
 
 # ------------------------------------------------------------------------------------------------
 # front-ends
@@ -252,6 +242,11 @@ class ImuAugmentConfig(StrictModel):
     scale: tuple[float, float] = (0.9, 1.1)
     jitter_std: float = Field(0.01, ge=0)
     time_warp: float = Field(0.1, ge=0, lt=1)
+    triad_scale: tuple[float, float] = Field(
+        (1.0, 1.0),
+        description="gain range per 3-axis sensor and window, log-uniform: robustness to a "
+        "sensor's scale or units being other than declared, e.g. [0.5, 2.0]",
+    )
 
 
 class NoAugmentConfig(StrictModel):
@@ -321,50 +316,9 @@ class TrainConfig(StrictModel):
         return self
 
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    lines = [f"{source}: {exc.error_count()} problem(s)"]
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (not a setting of this section; check its spelling)"
-        lines.append(f"  {where}: {msg}")
-    return "\n".join(lines)
-
-
-def load_yaml(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"{path}: not a text file (not UTF-8 at byte {exc.start}); a config is YAML text"
-        ) from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-
-
-def parse_model(model: type[M], data: Any, source: str) -> M:
-    """Validate ``data`` as ``model``; a failure becomes a ConfigError listing every problem."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping of settings, got {type(data).__name__}")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from None
-
-
 def load_train_config(path: Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Read and validate a training recipe; ``overrides`` are dotted keys (``optim.epochs``)."""
     data = load_yaml(path)
     if isinstance(data, dict) and overrides:
-        for dotted, value in overrides.items():
-            node = data
-            *parents, leaf = dotted.split(".")
-            for key in parents:
-                node = node.setdefault(key, {})
-            node[leaf] = value
+        data = apply_overrides(data, overrides)
     return parse_model(TrainConfig, data, str(path))
