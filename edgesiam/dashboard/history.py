@@ -478,9 +478,10 @@ class SqlHistory:
                 ("near_misses", "received"),
                 ("command_results", "received"),
                 ("devices", "last_seen"),
-                ("replay_requests", "requested"),
             ]
-            for table, column in tables[: 4 if len(self.MIGRATIONS) < 3 else None]:
+            if len(self.MIGRATIONS) >= 3:  # schema version 3 keeps replay requests
+                tables.append(("replay_requests", "requested"))
+            for table, column in tables:
                 cur = self._execute(f"DELETE FROM {table} WHERE {column} < ?", (cutoff,))
                 removed[table] = cur.rowcount
         return removed
