@@ -28,8 +28,10 @@ apt:  ## install the Debian programs the recipes and tests use (espeak-ng, flite
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-data: venv apt  ## prepare every real-data recipe into ./data (cached, idempotent)
+data: venv apt  ## prepare every real-data recipe into ./data (cached, idempotent), and the validation speakers through device channels
 	$(BIN)/edgesiam data prepare all --root $(DATA)
+	$(BIN)/edgesiam data render $(DATA)/speech/val $(foreach c,$(OOD_CHANNELS),--channel $(c)) \
+	  --noise $(DATA)/noise -o $(DATA)/ood/speech-val -q
 
 demo: venv apt  ## the main job end to end: real speech → shipped int8 bundle → enroll → stream through the runtime → MQTT events
 	$(BIN)/edgesiam data prepare speech --root $(DATA)
@@ -119,10 +121,11 @@ ood-data: venv apt  ## render the held-out audio sets through device channels (p
 	$(BIN)/edgesiam data render-imu $(DATA)/hapt/test --acc-unit m/s^2 --gyro-unit deg/s -o $(DATA)/ood/motion/units -q
 	$(BIN)/edgesiam data render-imu $(DATA)/basicmotions/train $(DATA)/basicmotions/test -o $(DATA)/ood/motion/basicmotions-all -q
 
-results-ood: ood-data  ## the shipped bundles, the classic descriptor (MFCC or per-channel statistics) and CAM++ (speakers) on the out-of-domain sets → runs/results-ood.md
+results-ood: ood-data  ## the shipped bundles, the classic descriptor (MFCC or per-channel statistics) and the pretrained peers (CAM++ and Resemblyzer for speakers, aisfx for events) on the out-of-domain sets → runs/results-ood.md
+	PYTHON=$(PYTHON) bash scripts/make_peers_venv.sh
 	mkdir -p $(RUNS)/ood
-	for s in $(OOD_SETS); do b=$${s%%:*}; d=$${s#*:}; peer=""; \
-	  [ $$b = speaker ] && peer="--peer campplus --peer-root $(DATA)"; \
+	for s in $(OOD_SETS); do b=$${s%%:*}; d=$${s#*:}; peer="--peer aisfx --peer-root $(DATA)"; \
+	  [ $$b = speaker ] && peer="--peer campplus --peer resemblyzer --peer-root $(DATA)"; \
 	  for c in clean $(OOD_CHANNELS); do \
 	    src=$(DATA)/ood/$$d/$$c; [ $$c = clean ] && src=$(DATA)/$$d/test; \
 	    $(BIN)/edgesiam eval -q --episodes 1000 --json $(RUNS)/ood/$$b-$$c.json --name "edgesiam int8" \

@@ -88,6 +88,17 @@ def cmd_data_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_perturb(args: argparse.Namespace) -> int:
+    from edgesiam.data.speed import render_speeds
+
+    out = Path(args.output)
+    written = render_speeds(
+        Path(args.data), out, args.speed, sample_rate=args.sample_rate, progress=not args.quiet
+    )
+    print(f"{written} speed copies written in {out}" if written else f"already made: {out}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------
 # models
 
@@ -287,6 +298,24 @@ def build_parser() -> argparse.ArgumentParser:
     from edgesiam.data.imu_render import add_render_imu_parser
 
     add_render_imu_parser(data_sub)
+    per = data_sub.add_parser(
+        "perturb",
+        help="new training voices: speed-perturbed copies of a speech folder, labels <label>@<speed>",
+        description="Write every recording of DATA_DIR at each --speed into OUT, as new labels "
+        "<label>@<speed>. Faster or slower speech moves pitch and formants together, so a copy is "
+        "heard as another speaker: extra training classes for a speaker recipe (list OUT beside "
+        "the original folder in data.train).\n\nExample: edgesiam data perturb data/speech/train "
+        "--speed 0.88 --speed 1.12 -o data/speech-speed/train",
+        formatter_class=_formatter,
+    )
+    per.add_argument("data", metavar="DATA_DIR", help="audio dataset folder (training labels)")
+    per.add_argument(
+        "--speed", type=float, action="append", required=True, help="speed factor (repeatable)"
+    )
+    per.add_argument("-o", "--output", required=True, metavar="OUT", help="dataset folder to write")
+    per.add_argument("--sample-rate", type=int, default=16000, help="rate of the output (Hz)")
+    per.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    per.set_defaults(func=cmd_data_perturb)
     lst = data_sub.add_parser("list", help="list the recipes and whether they are prepared")
     lst.add_argument("--root", default="data")
     lst.set_defaults(func=cmd_data_list)
@@ -359,7 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         choices=list(PEERS),
         help="add a pretrained peer on the same trials (repeatable): campplus = CAM++, a 7 M "
-        "parameter speaker model (train extra; weights fetched once into PEER_ROOT/.cache, its "
+        "parameter speaker model; resemblyzer = Resemblyzer's GE2E speaker encoder (runs in "
+        ".venv-peers: scripts/make_peers_venv.sh); aisfx = a 512-d sound-effect model, for "
+        "events (train extra; weights fetched once into PEER_ROOT/.cache, every peer's "
         "embeddings cached there per recording)",
     )
     ev.add_argument(
@@ -391,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     from edgesiam.runtime.demo import add_demo_parser
     from edgesiam.runtime.gallery_cli import add_gallery_parsers
     from edgesiam.runtime.run_cli import add_run_parser
+    from edgesiam.train.teachers.cli import add_teachers_parser
     from edgesiam.tune_cli import add_tune_parser
 
     add_tune_parser(sub)
@@ -404,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_parser(sub)
     add_dashboard_parser(sub)
     add_fleet_bench_parser(sub)
+    add_teachers_parser(sub)
 
     va = sub.add_parser(
         "validate",

@@ -1,14 +1,21 @@
 """Render the out-of-domain tables from the JSON reports of `edgesiam eval` on rendered channels.
 
 Usage: python scripts/ood_table.py RUNS_OOD_DIR [MORE_DIRS ...] > runs/results-ood.md
+       python scripts/ood_table.py --merge NEW_DIR RUNS_OOD_DIR   (then renders RUNS_OOD_DIR)
 
 Reads RUNS_OOD_DIR/<bundle>-<channel>.json (channel `clean` is the held-out set as recorded) and
-prints, per bundle, one table of EER and one of 5-way 1-shot accuracy: a row per system, a column per
-channel, and the headline — the mean over the out-of-domain channels (every channel but `clean`).
+prints, per bundle, tables of EER, 5-way 1-shot accuracy and leave-one-out top-1: a row per system
+(the model first, then the classic descriptor and the pretrained peers, as `edgesiam eval` lists
+them), a column per channel, and the headline — the mean over the out-of-domain channels (every
+channel but `clean`). Under the EER table, the model's EER divided by each teacher's ("(teacher)"
+in its name, e.g. CAM++): how far the model is from it, per channel and on the headline.
 The `motion` bundle's columns are sensor sets instead (MOTION_SETS: HAPT's test subjects turned, in
 other units, its held-out transitions, BasicMotions' wrist), its tables 5-way 5-shot and 1-shot
 accuracy, EER and leave-one-out top-1. Systems of the same bundle and set in MORE_DIRS are added as
 rows (e.g. a candidate model evaluated with another `--name`), for before/after tables.
+
+--merge adds the systems of NEW_DIR's reports (e.g. a peer evaluated later) to the reports of the
+same name in RUNS_OOD_DIR, replacing systems of the same name, so earlier rows need no rerun.
 """
 
 from __future__ import annotations
@@ -20,7 +27,12 @@ from pathlib import Path
 from typing import Any
 
 ORDER = ["clean", "gsm", "amr-nb", "ulaw", "cheap-mic", "far-field"]
-METRICS = {"eer": ("EER %", "lower is better"), "way5_shot1": ("5-way 1-shot %", "higher")}
+METRICS = {
+    "eer": ("EER %", "lower is better"),
+    "way5_shot1": ("5-way 1-shot %", "higher"),
+    "loo_top1": ("leave-one-out top-1 %", "higher"),
+}
+TEACHER_MARK = "(teacher)"
 MOTION_SETS = {
     "clean": "HAPT test subjects as recorded",
     "rot30": "HAPT test, each recording's sensor turned 30° about a random axis",
@@ -64,26 +76,74 @@ def _percent(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.1f}"
 
 
+def _ratio(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}×"
+
+
+def _row(
+    channels: dict[str, dict[str, Any]], system: str, metric: str, bundle: str = ""
+) -> list[float | None]:
+    """``system``'s ``metric`` per channel present, then its mean over the shifted channels (None
+    where an audio channel lacks it; a motion set that cannot have it is skipped)."""
+    present = [c for c in columns_of(bundle) if c in channels]
+    values = [channels[c].get(system, {}).get(metric) for c in present]
+    shifted = [v for c, v in zip(present, values, strict=True) if c != "clean"]
+    known = [v for v in shifted if v is not None]
+    if bundle != "motion" and len(known) != len(shifted):
+        known = []  # a channel missing: no mean
+    mean = sum(known) / len(known) if known else None
+    return [*values, mean]
+
+
 def table(channels: dict[str, dict[str, Any]], metric: str, bundle: str = "") -> str:
     present = [c for c in columns_of(bundle) if c in channels]
-    ood = [c for c in present if c != "clean"]
     systems = list(dict.fromkeys(s for c in present for s in channels[c]))
     title, better = metrics_of(bundle)[metric]
     head = f"| system ({title}, {better}) | " + " | ".join(present) + " | **mean out-of-domain** |"
     lines = [head, "|---" + "|---:" * (len(present) + 1) + "|"]
     for system in systems:
-        values = [channels[c].get(system, {}).get(metric) for c in present]
-        shifted = [channels[c].get(system, {}).get(metric) for c in ood]
-        known = [v for v in shifted if v is not None]
-        if bundle != "motion" and len(known) != len(shifted):
-            known = []  # a channel missing: no mean
-        mean = sum(known) / len(known) if known else None
+        *values, mean = _row(channels, system, metric, bundle)
         cells = " | ".join(_percent(v) for v in values)
         lines.append(f"| {system} | {cells} | **{_percent(mean)}** |")
+    if metric == "eer" and systems:
+        for teacher in (s for s in systems[1:] if TEACHER_MARK in s):
+            ours = _row(channels, systems[0], metric, bundle)
+            theirs = _row(channels, teacher, metric, bundle)
+            ratios = [
+                a / b if a is not None and b else None for a, b in zip(ours, theirs, strict=True)
+            ]
+            cells = " | ".join(_ratio(r) for r in ratios[:-1])
+            name = f"{systems[0]} ÷ {teacher}"
+            lines.append(f"| *{name}* | {cells} | **{_ratio(ratios[-1])}** |")
     return "\n".join(lines)
 
 
+def merge(new: Path, into: Path) -> list[str]:
+    """Add the systems of ``new``'s reports to ``into``'s reports of the same name (new ones win;
+    a report ``into`` lacks is copied). Returns one line per report touched."""
+    done = []
+    for path in sorted(new.glob("*.json")):
+        bundle, _, channel = path.stem.partition("-")
+        if channel not in columns_of(bundle):
+            continue
+        incoming = json.loads(path.read_text())
+        target = into / path.name
+        document = json.loads(target.read_text()) if target.exists() else dict(incoming)
+        document["systems"] = {**document.get("systems", {}), **incoming["systems"]}
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(document, indent=2) + "\n")
+        done.append(f"{target.name}: {', '.join(incoming['systems'])}")
+    return done
+
+
 def main(args: list[str]) -> int:
+    if args[:1] == ["--merge"]:
+        if len(args) != 3:
+            print("usage: ood_table.py --merge NEW_DIR RUNS_OOD_DIR", file=sys.stderr)
+            return 2
+        for line in merge(Path(args[1]), Path(args[2])):
+            print(f"merged {line}", file=sys.stderr)
+        args = args[2:]
     folders = [Path(a) for a in args] or [Path("runs/ood")]
     found = load(*folders)
     if not found:

@@ -40,6 +40,50 @@ def test_an_empty_folder_is_an_error(tmp_path: Path) -> None:
     assert done.returncode == 1 and "no <bundle>-<channel>.json" in done.stderr
 
 
+def run(*args: str) -> str:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def test_peers_get_rows_and_the_model_is_divided_by_each_teacher(tmp_path: Path) -> None:
+    rows = {"ours": (0.30, 0.5), "mfcc": (0.25, 0.6)}
+    report(tmp_path / "speaker-clean.json", {**rows, "CAM++ (teacher)": (0.15, 0.8)})
+    report(tmp_path / "speaker-gsm.json", {**rows, "CAM++ (teacher)": (0.20, 0.7)})
+    report(tmp_path / "speaker-ulaw.json", {**rows, "CAM++ (teacher)": (0.40, 0.7)})
+    for name in ("speaker-clean", "speaker-gsm", "speaker-ulaw"):  # Resemblyzer: no teacher
+        document = json.loads((tmp_path / f"{name}.json").read_text())
+        document["systems"]["Resemblyzer"] = {"eer": 0.28, "way5_shot1": 0.6, "loo_top1": 0.7}
+        (tmp_path / f"{name}.json").write_text(json.dumps(document))
+    out = run(str(tmp_path))
+    assert "| CAM++ (teacher) | 15.0 | 20.0 | 40.0 | **30.0** |" in out
+    assert "| Resemblyzer | 28.0 | 28.0 | 28.0 | **28.0** |" in out
+    # ours 30 / CAM++: 2× clean, 1.5× gsm, 0.75× ulaw; headline: mean 30 / mean 30
+    assert "| *ours ÷ CAM++ (teacher)* | 2.00× | 1.50× | 0.75× | **1.00×** |" in out
+    assert "ours ÷ Resemblyzer" not in out and out.count("÷") == 1  # under the EER table only
+    assert "| Resemblyzer | 70.0 | 70.0 | 70.0 | **70.0** |" in out  # leave-one-out table
+
+
+def test_merge_adds_new_systems_and_keeps_the_rest(tmp_path: Path) -> None:
+    runs, new = tmp_path / "ood", tmp_path / "peers"
+    runs.mkdir()
+    new.mkdir()
+    report(runs / "events-clean.json", {"ours": (0.2, 0.6), "mfcc": (0.3, 0.5)})
+    document = json.loads((runs / "events-clean.json").read_text())
+    document["window_thresholds"] = {"kept": True}
+    (runs / "events-clean.json").write_text(json.dumps(document))
+    report(new / "events-clean.json", {"aisfx (teacher)": (0.1, 0.9), "mfcc": (0.31, 0.5)})
+    report(new / "events-gsm.json", {"aisfx (teacher)": (0.15, 0.8)})
+    out = run("--merge", str(new), str(runs))
+    merged = json.loads((runs / "events-clean.json").read_text())
+    assert list(merged["systems"]) == ["ours", "mfcc", "aisfx (teacher)"]
+    assert merged["systems"]["mfcc"]["eer"] == 0.31  # the newer report wins
+    assert merged["window_thresholds"] == {"kept": True}
+    assert (runs / "events-gsm.json").exists()
+    assert "| aisfx (teacher) | 10.0 | 15.0 | **15.0** |" in out
+    assert "| *ours ÷ aisfx (teacher)* | 2.00× | — | **—** |" in out  # ours has no gsm row
+
+
 def motion_report(path: Path, systems: dict[str, tuple[float, float | None]], labels: int) -> None:
     body = {
         name: {

@@ -21,7 +21,7 @@ EXPORTED = {
 }
 
 VERBS = {
-    "data": {"prepare", "render", "render-imu", "list"},
+    "data": {"prepare", "render", "render-imu", "perturb", "list"},
     "train": set(),
     "eval": set(),
     "embed": set(),
@@ -37,6 +37,7 @@ VERBS = {
     "bench": set(),
     "dashboard": set(),
     "fleet-bench": set(),
+    "teachers": {"embed"},
     "validate": set(),
 }
 

@@ -161,7 +161,7 @@ _SCRIPTS = {
     ),
 }
 
-_ACCURACY_SCRIPT = textwrap.dedent(
+RESEMBLYZER_SCRIPT = textwrap.dedent(
     """
     import json, os, sys
     import numpy as np
@@ -186,19 +186,22 @@ _ACCURACY_SCRIPT = textwrap.dedent(
             processed = normalize_volume(processed, audio_norm_target_dBFS, increase_only=True)
             untrimmed += 1
         embeddings.append(encoder.embed_utterance(processed))
+        print("PEER_PROGRESS", flush=True)
     np.save(sys.argv[2], np.stack(embeddings).astype(np.float32))
     print("PEER_RESULT " + json.dumps({"untrimmed": untrimmed}))
     """
 )
+"""Resemblyzer's embedding of each recording: argv JSON list of paths, output .npy; one
+``PEER_PROGRESS`` line per recording. Shared by ``make bench`` and ``edgesiam eval --peer``."""
 
 
-def _peer_env() -> dict[str, str]:
+def peer_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env.update(_THREAD_ENV)
     return env
 
 
-def _install_record(python: Path) -> dict[str, Any]:
+def install_record(python: Path) -> dict[str, Any]:
     """What make_peers_venv.sh recorded per peer (empty when it recorded nothing)."""
     record = python.parent.parent / INSTALL_RECORD
     try:
@@ -215,7 +218,7 @@ def _run(python: Path, script: str, args: list[str], timeout: float) -> dict[str
             [str(python), "-c", script, *args],
             capture_output=True,
             text=True,
-            env=_peer_env(),
+            env=peer_env(),
             timeout=timeout,
             check=False,
         )
@@ -259,7 +262,7 @@ def measure_peer(
         return _not_installable(
             f"no peers venv: {python} does not exist (run scripts/make_peers_venv.sh)"
         )
-    recorded = _install_record(python).get(peer, {})
+    recorded = install_record(python).get(peer, {})
     if recorded.get("status") == "not installable":
         return _not_installable(recorded.get("reason", "pip install failed"))
     args = [str(audio_seconds), str(data_dir) if data_dir is not None else ""]
@@ -331,7 +334,7 @@ def resemblyzer_accuracy(
         return _not_installable(
             f"no peers venv: {python} does not exist (run scripts/make_peers_venv.sh)"
         )
-    recorded = _install_record(python).get("resemblyzer", {})
+    recorded = install_record(python).get("resemblyzer", {})
     if recorded.get("status") == "not installable":
         return _not_installable(recorded.get("reason", "pip install failed"))
     info = scan_dataset(data_dir)
@@ -341,7 +344,7 @@ def resemblyzer_accuracy(
     with tempfile.TemporaryDirectory() as tmp:
         list_path, emb_path = Path(tmp) / "paths.json", Path(tmp) / "embeddings.npy"
         list_path.write_text(json.dumps(paths))
-        out = _run(python, _ACCURACY_SCRIPT, [str(list_path), str(emb_path)], timeout)
+        out = _run(python, RESEMBLYZER_SCRIPT, [str(list_path), str(emb_path)], timeout)
         if "error" in out:
             return {"status": "not runnable", "reason": out["error"], "version": None}
         npz = Path(out_npz) if out_npz is not None else Path(tmp) / "resemblyzer.npz"

@@ -33,6 +33,7 @@ class ConvSpec:
     stride: int
     dilation: int
     padding: int
+    residual: bool = False  # the block's input is added to its output (ADD)
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class MirrorSpec:
     projection_kernel: np.ndarray  # (C_last, D)
     projection_bias: np.ndarray  # (D,)
     input_norm: str = "none"  # "mean": subtract each input channel's mean over time first
+    pooling: str = "mean"  # "stats": mean and standard deviation of each channel over time
 
     @property
     def embedding_dim(self) -> int:
@@ -78,7 +80,8 @@ def _numpy(t: Any) -> np.ndarray:
 def mirror_spec(encoder: Any) -> MirrorSpec:
     """Read a torch ``Conv1dEncoder`` (in eval mode or not: BatchNorm uses running statistics)."""
     convs: list[ConvSpec] = []
-    for block in encoder.blocks:
+    skips = getattr(encoder, "skips", [False] * len(encoder.blocks))
+    for block, skip in zip(encoder.blocks, skips, strict=True):
         conv, norm = block.conv, block.norm
         if conv.padding_mode != "zeros" or conv.groups != 1:
             raise ModelError("only plain zero-padded convolutions can be exported")
@@ -100,6 +103,7 @@ def mirror_spec(encoder: Any) -> MirrorSpec:
                 stride=int(conv.stride[0]),
                 dilation=int(conv.dilation[0]),
                 padding=int(conv.padding[0]),
+                residual=bool(skip),
             )
         )
     projection = encoder.projection
@@ -109,6 +113,7 @@ def mirror_spec(encoder: Any) -> MirrorSpec:
         projection_kernel=_numpy(projection.weight).T.astype(np.float32),
         projection_bias=_numpy(projection.bias).astype(np.float32),
         input_norm=str(getattr(encoder, "input_norm", "none")),
+        pooling=str(getattr(encoder, "pooling", "mean")),
     )
 
 
@@ -155,11 +160,20 @@ def build_keras_mirror(spec: MirrorSpec, time_steps: int, l2_in_model: bool = Tr
         def call(self, x: Any) -> Any:
             return x - tf.reduce_mean(x, axis=1, keepdims=True)
 
+    class StatsPool(keras.layers.Layer):  # type: ignore[misc,name-defined]
+        """Mean over time and ``mean(relu(x - mean))`` (the spread), concatenated."""
+
+        def call(self, x: Any) -> Any:
+            mean = tf.reduce_mean(x, axis=1, keepdims=True)
+            spread = tf.reduce_mean(tf.nn.relu(x - mean), axis=1)
+            return tf.concat([tf.squeeze(mean, axis=1), spread], axis=-1)
+
     inputs = keras.Input(shape=(time_steps, spec.in_channels), batch_size=1, name="features")
     h = inputs
     if spec.input_norm == "mean":
         h = CentreOverTime(name="centre")(h)
     for i, conv in enumerate(spec.convs):
+        block_input = h
         if conv.padding:
             h = keras.layers.ZeroPadding1D(conv.padding, name=f"pad{i}")(h)
         # Keras refuses stride > 1 together with dilation > 1: convolve densely, then subsample.
@@ -177,7 +191,12 @@ def build_keras_mirror(spec: MirrorSpec, time_steps: int, l2_in_model: bool = Tr
         layer.set_weights([conv.kernel, conv.bias])
         if fused_stride != conv.stride:
             h = Subsample(conv.stride, name=f"stride{i}")(h)
-    h = keras.layers.GlobalAveragePooling1D(name="mean")(h)
+        if conv.residual:
+            h = keras.layers.Add(name=f"residual{i}")([block_input, h])
+    if spec.pooling == "stats":
+        h = StatsPool(name="stats")(h)
+    else:
+        h = keras.layers.GlobalAveragePooling1D(name="mean")(h)
     dense = keras.layers.Dense(spec.embedding_dim, name="projection")
     h = dense(h)
     dense.set_weights([spec.projection_kernel, spec.projection_bias])

@@ -69,6 +69,12 @@ class DataConfig(StrictModel):
     val: UserPath | None = Field(
         None, description="dataset folder of held-out labels for per-epoch validation EER"
     )
+    val_ood: list[UserPath] = Field(
+        default_factory=list,
+        description="more validation folders, e.g. the validation labels re-rendered through "
+        "device channels (edgesiam data render): the checkpoint kept is the one with the best "
+        "mean EER over data.val and these, so the choice rewards what holds out of domain",
+    )
     sample_rate: int | None = Field(
         None, gt=0, description="rate to resample to (audio; sensors take dataset.toml's)"
     )
@@ -111,6 +117,18 @@ class EncoderConfig(StrictModel):
         description="'mean' subtracts each feature channel's mean over the window before the "
         "first block: a fixed microphone or line colouring (a constant offset of log-mel bins) "
         "then no longer changes the embedding",
+    )
+    pooling: Literal["mean", "stats"] = Field(
+        "mean",
+        description="'stats' pools each channel's mean and its spread over time (statistics "
+        "pooling, as x-vector and ECAPA speaker models do; the spread is half the mean absolute "
+        "deviation, which quantises to int8 better than the standard deviation) instead of the "
+        "mean alone",
+    )
+    residual: bool = Field(
+        False,
+        description="add each block's input to its output where the block keeps its width and "
+        "stride 1 (residual connections: deeper stacks train better)",
     )
 
     @model_validator(mode="after")
@@ -259,6 +277,43 @@ AugmentConfig = Annotated[
 
 
 # ------------------------------------------------------------------------------------------------
+# distillation from a pretrained teacher
+
+
+class DistillConfig(StrictModel):
+    """Learn from a large pretrained teacher as well as from the labels.
+
+    The teacher embeds each CLEAN training recording once (cached on disk); the encoder sees
+    augmented, channel-degraded windows of it and is pulled towards what the teacher says of the
+    clean recording, so it learns the teacher's notion of similarity and to ignore the channel.
+    The teacher never ships: nothing of it is in the exported bundle.
+    """
+
+    teacher: Literal["campplus", "aisfx"] = Field(
+        "campplus",
+        description="the teacher: campplus (CAM++ speaker embeddings, Apache-2.0) or aisfx "
+        "(sound-effect embeddings, CC BY 4.0); both licences allow distilling shipped models",
+    )
+    kind: Literal["relation", "feature"] = Field(
+        "relation",
+        description="'relation' matches the batch's matrix of cosine similarities to the "
+        "teacher's (no extra weights); 'feature' maps each embedding to the teacher's space "
+        "through a linear head (training only) and maximises their cosine",
+    )
+    weight: float = Field(1.0, gt=0, description="weight of the distillation term in the loss")
+    root: UserPath = Field(
+        Path("data"),
+        description="data root whose .cache holds the teacher's weights and embeddings",
+    )
+    folders: list[UserPath] | None = Field(
+        None,
+        description="the data.train folders the teacher speaks for (default: all); windows of "
+        "the others learn from their labels alone, e.g. the speakers pooled into an events "
+        "recipe as extra classes",
+    )
+
+
+# ------------------------------------------------------------------------------------------------
 # optimisation and the whole recipe
 
 
@@ -290,6 +345,9 @@ class TrainConfig(StrictModel):
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     augment: AugmentConfig = Field(default_factory=NoAugmentConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
+    distill: DistillConfig | None = Field(
+        None, description="learn from a pretrained teacher's embeddings too (audio only)"
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="cuda when available under auto; mixed precision on cuda"
     )
@@ -308,11 +366,19 @@ class TrainConfig(StrictModel):
                 )
             if isinstance(self.augment, ImuAugmentConfig):
                 raise ValueError("augment.type imu does not apply to audio")
+            if self.distill is not None and self.distill.folders is not None:
+                unknown = [str(f) for f in self.distill.folders if f not in self.data.train]
+                if unknown:
+                    raise ValueError(
+                        f"distill.folders must be data.train folders; not among them: {unknown}"
+                    )
         else:
             if not isinstance(self.frontend, SensorFrontEndConfig):
                 raise ValueError("a sensor recipe needs frontend.type: sensor")
             if isinstance(self.augment, AudioAugmentConfig):
                 raise ValueError("augment.type audio does not apply to sensors")
+            if self.distill is not None:
+                raise ValueError("distill: the teachers embed audio; a sensor recipe has none")
         return self
 
 

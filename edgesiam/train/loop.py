@@ -47,6 +47,7 @@ from edgesiam.train.config import (
     SensorFrontEndConfig,
     TrainConfig,
 )
+from edgesiam.train.distill import Distiller, teacher_targets
 from edgesiam.train.encoder import Conv1dEncoder, parameter_count
 from edgesiam.train.objectives import build_objective
 from edgesiam.train.windows import (
@@ -259,6 +260,20 @@ def validation_eer(
     return float(equal_error_rate(trials.genuine, trials.impostor)[0])
 
 
+def _validation_sets(config: TrainConfig, sample_rate: int, show: bool) -> dict[str, RecordingSet]:
+    """``data.val`` and every ``data.val_ood`` folder, by name, each with two labels or more."""
+    out: dict[str, RecordingSet] = {}
+    assert config.data.val is not None
+    for folder in [config.data.val, *config.data.val_ood]:
+        info = scan_dataset(folder, on_error=config.data.on_error)
+        recordings = load_recordings(info, sample_rate, config.data.on_error, progress=show)
+        if len(set(recordings.labels)) < 2:
+            raise DataError("validation needs at least two labels", info.root)
+        name = folder.name if folder.name not in out else str(folder)
+        out[name] = recordings
+    return out
+
+
 def _plot_history(history: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -299,9 +314,8 @@ def train(
     _seed_everything(config.seed + ddp.rank)
     rng = np.random.default_rng(config.seed + 1000 * ddp.rank)
 
-    info = pool_datasets(
-        [scan_dataset(p, on_error=config.data.on_error) for p in config.data.train]
-    )
+    infos = [scan_dataset(p, on_error=config.data.on_error) for p in config.data.train]
+    info = pool_datasets(infos)
     if info.modality != config.modality:
         raise DataError(
             f"the recipe is for {config.modality}, the folder holds {info.modality}", info.root
@@ -324,12 +338,9 @@ def train(
         classes=config.data.classes,
     )
     channels = 1 if train_set.windows.ndim == 2 else int(train_set.windows.shape[2])
-    val_set: RecordingSet | None = None
+    val_sets: dict[str, RecordingSet] = {}
     if config.data.val is not None and ddp.is_main:
-        val_info = scan_dataset(config.data.val, on_error=config.data.on_error)
-        val_set = load_recordings(val_info, sample_rate, config.data.on_error, progress=show)
-        if len(set(val_set.labels)) < 2:
-            raise DataError("validation needs at least two labels", val_info.root)
+        val_sets = _validation_sets(config, sample_rate, show)
     frontend = build_frontend(config, train_set, sample_rate)
     raw_aug, feat_aug = build_augment(config, sample_rate, frontend)
     in_channels, frames = frontend.feature_shape(window)
@@ -340,9 +351,17 @@ def train(
         config.objective, len(train_set.label_names), config.encoder.embedding_dim
     )
     objective.loss.to(device)
+    distiller: Distiller | None = None
+    if config.distill is not None:
+        say(f"distilling from {config.distill.teacher} ({config.distill.kind})")
+        targets = teacher_targets(config.distill, infos, progress=show)
+        distiller = Distiller.build(config.distill, targets, config.encoder.embedding_dim)
+        distiller.to(device)
     groups: list[dict[str, Any]] = [{"params": model.parameters()}]
     if objective.learnable:
         groups.append({"params": objective.loss.parameters(), "lr": objective.lr})
+    if distiller is not None and distiller.head is not None:
+        groups.append({"params": distiller.head.parameters()})
     optimizer = torch.optim.AdamW(
         groups, lr=config.optim.lr, weight_decay=config.optim.weight_decay
     )
@@ -440,7 +459,10 @@ def train(
             y = torch.from_numpy(labels_t[idx]).to(device)
             with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
                 emb = train_model(x)
-            loss = objective(emb.float(), y)
+            loss: torch.Tensor = objective(emb.float(), y)
+            if distiller is not None:
+                rec = torch.from_numpy(train_set.recording[idx]).to(device)
+                loss = loss + distiller(emb.float(), rec)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
             if ddp.enabled and objective.learnable:
@@ -461,13 +483,19 @@ def train(
         }
         stop = False
         if ddp.is_main:
-            if val_set is not None:
-                entry["val_eer"] = validation_eer(model, frontend, val_set, window, hop, device)
+            if val_sets:
+                eers = {
+                    name: validation_eer(model, frontend, vs, window, hop, device)
+                    for name, vs in val_sets.items()
+                }
+                entry["val_eer"] = float(np.mean(list(eers.values())))
+                if len(eers) > 1:
+                    entry["val_eers"] = eers
                 improved = entry["val_eer"] < best_eer - 1e-4
             else:
                 improved = True
             if improved:
-                best_eer = entry.get("val_eer", math.nan) if val_set is not None else best_eer
+                best_eer = entry.get("val_eer", math.nan) if val_sets else best_eer
                 best_epoch, stale = epoch, 0
                 save_checkpoint(output / "best.pt", payload(epoch, entry))
             else:

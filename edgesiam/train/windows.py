@@ -24,7 +24,7 @@ class WindowSet:
     windows: np.ndarray  # (n, N) audio or (n, N, C) sensor, float32
     labels: np.ndarray  # (n,) int64 index into label_names
     label_names: list[str]
-    recording: np.ndarray  # (n,) int64 index of the source recording
+    recording: np.ndarray  # (n,) int64 index of the source recording in info.recordings
 
 
 @dataclass
@@ -151,9 +151,9 @@ def load_windows(
     chunks: list[np.ndarray] = []
     labels: list[int] = []
     sources: list[int] = []
-    for r, (rec, x) in enumerate(
-        iter_recordings(info, sample_rate=rate, on_error=on_error, progress=progress)
-    ):
+    position = {id(rec): i for i, rec in enumerate(info.recordings)}
+    for rec, x in iter_recordings(info, sample_rate=rate, on_error=on_error, progress=progress):
+        r = position[id(rec)]  # the index in info.recordings, also when some are skipped
         if class_of(rec) not in index:
             continue
         w = frame(x, window, hop)

@@ -43,27 +43,38 @@ def test_fold_batchnorm_equals_conv_then_batchnorm() -> None:
 
 
 @pytest.mark.parametrize(
-    ("strides", "dilations", "time_steps", "input_norm"),
+    ("strides", "dilations", "time_steps", "input_norm", "pooling", "residual"),
     [
-        ([2, 1, 1], [1, 2, 4], 49, "none"),
-        ([1, 2, 3], [1, 2, 2], 40, "none"),  # stride with dilation
-        ([2, 1, 1], [1, 2, 4], 49, "mean"),  # each input channel centred over time first
+        ([2, 1, 1], [1, 2, 4], 49, "none", "mean", False),
+        ([1, 2, 3], [1, 2, 2], 40, "none", "mean", False),  # stride with dilation
+        ([2, 1, 1], [1, 2, 4], 49, "mean", "mean", False),  # input channels centred over time
+        ([2, 1, 1], [1, 2, 4], 49, "none", "stats", False),  # mean and deviation pooled
+        ([2, 1, 1], [1, 2, 4], 49, "none", "mean", True),  # residual around the last block
+        ([1, 1, 1], [1, 2, 4], 40, "mean", "stats", True),
     ],
 )
 def test_keras_mirror_matches_torch(
-    strides: list[int], dilations: list[int], time_steps: int, input_norm: str
+    strides: list[int],
+    dilations: list[int],
+    time_steps: int,
+    input_norm: str,
+    pooling: str,
+    residual: bool,
 ) -> None:
     torch.manual_seed(0)
     encoder = Conv1dEncoder(
         in_channels=6,
-        channels=[8, 12, 16],
+        channels=[8, 12, 12],
         kernel_sizes=[5, 3, 3],
         strides=strides,
         dilations=dilations,
         embedding_dim=10,
         dropout=0.3,
         input_norm=input_norm,
+        pooling=pooling,
+        residual=residual,
     ).eval()
+    assert any(encoder.skips) == residual
     _randomise_batchnorm(encoder, 2)
     model = build_keras_mirror(mirror_spec(encoder), time_steps)
     x = np.random.default_rng(0).normal(size=(3, 6, time_steps)).astype(np.float32)

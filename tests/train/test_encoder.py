@@ -91,3 +91,42 @@ def test_mean_input_norm_ignores_a_constant_colouring_of_each_channel() -> None:
         assert not torch.allclose(plain(x + colour), plain(x), atol=1e-3)
     with pytest.raises(ValueError, match="input_norm"):
         Conv1dEncoder(in_channels=5, embedding_dim=4, input_norm="max", **kwargs)
+
+
+def test_stats_pooling_sees_what_the_mean_cannot() -> None:
+    """Two inputs with the same mean over time but different spread: mean pooling maps them to
+    the same features, statistics pooling does not (what the classic mean/std descriptor sees)."""
+    steady = torch.full((1, 1, 8), 0.5)
+    varying = torch.tensor([[[1.0, 0.0] * 4]])
+    for pooling, differ in (("mean", False), ("stats", True)):
+        enc = Conv1dEncoder(1, [1], [1], [1], [1], 4, pooling=pooling).eval()
+        with torch.no_grad():
+            enc.blocks[0].conv.weight.fill_(1.0)  # the identity (BatchNorm at rest, x ≥ 0)
+            a, b = enc.pooled(steady), enc.pooled(varying)
+        assert a.shape == (1, 2 if pooling == "stats" else 1)
+        assert (not torch.allclose(a, b)) == differ
+
+
+def test_residual_connections_only_where_width_and_length_are_kept() -> None:
+    enc = Conv1dEncoder(
+        40, [64, 64, 96, 96], [3, 3, 3, 3], [2, 1, 1, 1], [1, 1, 1, 2], 32, residual=True
+    )
+    assert enc.skips == [False, True, False, True]
+    plain = Conv1dEncoder(40, [64, 64, 96, 96], [3, 3, 3, 3], [2, 1, 1, 1], [1, 1, 1, 2], 32)
+    assert plain.skips == [False] * 4
+    assert parameter_count(enc) == parameter_count(plain)  # an addition costs no weights
+    x = torch.randn(3, 40, 50)
+    enc.eval()
+    with torch.no_grad():
+        out = enc(x)
+        h = enc.blocks[0](x)
+        h = h + enc.blocks[1](h)
+        h = enc.blocks[2](h)
+        h = h + enc.blocks[3](h)
+        expected = torch.nn.functional.normalize(enc.projection(h.mean(dim=2)), dim=1)
+    assert torch.allclose(out, expected, atol=1e-6)
+
+
+def test_unknown_pooling_is_refused() -> None:
+    with pytest.raises(ValueError, match="pooling"):
+        Conv1dEncoder(4, [8], [3], [1], [1], 4, pooling="max")

@@ -58,6 +58,21 @@ def test_a_second_run_computes_nothing_and_returns_the_same(
     assert cache.path_for(root).parent == tmp_path / "c" / "t" / f"{SHA[:16]}-r1"
 
 
+def test_a_folder_reached_through_a_link_shares_the_cache(
+    tmp_path: Path, folder: tuple[Path, list[Path]]
+) -> None:
+    """A checkout whose data folder is a symbolic link to another one's reuses its entries."""
+    root, files = folder
+    cache, teacher = TeacherCache(tmp_path / "c", "t", SHA), Teacher()
+    first = cache.embeddings(root, files, teacher, progress=False)
+    link = tmp_path / "elsewhere"
+    link.symlink_to(root)
+    linked = [link / f.relative_to(root) for f in files]
+    again = cache.embeddings(link, linked, teacher, progress=False)
+    assert len(teacher.computed) == 5
+    np.testing.assert_array_equal(again, first)
+
+
 def test_a_changed_file_is_computed_again_and_a_touched_one_is_not(
     tmp_path: Path, folder: tuple[Path, list[Path]]
 ) -> None:
@@ -71,6 +86,24 @@ def test_a_changed_file_is_computed_again_and_a_touched_one_is_not(
     out = cache.embeddings(root, files, teacher, progress=False)
     assert teacher.computed == ["r1.wav"]
     np.testing.assert_allclose(out[1], Teacher()(files[1]))
+
+
+def test_stale_lists_exactly_what_a_run_would_compute(
+    tmp_path: Path, folder: tuple[Path, list[Path]]
+) -> None:
+    root, files = folder
+    cache, teacher = TeacherCache(tmp_path / "c", "t", SHA), Teacher()
+    assert cache.stale(root, files) == files  # nothing cached yet
+    cache.embeddings(root, files[:3], teacher, progress=False)
+    assert cache.stale(root, files) == files[3:]
+    files[0].write_bytes(b"\x07" * 30)  # new content
+    stat = files[1].stat()
+    os.utime(files[1], ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))  # same content
+    assert cache.stale(root, files) == [files[0], *files[3:]]
+    teacher.computed.clear()
+    cache.embeddings(root, files, teacher, progress=False)
+    assert teacher.computed == ["r0.wav", "r3.wav", "r4.wav"]
+    assert cache.stale(root, files) == []
 
 
 def test_other_weights_revisions_or_folders_never_share_entries(

@@ -15,6 +15,7 @@ from edgesiam.errors import DataError
 from edgesiam.model.embedders import EmbeddedDataset
 from edgesiam.train.teachers import embed as teacher_embed
 from edgesiam.train.teachers.campplus import CamPlusPlus
+from tests.train.test_teacher_aisfx import randomised as randomised_aisfx
 from tests.train.test_teacher_campplus import randomised
 
 
@@ -70,7 +71,7 @@ def test_eval_adds_campplus_on_the_same_trials_and_caches_it(
 def test_a_speech_peer_refuses_sensor_data(sensor_dataset: Path, tmp_path: Path) -> None:
     info = scan_dataset(sensor_dataset)
     ours = EmbeddedDataset(np.zeros((1, 4), np.float32), ["a"], [None], ["x"])
-    with pytest.raises(DataError, match="embeds speech; the dataset holds sensor"):
+    with pytest.raises(DataError, match="embeds audio; the dataset holds sensor"):
         teacher_embed.peer_system("campplus", info, ours, tmp_path)
 
 
@@ -78,4 +79,73 @@ def test_eval_help_explains_the_peer(capsys: pytest.CaptureFixture[str]) -> None
     with pytest.raises(SystemExit):
         main(["eval", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "--peer {campplus}" in text and "CAM++" in text and "PEER_ROOT/.cache" in text
+    assert (
+        "--peer {campplus,resemblyzer,aisfx}" in text
+        and "CAM++" in text
+        and "PEER_ROOT/.cache" in text
+    )
+
+
+def test_teachers_embed_fills_the_cache_that_eval_reads(
+    tiny_audio_model: Path,
+    audio_heldout: Path,
+    tmp_path: Path,
+    stand_in: type[CountingCamPlusPlus],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root = str(tmp_path / "data")
+    embed = ["teachers", "embed", "--teacher", "campplus", "--peer-root", root, "-q"]
+    assert main([*embed, str(audio_heldout)]) == 0
+    first = capsys.readouterr().out
+    assert "36 recordings, 192-d campplus embeddings (36 computed)" in first
+    assert stand_in.calls == 36
+    cache = next((tmp_path / "data" / ".cache" / "teachers" / "campplus").rglob("*.npz"))
+    assert str(cache) in first
+    assert main([*embed, str(audio_heldout)]) == 0
+    assert "(0 computed)" in capsys.readouterr().out and stand_in.calls == 36
+
+    args = ["eval", str(tiny_audio_model), str(audio_heldout), "--episodes", "20", "-q"]
+    assert main([*args, "--no-baseline", "--peer", "campplus", "--peer-root", root]) == 0
+    assert stand_in.calls == 36  # the distillation pass and the peer share one cache
+
+
+def test_teachers_embed_refuses_sensor_data(
+    sensor_dataset: Path,
+    tmp_path: Path,
+    stand_in: type[CountingCamPlusPlus],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    embed = ["teachers", "embed", "--teacher", "campplus", "--peer-root", str(tmp_path), "-q"]
+    assert main([*embed, str(sensor_dataset)]) != 0
+    err = capsys.readouterr().err
+    assert f"{sensor_dataset}: campplus embeds audio; this folder holds sensor" in err
+    assert stand_in.calls == 0
+
+
+def test_teachers_embed_help_lists_the_teachers(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["teachers", "embed", "--help"])
+    text = capsys.readouterr().out
+    assert "campplus   speakers: CAM++" in text and "aisfx      sound events: aisfx" in text
+    assert "resemblyzer" not in text  # a peer in tables only: its licence is unstated
+
+
+def test_eval_adds_aisfx_with_the_event_metrics(
+    tiny_audio_model: Path,
+    audio_heldout: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = randomised_aisfx()
+    model.weights_sha256 = "5e" * 32
+    monkeypatch.setattr(teacher_embed, "load_aisfx", lambda root: model)
+    args = ["eval", str(tiny_audio_model), str(audio_heldout), "--episodes", "20", "-q"]
+    args += ["--peer", "aisfx", "--peer-root", str(tmp_path / "data")]
+    assert main([*args, "--json", str(tmp_path / "m.json")]) == 0
+    systems = json.loads((tmp_path / "m.json").read_text())["systems"]
+    assert list(systems) == ["edgesiam", "mfcc-stats", "aisfx (teacher)"]
+    peer = systems["aisfx (teacher)"]
+    assert peer["n_genuine"] == systems["edgesiam"]["n_genuine"]
+    assert 0.0 <= peer["loo_top1"] <= 1.0 and 0.0 <= peer["way5_shot1"] <= 1.0
+    cached = list((tmp_path / "data" / ".cache" / "teachers" / "aisfx").rglob("*.npz"))
+    assert len(cached) == 1 and cached[0].parent.name == "5e5e5e5e5e5e5e5e-r1"

@@ -68,7 +68,7 @@ class TeacherCache:
 
     def path_for(self, root: Path) -> Path:
         """The cache file of dataset folder ``root``."""
-        where = os.path.abspath(root)
+        where = os.path.realpath(root)  # a folder reached through a link is the same folder
         tag = hashlib.blake2b(where.encode(), digest_size=6).hexdigest()
         return self.folder / f"{Path(where).name or 'root'}-{tag}.npz"
 
@@ -110,22 +110,28 @@ class TeacherCache:
             return np.zeros((0, 0), dtype=np.float32)
         return np.stack(rows).astype(np.float32)
 
+    def stale(self, root: Path, files: Sequence[Path]) -> list[Path]:
+        """The ``files`` (inside ``root``) the cache does not hold as they are now: what
+        :meth:`embeddings` would compute. For teachers that embed many files in one go (another
+        process), so that they run once, on these only."""
+        root = Path(os.path.abspath(root))
+        store = self._load(self.path_for(root))
+        return [
+            Path(f)
+            for f in files
+            if _reuse(store.get(_relative(Path(f), root)), Path(f))[0] is None
+        ]
+
     @staticmethod
     def _entry(
         old: _Entry | None, file: Path, compute: Callable[[Path], np.ndarray]
     ) -> tuple[_Entry, bool]:
         """The entry of ``file`` and whether it had to be computed."""
-        try:
-            stat = file.stat()
-        except OSError as exc:
-            raise DataError(f"cannot read: {exc.strerror}", file) from None
-        if old is not None and (old.size, old.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
-            return old, False
-        digest = content_digest(file)
-        if old is not None and old.digest == digest:
-            return _Entry(old.embedding, stat.st_size, stat.st_mtime_ns, digest), False
+        entry, (size, mtime_ns, digest) = _reuse(old, file)
+        if entry is not None:
+            return entry, False
         embedding = np.asarray(compute(file), dtype=np.float32).reshape(-1)
-        return _Entry(embedding, stat.st_size, stat.st_mtime_ns, digest), True
+        return _Entry(embedding, size, mtime_ns, digest), True
 
     def _load(self, path: Path) -> dict[str, _Entry]:
         if not path.exists():
@@ -184,6 +190,22 @@ class TeacherCache:
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
+
+
+def _reuse(old: _Entry | None, file: Path) -> tuple[_Entry | None, tuple[int, int, str]]:
+    """``old`` brought up to date when it still describes ``file`` (None otherwise), and the
+    file's size, modification time and content digest."""
+    try:
+        stat = file.stat()
+    except OSError as exc:
+        raise DataError(f"cannot read: {exc.strerror}", file) from None
+    if old is not None and (old.size, old.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
+        return old, (old.size, old.mtime_ns, old.digest)
+    digest = content_digest(file)
+    now = (stat.st_size, stat.st_mtime_ns, digest)
+    if old is not None and old.digest == digest:
+        return _Entry(old.embedding, *now), now
+    return None, now
 
 
 def _relative(file: Path, root: Path) -> str:

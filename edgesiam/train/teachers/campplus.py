@@ -105,14 +105,17 @@ def mel_centres_hz(n_mels: int = N_MELS, sample_rate: int = SAMPLE_RATE) -> np.n
 
 
 def mel_filters(
-    n_mels: int = N_MELS, fft_size: int = FFT_SIZE, sample_rate: int = SAMPLE_RATE
+    n_mels: int = N_MELS,
+    fft_size: int = FFT_SIZE,
+    sample_rate: int = SAMPLE_RATE,
+    low_hz: float = LOW_HZ,
 ) -> np.ndarray:
-    """``(n_mels, fft_size // 2 + 1)`` triangles, linear in mel, over the FFT bins.
+    """``(n_mels, fft_size // 2 + 1)`` triangles, linear in mel, from ``low_hz`` to Nyquist.
 
     As Kaldi's: a filter spans its two neighbours' centres and peaks at 1 on its own; the Nyquist
     bin gets no weight.
     """
-    low, high = hz_to_mel(LOW_HZ), hz_to_mel(sample_rate / 2)
+    low, high = hz_to_mel(low_hz), hz_to_mel(sample_rate / 2)
     step = (high - low) / (n_mels + 1)
     bin_mel = hz_to_mel(np.arange(fft_size // 2) * sample_rate / fft_size)
     left = low + step * np.arange(n_mels)[:, None]

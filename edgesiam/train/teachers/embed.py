@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -18,22 +18,37 @@ import torch
 from edgesiam.data.readers import DatasetInfo, read_audio
 from edgesiam.errors import ConfigError, DataError
 from edgesiam.train.teachers import PEERS
+from edgesiam.train.teachers.aisfx import AiSfx, load_aisfx
 from edgesiam.train.teachers.cache import TeacherCache
 from edgesiam.train.teachers.campplus import CamPlusPlus, load_campplus
+from edgesiam.train.teachers.resemblyzer import ResemblyzerPeer
 
 if TYPE_CHECKING:
     from edgesiam.model.embedders import EmbeddedDataset
 
+Teacher = CamPlusPlus | AiSfx | ResemblyzerPeer
+"""A teacher or peer: in this process (torch) or in the peers venv (Resemblyzer)."""
 
-def load_teacher(name: str, root: Path = Path("data")) -> CamPlusPlus:
+
+class _Identified(Protocol):
+    name: str
+    weights_sha256: str
+    revision: int
+
+
+def load_teacher(name: str, root: Path = Path("data")) -> Teacher:
     """The teacher ``name`` (see :data:`~edgesiam.train.teachers.PEERS`) with its weights,
-    downloaded once into ``ROOT/.cache``."""
-    if name != "campplus":
-        raise ConfigError(f"unknown teacher {name!r}; known: {', '.join(PEERS)}")
-    return load_campplus(root)
+    downloaded once into ``ROOT/.cache`` (Resemblyzer's come with the peers venv)."""
+    if name == "campplus":
+        return load_campplus(root)
+    if name == "aisfx":
+        return load_aisfx(root)
+    if name == "resemblyzer":
+        return ResemblyzerPeer()
+    raise ConfigError(f"unknown teacher {name!r}; known: {', '.join(PEERS)}")
 
 
-def teacher_cache(teacher: CamPlusPlus, root: Path = Path("data")) -> TeacherCache:
+def teacher_cache(teacher: _Identified, root: Path = Path("data")) -> TeacherCache:
     """The cache of ``teacher``'s embeddings under ``ROOT/.cache/teachers``."""
     from edgesiam.data.recipes.base import cache_dir
 
@@ -54,7 +69,7 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 
 def teacher_embeddings(
-    teacher: CamPlusPlus,
+    teacher: Teacher,
     data_dir: Path,
     files: Sequence[Path],
     root: Path = Path("data"),
@@ -69,10 +84,17 @@ def teacher_embeddings(
     threads on a loaded 2-core workstation).
     """
 
-    def compute(path: Path) -> np.ndarray:
-        return teacher.embed(read_audio(path, teacher.sample_rate))
-
     cache = teacher_cache(teacher, root)
+    if isinstance(teacher, ResemblyzerPeer):  # one run in the peers venv for what is missing
+        stale = cache.stale(Path(data_dir), files)
+        rows = teacher.embed_files(stale, progress) if stale else np.zeros((0, 0))
+        done = {str(path): row for path, row in zip(stale, rows, strict=True)}
+        return cache.embeddings(Path(data_dir), files, lambda p: done[str(p)], progress=False)
+    model = teacher
+
+    def compute(path: Path) -> np.ndarray:
+        return model.embed(read_audio(path, model.sample_rate))
+
     with torch_threads(threads):
         return cache.embeddings(Path(data_dir), files, compute, progress=progress)
 
@@ -84,7 +106,7 @@ def peer_system(
     ``ours`` holds, so that it is scored on exactly the same trials as the model."""
     if info.modality != "audio":
         raise DataError(
-            f"the peer {name} embeds speech; the dataset holds {info.modality}", info.root
+            f"the peer {name} embeds audio; the dataset holds {info.modality}", info.root
         )
     teacher = load_teacher(name, root)
     files = [Path(p) for p in ours.paths]
