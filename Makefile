@@ -5,11 +5,14 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
-APT_PACKAGES := espeak-ng flite sox mosquitto mosquitto-clients chromium openssl ffmpeg postgresql
+APT_PACKAGES := espeak-ng flite sox mosquitto mosquitto-clients chromium openssl ffmpeg festival \
+  festvox-kdlpc16k festvox-czech-dita festvox-czech-krb festvox-czech-machac festvox-czech-ph \
+  festvox-italp16k festvox-itapc16k festvox-ru festvox-suopuhe-lj festvox-suopuhe-mv festvox-ca-ona-hts \
+  postgresql
 DATA ?= data
 RUNS ?= runs
 
-.PHONY: help venv apt device-venvs dist demo test test-slow test-arm64 lint data train-all export-all results ood-data results-ood bench measure-device dashboard fleet-bench reliability soak fuzz clean
+.PHONY: help venv apt device-venvs dist demo check test test-slow test-arm64 lint data train-all export-all results ood-data results-ood bench measure-device dashboard fleet-bench reliability soak fuzz clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -37,10 +40,16 @@ demo: venv apt  ## the main job end to end: real speech → shipped int8 bundle 
 	$(BIN)/edgesiam data prepare speech --root $(DATA)
 	$(BIN)/edgesiam demo --bundle export/speaker --data $(DATA)
 
-lint: venv  ## ruff format --check, ruff check, mypy (strict) on the core, config, export and runtime
+lint: venv  ## ruff format --check, ruff check, mypy (strict) over all of edgesiam/
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+check: venv  ## the fast loop before pushing: ruff format --check, ruff check, mypy strict over edgesiam/, the tests that start no service
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -m "not slow and not integration" -q
 
 dist: venv  ## build the sdist and the wheel a device installs into dist/ (README: on the device)
 	PYTHON=$(BIN)/python bash scripts/make_dist.sh dist
@@ -107,12 +116,14 @@ results: venv  ## evaluate the trained models and shipped bundles on held-out la
 	cat $(RUNS)/results.md
 
 OOD_CHANNELS := gsm amr-nb ulaw cheap-mic far-field
-OOD_SETS := speaker:speech events:events
+# report:dataset — <bundle>.<set> reports are leave-one-corpus-out sets (corpora no recipe trains on)
+OOD_SETS := speaker:speech events:events speaker.speech-tuxpaint:speech-tuxpaint \
+  events.events-extra:events-extra
 MOTION_SETS := clean rot30 rot90 rotuniform units transitions basicmotions basicmotions-all
 MOTION_BUNDLE ?= $(BUNDLES)/motion
 MOTION_NAME ?= edgesiam int8
 ood-data: venv apt  ## render the held-out audio sets through device channels (phone codecs, cheap mic, far field) and the IMU test set turned and in other units → data/ood/
-	$(BIN)/edgesiam data prepare speech events noise hapt basicmotions --root $(DATA)
+	$(BIN)/edgesiam data prepare speech events noise speech-tuxpaint events-extra hapt basicmotions --root $(DATA)
 	for s in $(OOD_SETS); do d=$${s#*:}; \
 	  $(BIN)/edgesiam data render $(DATA)/$$d/test $(foreach c,$(OOD_CHANNELS),--channel $(c)) \
 	    --noise $(DATA)/noise -o $(DATA)/ood/$$d -q || exit 1; done
@@ -124,11 +135,11 @@ ood-data: venv apt  ## render the held-out audio sets through device channels (p
 results-ood: ood-data  ## the shipped bundles, the classic descriptor (MFCC or per-channel statistics) and the pretrained peers (CAM++ and Resemblyzer for speakers, aisfx for events) on the out-of-domain sets → runs/results-ood.md
 	PYTHON=$(PYTHON) bash scripts/make_peers_venv.sh
 	mkdir -p $(RUNS)/ood
-	for s in $(OOD_SETS); do b=$${s%%:*}; d=$${s#*:}; peer="--peer aisfx --peer-root $(DATA)"; \
+	for s in $(OOD_SETS); do k=$${s%%:*}; b=$${k%%.*}; d=$${s#*:}; peer="--peer aisfx --peer-root $(DATA)"; \
 	  [ $$b = speaker ] && peer="--peer campplus --peer resemblyzer --peer-root $(DATA)"; \
 	  for c in clean $(OOD_CHANNELS); do \
 	    src=$(DATA)/ood/$$d/$$c; [ $$c = clean ] && src=$(DATA)/$$d/test; \
-	    $(BIN)/edgesiam eval -q --episodes 1000 --json $(RUNS)/ood/$$b-$$c.json --name "edgesiam int8" \
+	    $(BIN)/edgesiam eval -q --episodes 1000 --json $(RUNS)/ood/$$k-$$c.json --name "edgesiam int8" \
 	      $$peer $(BUNDLES)/$$b $$src >/dev/null || exit 1; done; done
 	for s in $(MOTION_SETS); do case $$s in clean) src=$(DATA)/hapt/test;; \
 	  transitions) src=$(DATA)/hapt/transitions;; basicmotions) src=$(DATA)/basicmotions/test;; \

@@ -185,6 +185,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise MissingExtraError(exc.name or "torch", "train") from None
         systems.update(peer_system(peer, info, ours, Path(args.peer_root), not args.quiet))
     report = Report.from_systems(systems, seed=args.seed, episodes=args.episodes)
+    manifest = getattr(embedder, "manifest", None)
+    if manifest is not None:  # a bundle: its calibrated thresholds measured on this data too
+        report.check_thresholds(args.name, manifest.thresholds.recording)
     report.write(json_path=args.json, plots_dir=args.plots)
     print(f"{len(ours.labels)} recordings, {len(set(ours.labels))} labels from {info.root}")
     print(report.markdown())
@@ -256,7 +259,16 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=_formatter,
     )
-    prep.add_argument("names", nargs="+", metavar="NAME", help="recipe name(s), or 'all'")
+    from edgesiam.data.recipes import RECIPE_NAMES
+
+    prep.add_argument(
+        "names",
+        nargs="+",
+        metavar="NAME",
+        help="recipe name(s), or 'all': "
+        + ", ".join(RECIPE_NAMES)
+        + " ('data list' says what each is)",
+    )
     prep.add_argument("--root", default="data", help="where dataset folders go (default: data)")
     prep.add_argument("--force", action="store_true", help="prepare again even if already there")
     sim = prep.add_argument_group("imusim (simulated IMU motions)")
@@ -357,6 +369,11 @@ def build_parser() -> argparse.ArgumentParser:
             top-1, and the hard (same-group) trials, beside a classic baseline on the same trials
             (MFCC mean/std for audio, per-channel statistics for sensors).
 
+            For a bundle, also its manifest's recording thresholds (calibrated for target
+            false-match rates on the export's held-out data) applied to DATA_DIR's trials: the
+            realised FMR beside each target, and the FNMR. On data unlike the calibration data
+            (another channel, device or placement) the realised FMR can be many times the target.
+
             Then the window-level thresholds: each window that passes the runtime's energy gate
             scored against each label's best template, as `edgesiam run` scores a live stream
             (the per-recording EER threshold above is far from what a stream needs). The line for
@@ -413,15 +430,16 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("-q", "--quiet", action="store_true")
     em.set_defaults(func=cmd_embed)
 
-    from edgesiam.bench.cli import add_bench_parser
-    from edgesiam.dashboard.cli import add_dashboard_parser, add_fleet_bench_parser
+    from edgesiam.dashboard.cli import add_dashboard_parser
     from edgesiam.export.cli import add_export_parser
     from edgesiam.export.edgetpu import add_compile_parser
     from edgesiam.mqtt.broker import add_broker_parser
     from edgesiam.runtime.calibrate import add_calibrate_parser
-    from edgesiam.runtime.demo import add_demo_parser
     from edgesiam.runtime.gallery_cli import add_gallery_parsers
     from edgesiam.runtime.run_cli import add_run_parser
+    from edgesiam.tools.bench.cli import add_bench_parser
+    from edgesiam.tools.demo.cli import add_demo_parser
+    from edgesiam.tools.fleet_cli import add_fleet_bench_parser
     from edgesiam.train.teachers.cli import add_teachers_parser
     from edgesiam.tune_cli import add_tune_parser
 

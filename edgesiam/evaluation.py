@@ -26,12 +26,15 @@ from edgesiam.core.metrics import (
     few_shot_accuracy,
     leave_one_out_top1,
     min_dcf,
+    rates_at_threshold,
     trial_scores,
 )
 from edgesiam.errors import DataError, MissingExtraError, ModelError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+    from edgesiam.model.bundle import ThresholdSet
 
 Metrics = dict[str, Any]
 """One system's results: metric name → float, int, None (not computable) or, for ``notes``, list."""
@@ -128,8 +131,67 @@ class Report:
     ) -> list[Path]:
         return write_report(self.results, self.trials, json_path=json_path, plots_dir=plots_dir)
 
+    def check_thresholds(self, name: str, calibrated: ThresholdSet) -> None:
+        """Add ``thresholds`` to ``name``'s results: how a bundle's calibrated recording
+        thresholds behave on these trials (they were set on other data, so the realised
+        false-match rate may be far from its target)."""
+        if calibrated.scores != "cosine":
+            self.results[name]["notes"].append(
+                f"thresholds: calibrated on {calibrated.scores} scores, not the raw cosine "
+                "scored here"
+            )
+            return
+        self.results[name]["thresholds"] = threshold_rates(self.trials[name], calibrated.at_fmr)
+
     def markdown(self) -> str:
-        return markdown_table(self.results)
+        tables = [markdown_table(self.results)]
+        for name, metrics in self.results.items():
+            if metrics.get("thresholds"):
+                tables.append(threshold_table(name, metrics["thresholds"]))
+        return "\n".join(tables)
+
+
+def threshold_rates(trials: Trials, at_fmr: Mapping[str, float]) -> dict[str, Metrics]:
+    """Per target false-match rate (the manifest's key): its threshold, the realised FMR and
+    FNMR on ``trials``, and the trial counts behind them."""
+    rates: dict[str, Metrics] = {}
+    for target, threshold in at_fmr.items():
+        fmr, fnmr = rates_at_threshold(trials.genuine, trials.impostor, threshold)
+        rates[target] = {
+            "threshold": float(threshold),
+            "fmr": fmr,
+            "fnmr": fnmr,
+            "n_impostor": int(trials.impostor.size),
+            "n_genuine": int(trials.genuine.size),
+        }
+    return rates
+
+
+def _times_target(fmr: float | None, target: str) -> str:
+    if fmr is None:
+        return "–"
+    return f"{fmr / float(target):.1f}×" if float(target) > 0 else "–"
+
+
+def threshold_table(name: str, rates: Mapping[str, Metrics]) -> str:
+    """Markdown: the bundle's calibrated thresholds and what they give on this data."""
+    lines = [
+        f"{name}: the bundle's calibrated recording thresholds on this data",
+        "",
+        "| target FMR | threshold | realised FMR % | × target | FNMR % |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for target, r in rates.items():
+        fmr, fnmr = r["fmr"], r["fnmr"]
+        lines.append(
+            f"| {target} | {r['threshold']:.3f} | {_pct(fmr, 2)} | {_times_target(fmr, target)} "
+            f"| {_pct(fnmr, 1)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _pct(value: float | None, digits: int) -> str:
+    return "–" if value is None else f"{100 * value:.{digits}f}"
 
 
 def compare(

@@ -65,8 +65,8 @@ from edgesiam.train.loop import (
     _seed_everything,
     build_augment,
     embed_recordings,
+    make_optimizer,
     sampler_batch_size,
-    warmup_cosine,
 )
 from edgesiam.train.objectives import build_objective
 from edgesiam.train.windows import RecordingSet, pool_datasets
@@ -550,16 +550,7 @@ def _setup(
     objective = build_objective(config.objective, len(names), config.encoder.embedding_dim)
     objective.loss.to(device)
     _imprint_centres(objective.loss, model, frontend, windows, labels, device)
-    groups: list[dict[str, Any]] = [{"params": model.parameters()}]
-    if objective.learnable:
-        groups.append({"params": objective.loss.parameters(), "lr": objective.lr})
-    optimizer = torch.optim.AdamW(
-        groups, lr=config.optim.lr, weight_decay=config.optim.weight_decay
-    )
-    total = config.optim.steps_per_epoch * config.optim.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine(step, total)
-    )
+    optimizer, scheduler = make_optimizer(model, objective, config.optim)
     m = config.sampler.m_per_class
     batch = sampler_batch_size(len(names), m, config.sampler.batch_size)
     if batch != config.sampler.batch_size:

@@ -3,7 +3,7 @@
 A device scores windows, not recordings: each window of the stream that passes the energy gate is
 compared with every enrolled label's best template. Recording-against-recording thresholds (what
 ``eval``'s EER threshold is) are far from what a live stream needs, so ``edgesiam eval`` also
-measures this: every recording of the folder becomes a template (contract 3), and every active
+measures this: every recording of the folder becomes a template (docs/ARCHITECTURE.md, contract 3), and every active
 window of every recording is scored against each label's best template, its own recording left
 out (:func:`~edgesiam.core.metrics.window_template_trials`). The threshold for a target
 false-match rate is the one the runtime's ``matching.target_fmr`` / ``run --target-fmr`` stands

@@ -15,7 +15,7 @@ with atheris.instrument_imports(include=["edgesiam"]):
     import numpy as np
 
     from edgesiam.errors import DataError
-    from edgesiam.runtime.sources import parse_csv_row, parse_sensor_payload
+    from edgesiam.runtime.sources.rows import parse_csv_row, parse_sensor_payload
 
 CHANNELS = 3
 

@@ -29,7 +29,8 @@ from edgesiam.errors import DataError
 from edgesiam.model.interpreters import load_model
 from edgesiam.runtime.calibrate import collect_background, run_calibration
 from edgesiam.runtime.config import RuntimeConfig, load_runtime_config
-from edgesiam.runtime.gallery_store import GalleryStore, enroll_recordings, model_sha256
+from edgesiam.runtime.enrollment import enroll_recordings
+from edgesiam.runtime.gallery_store import GalleryStore, model_sha256
 from edgesiam.runtime.pipeline import Runtime
 from edgesiam.runtime.publishers import NullPublisher
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The peers venv for `edgesiam bench` (edgesiam/bench/peers.py): .venv-peers holds the peer tools,
+# The peers venv for `edgesiam bench` (edgesiam/tools/bench/peers.py): .venv-peers holds the peer tools,
 # each from PyPI with the weights its wheel ships, never installed into .venv:
 #   resemblyzer       (speaker embeddings; pulls torch, pinned to torch==2.13.0, the local CPU wheel)
 #   pyopen-wakeword   (openWakeWord's mel-spectrogram + embedding TFLite models)

@@ -2,7 +2,7 @@
 venvs, a local Mosquitto. Run with the workstation venv from the repo root.
 
 The process helpers (launch, VmHWM polling, wait4, the MQTT subscriber) live in
-:mod:`edgesiam.bench.measure`, which ``edgesiam bench`` uses on synthetic streams; this script
+:mod:`edgesiam.tools.bench.measure`, which ``edgesiam bench`` uses on synthetic streams; this script
 keeps the real-speech protocol (3 unpaced runs per device venv, one live stdin run)."""
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import soundfile as sf
 
-from edgesiam.bench.measure import ENDED, Sub, free_port, launch, live_run, reap, run_argv
-from edgesiam.runtime.demo import build_stream, make_plan
+from edgesiam.tools.bench.measure import ENDED, Sub, free_port, launch, live_run, reap, run_argv
+from edgesiam.tools.demo.stream import build_stream, make_plan
 
 ROOT = Path.cwd()
 BUNDLE = ROOT / "export" / "speaker"

@@ -13,9 +13,17 @@ The `motion` bundle's columns are sensor sets instead (MOTION_SETS: HAPT's test 
 other units, its held-out transitions, BasicMotions' wrist), its tables 5-way 5-shot and 1-shot
 accuracy, EER and leave-one-out top-1. Systems of the same bundle and set in MORE_DIRS are added as
 rows (e.g. a candidate model evaluated with another `--name`), for before/after tables.
+A report named <bundle>.<set>-<channel>.json is the bundle on the leave-one-corpus-out set <set>
+(a corpus no recipe trains on, e.g. speech-tuxpaint): its own tables.
 
 --merge adds the systems of NEW_DIR's reports (e.g. a peer evaluated later) to the reports of the
 same name in RUNS_OOD_DIR, replacing systems of the same name, so earlier rows need no rerun.
+
+Where the model is a bundle, a last table per bundle, "thresholds out of domain": its manifest's
+calibrated recording thresholds (one row per target false-match rate) and the FMR and FNMR they
+realise on each set, from the `thresholds` of `edgesiam eval`'s report. Sets from sources never
+trained on (THRESHOLD_ONLY_SETS: `<bundle>-tuxpaint.json`, `<bundle>-extra.json`) are columns of
+this table only.
 """
 
 from __future__ import annotations
@@ -51,8 +59,17 @@ MOTION_METRICS = {
 }
 
 
+THRESHOLD_ONLY_SETS = {"speaker": ["tuxpaint"], "events": ["extra"]}
+"""Held-out sets from sources never trained on (speech-tuxpaint/test, events-extra/test): columns
+of the thresholds table only, so the other tables and their means keep the rendered channels."""
+
+
 def columns_of(bundle: str) -> list[str]:
-    return list(MOTION_SETS) if bundle == "motion" else ORDER
+    return list(MOTION_SETS) if bundle.partition(".")[0] == "motion" else ORDER
+
+
+def threshold_columns_of(bundle: str) -> list[str]:
+    return columns_of(bundle) + THRESHOLD_ONLY_SETS.get(bundle, [])
 
 
 def metrics_of(bundle: str) -> dict[str, tuple[str, str]]:
@@ -64,12 +81,29 @@ def load(*folders: Path) -> dict[str, dict[str, dict[str, Any]]]:
     found: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     for folder in folders:
         for path in sorted(folder.glob("*.json")):
-            bundle, _, channel = path.stem.partition("-")
-            if channel not in columns_of(bundle):
+            bundle, channel = split_stem(path.stem)
+            if channel not in threshold_columns_of(bundle):
                 continue
             systems = json.loads(path.read_text())["systems"]
             found[bundle].setdefault(channel, {}).update(systems)
     return found
+
+
+def split_stem(stem: str) -> tuple[str, str]:
+    """``speaker-amr-nb`` → (speaker, amr-nb); ``speaker.speech-tuxpaint-gsm`` →
+    (speaker.speech-tuxpaint, gsm): the column is the longest known one the name ends with."""
+    extra = {c for cols in THRESHOLD_ONLY_SETS.values() for c in cols}
+    known = sorted({*ORDER, *MOTION_SETS, *extra}, key=len, reverse=True)
+    column = next((c for c in known if stem.endswith(f"-{c}")), "")
+    return (stem[: -len(column) - 1], column) if column else (stem, "")
+
+
+def heading_of(bundle: str) -> str:
+    """``speaker`` → its own held-out set; ``speaker.speech-tuxpaint`` → a corpus never trained on."""
+    name, _, corpus = bundle.partition(".")
+    if corpus:
+        return f"{name} — leave-one-corpus-out: {corpus} (never trained on) through device channels"
+    return f"{name} — held-out set re-recorded through device channels"
 
 
 def _percent(value: float | None) -> str:
@@ -118,13 +152,58 @@ def table(channels: dict[str, dict[str, Any]], metric: str, bundle: str = "") ->
     return "\n".join(lines)
 
 
+def _threshold_cell(rates: dict[str, Any] | None, target: str) -> str:
+    """``realised FMR % (N× where above the target) / FNMR %``, or — without the rates."""
+    if not rates or rates.get("fmr") is None:
+        return "—"
+    fmr, goal = rates["fmr"], float(target)
+    ratio = fmr / goal if goal > 0 else 0.0
+    over = f" ({ratio:.{0 if ratio >= 10 else 1}f}×)" if ratio > 1 else ""
+    return f"{100 * fmr:.2f}{over} / {_percent(rates.get('fnmr'))}"
+
+
+def threshold_table(channels: dict[str, dict[str, Any]], bundle: str = "") -> str | None:
+    """The bundle's calibrated recording thresholds on each set: a row per target FMR, a column
+    per set; None when no report carries thresholds (a model that is not a bundle)."""
+    present = [c for c in threshold_columns_of(bundle) if c in channels]
+    found = [
+        (c, name, m["thresholds"])
+        for c in present
+        for name, m in channels[c].items()
+        if m.get("thresholds")
+    ]
+    if not found:
+        return None
+    model = found[0][1]
+    by_set = {c: t for c, name, t in found if name == model}
+    targets = list(dict.fromkeys(k for t in by_set.values() for k in t))
+    sets = [c for c in present if c in by_set]
+    lines = [
+        f"thresholds out of domain — {model}: the manifest's recording threshold per target "
+        "false-match rate, its realised FMR % on each set (× the target where above it) / FNMR %",
+        "",
+        "| target FMR | threshold | " + " | ".join(sets) + " |",
+        "|---:|---:" + "|---:" * len(sets) + "|",
+    ]
+    for target in targets:
+        threshold = next(t[target]["threshold"] for t in by_set.values() if target in t)
+        cells = " | ".join(_threshold_cell(by_set[c].get(target), target) for c in sets)
+        lines.append(f"| {100 * float(target):g}% | {threshold:.3f} | {cells} |")
+    counts = [f"{c} {next(iter(by_set[c].values())).get('n_impostor', 0):,}" for c in sets]
+    lines.append(
+        f"\nImpostor trials per set: {', '.join(counts)} (a realised FMR of 0 says only that it "
+        "is below about 3 ÷ that count)."
+    )
+    return "\n".join(lines)
+
+
 def merge(new: Path, into: Path) -> list[str]:
     """Add the systems of ``new``'s reports to ``into``'s reports of the same name (new ones win;
     a report ``into`` lacks is copied). Returns one line per report touched."""
     done = []
     for path in sorted(new.glob("*.json")):
-        bundle, _, channel = path.stem.partition("-")
-        if channel not in columns_of(bundle):
+        bundle, channel = split_stem(path.stem)
+        if channel not in threshold_columns_of(bundle):
             continue
         incoming = json.loads(path.read_text())
         target = into / path.name
@@ -155,12 +234,15 @@ def main(args: list[str]) -> int:
         else:
             first = next(iter(next(iter(channels.values())).values()))
             print(
-                f"**{bundle} — held-out set re-recorded through device channels** — "
-                f"{first['n_recordings']} recordings, {first['n_labels']} labels\n"
+                f"**{heading_of(bundle)}** — {first['n_recordings']} recordings, "
+                f"{first['n_labels']} labels\n"
             )
         for metric in metrics_of(bundle):
             print(table(channels, metric, bundle))
             print()
+        thresholds = threshold_table(channels, bundle)
+        if thresholds:
+            print(thresholds + "\n")
     return 0
 
 

@@ -43,7 +43,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edgesiam.bench.measure import (  # noqa: E402
+from edgesiam.tools.bench.measure import (  # noqa: E402
     ENDED,
     Sub,
     device_executable,
@@ -66,7 +66,7 @@ def speech_stream(data: Path, rate: int, work: Path) -> tuple[np.ndarray, dict[s
     """Held-out speech: (stream samples as int16, enrolment clips per enrolled speaker)."""
     import soundfile as sf
 
-    from edgesiam.runtime.demo import build_stream, make_plan
+    from edgesiam.tools.demo.stream import build_stream, make_plan
 
     plan = make_plan(data, labels=4, enroll_clips=3, others=6, seed=0, window_s=1.0)
     path = work / "stream.wav"

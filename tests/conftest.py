@@ -223,7 +223,8 @@ def to_pcm(x: np.ndarray) -> bytes:
 def events_gallery(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A gallery for ``export/events`` with one label, ``voice``, enrolled from a generated clip."""
     from edgesiam.model.interpreters import load_model
-    from edgesiam.runtime.gallery_store import GalleryStore, enroll_recordings, model_sha256
+    from edgesiam.runtime.enrollment import enroll_recordings
+    from edgesiam.runtime.gallery_store import GalleryStore, model_sha256
 
     folder = tmp_path_factory.mktemp("events_gallery")
     clip = folder / "voice.wav"

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,17 +10,12 @@ import pytest
 import yaml
 
 from edgesiam.cli import main
+from tests.support.cli import run_edgesiam
 from tests.train.test_loop import audio_recipe, sensor_recipe
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "edgesiam", *args], capture_output=True, text=True, timeout=600
-    )
-
-
 def test_help_lists_every_command_and_an_example() -> None:
-    done = run_cli("--help")
+    done = run_edgesiam("--help")
     assert done.returncode == 0
     for verb in ("data", "train", "eval", "embed", "validate"):
         assert verb in done.stdout
@@ -30,7 +23,7 @@ def test_help_lists_every_command_and_an_example() -> None:
 
 
 def test_train_help_explains_outputs_and_torchrun() -> None:
-    done = run_cli("train", "--help")
+    done = run_edgesiam("train", "--help")
     assert "best.pt" in done.stdout and "torchrun" in done.stdout
 
 

@@ -41,6 +41,7 @@ def imported_after(statement: str) -> set[str]:
         "edgesiam.runtime.pipeline",
         "edgesiam.runtime.run_cli",
         "edgesiam.runtime.sources",
+        "edgesiam.runtime.sources.base",
         "edgesiam.mqtt.publisher",
         "edgesiam.mqtt.client",
         "edgesiam.mqtt.contract",

@@ -33,6 +33,19 @@ def test_table_has_a_column_per_channel_and_the_out_of_domain_mean(tmp_path: Pat
     assert "10 recordings, 3 labels" in out
 
 
+def test_a_leave_one_corpus_out_set_gets_its_own_tables(tmp_path: Path) -> None:
+    report(tmp_path / "speaker-clean.json", {"ours": (0.10, 0.9)})
+    report(tmp_path / "speaker.speech-tuxpaint-clean.json", {"ours": (0.30, 0.6)})
+    report(tmp_path / "speaker.speech-tuxpaint-amr-nb.json", {"ours": (0.40, 0.5)})
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), str(tmp_path)], capture_output=True, text=True, check=True
+    ).stdout
+    own, corpus = out.split("leave-one-corpus-out: speech-tuxpaint (never trained on)")
+    assert "**speaker — held-out set" in own and "| ours | 10.0 | **—** |" in own
+    assert "| system (EER %, lower is better) | clean | amr-nb |" in corpus
+    assert "| ours | 30.0 | 40.0 | **40.0** |" in corpus
+
+
 def test_an_empty_folder_is_an_error(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, str(SCRIPT), str(tmp_path)], capture_output=True, text=True
@@ -123,3 +136,39 @@ def test_motion_has_a_column_per_sensor_set_and_candidates_from_another_folder(
     assert "| new | — | 70.0 | — | **70.0** |" in out
     assert "| ours | 10.0 | 30.0 | 20.0 | **25.0** |" in out  # EER: over both shifted sets
     assert "`basicmotions`: BasicMotions wrist IMU" in out and "40 recordings, 4 labels" in out
+
+
+def with_thresholds(path: Path, system: str, rates: dict[str, tuple[float, float]]) -> None:
+    """Add ``edgesiam eval``'s ``thresholds`` (target → realised fmr, fnmr) to ``system``."""
+    document = json.loads(path.read_text())
+    threshold = {"0.01": 0.77, "0.001": 0.83}
+    document["systems"][system]["thresholds"] = {
+        target: {"threshold": threshold[target], "fmr": fmr, "fnmr": fnmr, "n_impostor": 1000}
+        for target, (fmr, fnmr) in rates.items()
+    }
+    path.write_text(json.dumps(document))
+
+
+def test_thresholds_table_gives_the_realised_rates_beside_each_target(tmp_path: Path) -> None:
+    sets = {
+        "clean": {"0.01": (0.008, 0.30), "0.001": (0.0005, 0.52)},
+        "gsm": {"0.01": (0.10, 0.12), "0.001": (0.02, 0.25)},
+        "tuxpaint": {"0.01": (0.035, 0.40), "0.001": (0.001, 0.61)},
+    }
+    for name, rates in sets.items():
+        report(tmp_path / f"speaker-{name}.json", {"ours": (0.2, 0.7), "mfcc": (0.3, 0.6)})
+        with_thresholds(tmp_path / f"speaker-{name}.json", "ours", rates)
+    out = run(str(tmp_path))
+    assert "thresholds out of domain — ours" in out
+    assert "| target FMR | threshold | clean | gsm | tuxpaint |" in out
+    # realised FMR % (× target only where above it) / FNMR %
+    assert "| 1% | 0.770 | 0.80 / 30.0 | 10.00 (10×) / 12.0 | 3.50 (3.5×) / 40.0 |" in out
+    assert "| 0.1% | 0.830 | 0.05 / 52.0 | 2.00 (20×) / 25.0 | 0.10 / 61.0 |" in out
+    assert "Impostor trials per set: clean 1,000, gsm 1,000, tuxpaint 1,000" in out
+    # a set from a new source is a column of the thresholds table only
+    assert "| system (EER %, lower is better) | clean | gsm | **mean out-of-domain** |" in out
+
+
+def test_no_thresholds_table_without_a_bundle(tmp_path: Path) -> None:
+    report(tmp_path / "events-clean.json", {"ours": (0.2, 0.7)})
+    assert "thresholds out of domain" not in run(str(tmp_path))

@@ -75,8 +75,8 @@ def test_tuned_bundle_runs_on_the_device_installs(
     script = (
         "import json, sys\n"
         "from edgesiam.data.readers import scan_dataset\n"
-        "from edgesiam.embedders import embed_dataset\n"
-        "from edgesiam.interpreters import load_model\n"
+        "from edgesiam.model.embedders import embed_dataset\n"
+        "from edgesiam.model.interpreters import load_model\n"
         "m = load_model(sys.argv[1])\n"
         "r = embed_dataset(m, scan_dataset(sys.argv[2]), progress=False)\n"
         "heavy = sorted(k for k in sys.modules if k.split('.')[0] in "

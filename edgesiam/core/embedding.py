@@ -1,7 +1,7 @@
 """Embedding arithmetic shared by training, evaluation and the device.
 
 Embeddings are compared by cosine similarity, which is a dot product once they are L2-normalised;
-a recording's embedding pools its windows' embeddings (contract 3).
+a recording's embedding pools its windows' embeddings (docs/ARCHITECTURE.md, contract 3).
 """
 
 from __future__ import annotations

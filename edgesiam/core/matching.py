@@ -1,6 +1,6 @@
 """Matching window embeddings against enrolled templates: the gallery and its thresholds.
 
-A :class:`Gallery` holds L2-normalised templates (one per enrolled recording, contract 3), each
+A :class:`Gallery` holds L2-normalised templates (one per enrolled recording; docs/ARCHITECTURE.md, contract 3), each
 with a label. :meth:`Gallery.scores` gives every query one score per label:
 
 - ``aggregate="max"`` (the default): the cosine to the label's *best* template. One matrix

@@ -236,6 +236,19 @@ def threshold_at_fmr(impostor: ArrayLike, target_fmr: float) -> float:
     return float(unique[ok[0]])
 
 
+def rates_at_threshold(
+    genuine: ArrayLike, impostor: ArrayLike, threshold: float
+) -> tuple[float | None, float | None]:
+    """``(fmr, fnmr)`` of a fixed threshold: the share of impostor scores ``>= threshold`` and of
+    genuine scores ``< threshold``. Used to check a threshold calibrated on other data (a bundle's
+    manifest) against new trials; a rate without trials is ``None``."""
+    gen = np.asarray(genuine, dtype=np.float64).ravel()
+    imp = np.asarray(impostor, dtype=np.float64).ravel()
+    fmr = float(np.mean(imp >= threshold)) if imp.size else None
+    fnmr = float(np.mean(gen < threshold)) if gen.size else None
+    return fmr, fnmr
+
+
 def few_shot_accuracy(
     embeddings: ArrayLike,
     labels: Sequence[str],

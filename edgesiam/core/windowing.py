@@ -147,7 +147,7 @@ def frame(x: npt.ArrayLike, window: int, hop: int) -> Float32Array:
     """All full windows of a whole recording ``(n,)`` or ``(n, C)`` → ``(k, window[, C])`` float32.
 
     Identical to what :class:`StreamWindower` yields for the same stream. A recording shorter than
-    one window is zero-padded at the end to exactly one window (contract 3), so every recording has
+    one window is zero-padded at the end to exactly one window (docs/ARCHITECTURE.md, contract 3), so every recording has
     an embedding.
     """
     samples = np.asarray(x, dtype=np.float32)

@@ -6,7 +6,6 @@
   QoS 1, each event committed before its PUBACK) and sends commands to devices.
 - :mod:`~edgesiam.dashboard.server`: the HTTP server (the page, a REST/JSON API, Server-Sent
   Events for live updates); :mod:`~edgesiam.dashboard.auth`: its token check.
-- :mod:`~edgesiam.dashboard.fleet`: the fleet benchmark (simulated devices → Mosquitto → history).
 
 Nothing here imports torch, TensorFlow, librosa, scipy or matplotlib: the dashboard runs on any
 small machine with ``pip install 'edgesiam[dashboard]'``.

@@ -1,4 +1,4 @@
-"""Reading recordings and dataset folders from disk (contract 1 of shared/DESIGN.md).
+"""Reading recordings and dataset folders from disk (docs/ARCHITECTURE.md, contract 1).
 
 A dataset folder is ``DIR/<label>/<item>.<ext>`` with an optional ``DIR/dataset.toml``::
 

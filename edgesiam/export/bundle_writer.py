@@ -569,73 +569,90 @@ def export_bundle(
     staging.mkdir()
     try:
         return _finish(
-            staging,
-            output,
-            name,
-            opts,
-            embedder,
-            calib,
-            converted,
-            VARIANT_FILES,
-            heldout_dir,
-            compiler,
-            in_channels,
-            time_steps,
-            model_path,
+            ExportJob(
+                staging=staging,
+                output=output,
+                name=name,
+                opts=opts,
+                embedder=embedder,
+                calib=calib,
+                converted=converted,
+                variant_files=VARIANT_FILES,
+                heldout_dir=heldout_dir,
+                compiler=compiler,
+                in_channels=in_channels,
+                time_steps=time_steps,
+                model_path=model_path,
+            )
         )
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def _finish(
-    staging: Path,
-    output: Path,
-    name: str,
-    opts: ExportOptions,
-    embedder: CheckpointEmbedder,
-    calib: Any,
-    converted: dict[str, bytes],
-    variant_files: dict[str, str],
-    heldout_dir: str | Path,
-    compiler: str | None,
-    in_channels: int,
-    time_steps: int,
-    model_path: Path,
-) -> ExportResult:
-    say = opts.log
+@dataclass
+class ExportJob:
+    """What an export has made by the time the bundle is written: where (``staging`` becomes
+    ``output``), from what (the checkpoint and its embedder, the calibration windows), the converted
+    models and the held-out data to measure them on."""
+
+    staging: Path
+    output: Path
+    name: str
+    opts: ExportOptions
+    embedder: CheckpointEmbedder
+    calib: Any
+    converted: dict[str, bytes]
+    variant_files: dict[str, str]
+    heldout_dir: str | Path
+    compiler: str | None
+    in_channels: int
+    time_steps: int
+    model_path: Path
+
+
+def _finish(job: ExportJob) -> ExportResult:
+    """Measure the converted models, write the model card and manifest into ``job.staging`` and
+    move it into place as the bundle."""
+    say = job.opts.log
     backend = find_backend()
     tflite: dict[str, TFLiteModel] = {}
-    converted = {k: converted[k] for k in sorted(converted, key=list(variant_files).index)}
-    for variant, data in converted.items():
-        path = staging / variant_files[variant]
+    job.converted = {
+        k: job.converted[k] for k in sorted(job.converted, key=list(job.variant_files).index)
+    }
+    for variant, data in job.converted.items():
+        path = job.staging / job.variant_files[variant]
         path.write_bytes(data)
         tflite[variant] = TFLiteModel(path, backend=backend)
     int8 = tflite["int8"]
 
-    say(f"measuring parity on held-out data {heldout_dir}")
-    runners: dict[str, Callable[[np.ndarray], np.ndarray]] = {"torch": embedder.embed_features}
+    say(f"measuring parity on held-out data {job.heldout_dir}")
+    runners: dict[str, Callable[[np.ndarray], np.ndarray]] = {"torch": job.embedder.embed_features}
     runners.update({k: v.run for k, v in tflite.items()})
     heldout = measure_heldout(
-        embedder,
+        job.embedder,
         runners,
-        heldout_dir,
-        on_error=opts.on_error,
-        progress=opts.progress,
+        job.heldout_dir,
+        on_error=job.opts.on_error,
+        progress=job.opts.progress,
     )
-    infos = {k: inspect_model(staging / variant_files[k], backend=backend) for k in converted}
+    infos = {
+        k: inspect_model(job.staging / job.variant_files[k], backend=backend) for k in job.converted
+    }
     result: CompilerResult | None = None
-    if compiler is not None:
-        say(f"compiling for the Edge TPU with {compiler}")
-        result = run_edgetpu_compiler(staging / variant_files["int8"], staging, compiler)
-    report = evaluate_gate(heldout, infos["int8"], opts.limits, result)
+    if job.compiler is not None:
+        say(f"compiling for the Edge TPU with {job.compiler}")
+        result = run_edgetpu_compiler(
+            job.staging / job.variant_files["int8"], job.staging, job.compiler
+        )
+    report = evaluate_gate(heldout, infos["int8"], job.opts.limits, result)
     say(report.render())
-    if not report.passed and not opts.force:
+    if not report.passed and not job.opts.force:
         raise GateError(report)
 
     # thresholds with the deployed model
     rec_gen, rec_imp = recording_trials(heldout.recordings["int8"], heldout.labels)
-    win_gen, win_imp = window_trials(heldout, "int8", seed=opts.seed)
+    win_gen, win_imp = window_trials(heldout, "int8", seed=job.opts.seed)
     thresholds = Thresholds(
         data=str(heldout.root),
         labels=len(set(heldout.labels)),
@@ -645,26 +662,32 @@ def _finish(
     )
 
     cohort_info: CohortInfo | None = None
-    if opts.cohort and len(calib.recordings) >= 2:
+    if job.opts.cohort and len(job.calib.recordings) >= 2:
         cohort = np.stack(
             [
                 recording_embedding(
                     l2_normalize(
-                        int8.run(embedder.frontend(frame(x, embedder.window, embedder.hop))),
+                        int8.run(
+                            job.embedder.frontend(frame(x, job.embedder.window, job.embedder.hop))
+                        ),
                         axis=1,
                     )
                 )
-                for x in calib.recordings[: opts.cohort_size]
+                for x in job.calib.recordings[: job.opts.cohort_size]
             ]
         )
         cohort_result = evaluate_cohort(
-            heldout.recordings["int8"], heldout.labels, cohort, opts.cohort_top_k, str(calib.root)
+            heldout.recordings["int8"],
+            heldout.labels,
+            cohort,
+            job.opts.cohort_top_k,
+            str(job.calib.root),
         )
         cohort_info = cohort_result.info
         if cohort_info.used:
-            np.save(staging / COHORT_FILE, cohort_result.embeddings)
+            np.save(job.staging / COHORT_FILE, cohort_result.embeddings)
             gen, imp = window_trials(
-                heldout, "int8", opts.seed, cohort_result.embeddings, cohort_info.top_k
+                heldout, "int8", job.opts.seed, cohort_result.embeddings, cohort_info.top_k
             )
             window_set = threshold_set(gen, imp, "window-vs-recording", "adaptive-s-norm")
             cohort_info = cohort_info.model_copy(update={"window_thresholds": window_set})
@@ -674,24 +697,24 @@ def _finish(
             + (" (cohort shipped)" if cohort_info.used else " (no gain: no cohort)")
         )
 
-    latency_stats = measure_latency(int8, runs=opts.latency_runs)
+    latency_stats = measure_latency(int8, runs=job.opts.latency_runs)
     latency = Latency(
         backend=backend.name,
         backend_version=backend.version,
         threads=int8.num_threads,
-        runs=opts.latency_runs,
+        runs=job.opts.latency_runs,
         median_ms=latency_stats["median_ms"],
         p95_ms=latency_stats["p95_ms"],
         machine=_machine(),
     )
 
     models: dict[str, BundleModel] = {}
-    for variant in converted:
+    for variant in job.converted:
         cos = heldout.parity(variant)
         models[variant] = BundleModel(
-            file=variant_files[variant],
+            file=job.variant_files[variant],
             variant=variant,
-            bytes=(staging / variant_files[variant]).stat().st_size,
+            bytes=(job.staging / job.variant_files[variant]).stat().st_size,
             input=infos[variant].input,
             output=infos[variant].output,
             ops=infos[variant].ops,
@@ -732,49 +755,49 @@ def _finish(
         eer_delta_points=100.0 * (eer_int8 - eer_torch),
     )
 
-    state = embedder.frontend.state()
-    np.savez(staging / FRONTEND_FILE, allow_pickle=False, **state)
-    config = embedder.config
+    state = job.embedder.frontend.state()
+    np.savez(job.staging / FRONTEND_FILE, allow_pickle=False, **state)
+    config = job.embedder.config
     manifest = Manifest(
-        name=name,
+        name=job.name,
         created=datetime.now(UTC).replace(microsecond=0).isoformat(),
-        modality=embedder.modality,
-        sample_rate=embedder.sample_rate,
-        channels=embedder.channels,
-        channel_names=embedder.channel_names,
-        channel_units=_channel_units(embedder, Path(str(calib.root))),
-        window=embedder.window,
-        hop=embedder.hop,
-        window_s=embedder.window / embedder.sample_rate,
-        hop_s=embedder.hop / embedder.sample_rate,
+        modality=job.embedder.modality,
+        sample_rate=job.embedder.sample_rate,
+        channels=job.embedder.channels,
+        channel_names=job.embedder.channel_names,
+        channel_units=_channel_units(job.embedder, Path(str(job.calib.root))),
+        window=job.embedder.window,
+        hop=job.embedder.hop,
+        window_s=job.embedder.window / job.embedder.sample_rate,
+        hop_s=job.embedder.hop / job.embedder.sample_rate,
         frontend=_frontend_info(state),
-        features=[in_channels, time_steps],
-        embedding_dim=int(embedder.model.embedding_dim),
+        features=[job.in_channels, job.time_steps],
+        embedding_dim=int(job.embedder.model.embedding_dim),
         models=models,
         thresholds=thresholds,
         cohort=cohort_info,
         parity=parity,
         gate=Gate(
             passed=report.passed,
-            forced=opts.force and not report.passed,
-            limits=opts.limits.as_dict(),
+            forced=job.opts.force and not report.passed,
+            limits=job.opts.limits.as_dict(),
             checks=[
                 GateCheck(name=c.name, passed=c.passed, detail=c.detail) for c in report.checks
             ],
         ),
         edgetpu=edgetpu,
         calibration=Calibration(
-            data=str(calib.root),
-            windows=len(calib.features),
-            recordings=len(calib.recordings),
-            seed=opts.seed,
+            data=str(job.calib.root),
+            windows=len(job.calib.features),
+            recordings=len(job.calib.recordings),
+            seed=job.opts.seed,
         ),
         latency=latency,
         source=Source(
-            checkpoint=str(model_path),
-            sha256=sha256_file(model_path),
+            checkpoint=str(job.model_path),
+            sha256=sha256_file(job.model_path),
             recipe=config.name,
-            epoch=embedder.epoch,
+            epoch=job.embedder.epoch,
             train_data=", ".join(str(p) for p in config.data.train),
         ),
         versions=_versions(backend.name, backend.version),
@@ -786,21 +809,21 @@ def _finish(
             f"{enc.kernel_sizes}, strides {enc.strides}, dilations {enc.dilations}) → mean over "
             f"time → linear {enc.embedding_dim}"
         ),
-        "parameters": sum(int(p.numel()) for p in embedder.model.parameters()),
+        "parameters": sum(int(p.numel()) for p in job.embedder.model.parameters()),
         "summaries": find_summaries(
-            [*config.data.train, Path(str(calib.root)), Path(str(heldout.root))]
+            [*config.data.train, Path(str(job.calib.root)), Path(str(heldout.root))]
         ),
     }
     from edgesiam.train.weights import write_training_files
 
-    write_training_files(staging, config, embedder.model.state_dict())
-    (staging / MODEL_CARD).write_text(model_card(manifest, context), encoding="utf-8")
-    manifest = write_manifest(staging, manifest)
-    _install(staging, output)
+    write_training_files(job.staging, config, job.embedder.model.state_dict())
+    (job.staging / MODEL_CARD).write_text(model_card(manifest, context), encoding="utf-8")
+    manifest = write_manifest(job.staging, manifest)
+    _install(job.staging, job.output)
     say(
-        f"bundle {output}: int8 {_size(models['int8'].bytes)}, parity mean "
+        f"bundle {job.output}: int8 {_size(models['int8'].bytes)}, parity mean "
         f"{parity.int8_mean_cosine:.5f} / min {parity.int8_min_cosine:.5f}, EER int8 "
         f"{100 * eer_int8:.2f}% (torch {100 * eer_torch:.2f}%)"
         + ("" if report.passed else " — GATE FAILED, written because of --force")
     )
-    return ExportResult(output, manifest, report)
+    return ExportResult(job.output, manifest, report)

@@ -1,4 +1,4 @@
-"""Model bundles (contract 2): the manifest schema, file hashes, and score normalisation.
+"""Model bundles (docs/ARCHITECTURE.md, contract 2): the manifest schema, file hashes, and score normalisation.
 
 A bundle is a directory ``NAME/`` with ``manifest.json``, the deployed int8 model ``model.tflite``
 and whatever else it needs (``model_float32.tflite`` for parity, ``frontend.npz`` with the whole

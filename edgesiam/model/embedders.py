@@ -73,7 +73,7 @@ def embed_dataset(
     progress: bool = True,
     baseline: bool = False,
 ) -> EmbeddedDataset:
-    """Embed every recording of a dataset folder (contract 3), in the folder's order.
+    """Embed every recording of a dataset folder (docs/ARCHITECTURE.md, contract 3), in the folder's order.
 
     ``baseline=True`` also describes each recording with the classic baseline (see
     :func:`baseline_embeddings`) in the same pass, so the folder is read (and decoded) once.

@@ -28,7 +28,6 @@ import io
 import json
 import logging
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -39,6 +38,7 @@ from edgesiam.core.calibration import LabelCalibration
 from edgesiam.core.codec import embedding_id
 from edgesiam.errors import DataError
 from edgesiam.runtime.gallery_store import atomic_write
+from edgesiam.runtime.model_file import ModelFile
 
 __all__ = [
     "MAX_COHORT",
@@ -113,13 +113,9 @@ class Calibration:
     def thresholds(self) -> dict[str, float]:
         return {label: c.threshold for label, c in self.labels.items()}
 
-    def to_json(self, bundle_sha256: str, bundle_name: str | None) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
+        """The file's body (the header is the store's)."""
         return {
-            "format": FORMAT,
-            "version": VERSION,
-            "bundle_sha256": bundle_sha256,
-            "bundle_name": bundle_name,
-            "updated": datetime.now(UTC).isoformat(timespec="seconds"),
             "max_false_per_hour": self.max_false_per_hour,
             "score": self.score,
             "hop_s": self.hop_s,
@@ -132,11 +128,7 @@ class Calibration:
         }
 
 
-def _parse(data: Any, path: Path) -> Calibration:
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ValueError(f"not an {FORMAT} file")
-    if data.get("version") != VERSION:
-        raise ValueError(f"version {data.get('version')!r}; this edgesiam reads {VERSION}")
+def _parse(data: dict[str, Any], path: Path) -> Calibration:
     labels = {
         str(label): LabelCalibration(label=str(label), **entry)
         for label, entry in dict(data["labels"]).items()
@@ -161,6 +153,7 @@ class CalibrationStore:
         self.cohort_file = cohort_path(Path(gallery_path))
         self.bundle_sha256 = bundle_sha256
         self.bundle_name = bundle_name
+        self._file = ModelFile(self.path, FORMAT, VERSION, bundle_sha256, bundle_name)
 
     def __repr__(self) -> str:
         return f"CalibrationStore({str(self.path)!r})"
@@ -170,12 +163,12 @@ class CalibrationStore:
         if not self.path.exists():
             return None
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            data = self._file.read()
             found = _parse(data, self.path)
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
             log.error("%s: ignored, the calibration cannot be read (%s)", self.path, exc)
             return None
-        if data.get("bundle_sha256") != self.bundle_sha256:
+        if not self._file.is_for_this_model(data):
             log.warning(
                 "%s: calibrated for another model (%s), ignored: run edgesiam calibrate again",
                 self.path,
@@ -194,17 +187,7 @@ class CalibrationStore:
         return found
 
     def save(self, calibration: Calibration) -> Calibration:
-        text = json.dumps(calibration.to_json(self.bundle_sha256, self.bundle_name), indent=2)
-
-        def write(fh: IO[bytes]) -> None:
-            fh.write((text + "\n").encode("utf-8"))
-
-        try:
-            atomic_write(self.path, write)
-        except OSError as exc:
-            raise DataError(
-                f"cannot save the calibration ({exc}); nothing changed", self.path
-            ) from exc
+        self._file.write(calibration.to_json(), "calibration")
         calibration.path = self.path
         return calibration
 

@@ -333,7 +333,8 @@ def _enroll_one(
     gate: Any,
     append: bool,
 ) -> Enrolment:
-    from edgesiam.runtime.gallery_store import enroll_recordings, validate_label
+    from edgesiam.runtime.enrollment import enroll_recordings
+    from edgesiam.runtime.gallery_store import validate_label
 
     validate_label(label)
     return enroll_recordings(store, embedder, label, files, gate=gate, append=append)

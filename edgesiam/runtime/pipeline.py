@@ -23,8 +23,6 @@ import contextlib
 import json
 import logging
 import math
-import os
-import socket
 import sys
 import tempfile
 import threading
@@ -47,12 +45,16 @@ from edgesiam.core.windowing import StreamWindower
 from edgesiam.errors import DataError, EdgesiamError, OutboxError
 from edgesiam.mqtt.publisher import MqttPublisher
 from edgesiam.runtime.calibration_store import Calibration, CalibrationStore, DeviceCohort
+from edgesiam.runtime.chunk_queue import ChunkQueue, EndOfStream
 from edgesiam.runtime.config import MatchingConfig, RuntimeConfig, load_runtime_config
-from edgesiam.runtime.gallery_store import GalleryStore, enroll_recordings, model_sha256
+from edgesiam.runtime.enrollment import enroll_recordings
+from edgesiam.runtime.gallery_store import GalleryStore, model_sha256
 from edgesiam.runtime.metrics import RuntimeMetrics
 from edgesiam.runtime.outbox import Outbox
 from edgesiam.runtime.publishers import Publisher, StdoutPublisher
-from edgesiam.runtime.sources import Source, StreamFormat, open_source
+from edgesiam.runtime.sources import open_source
+from edgesiam.runtime.sources.base import Source, StreamFormat
+from edgesiam.runtime.systemd import sd_notify, watchdog_interval
 from edgesiam.runtime.threshold_store import (
     SetThresholds,
     ThresholdSources,
@@ -66,7 +68,6 @@ if TYPE_CHECKING:
     from edgesiam.runtime.commands import Clip
 
 __all__ = [
-    "ChunkQueue",
     "RunSummary",
     "Runtime",
     "RuntimeCommands",
@@ -81,116 +82,6 @@ OUTBOX_NAME: Final = "outbox.sqlite3"
 _POLL_S: Final = 0.2
 _GALLERY_CHECK_S: Final = 2.0
 """How often the loop looks whether the gallery file changed (an ``edgesiam enroll`` beside it)."""
-
-
-# ------------------------------------------------------------------------------------------------
-# the queue between the source thread and the loop
-
-
-@dataclass(frozen=True)
-class _End:
-    error: BaseException | None = None
-
-
-class ChunkQueue:
-    """Chunks ``(start_sample, samples)`` from the source thread to the loop, bounded in samples.
-
-    ``block=True`` (a file read as fast as possible): ``put`` waits for room. ``block=False`` (a
-    live source): a chunk that does not fit is dropped and counted. ``block`` may be a callable,
-    asked while the queue is full (a source that learns whether it is live: standard input). A
-    chunk larger than the whole bound is taken when the queue is empty, so nothing is starved.
-    After :meth:`close` (the run is stopping) chunks are refused without being counted as drops.
-    """
-
-    def __init__(self, max_samples: int, block: bool | Callable[[], bool]) -> None:
-        self.max_samples = max(1, int(max_samples))
-        self.block = block
-        self._items: deque[tuple[int, np.ndarray] | _End] = deque()
-        self._held = 0
-        self._closed = False
-        self._cond = threading.Condition()
-        self.dropped_samples = 0
-        self.dropped_chunks = 0
-
-    @property
-    def held(self) -> int:
-        """Samples waiting."""
-        return self._held
-
-    def put(self, start: int, chunk: np.ndarray) -> bool:
-        """Queue a chunk; False when it was dropped (no room, or the queue is closed)."""
-        n = int(chunk.shape[0])
-        with self._cond:
-            while not self._closed and not self._fits(n) and self._blocks():
-                self._cond.wait(_POLL_S)
-            if self._closed:
-                return False  # the run is stopping: not a drop
-            if not self._fits(n):
-                self.dropped_samples += n
-                self.dropped_chunks += 1
-                return False
-            self._items.append((start, chunk))
-            self._held += n
-            self._cond.notify_all()
-            return True
-
-    def _blocks(self) -> bool:
-        return self.block() if callable(self.block) else self.block
-
-    def _fits(self, n: int) -> bool:
-        return self._held == 0 or self._held + n <= self.max_samples
-
-    def end(self, error: BaseException | None = None) -> None:
-        """The source is done (``error``: it failed); the loop sees this after the last chunk."""
-        with self._cond:
-            self._items.append(_End(error))
-            self._cond.notify_all()
-
-    def close(self) -> None:
-        """Stop accepting chunks (wakes a blocked ``put``)."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    def get(self, timeout: float) -> tuple[int, np.ndarray] | _End | None:
-        """The next item, or None when nothing came within ``timeout`` seconds."""
-        with self._cond:
-            if not self._items:
-                self._cond.wait(timeout)
-            if not self._items:
-                return None
-            item = self._items.popleft()
-            if not isinstance(item, _End):
-                self._held -= int(item[1].shape[0])
-            self._cond.notify_all()
-            return item
-
-
-# ------------------------------------------------------------------------------------------------
-# systemd
-
-
-def _sd_notify(state: str) -> None:
-    """Tell systemd (``Type=notify``, ``WatchdogSec``) how the service is; no-op elsewhere."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.connect(address)
-            sock.sendall(state.encode())
-    except OSError as exc:
-        log.debug("sd_notify(%s) failed: %s", state, exc)
-
-
-def _watchdog_interval() -> float | None:
-    usec = os.environ.get("WATCHDOG_USEC")
-    try:
-        return int(usec) / 2e6 if usec else None
-    except ValueError:
-        return None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -524,7 +415,7 @@ class Runtime:
             "\n".join(self.threshold_sources.report(self.gallery.labels)),
         )
         self._warn_uncalibrated()
-        _sd_notify("READY=1")
+        sd_notify("READY=1")
         error: BaseException | None = None
         reason = "end"
         try:
@@ -532,7 +423,7 @@ class Runtime:
         finally:
             self.stop(reason)
             pump.join(timeout=2.0)
-            _sd_notify("STOPPING=1")
+            sd_notify("STOPPING=1")
             self._finish()
         if error is not None:
             raise error
@@ -558,11 +449,11 @@ class Runtime:
         interval = self.config.metrics.interval_s
         next_metrics = time.monotonic() + interval
         next_gallery = time.monotonic() + _GALLERY_CHECK_S
-        watchdog = _watchdog_interval()
+        watchdog = watchdog_interval()
         next_ping = time.monotonic()
         while True:
             item = self.queue.get(_POLL_S)
-            if isinstance(item, _End):
+            if isinstance(item, EndOfStream):
                 if item.error is not None:
                     return item.error, "source failed"
                 return None, self._stop_reason if self.stopping else "end"
@@ -579,7 +470,7 @@ class Runtime:
                 self._reload_if_changed()
             if watchdog is not None and now >= next_ping:
                 next_ping = now + watchdog
-                _sd_notify("WATCHDOG=1")
+                sd_notify("WATCHDOG=1")
             if max_wall_s is not None and now - started >= max_wall_s and not self.stopping:
                 self.stop("time limit")
 

@@ -22,19 +22,16 @@ config's thresholds are used): a threshold is never silently applied to the wron
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import Any, Final
 
 from edgesiam.core.matching import Thresholds, threshold_for
-from edgesiam.errors import DataError
 from edgesiam.model.bundle import fmr_key
-from edgesiam.runtime.gallery_store import atomic_write
+from edgesiam.runtime.model_file import ModelFile
 
 __all__ = [
     "SetThresholds",
@@ -139,6 +136,7 @@ class ThresholdStore:
         self.path = Path(path)
         self.bundle_sha256 = bundle_sha256
         self.bundle_name = bundle_name
+        self._file = ModelFile(self.path, FORMAT, VERSION, bundle_sha256, bundle_name)
 
     def __repr__(self) -> str:
         return f"ThresholdStore({str(self.path)!r})"
@@ -148,12 +146,12 @@ class ThresholdStore:
         if not self.path.exists():
             return SetThresholds()
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            data = self._file.read()
             saved = self._parse(data)
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             log.error("%s: ignored, the config's thresholds are used (%s)", self.path, exc)
             return SetThresholds()
-        if data.get("bundle_sha256") != self.bundle_sha256:
+        if not self._file.is_for_this_model(data):
             log.warning(
                 "%s: set for another model (%s, sha256 %.12s…), ignored: the config's thresholds "
                 "are used",
@@ -164,11 +162,7 @@ class ThresholdStore:
             return SetThresholds()
         return saved
 
-    def _parse(self, data: Any) -> SetThresholds:
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ValueError(f"not an {FORMAT} file")
-        if data.get("version") != VERSION:
-            raise ValueError(f"version {data.get('version')!r}; this edgesiam reads {VERSION}")
+    def _parse(self, data: dict[str, Any]) -> SetThresholds:
         default = data.get("default")
         per_label = data.get("per_label")
         if default is not None and not _finite_cosine(default):
@@ -185,26 +179,6 @@ class ThresholdStore:
 
     def save(self, saved: SetThresholds) -> SetThresholds:
         """Write (atomically) what is set over MQTT; returns it bound to this file."""
-        text = json.dumps(
-            {
-                "format": FORMAT,
-                "version": VERSION,
-                "bundle_sha256": self.bundle_sha256,
-                "bundle_name": self.bundle_name,
-                "updated": datetime.now(UTC).isoformat(timespec="seconds"),
-                "default": saved.default,
-                "per_label": dict(sorted(saved.per_label.items())),
-            },
-            indent=2,
-        )
-
-        def write(fh: IO[bytes]) -> None:
-            fh.write((text + "\n").encode("utf-8"))
-
-        try:
-            atomic_write(self.path, write)
-        except OSError as exc:
-            raise DataError(
-                f"cannot save the thresholds ({exc}); nothing changed", self.path
-            ) from exc
+        body = {"default": saved.default, "per_label": dict(sorted(saved.per_label.items()))}
+        self._file.write(body, "thresholds")
         return SetThresholds(saved.default, dict(saved.per_label), self.path)

@@ -16,7 +16,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,12 +44,13 @@ from edgesiam.train.config import (
     AudioAugmentConfig,
     ImuAugmentConfig,
     LogMelConfig,
+    OptimConfig,
     SensorFrontEndConfig,
     TrainConfig,
 )
 from edgesiam.train.distill import Distiller, teacher_targets
 from edgesiam.train.encoder import Conv1dEncoder, parameter_count
-from edgesiam.train.objectives import build_objective
+from edgesiam.train.objectives import Objective, build_objective
 from edgesiam.train.windows import (
     RecordingSet,
     WindowSet,
@@ -118,6 +119,27 @@ def warmup_cosine(step: int, total: int, warmup: float = 0.05, floor: float = 0.
         return (step + 1) / ramp
     progress = min(1.0, (step - ramp) / max(1, total - ramp))
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(
+    model: torch.nn.Module,
+    objective: Objective,
+    optim: OptimConfig,
+    extra: Sequence[torch.nn.Module] = (),
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW over the encoder (and the loss's own parameters, at their rate, when it learns
+    some; and training-only ``extra`` modules such as a distillation head), with the warm-up
+    cosine schedule over the configured steps: training and tuning alike."""
+    groups: list[dict[str, Any]] = [{"params": model.parameters()}]
+    if objective.learnable:
+        groups.append({"params": objective.loss.parameters(), "lr": objective.lr})
+    groups.extend({"params": module.parameters()} for module in extra)
+    optimizer = torch.optim.AdamW(groups, lr=optim.lr, weight_decay=optim.weight_decay)
+    total_steps = optim.epochs * optim.steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_cosine(step, total_steps)
+    )
+    return optimizer, scheduler
 
 
 def sampler_batch_size(classes: int, m_per_class: int, batch_size: int) -> int:
@@ -233,7 +255,7 @@ def embed_recordings(
     device: str,
     batch_size: int = 256,
 ) -> np.ndarray:
-    """Recording embeddings (contract 3) of every recording in the set, with the torch model."""
+    """Recording embeddings (docs/ARCHITECTURE.md, contract 3) of every recording in the set, with the torch model."""
     model.eval()
     per_window = [frame(x, window, hop) for x in recordings.recordings]
     counts = [len(w) for w in per_window]
@@ -357,18 +379,8 @@ def train(
         targets = teacher_targets(config.distill, infos, progress=show)
         distiller = Distiller.build(config.distill, targets, config.encoder.embedding_dim)
         distiller.to(device)
-    groups: list[dict[str, Any]] = [{"params": model.parameters()}]
-    if objective.learnable:
-        groups.append({"params": objective.loss.parameters(), "lr": objective.lr})
-    if distiller is not None and distiller.head is not None:
-        groups.append({"params": distiller.head.parameters()})
-    optimizer = torch.optim.AdamW(
-        groups, lr=config.optim.lr, weight_decay=config.optim.weight_decay
-    )
-    total_steps = config.optim.epochs * config.optim.steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine(step, total_steps)
-    )
+    head = [distiller.head] if distiller is not None and distiller.head is not None else []
+    optimizer, scheduler = make_optimizer(model, objective, config.optim, extra=head)
     use_amp = device.startswith("cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 

@@ -42,7 +42,7 @@ import soundfile as sf
 
 from edgesiam.data.readers import read_audio, read_sensor
 from tests.conftest import build_wheel
-from tests.runtime.conftest import MosquittoBroker, Subscriber, wait_until
+from tests.support.mqtt import MosquittoBroker, Subscriber, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.arm64, pytest.mark.timeout(5400)]
 

@@ -1,4 +1,4 @@
-"""Embedding arithmetic: L2 normalisation and the recording embedding (contract 3)."""
+"""Embedding arithmetic: L2 normalisation and the recording embedding (docs/ARCHITECTURE.md, contract 3)."""
 
 from __future__ import annotations
 

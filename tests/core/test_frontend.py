@@ -296,8 +296,9 @@ def test_sensor_replaces_non_finite_samples_by_the_channel_mean() -> None:
 def test_sensor_fit_ignores_non_finite_samples() -> None:
     data = np.array([[1.0, 10.0], [3.0, np.nan], [np.inf, 20.0]])
     front_end = SensorFrontEnd.fit([data])
-    assert front_end.mean is not None
+    assert front_end.mean is not None and front_end.std is not None
     np.testing.assert_allclose(front_end.mean, [2.0, 15.0])
+    np.testing.assert_allclose(front_end.std, [1.0, 5.0])  # of (1, 3) and (10, 20) alone
 
 
 def test_sensor_wrong_channel_count_names_expected_and_got() -> None:

@@ -280,3 +280,30 @@ def test_window_template_trials_score_as_the_runtime_gallery_does() -> None:
             (want_genuine if label == labels[o] else want_impostor).append(score)
     np.testing.assert_allclose(sorted(genuine), sorted(want_genuine), atol=1e-6)
     np.testing.assert_allclose(sorted(impostor), sorted(want_impostor), atol=1e-6)
+
+
+def test_rates_at_a_fixed_threshold_count_ties_as_accepted() -> None:
+    genuine = [0.9, 0.8, 0.5, 0.4]
+    impostor = [0.1, 0.2, 0.5, 0.6, 0.3, 0.0, 0.7, 0.2, 0.1, 0.4]
+    # impostors >= 0.5: 0.5, 0.6, 0.7 → 3 of 10; genuine < 0.5: 0.4 → 1 of 4
+    assert metrics.rates_at_threshold(genuine, impostor, 0.5) == (0.3, 0.25)
+    assert metrics.rates_at_threshold(genuine, impostor, 0.95) == (0.0, 1.0)
+    assert metrics.rates_at_threshold(genuine, impostor, -1.0) == (1.0, 0.0)
+
+
+def test_rates_without_trials_are_none() -> None:
+    assert metrics.rates_at_threshold([], [0.2, 0.9], 0.5) == (0.5, None)
+    assert metrics.rates_at_threshold([0.7], [], 0.5) == (None, 0.0)
+
+
+def test_a_threshold_calibrated_on_the_same_impostors_meets_its_target() -> None:
+    rng = np.random.default_rng(3)
+    impostor = rng.normal(0.2, 0.1, 5000)
+    genuine = rng.normal(0.7, 0.1, 500)
+    for target in (0.1, 0.01, 0.001):
+        fmr, _ = metrics.rates_at_threshold(genuine, impostor, threshold_at_fmr(impostor, target))
+        assert fmr is not None and target / 2 < fmr <= target
+        shifted, _ = metrics.rates_at_threshold(
+            genuine, impostor + 0.1, threshold_at_fmr(impostor, target)
+        )
+        assert shifted is not None and shifted > 3 * target  # same threshold, shifted scores

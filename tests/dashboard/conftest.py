@@ -21,17 +21,11 @@ from edgesiam.dashboard.auth import TokenAuth
 from edgesiam.dashboard.history import History, SqlHistory
 from edgesiam.dashboard.ingest import Ingester
 from edgesiam.dashboard.server import DashboardApp, DashboardServer, LiveFeed
-from tests.postgres import PostgresServer
-from tests.runtime.conftest import (  # noqa: F401
+from tests.support.mqtt import (
     MosquittoBroker,
     Subscriber,
-    certificates,
-    free_port,
-    make_mosquitto,
-    mosquitto,
-    subscriber,
-    wait_until,
 )
+from tests.support.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -169,7 +163,7 @@ def open_history(
 
 @pytest.fixture
 def make_dashboard(
-    mosquitto: MosquittoBroker,  # noqa: F811 - the fixture re-exported above
+    mosquitto: MosquittoBroker,
     open_history: OpenHistory,
 ) -> Iterator[Callable[..., Dashboard]]:
     made: list[Dashboard] = []

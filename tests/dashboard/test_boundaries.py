@@ -17,7 +17,7 @@ from tests.test_import_boundaries import HEAVY, imported_after
         "edgesiam.dashboard.ingest",
         "edgesiam.dashboard.server",
         "edgesiam.dashboard.auth",
-        "edgesiam.dashboard.fleet",
+        "edgesiam.tools.fleet",
         "edgesiam.dashboard.cli",
     ],
 )

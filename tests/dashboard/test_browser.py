@@ -24,7 +24,7 @@ from edgesiam.mqtt.contract import Topics
 from edgesiam.mqtt.homeassistant import discovery_messages
 from tests.conftest import make_motion, make_voice
 from tests.dashboard.conftest import ARTIFACTS, Dashboard, event_payload, publisher
-from tests.runtime.conftest import wait_until
+from tests.support.mqtt import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEAKER = ROOT / "export" / "speaker"

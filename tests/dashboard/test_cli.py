@@ -1,6 +1,5 @@
 """``edgesiam dashboard`` as a user runs it: a real process with a token file, against a Mosquitto
-with TLS and a password (from a file), keeping its history across a restart; and the fleet
-benchmark's smoke run (every event published reaches the history)."""
+with TLS and a password (from a file), keeping its history across a restart."""
 
 from __future__ import annotations
 
@@ -19,9 +18,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edgesiam.dashboard.fleet import FleetSpec, format_report, run_fleet
 from tests.dashboard.conftest import TOKEN, event_payload
-from tests.runtime.conftest import MosquittoBroker, password_file, wait_until
+from tests.support.mqtt import MosquittoBroker, password_file, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "dashboard-secret-pw-42"
@@ -119,24 +117,3 @@ def test_dashboard_over_tls_with_password_and_token_keeps_its_history(
         )
         (device,) = get(f"{url}/api/devices")["devices"]
         assert device["device"] == "pi" and device["events"] == 2
-
-
-def test_fleet_smoke_loses_nothing(mosquitto: MosquittoBroker) -> None:
-    """10 simulated devices × 5 events/s × 3 s through Mosquitto into the history."""
-    report = run_fleet(FleetSpec(devices=10, rate=5, seconds=3, processes=1), broker=mosquitto.url)
-    print("\n" + format_report(report))
-    assert report["published"] == report["expected"] == 150
-    assert report["acked_by_broker"] == 150
-    assert report["missing"] == 0
-    assert report["stored"] == 150
-    assert report["invalid"] == 0 and report["storage_errors"] == 0
-
-
-def test_fleet_bench_cli_help() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "edgesiam", "fleet-bench", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0 and "--devices" in done.stdout and "missing" in done.stdout

@@ -20,7 +20,7 @@ from edgesiam.errors import CommandFailed, HistoryError
 from edgesiam.mqtt.contract import Topics
 from edgesiam.mqtt.homeassistant import discovery_messages
 from tests.dashboard.conftest import Dashboard, event_payload, publisher
-from tests.runtime.conftest import MosquittoBroker, Subscriber, wait_until
+from tests.support.mqtt import MosquittoBroker, Subscriber, wait_until
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

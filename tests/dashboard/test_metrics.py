@@ -9,7 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.dashboard.conftest import Dashboard, event_payload, publisher
-from tests.runtime.conftest import wait_until
+from tests.support.mqtt import wait_until
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -19,7 +19,7 @@ from edgesiam.dashboard.history import History
 from edgesiam.dashboard.ingest import Ingester
 from edgesiam.dashboard.server import DashboardApp, DashboardServer, LiveFeed
 from tests.dashboard.conftest import Dashboard, event_payload, publisher
-from tests.runtime.conftest import free_port, wait_until
+from tests.support.mqtt import free_port, wait_until
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

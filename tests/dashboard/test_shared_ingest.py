@@ -21,14 +21,14 @@ import pytest
 
 from edgesiam.dashboard.auth import TokenAuth
 from edgesiam.dashboard.cli import _client_id, add_dashboard_parser, cmd_dashboard
-from edgesiam.dashboard.fleet import FleetSpec, format_report, run_fleet
 from edgesiam.dashboard.history_pg import PostgresHistory
 from edgesiam.dashboard.ingest import Ingester
 from edgesiam.dashboard.server import DashboardApp, DashboardServer, LiveFeed
 from edgesiam.errors import ConfigError
+from edgesiam.tools.fleet import FleetSpec, format_report, run_fleet
 from tests.dashboard.conftest import event_payload, publisher
-from tests.postgres import PostgresServer
-from tests.runtime.conftest import MosquittoBroker, Subscriber, wait_until
+from tests.support.mqtt import MosquittoBroker, Subscriber, wait_until
+from tests.support.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[2]
 

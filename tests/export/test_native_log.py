@@ -20,7 +20,7 @@ def stderr_of(code: str) -> str:
 
 def test_loading_a_bundle_prints_no_xnnpack_line() -> None:
     err = stderr_of(
-        "from edgesiam.interpreters import load_model\n"
+        "from edgesiam.model.interpreters import load_model\n"
         "import numpy as np\n"
         "m = load_model('export/events')\n"
         "m.embed_features(np.zeros((1, *m.manifest.features), np.float32))\n"
@@ -31,7 +31,7 @@ def test_loading_a_bundle_prints_no_xnnpack_line() -> None:
 def test_other_native_output_is_kept_in_order() -> None:
     err = stderr_of(
         "import os, sys\n"
-        "from edgesiam.interpreters import _quiet_native_info\n"
+        "from edgesiam.model.interpreters import _quiet_native_info\n"
         "with _quiet_native_info():\n"
         "    os.write(2, b'WARNING: first\\n')\n"
         "    os.write(2, b'INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\\n')\n"

@@ -22,14 +22,11 @@ from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edgesiam.errors import DataError
-from edgesiam.runtime.sources import (
-    MqttSensorSource,
-    StreamFormat,
-    parse_csv_row,
-    parse_sensor_payload,
-)
+from edgesiam.runtime.sources.base import StreamFormat
+from edgesiam.runtime.sources.mqtt import MqttSensorSource
+from edgesiam.runtime.sources.rows import parse_csv_row, parse_sensor_payload
 from tests.fuzz.scale import TIMEOUT_S, fuzz_settings
-from tests.runtime.conftest import MosquittoBroker, wait_until
+from tests.support.mqtt import MosquittoBroker, wait_until
 
 pytestmark = pytest.mark.timeout(TIMEOUT_S)
 

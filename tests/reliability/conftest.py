@@ -29,16 +29,6 @@ import pytest
 import yaml
 
 from tests.conftest import EVENTS_BUNDLE, to_pcm, voice
-from tests.runtime.conftest import (  # noqa: F401
-    MosquittoBroker,
-    Received,
-    Subscriber,
-    free_port,
-    make_mosquitto,
-    mosquitto,
-    subscriber,
-    wait_until,
-)
 
 ROOT = Path(__file__).resolve().parents[2]
 RATE = 16000

@@ -45,15 +45,8 @@ import pytest
 
 from edgesiam.dashboard.history import History
 from edgesiam.dashboard.ingest import Ingester
-from tests.reliability.conftest import (
-    Device,
-    Feeder,
-    MosquittoBroker,
-    Scale,
-    Subscriber,
-    flood_config,
-    wait_until,
-)
+from tests.reliability.conftest import Device, Feeder, Scale, flood_config
+from tests.support.mqtt import MosquittoBroker, Subscriber, wait_until
 
 DEVICE = "flood"
 TOPIC = f"edgesiam/{DEVICE}/event"

@@ -30,17 +30,11 @@ from typing import Any
 import pytest
 
 from edgesiam.model.interpreters import load_model
-from edgesiam.runtime.gallery_store import GalleryStore, enroll_recordings, model_sha256
-from tests.reliability.conftest import (
-    ENV,
-    RUN_CLI,
-    MosquittoBroker,
-    Received,
-    Scale,
-    Subscriber,
-    wait_until,
-)
+from edgesiam.runtime.enrollment import enroll_recordings
+from edgesiam.runtime.gallery_store import GalleryStore, model_sha256
+from tests.reliability.conftest import ENV, RUN_CLI, Scale
 from tests.runtime import test_crash_restart as device_install
+from tests.support.mqtt import MosquittoBroker, Received, Subscriber, wait_until
 
 ENROLLED = device_install.ENROLLED
 stream = device_install.stream  # the same held-out stream fixture as the device-install test

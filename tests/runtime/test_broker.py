@@ -23,7 +23,7 @@ from edgesiam.mqtt.contract import event_builder
 from edgesiam.mqtt.publisher import MqttPublisher
 from edgesiam.runtime.outbox import Outbox
 from tests.conftest import EVENTS_BUNDLE, voice
-from tests.runtime.conftest import Subscriber, free_port, wait_until
+from tests.support.mqtt import Subscriber, free_port, wait_until
 
 pytest.importorskip("amqtt")
 

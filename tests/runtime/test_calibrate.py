@@ -168,7 +168,8 @@ def test_a_sensor_gallery_is_calibrated_from_a_folder_of_motion_recordings(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from edgesiam.model.interpreters import load_model
-    from edgesiam.runtime.gallery_store import GalleryStore, enroll_recordings, model_sha256
+    from edgesiam.runtime.enrollment import enroll_recordings
+    from edgesiam.runtime.gallery_store import GalleryStore, model_sha256
     from tests.conftest import write_sensor_dataset
 
     motion = EVENTS_BUNDLE.parent / "motion"

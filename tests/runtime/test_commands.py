@@ -23,7 +23,7 @@ from edgesiam.mqtt.contract import VERBS, event_builder
 from edgesiam.mqtt.publisher import MqttPublisher
 from edgesiam.runtime.commands import Clip, CommandHandler, validate_label
 from edgesiam.runtime.outbox import Outbox
-from tests.runtime.conftest import MosquittoBroker, Subscriber, wait_until
+from tests.support.mqtt import MosquittoBroker, Subscriber, wait_until
 
 
 class FakeRuntime:

@@ -22,7 +22,7 @@ import pytest
 import soundfile as sf
 
 from edgesiam.data.readers import read_audio
-from tests.runtime.conftest import MosquittoBroker, Subscriber, wait_until
+from tests.support.mqtt import MosquittoBroker, Subscriber, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 RATE = 16000

@@ -18,13 +18,8 @@ from edgesiam.core.frontend import SensorFrontEnd
 from edgesiam.core.gate import EnergyGate
 from edgesiam.errors import ConfigError, DataError
 from edgesiam.runtime import gallery_store
-from edgesiam.runtime.gallery_store import (
-    MAX_RECORDINGS,
-    GalleryStore,
-    consistency,
-    enroll_recordings,
-    validate_label,
-)
+from edgesiam.runtime.enrollment import enroll_recordings
+from edgesiam.runtime.gallery_store import MAX_RECORDINGS, GalleryStore, consistency, validate_label
 
 SHA = "a" * 64
 OTHER = "b" * 64

@@ -110,9 +110,17 @@ def test_value_templates_render_against_a_real_metrics_message() -> None:
     payload = metrics_payload("kitchen", RuntimeMetrics().snapshot(), outbox=None)
     payload |= {"outbox_depth": 0, "outbox_dropped": 0}
     env = jinja2.Environment(undefined=jinja2.StrictUndefined)
-    for _, config in discovery_messages(topics=TOPICS, model_name="m", labels=[]):
-        if "value_template" in config:
-            env.from_string(config["value_template"]).render(value_json=payload)
+    rendered = {
+        config["value_template"]: env.from_string(config["value_template"]).render(
+            value_json=payload
+        )
+        for _, config in discovery_messages(topics=TOPICS, model_name="m", labels=[])
+        if "value_template" in config
+    }
+    assert len(rendered) >= len(METRIC_SENSORS)
+    for template, text in rendered.items():
+        key = template.removeprefix("{{ value_json.").removesuffix(" }}")
+        assert text == str(payload[key]), template
 
 
 def test_connectivity_follows_the_status_topic_without_availability(

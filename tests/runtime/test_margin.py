@@ -11,7 +11,8 @@ import soundfile as sf
 
 from edgesiam.model.interpreters import load_model
 from edgesiam.runtime.config import RuntimeConfig
-from edgesiam.runtime.gallery_store import GalleryStore, enroll_recordings, model_sha256
+from edgesiam.runtime.enrollment import enroll_recordings
+from edgesiam.runtime.gallery_store import GalleryStore, model_sha256
 from edgesiam.runtime.pipeline import Runtime
 from edgesiam.runtime.publishers import NullPublisher
 from tests.conftest import EVENTS_BUNDLE, make_voice, voice

@@ -21,13 +21,7 @@ from edgesiam.mqtt.contract import SCHEMA_EVENT, event_builder
 from edgesiam.mqtt.publisher import MqttPublisher
 from edgesiam.runtime.outbox import Event, Outbox
 from edgesiam.runtime.publishers import MemoryPublisher, Publisher
-from tests.runtime.conftest import (
-    MosquittoBroker,
-    Subscriber,
-    free_port,
-    password_file,
-    wait_until,
-)
+from tests.support.mqtt import MosquittoBroker, Subscriber, free_port, password_file, wait_until
 
 HERE = Path(__file__).parent
 

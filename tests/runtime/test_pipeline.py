@@ -30,12 +30,17 @@ from edgesiam.data.readers import read_audio
 from edgesiam.errors import ConfigError, DataError
 from edgesiam.model.embedders import embed_recording
 from edgesiam.model.interpreters import load_model
+from edgesiam.runtime.chunk_queue import ChunkQueue
 from edgesiam.runtime.config import RuntimeConfig, load_runtime_config
-from edgesiam.runtime.gallery_store import GalleryStore, enroll_recordings, model_sha256
-from edgesiam.runtime.pipeline import ChunkQueue, Runtime
+from edgesiam.runtime.enrollment import enroll_recordings
+from edgesiam.runtime.gallery_store import GalleryStore, model_sha256
+from edgesiam.runtime.pipeline import Runtime
 from edgesiam.runtime.publishers import MemoryPublisher
-from edgesiam.runtime.sources import FileSource, MqttSensorSource, StdinSource, StreamFormat
-from tests.runtime.conftest import MosquittoBroker, Subscriber, wait_until
+from edgesiam.runtime.sources.base import StreamFormat
+from edgesiam.runtime.sources.file import FileSource
+from edgesiam.runtime.sources.mqtt import MqttSensorSource
+from edgesiam.runtime.sources.stdin import StdinSource
+from tests.support.mqtt import MosquittoBroker, Subscriber, wait_until
 
 RATE = 16000
 ENROLLED = ("voice0", "voice1", "voice2")
@@ -142,7 +147,7 @@ def test_events_name_the_enrolled_label_and_never_fire_on_others(
     for label in ENROLLED:
         assert any(e["label"] == label for e in events), f"no event for {label}"
     assert {e["label"] for e in events} <= set(ENROLLED)
-    # the contract (DESIGN.md, contract 5)
+    # the contract (docs/MQTT.md)
     first = events[0]
     for key in ("id", "seq", "device", "ts", "label", "score", "threshold", "offset_s", "model"):
         assert key in first
@@ -389,7 +394,7 @@ class BurstSource(FileSource):
     """A live source that delivers a whole recording at once: the loop must fall behind."""
 
     def __init__(self, path: Path) -> None:
-        from edgesiam.runtime.sources import StreamFormat
+        from edgesiam.runtime.sources.base import StreamFormat
 
         super().__init__(path, StreamFormat("audio", RATE, 1), chunk_s=0.05)
         self.live = True

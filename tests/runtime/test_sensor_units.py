@@ -19,16 +19,14 @@ from edgesiam.model.embedders import embed_recording
 from edgesiam.model.interpreters import load_model
 from edgesiam.mqtt.client import MqttSettings
 from edgesiam.runtime.gallery_store import GalleryStore, model_sha256
-from edgesiam.runtime.sources import (
-    FileSource,
-    SerialSource,
-    StdinSource,
-    StreamFormat,
-    open_source,
-)
+from edgesiam.runtime.sources import open_source
+from edgesiam.runtime.sources.base import StreamFormat
+from edgesiam.runtime.sources.file import FileSource
+from edgesiam.runtime.sources.serial import SerialSource
+from edgesiam.runtime.sources.stdin import StdinSource
 from tests.conftest import make_motion
-from tests.runtime.conftest import MosquittoBroker, Subscriber, wait_until
 from tests.runtime.test_gallery_cli import run
+from tests.support.mqtt import MosquittoBroker, Subscriber, wait_until
 
 MOTION_BUNDLE = Path(__file__).resolve().parents[2] / "export" / "motion"
 NAMES = ("acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z")

@@ -22,20 +22,15 @@ import soundfile as sf
 from edgesiam.data.readers import read_audio
 from edgesiam.errors import ConfigError, DataError, MissingExtraError
 from edgesiam.mqtt.client import MqttSettings
-from edgesiam.runtime.sources import (
-    FileSource,
-    MqttSensorSource,
-    SerialSource,
-    StdinSource,
-    StreamFormat,
-    StreamPacing,
-    open_source,
-    parse_csv_row,
-    parse_sensor_payload,
-    source_config,
-)
+from edgesiam.runtime.sources import open_source, source_config
+from edgesiam.runtime.sources.base import StreamFormat
+from edgesiam.runtime.sources.file import FileSource
+from edgesiam.runtime.sources.mqtt import MqttSensorSource
+from edgesiam.runtime.sources.rows import parse_csv_row, parse_sensor_payload
+from edgesiam.runtime.sources.serial import SerialSource
+from edgesiam.runtime.sources.stdin import StdinSource, StreamPacing
 from tests.conftest import make_motion, make_voice
-from tests.runtime.conftest import MosquittoBroker, Subscriber, wait_until
+from tests.support.mqtt import MosquittoBroker, Subscriber, wait_until
 
 AUDIO = StreamFormat("audio", 16000, 1)
 IMU = StreamFormat("sensor", 50, 6)

@@ -25,7 +25,7 @@ from edgesiam.runtime.pipeline import Runtime
 from edgesiam.runtime.run_cli import add_run_parser, config_from_args
 from edgesiam.runtime.threshold_store import SetThresholds, ThresholdStore, thresholds_path
 from tests.conftest import EVENTS_BUNDLE, voice
-from tests.runtime.conftest import MosquittoBroker, Subscriber, wait_until
+from tests.support.mqtt import MosquittoBroker, Subscriber, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CALIBRATED = json.loads((EVENTS_BUNDLE / "manifest.json").read_text())["thresholds"]["window"]
@@ -292,7 +292,8 @@ def test_score_norm_scores_windows_with_the_bundles_cohort(
     """matching.score_norm: cohort — windows are AS-normalised against the speaker bundle's cohort
     and the default threshold is the bundle's for the normalised score."""
     from edgesiam.core.normalise import NormalisedScorer
-    from edgesiam.runtime.gallery_store import GalleryStore, enroll_recordings, model_sha256
+    from edgesiam.runtime.enrollment import enroll_recordings
+    from edgesiam.runtime.gallery_store import GalleryStore, model_sha256
 
     speaker = ROOT / "export" / "speaker"
     embedder = load_model(speaker)

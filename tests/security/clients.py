@@ -12,7 +12,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.runtime.conftest import Received, wait_until
+from tests.support.mqtt import Received, wait_until
 
 
 @dataclass

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,15 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.runtime.conftest import (  # noqa: F401
-    MosquittoBroker,
-    Received,
-    Subscriber,
-    free_port,
-    make_mosquitto,
-    mosquitto,
-    wait_until,
-)
+from tests.support.mqtt import MosquittoBroker, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "firmware_configs" / "mosquitto"
@@ -114,6 +107,14 @@ def make_password_file(path: Path, passwords: dict[str, str]) -> None:
     assert all(pw not in text for pw in passwords.values()), "mosquitto_passwd did not hash"
 
 
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
 @pytest.fixture(scope="session")
 def secure_broker(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[SecureBroker]:
     folder = tmp_path_factory.mktemp("secure-mosquitto")
@@ -149,5 +150,7 @@ def secure_broker(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterato
         text += "user root\n"
     broker.config.write_text(text)
     broker.start()
+    # start() waits for the plain listener; the TLS ones load their certificates after it
+    assert wait_until(lambda: _listening(tls_port) and _listening(mtls_port), 10), broker.log
     yield SecureBroker(broker, broker.port, mtls_port, tls_port, passwords, pki)
     broker.stop()

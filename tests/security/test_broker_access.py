@@ -12,9 +12,9 @@ import ssl
 
 import pytest
 
-from tests.runtime.conftest import wait_until
 from tests.security.clients import TlsClient
 from tests.security.conftest import SecureBroker
+from tests.support.mqtt import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 

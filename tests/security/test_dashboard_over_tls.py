@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import to_pcm, voice
-from tests.runtime.conftest import free_port, wait_until
 from tests.security.conftest import SecureBroker
 from tests.security.test_device_over_tls import command_lines, start_device
+from tests.support.mqtt import free_port, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -21,9 +21,9 @@ import pytest
 import yaml
 
 from tests.conftest import to_pcm, voice
-from tests.runtime.conftest import Subscriber, wait_until
 from tests.security.clients import TlsClient
 from tests.security.conftest import SecureBroker
+from tests.support.mqtt import Subscriber, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 

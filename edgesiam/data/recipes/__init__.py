@@ -17,6 +17,9 @@ from edgesiam.errors import RecipeError
 _MODULES: dict[str, str] = {
     "speech": "edgesiam.data.recipes.speech",
     "events": "edgesiam.data.recipes.events",
+    "speech-tuxpaint": "edgesiam.data.recipes.speech_extra",
+    "speech-extra": "edgesiam.data.recipes.speech_extra",
+    "events-extra": "edgesiam.data.recipes.events_extra",
     "noise": "edgesiam.data.recipes.noise",
     "hapt": "edgesiam.data.recipes.hapt",
     "basicmotions": "edgesiam.data.recipes.uea",

@@ -42,15 +42,13 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from edgesiam.data.readers import AUDIO_EXTENSIONS
 from edgesiam.data.recipes.audio_common import (
-    split_notes,
-    split_of,
     SPLITS,
     TARGET_RATE,
     Clip,
@@ -60,6 +58,8 @@ from edgesiam.data.recipes.audio_common import (
     dedup,
     fit_length,
     slug,
+    split_notes,
+    split_of,
     trim_silence,
 )
 from edgesiam.data.recipes.base import Recipe, RecipeSummary
@@ -199,7 +199,14 @@ def _family_clips(
         if family is None:
             continue
         label = f"{prefix}-{slug(family).lower()}"
-        clips.append(Clip(split_of(TEST_LABELS, VAL_LABELS, label), label, f"{group}__{slug(f.stem).lower()}", source=f))
+        clips.append(
+            Clip(
+                split_of(TEST_LABELS, VAL_LABELS, label),
+                label,
+                f"{group}__{slug(f.stem).lower()}",
+                source=f,
+            )
+        )
     return clips
 
 
@@ -317,23 +324,29 @@ def prepare(root: Path, out: Path) -> RecipeSummary:
 
 def _remove_small_written(out: Path, notes: list[str]) -> None:
     """Remove label folders that ended up with fewer than MIN_PER_LABEL files after conversion."""
-    removed = []
-    for split in SPLITS:
-        folder = out / split
-        if not folder.is_dir():
-            continue
-        for label_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
-            files = list(label_dir.glob("*.wav"))
-            if len(files) < MIN_PER_LABEL:
-                for f in files:
-                    f.unlink()
-                label_dir.rmdir()
-                removed.append(label_dir.name)
+    removed = remove_small_labels(out, SPLITS, MIN_PER_LABEL)
     if removed:
         notes.append(
             f"labels left with fewer than {MIN_PER_LABEL} usable files, removed: "
             + ", ".join(removed)
         )
+
+
+def remove_small_labels(out: Path, splits: Sequence[str], minimum: int) -> list[str]:
+    """Delete the label folders of ``splits`` holding fewer than ``minimum`` WAV files; name them."""
+    removed = []
+    for split in splits:
+        folder = out / split
+        if not folder.is_dir():
+            continue
+        for label_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+            files = list(label_dir.glob("*.wav"))
+            if len(files) < minimum:
+                for f in files:
+                    f.unlink()
+                label_dir.rmdir()
+                removed.append(label_dir.name)
+    return removed
 
 
 RECIPE = Recipe(

@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from edgesiam.bench.peers import (
+from edgesiam.errors import ConfigError, ModelError
+from edgesiam.tools.bench.peers import (
     DEFAULT_PYTHON,
     RESEMBLYZER_SCRIPT,
     install_record,
     peer_env,
 )
-from edgesiam.errors import ConfigError, ModelError
 
 NAME = "resemblyzer"
 EMBEDDING_DIM = 256

@@ -713,9 +713,9 @@ def machine() -> dict[str, Any]:
 
 
 def peers(audio_seconds: float, data_dir: str | Path) -> dict[str, Any]:
-    """Peer tools, from :mod:`edgesiam.bench.peers` when it exists."""
+    """Peer tools, from :mod:`edgesiam.tools.bench.peers` when it exists."""
     try:
-        from edgesiam.bench import peers as peers_mod
+        from edgesiam.tools.bench import peers as peers_mod
     except ImportError:
         return {"status": "not measured"}
     try:
@@ -823,13 +823,13 @@ def run_all(
         if isinstance(ours, (int, float)) and all(
             isinstance(v, dict) for v in report["peers"].values()
         ):
-            from edgesiam.bench.peers import add_ratios
+            from edgesiam.tools.bench.peers import add_ratios
 
             add_ratios(report["peers"], float(ours))
     if quick or skip_accuracy:
         report["accuracy"] = {"status": "not measured (--quick)" if quick else "skipped"}
     else:
-        from edgesiam.bench.accuracy import accuracy_all
+        from edgesiam.tools.bench.accuracy import accuracy_all
 
         report["accuracy"] = accuracy_all(
             {b.name: b for b in bundles}, data_dir, plots=plots_dir, log=log

@@ -47,11 +47,11 @@ def accuracy_all(
     A test set that is not prepared is reported with the command that prepares it. With
     ``plots``, each test set gets ``<plots>/det_<bundle>_<set>.png``.
     """
-    from edgesiam.bench.peers import resemblyzer_accuracy
     from edgesiam.data.readers import scan_dataset
     from edgesiam.evaluation import Report, plot_det
     from edgesiam.model.embedders import baseline_embeddings, embed_dataset
     from edgesiam.model.interpreters import BundleEmbedder
+    from edgesiam.tools.bench.peers import resemblyzer_accuracy
 
     data = Path(data_dir)
     out: dict[str, Any] = {}

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from edgesiam.bench import measure, report
-from edgesiam.bench.cli import add_bench_parser
+from edgesiam.tools.bench import measure, report
+from edgesiam.tools.bench.cli import add_bench_parser
 
 
 def bench(*args: str) -> int:
@@ -141,7 +141,7 @@ def test_no_bundles_is_an_error(tmp_path: Path) -> None:
 def test_accuracy_on_the_same_held_out_trials(
     audio_bundle: Path, audio_heldout: Path, tmp_path: Path
 ) -> None:
-    from edgesiam.bench.accuracy import accuracy_all
+    from edgesiam.tools.bench.accuracy import accuracy_all
 
     data = tmp_path / "data"
     (data / "speech").mkdir(parents=True)

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from edgesiam.errors import BundleError, DataError
-from edgesiam.runtime.demo import DemoReport, Segment, add_demo_parser, score_events
+from edgesiam.tools.demo.cli import add_demo_parser
+from edgesiam.tools.demo.scoring import DemoReport, Segment, score_events
 from tests.conftest import write_audio_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -172,7 +173,7 @@ def test_scoring_hits_misses_and_false_matches() -> None:
 def test_a_missing_bundle_or_data_is_a_clear_error(
     audio_bundle: Path, tiny_data: Path, tmp_path: Path
 ) -> None:
-    from edgesiam.runtime.demo import run_demo
+    from edgesiam.tools.demo.run import run_demo
 
     with pytest.raises(BundleError, match=r"no such bundle.*export/speaker"):
         run_demo(tmp_path / "nope", tiny_data, workdir=tmp_path / "w", out=io.StringIO())

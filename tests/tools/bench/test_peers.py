@@ -1,4 +1,4 @@
-"""Peer tools (edgesiam.bench.peers): reported, never fatal, when the peers venv is missing."""
+"""Peer tools (edgesiam.tools.bench.peers): reported, never fatal, when the peers venv is missing."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edgesiam.bench import peers
+from edgesiam.tools.bench import peers
 
 ROOT = Path(__file__).resolve().parents[2]
 PEERS_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
@@ -63,7 +63,7 @@ def test_ratios() -> None:
 
 
 def test_module_imports_nothing_heavy() -> None:
-    code = "import json, sys, edgesiam.bench.peers; print(json.dumps(sorted(sys.modules)))"
+    code = "import json, sys, edgesiam.tools.bench.peers; print(json.dumps(sorted(sys.modules)))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = {m.split(".")[0] for m in json.loads(done.stdout)}
     assert not loaded & {"torch", "tensorflow", "librosa", "onnxruntime", "resemblyzer"}

@@ -65,7 +65,7 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from edgesiam.bench import measure, report
+    from edgesiam.tools.bench import measure, report
 
     def log(msg: str) -> None:
         if not args.quiet:

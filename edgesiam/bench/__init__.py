@@ -1,6 +1,0 @@
-"""``edgesiam bench``: latency, cost, memory and size measurements of the shipped bundles.
-
-:mod:`edgesiam.bench.measure` holds the measurements (each a small function returning a dict),
-:mod:`edgesiam.bench.report` turns their JSON into a markdown table and plots, and
-:mod:`edgesiam.bench.cli` is the sub-command.
-"""
