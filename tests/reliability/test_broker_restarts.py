@@ -141,6 +141,9 @@ def test_broker_restarts_during_a_stream(
             )
         feeder.join(timeout=600)
         assert feeder.ok, device.log()[-3000:]
+        if crashes:  # the device stays up (as on a site) while the dashboard asks for what was lost
+            handed = set(range(1, outbox_state(state)[0] + 1))
+            wait_until(lambda: set(history.seqs(DEVICE)) >= handed, 90)
         code = device.finish()
         assert code == 0, device.log()[-3000:]
         last, stored, _ = outbox_state(state)
