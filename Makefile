@@ -7,7 +7,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 APT_PACKAGES := espeak-ng flite sox mosquitto mosquitto-clients chromium openssl ffmpeg festival \
   festvox-kdlpc16k festvox-czech-dita festvox-czech-krb festvox-czech-machac festvox-czech-ph \
-  festvox-italp16k festvox-itapc16k festvox-ru festvox-suopuhe-lj festvox-suopuhe-mv festvox-ca-ona-hts
+  festvox-italp16k festvox-itapc16k festvox-ru festvox-suopuhe-lj festvox-suopuhe-mv festvox-ca-ona-hts \
+  postgresql
 DATA ?= data
 RUNS ?= runs
 

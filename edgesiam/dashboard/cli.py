@@ -13,12 +13,15 @@ import textwrap
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgesiam.errors import ConfigError
 from edgesiam.paths import expand_user
 
-__all__ = ["add_dashboard_parser", "cmd_dashboard"]
+if TYPE_CHECKING:
+    from edgesiam.dashboard.history import SqlHistory
+
+__all__ = ["add_dashboard_parser", "cmd_dashboard", "open_history"]
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +43,20 @@ DASHBOARD_DESCRIPTION = textwrap.dedent(
     scripts send "Authorization: Bearer TOKEN". Without a token, binding beyond this machine is
     refused unless --allow-unauthenticated.
 
+    Several machines: with --history postgresql://USER@HOST/DB the history lives in PostgreSQL;
+    then run any number of "--ingest-only --share GROUP --client-id NAME" processes (MQTT 5
+    shared subscription: the broker splits the devices' events among them, and any of them may
+    die) and one or more "--serve-only" web pages on the same database (docs/SCALING.md).
+
     Broker: the MQTT password comes from --password-file or --password-env, never the command
     line; over plain mqtt:// it is refused unless --allow-plaintext-password.
 
     Examples:
       edgesiam dashboard --broker mqtt://localhost:1883
+      edgesiam dashboard --history postgresql://edgesiam@db.lan/edgesiam --ingest-only \\
+          --share ingest --client-id ingest-1 --broker mqtt://broker.lan
+      edgesiam dashboard --history postgresql://edgesiam@db.lan/edgesiam --serve-only \\
+          --broker mqtt://broker.lan --host 0.0.0.0 --token-file /etc/edgesiam/dash.token
       EDGESIAM_DASHBOARD_TOKEN=$(cat /etc/edgesiam/dash.token) edgesiam dashboard \\
           --host 0.0.0.0 --port 8080 --data-dir /var/lib/edgesiam/dashboard \\
           --broker mqtts://dashboard@broker.lan:8883 --tls-ca /etc/ssl/lan-ca.pem \\
@@ -137,11 +149,37 @@ def add_dashboard_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--data-dir", default=DEFAULT_DATA_DIR, metavar="DIR", help="where the SQLite history lives"
     )
     store.add_argument(
+        "--history",
+        metavar="TARGET",
+        help="a SQLite file, or postgresql://user@host/db for a history shared by several "
+        "ingesters and pages (password from PGPASSWORD or ~/.pgpass; default: "
+        "DIR/history.sqlite3 under --data-dir)",
+    )
+    store.add_argument(
         "--retention-days",
         type=float,
         default=30.0,
         metavar="DAYS",
         help="keep what was received in the last DAYS days (default: %(default)g; 0: for ever)",
+    )
+    roles = p.add_argument_group("several processes (docs/SCALING.md)")
+    only = roles.add_mutually_exclusive_group()
+    only.add_argument(
+        "--ingest-only",
+        action="store_true",
+        help="store what devices publish, serve no page (run several with --share)",
+    )
+    only.add_argument(
+        "--serve-only",
+        action="store_true",
+        help="serve the page and API from the history, store nothing (ingesters do that)",
+    )
+    roles.add_argument(
+        "--share",
+        metavar="GROUP",
+        help="take events, near misses, metrics and command results through the MQTT 5 shared "
+        "subscription $share/GROUP/…, split among every ingester of GROUP (each needs its own "
+        "--client-id; needs --protocol 5)",
     )
     add_broker_arguments(p)
     p.add_argument(
@@ -188,9 +226,38 @@ def _serve_forever(stop: threading.Event, purge_every_s: float, purge: Any) -> N
             log.info("dashboard: retention removed %s", removed)
 
 
+def open_history(target: str | None, data_dir: str, retention: float | None) -> SqlHistory:
+    """The history ``--history`` names: PostgreSQL for a ``postgresql://`` URL, else SQLite."""
+    from edgesiam.dashboard.history import History
+    from edgesiam.dashboard.history_pg import PostgresHistory, is_postgres_url
+
+    if target is not None and is_postgres_url(target):
+        return PostgresHistory(target, retention_days=retention)
+    if target is not None:
+        return History(expand_user(target, "--history"), retention_days=retention)
+    path = expand_user(data_dir, "--data-dir").resolve() / "history.sqlite3"
+    return History(path, retention_days=retention)
+
+
+def _check_roles(args: argparse.Namespace) -> None:
+    if args.share is not None and args.protocol != "5":
+        raise ConfigError("--share: shared subscriptions need MQTT 5 (--protocol 5)")
+    if args.share is not None and args.serve_only:
+        raise ConfigError("--share: a --serve-only page takes no share of the devices' messages")
+
+
+def _client_id(args: argparse.Namespace, history: SqlHistory) -> str | None:
+    """``--client-id``, or one derived from the history and the role (stable across restarts)."""
+    from edgesiam.dashboard.ingest import default_client_id
+
+    if args.client_id:
+        return str(args.client_id)
+    role = "serve" if args.serve_only else f"share:{args.share}" if args.share else ""
+    return default_client_id(f"{history.location}{'#' + role if role else ''}")
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from edgesiam.dashboard.auth import TokenAuth, check_bind, resolve_token
-    from edgesiam.dashboard.history import History
     from edgesiam.dashboard.ingest import Ingester
     from edgesiam.dashboard.server import DashboardApp, DashboardServer, LiveFeed
 
@@ -204,6 +271,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         raise ConfigError("--retention-days: a number of days ≥ 0 (0 keeps everything)")
     if args.command_timeout <= 0:
         raise ConfigError("--command-timeout: a positive number of seconds")
+    _check_roles(args)
     token = resolve_token(args.token, args.token_file, args.token_env)
     check_bind(args.host, token, args.allow_unauthenticated)
     if token is None and args.allow_unauthenticated:
@@ -212,16 +280,15 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
             args.host,
         )
     password = resolve_broker_password(args)
-    data_dir = expand_user(args.data_dir, "--data-dir").resolve()
     retention = args.retention_days or None
-    history = History(data_dir / "history.sqlite3", retention_days=retention)
+    history = open_history(args.history, args.data_dir, retention)
     feed = LiveFeed()
     ingester = Ingester(
         args.broker,
         history,
         prefix=args.prefix,
         ha_prefix=args.ha_prefix,
-        client_id=args.client_id,
+        client_id=_client_id(args, history),
         username=args.username,
         password=password,
         tls_ca=args.tls_ca,
@@ -231,6 +298,10 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         allow_plaintext_password=args.allow_plaintext_password,
         protocol=args.protocol,
         on_update=feed.publish,
+        share=args.share,
+        store=not args.serve_only,
+        # a page needs no queue kept for it while it is stopped: its session ends with it
+        session_expiry_s=0 if args.serve_only else 7 * 24 * 3600,
     )
     app = DashboardApp(
         history,
@@ -240,7 +311,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         command_timeout_s=args.command_timeout,
         secure_cookie=args.secure_cookie,
     )
-    server = DashboardServer(app, args.host, args.port)
+    server = None if args.ingest_only else DashboardServer(app, args.host, args.port)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -249,9 +320,11 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     ingester.start()
-    server.start()
+    if server is not None:
+        server.start()
+    where = "ingesting only" if server is None else f"on {server.url}"
     print(
-        f"edgesiam dashboard on {server.url} (history {history.path}, broker {args.broker}, "
+        f"edgesiam dashboard {where} (history {history.location}, broker {args.broker}, "
         f"{'token required' if token else 'no token'}); Ctrl-C stops it",
         flush=True,
     )
@@ -259,7 +332,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     try:
         _serve_forever(stop, purge_every, history.purge)
     finally:
-        server.stop()
+        if server is not None:
+            server.stop()
         ingester.stop()
         history.close()
     return 0

@@ -17,19 +17,27 @@ Times are Unix seconds. ``ts`` is the device's (when it decided), ``received_ts`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, Literal, TypeGuard
+from typing import Any, ClassVar, Final, Literal, Self, TypeGuard
 
 from edgesiam.errors import HistoryError, InvalidPayload
 
-__all__ = ["DEVICE_ID", "History", "HistoryError", "InvalidPayload"]
+__all__ = [
+    "DEVICE_ID",
+    "MIGRATIONS",
+    "History",
+    "HistoryError",
+    "InvalidPayload",
+    "SqlHistory",
+]
 
 DEVICE_ID: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 """The runtime's rule for a device id (a whole MQTT topic level)."""
@@ -37,17 +45,17 @@ DEVICE_ID: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _MAX_ID = 200
 _DAY = 86400.0
 
-_SCHEMA: Final = """
+_SCHEMA_V1: Final = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     id TEXT PRIMARY KEY,
     device TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    ts REAL NOT NULL,
+    seq {int} NOT NULL,
+    ts {real} NOT NULL,
     label TEXT,
-    score REAL,
-    threshold REAL,
-    received REAL NOT NULL,
+    score {real},
+    threshold {real},
+    received {real} NOT NULL,
     payload TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_device_ts ON events (device, ts);
@@ -55,13 +63,13 @@ CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
 CREATE INDEX IF NOT EXISTS events_device_seq ON events (device, seq);
 CREATE INDEX IF NOT EXISTS events_received ON events (received);
 CREATE TABLE IF NOT EXISTS near_misses (
-    n INTEGER PRIMARY KEY AUTOINCREMENT,
+    n {serial},
     device TEXT NOT NULL,
-    ts REAL NOT NULL,
+    ts {real} NOT NULL,
     label TEXT,
-    score REAL,
-    threshold REAL,
-    received REAL NOT NULL,
+    score {real},
+    threshold {real},
+    received {real} NOT NULL,
     payload TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS near_misses_device_ts ON near_misses (device, ts);
@@ -69,44 +77,78 @@ CREATE INDEX IF NOT EXISTS near_misses_received ON near_misses (received);
 CREATE TABLE IF NOT EXISTS devices (
     device TEXT PRIMARY KEY,
     status TEXT,
-    status_changed REAL,
-    last_seen REAL NOT NULL,
+    status_changed {real},
+    last_seen {real} NOT NULL,
     model TEXT,
     labels TEXT,
-    labels_received REAL,
+    labels_received {real},
     metrics TEXT,
-    metrics_received REAL,
-    thresholds TEXT
+    metrics_received {real}
 );
 CREATE TABLE IF NOT EXISTS command_results (
-    n INTEGER PRIMARY KEY AUTOINCREMENT,
+    n {serial},
     device TEXT NOT NULL,
     verb TEXT NOT NULL,
     correlation_id TEXT,
     ok INTEGER NOT NULL,
     error_code TEXT,
-    ts REAL,
-    received REAL NOT NULL,
+    ts {real},
+    received {real} NOT NULL,
     payload TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS command_results_device ON command_results (device, n);
 CREATE INDEX IF NOT EXISTS command_results_correlation ON command_results (correlation_id);
 CREATE TABLE IF NOT EXISTS reviews (
-    n INTEGER PRIMARY KEY AUTOINCREMENT,
+    n {serial},
     device TEXT NOT NULL,
     action TEXT NOT NULL,
     label TEXT NOT NULL,
     ref TEXT,
     entry_id TEXT NOT NULL,
     by TEXT NOT NULL,
-    ts REAL NOT NULL,
-    undone_ts REAL,
+    ts {real} NOT NULL,
+    undone_ts {real},
     undone_by TEXT,
     result TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS reviews_device ON reviews (device, n);
 """
-_SCHEMA_VERSION: Final = "1"
+
+_SCHEMA_V3: Final = """
+CREATE TABLE IF NOT EXISTS replay_requests (
+    device TEXT NOT NULL,
+    from_seq {int} NOT NULL,
+    to_seq {int} NOT NULL,
+    requested {real} NOT NULL,
+    tries INTEGER NOT NULL,
+    PRIMARY KEY (device, from_seq, to_seq)
+);
+"""
+
+Migration = Callable[["SqlHistory"], None]
+"""One step of the schema: run inside the migration's transaction on an older history."""
+
+
+def _create(schema: str) -> Migration:
+    def step(history: SqlHistory) -> None:
+        for statement in schema.format(**history.TYPES).split(";"):
+            if statement.strip():
+                history._execute(statement)
+
+    return step
+
+
+def _add_thresholds(history: SqlHistory) -> None:
+    if "thresholds" not in history._columns("devices"):
+        history._execute("ALTER TABLE devices ADD COLUMN thresholds TEXT")
+
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (
+    _create(_SCHEMA_V1),  # 1: events, near misses, devices, command results, reviews
+    _add_thresholds,  # 2: each device's reported thresholds
+    _create(_SCHEMA_V3),  # 3: replay requests (one per gap, shared by every ingester)
+)
+"""The schema's ordered steps: a history at version ``n`` has run the first ``n`` of them."""
 
 
 def _number(value: Any) -> TypeGuard[int | float]:
@@ -146,59 +188,86 @@ def _review_row(row: tuple[Any, ...]) -> dict[str, Any]:
     return out
 
 
-class History:
-    """The dashboard's SQLite history (see the module docstring).
+class SqlHistory:
+    """The history's logic over any SQL database with a DB-API connection (module docstring);
+    :class:`History` (SQLite) and :class:`~edgesiam.dashboard.history_pg.PostgresHistory` add the
+    connection, the column types and the transaction statements.
 
-    ``path`` is the database file (its folder is created); ``retention_days`` how long rows are
-    kept (``None``: for ever); ``synchronous`` ``"full"`` (fsync each commit: survives a power cut)
-    or ``"normal"`` (survives a crash of the process, not of the machine; faster).
+    Opening runs the schema's :data:`MIGRATIONS` that the database has not run yet, in order,
+    in one transaction; a database written by a newer edgesiam is refused.
     """
 
-    def __init__(
-        self,
-        path: Path,
-        retention_days: float | None = 30.0,
-        *,
-        synchronous: Literal["full", "normal"] = "full",
-    ) -> None:
+    TYPES: ClassVar[dict[str, str]]
+    """Column types for the schema's ``{int}``, ``{real}`` and ``{serial}``."""
+    GREATEST: ClassVar[str]
+    """The SQL function of the larger of two values."""
+    BEGIN: ClassVar[str] = "BEGIN"
+    PARAMETER: ClassVar[str] = "?"
+    MIGRATIONS: ClassVar[tuple[Migration, ...]] = MIGRATIONS
+
+    location: str
+    """Where the history is (a file, or a database URL without its password), for logs."""
+
+    def __init__(self, retention_days: float | None) -> None:
         if retention_days is not None and not (
             retention_days > 0 and math.isfinite(retention_days)
         ):
             raise HistoryError(
                 f"retention_days must be a positive number of days or None, got {retention_days!r}"
             )
-        self.path = Path(path)
         self.retention_days = retention_days
         self._lock = threading.RLock()
         self._depth = 0
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+        self._db: Any = None
+        self._touches: dict[str, tuple[float, str | None]] = {}
+
+    def _open(self) -> None:
+        """Bring the schema up to date, then apply retention (the connection is open)."""
+        with self._write():
+            self._lock_schema()
+            self._execute(
+                "CREATE TABLE IF NOT EXISTS schema_version "
+                f"(version INTEGER PRIMARY KEY, applied {self.TYPES['real']} NOT NULL)"
             )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
-            self._db.execute("PRAGMA busy_timeout=30000")
-            self._db.executescript(_SCHEMA)
-            self._add_missing_columns()
-            found = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-            if found is None:
-                self._db.execute(
-                    "INSERT INTO meta (key, value) VALUES ('schema', ?)", (_SCHEMA_VERSION,)
-                )
-            elif found[0] != _SCHEMA_VERSION:
+            have = self.schema_version()
+            if have > len(self.MIGRATIONS):
                 raise HistoryError(
-                    f"{self.path}: history schema {found[0]}, this edgesiam reads {_SCHEMA_VERSION}"
+                    f"{self.location}: history schema version {have} was written by a newer "
+                    f"edgesiam (this one knows versions up to {len(self.MIGRATIONS)}); upgrade it"
                 )
-        except sqlite3.Error as exc:
-            raise HistoryError(f"{self.path}: cannot open the history database ({exc})") from None
+            for version in range(have + 1, len(self.MIGRATIONS) + 1):
+                self.MIGRATIONS[version - 1](self)
+                self._execute(
+                    "INSERT INTO schema_version (version, applied) VALUES (?, ?)",
+                    (version, time.time()),
+                )
         self.purge()
 
-    def _add_missing_columns(self) -> None:
-        """A history written by an older edgesiam gains the columns added since (same schema)."""
-        have = {row[1] for row in self._db.execute("PRAGMA table_info(devices)")}
-        if "thresholds" not in have:
-            self._db.execute("ALTER TABLE devices ADD COLUMN thresholds TEXT")
+    def schema_version(self) -> int:
+        """The last migration this database has run (0: a new database)."""
+        row = self._execute("SELECT MAX(version) FROM schema_version").fetchone()
+        if row[0] is not None:
+            return int(row[0])
+        return 1 if "events" in self._tables() else 0  # before versioned migrations: version 1
+
+    def _lock_schema(self) -> None:
+        """Keep other processes from migrating at the same time (inside the transaction)."""
+
+    def driver_errors(self) -> tuple[type[Exception], ...]:
+        """What the driver raises (turned into :class:`HistoryError`)."""
+        raise NotImplementedError
+
+    def _tables(self) -> set[str]:
+        raise NotImplementedError
+
+    def _columns(self, table: str) -> set[str]:
+        raise NotImplementedError
+
+    def _execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        """Run one statement (``?`` placeholders) on the connection; returns the cursor."""
+        if self.PARAMETER != "?":
+            sql = sql.replace("?", self.PARAMETER)
+        return self._db.execute(sql, args)
 
     # -- writes -----------------------------------------------------------------------------------
 
@@ -222,10 +291,10 @@ class History:
         now = time.time() if received is None else received
         text = _dumps(payload)
         with self._write():
-            cur = self._db.execute(
-                "INSERT OR IGNORE INTO events "
+            cur = self._execute(
+                "INSERT INTO events "
                 "(id, device, seq, ts, label, score, threshold, received, payload) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
                 (
                     event_id,
                     device,
@@ -238,9 +307,9 @@ class History:
                     text,
                 ),
             )
-            new = cur.rowcount == 1
+            new = bool(cur.rowcount == 1)
             model = payload.get("model")
-            self._touch(device, now, model=model if isinstance(model, str) else None)
+            self._touch_later(device, now, model if isinstance(model, str) else None)
         return new
 
     def add_near_miss(self, payload: dict[str, Any], received: float | None = None) -> None:
@@ -252,7 +321,7 @@ class History:
         label = payload.get("label")
         now = time.time() if received is None else received
         with self._write():
-            self._db.execute(
+            self._execute(
                 "INSERT INTO near_misses (device, ts, label, score, threshold, received, payload) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -265,7 +334,7 @@ class History:
                     _dumps(payload),
                 ),
             )
-            self._touch(device, now)
+            self._touch_later(device, now)
 
     def set_status(self, device: str, status: str, received: float | None = None) -> bool:
         """Record ``online``/``offline`` (the retained status or the last will); True if changed."""
@@ -274,13 +343,11 @@ class History:
             raise InvalidPayload(f"status of {device}: expected online or offline, got {status!r}")
         now = time.time() if received is None else received
         with self._write():
-            row = self._db.execute(
-                "SELECT status FROM devices WHERE device = ?", (device,)
-            ).fetchone()
+            row = self._execute("SELECT status FROM devices WHERE device = ?", (device,)).fetchone()
             changed = row is None or row[0] != status
             self._touch(device, now, seen=status == "online")
             if changed:
-                self._db.execute(
+                self._execute(
                     "UPDATE devices SET status = ?, status_changed = ? WHERE device = ?",
                     (status, now, device),
                 )
@@ -294,7 +361,7 @@ class History:
         now = time.time() if received is None else received
         with self._write():
             self._touch(device, now)
-            self._db.execute(
+            self._execute(
                 "UPDATE devices SET metrics = ?, metrics_received = ? WHERE device = ?",
                 (_dumps(payload), now, device),
             )
@@ -314,7 +381,7 @@ class History:
         now = time.time() if received is None else received
         with self._write():
             self._touch(device, now, model=model, seen=False)
-            self._db.execute(
+            self._execute(
                 "UPDATE devices SET labels = ?, labels_received = ? WHERE device = ?",
                 (json.dumps(clean), now, device),
             )
@@ -334,7 +401,7 @@ class History:
         now = time.time() if received is None else received
         with self._write():
             self._touch(device, now, seen=False)
-            self._db.execute(
+            self._execute(
                 "UPDATE devices SET thresholds = ? WHERE device = ?", (_dumps(value), device)
             )
 
@@ -350,7 +417,7 @@ class History:
         error_code = payload.get("error_code")
         now = time.time() if received is None else received
         with self._write():
-            self._db.execute(
+            self._execute(
                 "INSERT INTO command_results "
                 "(device, verb, correlation_id, ok, error_code, ts, received, payload) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -365,7 +432,7 @@ class History:
                     _dumps(payload),
                 ),
             )
-            self._touch(device, now)
+            self._touch_later(device, now)
 
     def add_review(
         self,
@@ -382,19 +449,19 @@ class History:
         _device(device, "review")
         now = time.time()
         with self._write():
-            cur = self._db.execute(
+            (n,) = self._execute(
                 "INSERT INTO reviews (device, action, label, ref, entry_id, by, ts, result) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING n",
                 (device, action, label, ref, entry_id, by, now, _dumps(result)),
-            )
-        found = self.review(int(cur.lastrowid or 0))
+            ).fetchone()
+        found = self.review(int(n))
         assert found is not None
         return found
 
     def mark_undone(self, n: int, by: str) -> dict[str, Any] | None:
         """Note that review ``n`` was undone on its device (by whom, when)."""
         with self._write():
-            self._db.execute(
+            self._execute(
                 "UPDATE reviews SET undone_ts = ?, undone_by = ? WHERE n = ?", (time.time(), by, n)
             )
         return self.review(n)
@@ -406,15 +473,48 @@ class History:
         cutoff = (time.time() if now is None else now) - self.retention_days * _DAY
         removed: dict[str, int] = {}
         with self._write():
-            for table, column in (
+            tables = [
                 ("events", "received"),
                 ("near_misses", "received"),
                 ("command_results", "received"),
                 ("devices", "last_seen"),
-            ):
-                cur = self._db.execute(f"DELETE FROM {table} WHERE {column} < ?", (cutoff,))
+            ]
+            if len(self.MIGRATIONS) >= 3:  # schema version 3 keeps replay requests
+                tables.append(("replay_requests", "requested"))
+            for table, column in tables:
+                cur = self._execute(f"DELETE FROM {table} WHERE {column} < ?", (cutoff,))
                 removed[table] = cur.rowcount
         return removed
+
+    def claim_replay(
+        self, device: str, from_seq: int, to_seq: int, *, retry_after_s: float, max_tries: int
+    ) -> bool:
+        """True if this process should ask ``device`` to replay ``from_seq``..``to_seq``: nobody
+        asked yet, or the last ask is older than ``retry_after_s`` and fewer than ``max_tries``
+        were made. One row per gap, shared by every ingester on the database, so a gap is asked
+        for once however many ingesters see it."""
+        now = time.time()
+        with self._write():
+            cur = self._execute(
+                "INSERT INTO replay_requests (device, from_seq, to_seq, requested, tries) "
+                "VALUES (?, ?, ?, ?, 1) ON CONFLICT (device, from_seq, to_seq) DO UPDATE "
+                "SET requested = excluded.requested, tries = replay_requests.tries + 1 "
+                "WHERE replay_requests.requested < ? AND replay_requests.tries < ?",
+                (device, from_seq, to_seq, now, now - retry_after_s, max_tries),
+            )
+            return bool(cur.rowcount == 1)
+
+    def replay_requests(self, device: str | None = None) -> list[dict[str, Any]]:
+        """The replays asked for (``device``, ``from_seq``, ``to_seq``, ``requested``, ``tries``)."""
+        where, args = ("WHERE device = ?", (device,)) if device is not None else ("", ())
+        with self._lock:
+            rows = self._execute(
+                "SELECT device, from_seq, to_seq, requested, tries FROM replay_requests "
+                f"{where} ORDER BY device, from_seq",
+                args,
+            ).fetchall()
+        keys = ("device", "from_seq", "to_seq", "requested", "tries")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
 
     def transaction(self) -> _Transaction:
         """Group writes into one transaction (one commit, one fsync): ``with history.transaction():``.
@@ -425,7 +525,7 @@ class History:
         with self._lock:
             self._db.close()
 
-    def __enter__(self) -> History:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -440,7 +540,7 @@ class History:
         device or all, with ``ts >= since_ts``."""
         where, args = self._filter(device, since_ts)
         with self._lock:
-            rows = self._db.execute(
+            rows = self._execute(
                 f"SELECT payload, received FROM events {where} ORDER BY ts DESC, seq DESC LIMIT ?",
                 (*args, max(0, int(limit))),
             ).fetchall()
@@ -449,10 +549,34 @@ class History:
     def seqs(self, device: str) -> list[int]:
         """Every stored ``seq`` of ``device``, ascending (gaps are missing events)."""
         with self._lock:
-            rows = self._db.execute(
+            rows = self._execute(
                 "SELECT seq FROM events WHERE device = ? ORDER BY seq", (device,)
             ).fetchall()
         return [int(r[0]) for r in rows]
+
+    def seq_gaps(self, device: str, after_seq: int = 0, limit: int = 100) -> list[tuple[int, int]]:
+        """The runs of ``seq`` missing between stored events of ``device`` above ``after_seq``:
+        ``(first, last)`` of each, ascending (what a replay should bring back)."""
+        with self._lock:
+            rows = self._execute(
+                "SELECT prev + 1, seq - 1 FROM (SELECT seq, LAG(seq) OVER (ORDER BY seq) AS prev "
+                "FROM events WHERE device = ? AND seq >= ?) AS t WHERE seq > prev + 1 "
+                "ORDER BY seq LIMIT ?",
+                (device, after_seq, max(0, int(limit))),
+            ).fetchall()
+        return [(int(a), int(b)) for a, b in rows]
+
+    def recent_seq_spans(self, since_received: float) -> dict[str, tuple[int, int, int]]:
+        """Per device, ``(lowest seq, highest seq, how many)`` of the events received since
+        ``since_received``: a span with as many events as seqs has no gap (one cheap query for
+        the whole fleet; :meth:`seq_gaps` then looks only where it does not add up)."""
+        with self._lock:
+            rows = self._execute(
+                "SELECT device, MIN(seq), MAX(seq), COUNT(*) FROM events WHERE received >= ? "
+                "GROUP BY device",
+                (since_received,),
+            ).fetchall()
+        return {str(d): (int(lo), int(hi), int(n)) for d, lo, hi, n in rows}
 
     def near_misses(
         self, device: str | None = None, since_ts: float | None = None, limit: int = 1000
@@ -460,7 +584,7 @@ class History:
         """Stored near misses (plus ``received_ts``), newest first, filtered as :meth:`events`."""
         where, args = self._filter(device, since_ts)
         with self._lock:
-            rows = self._db.execute(
+            rows = self._execute(
                 f"SELECT payload, received FROM near_misses {where} ORDER BY ts DESC, n DESC "
                 "LIMIT ?",
                 (*args, max(0, int(limit))),
@@ -474,11 +598,11 @@ class History:
         (``kind: near_miss``), each ``{ts, kind, label, score, threshold}``; the newest ``limit``."""
         where, args = self._filter(device, since_ts)
         with self._lock:
-            rows = self._db.execute(
+            rows = self._execute(
                 f"SELECT ts, kind, label, score, threshold FROM ("
                 f"SELECT ts, 'event' AS kind, label, score, threshold FROM events {where} "
                 f"UNION ALL SELECT ts, 'near_miss', label, score, threshold FROM near_misses "
-                f"{where}) ORDER BY ts DESC LIMIT ?",
+                f"{where}) AS t ORDER BY ts DESC LIMIT ?",
                 (*args, *args, max(0, int(limit))),
             ).fetchall()
         return [
@@ -489,7 +613,7 @@ class History:
     def devices(self) -> list[dict[str, Any]]:
         """Every device seen within the retention window, by id."""
         with self._lock:
-            rows = self._db.execute(
+            rows = self._execute(
                 "SELECT d.device, d.status, d.status_changed, d.last_seen, d.model, d.labels, "
                 "d.labels_received, d.metrics, d.metrics_received, d.thresholds, "
                 "(SELECT COUNT(*) FROM events e WHERE e.device = d.device), "
@@ -519,7 +643,7 @@ class History:
             args.append(correlation_id)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         with self._lock:
-            rows = self._db.execute(
+            rows = self._execute(
                 f"SELECT device, payload, received FROM command_results {where} "
                 "ORDER BY n DESC LIMIT ?",
                 (*args, max(0, int(limit))),
@@ -535,7 +659,7 @@ class History:
         """Reviews sent from the dashboard, newest first."""
         where, args = ("WHERE device = ?", (device,)) if device is not None else ("", ())
         with self._lock:
-            rows = self._db.execute(
+            rows = self._execute(
                 f"SELECT {_REVIEW_COLUMNS} FROM reviews {where} ORDER BY n DESC LIMIT ?",
                 (*args, max(0, int(limit))),
             ).fetchall()
@@ -544,16 +668,22 @@ class History:
     def review(self, n: int) -> dict[str, Any] | None:
         """One review by its number, or None."""
         with self._lock:
-            row = self._db.execute(
+            row = self._execute(
                 f"SELECT {_REVIEW_COLUMNS} FROM reviews WHERE n = ?", (n,)
             ).fetchone()
         return None if row is None else _review_row(row)
+
+    def near_miss_counts(self) -> dict[str, int]:
+        """How many near misses are stored, per device."""
+        with self._lock:
+            rows = self._execute("SELECT device, COUNT(*) FROM near_misses GROUP BY device")
+            return {str(device): int(n) for device, n in rows.fetchall()}
 
     def counts(self) -> dict[str, int]:
         """How many events, near misses, devices and command results are stored."""
         with self._lock:
             return {
-                table: int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+                table: int(self._execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
                 for table in ("events", "near_misses", "devices", "command_results")
             }
 
@@ -562,18 +692,33 @@ class History:
     def _write(self) -> _Transaction:
         return _Transaction(self)
 
+    def _touch_later(self, device: str, now: float, model: str | None = None) -> None:
+        """:meth:`_touch` (a sign of life) once per device per transaction, just before it
+        commits, in device order: fewer writes for a burst, and concurrent writers (several
+        ingesters on PostgreSQL) lock the devices' rows in one order, so never deadlock."""
+        if (held := self._touches.get(device)) is not None:
+            now, model = max(now, held[0]), model or held[1]
+        self._touches[device] = (now, model)
+
+    def _flush_touches(self) -> None:
+        touches, self._touches = self._touches, {}
+        for device in sorted(touches):
+            now, model = touches[device]
+            self._touch(device, now, model=model)
+
     def _touch(
         self, device: str, now: float, *, model: str | None = None, seen: bool = True
     ) -> None:
         """Create the device's row if needed; move ``last_seen`` forward; set the model if known."""
-        self._db.execute(
+        self._execute(
             "INSERT INTO devices (device, last_seen) VALUES (?, ?) ON CONFLICT (device) DO "
-            "UPDATE SET last_seen = MAX(last_seen, excluded.last_seen) WHERE ?",
+            f"UPDATE SET last_seen = {self.GREATEST}(devices.last_seen, excluded.last_seen) "
+            "WHERE ? = 1",
             (device, now, 1 if seen else 0),
         )
         if model:
-            self._db.execute(
-                "UPDATE devices SET model = ? WHERE device = ? AND model IS NOT ?",
+            self._execute(
+                "UPDATE devices SET model = ? WHERE device = ? AND model IS DISTINCT FROM ?",
                 (model, device, model),
             )
 
@@ -609,13 +754,62 @@ class History:
         }
 
 
+class History(SqlHistory):
+    """The dashboard's SQLite history (see the module docstring): the default.
+
+    ``path`` is the database file (its folder is created); ``retention_days`` how long rows are
+    kept (``None``: for ever); ``synchronous`` ``"full"`` (fsync each commit: survives a power cut)
+    or ``"normal"`` (survives a crash of the process, not of the machine; faster).
+    """
+
+    TYPES: ClassVar[dict[str, str]] = {
+        "int": "INTEGER",
+        "real": "REAL",
+        "serial": "INTEGER PRIMARY KEY AUTOINCREMENT",
+    }
+    GREATEST: ClassVar[str] = "MAX"
+    BEGIN: ClassVar[str] = "BEGIN IMMEDIATE"
+
+    def __init__(
+        self,
+        path: Path,
+        retention_days: float | None = 30.0,
+        *,
+        synchronous: Literal["full", "normal"] = "full",
+    ) -> None:
+        super().__init__(retention_days)
+        self.path = Path(path)
+        self.location = str(self.path.resolve())
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            self._db.execute("PRAGMA busy_timeout=30000")
+        except (OSError, sqlite3.Error) as exc:
+            raise HistoryError(f"{self.path}: cannot open the history database ({exc})") from None
+        self._open()
+
+    def driver_errors(self) -> tuple[type[Exception], ...]:
+        return (sqlite3.Error,)
+
+    def _tables(self) -> set[str]:
+        rows = self._execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        return {str(r[0]) for r in rows}
+
+    def _columns(self, table: str) -> set[str]:
+        return {str(row[1]) for row in self._execute(f"PRAGMA table_info({table})")}
+
+
 class _Transaction:
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` (or ``ROLLBACK``), SQLite errors as :class:`HistoryError`.
+    """``BEGIN`` … ``COMMIT`` (or ``ROLLBACK``), driver errors as :class:`HistoryError`.
 
     Nested uses join the outermost transaction, which alone commits (or rolls everything back).
     """
 
-    def __init__(self, history: History) -> None:
+    def __init__(self, history: SqlHistory) -> None:
         self._history = history
 
     def __enter__(self) -> None:
@@ -623,10 +817,10 @@ class _Transaction:
         h._lock.acquire()
         if h._depth == 0:
             try:
-                h._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
+                h._db.execute(h.BEGIN)
+            except h.driver_errors() as exc:
                 h._lock.release()
-                raise HistoryError(f"{h.path}: cannot write the history ({exc})") from None
+                raise HistoryError(f"{h.location}: cannot write the history ({exc})") from None
         h._depth += 1
 
     def __exit__(
@@ -639,13 +833,23 @@ class _Transaction:
                 return  # the outermost transaction decides
             if kind is None:
                 try:
+                    h._flush_touches()
                     h._db.execute("COMMIT")
                     return
-                except sqlite3.Error as error:
-                    h._db.execute("ROLLBACK")
-                    raise HistoryError(f"{h.path}: cannot write the history ({error})") from None
-            h._db.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                raise HistoryError(f"{h.path}: cannot write the history ({exc})") from None
+                except h.driver_errors() as error:
+                    _rollback(h)
+                    raise HistoryError(
+                        f"{h.location}: cannot write the history ({error})"
+                    ) from None
+            h._touches.clear()
+            _rollback(h)
+            if isinstance(exc, h.driver_errors()):
+                raise HistoryError(f"{h.location}: cannot write the history ({exc})") from None
         finally:
             h._lock.release()
+
+
+def _rollback(history: SqlHistory) -> None:
+    """Roll back, quietly when the connection is gone (the transaction is then void anyway)."""
+    with contextlib.suppress(*history.driver_errors()):
+        history._db.execute("ROLLBACK")

@@ -2,7 +2,11 @@
 
 Subscribed (QoS 1), under the devices' topic prefix: ``+/event``, ``+/status``, ``+/near_miss``,
 ``+/metrics``, ``+/cmd/+/result``; and Home Assistant's ``<ha>/event/+/edgesiam_match/config``
-(the retained discovery config names each device's enrolled labels and model).
+(the retained discovery config names each device's enrolled labels and model). With ``share``
+the events, near misses, metrics and command results come through ``$share/<group>/…`` (MQTT 5
+shared subscriptions: several ingesters split them); statuses and discovery configs are
+retained, which a shared subscription does not receive, and storing them twice is harmless, so
+every ingester takes them.
 
 Nothing acknowledged is lost:
 
@@ -16,6 +20,8 @@ Nothing acknowledged is lost:
   their PUBACKs in arrival order. If the history cannot be written (disk full), the message is
   left unacknowledged and the broker sends it again on the next connection.
 - Duplicates (an event sent again after a lost PUBACK) are dropped by the history on their ``id``.
+- Gaps in a device's ``seq`` (a broker that crashed after acknowledging) are asked back from the
+  device with ``cmd/replay`` (:mod:`edgesiam.dashboard.gaps`).
 
 :meth:`Ingester.command` publishes ``<prefix>/<device>/cmd/<verb>`` with a fresh
 ``correlation_id`` and waits (bounded) for the matching ``…/cmd/<verb>/result``.
@@ -25,6 +31,7 @@ The password is handed to paho and never logged.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -39,8 +46,9 @@ from typing import Any, Literal
 
 from pydantic import SecretStr
 
-from edgesiam.dashboard.history import DEVICE_ID, History
-from edgesiam.errors import CommandFailed, HistoryError, InvalidPayload
+from edgesiam.dashboard.gaps import DEFAULT_REPLAY, GapWatcher, ReplayPolicy
+from edgesiam.dashboard.history import DEVICE_ID, SqlHistory
+from edgesiam.errors import CommandFailed, EdgesiamError, HistoryError, InvalidPayload
 from edgesiam.mqtt.client import (
     MqttSettings,
     MqttVersion,
@@ -77,10 +85,12 @@ class IngestCounters:
     connects: int = 0
 
 
-def default_client_id(history_path: Path) -> str:
-    """The fixed client id of a dashboard whose history lives at ``history_path``: stable across
-    restarts (the persistent session) and distinct for two dashboards with different data."""
-    digest = hashlib.sha256(str(Path(history_path).resolve()).encode()).hexdigest()[:12]
+def default_client_id(history: str | Path) -> str:
+    """The fixed client id of a dashboard whose history is ``history`` (a file, or the history's
+    :attr:`~edgesiam.dashboard.history.SqlHistory.location`): stable across restarts (the
+    persistent session) and distinct for two dashboards with different data."""
+    key = str(history.resolve()) if isinstance(history, Path) else history
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     return f"edgesiam-dashboard-{digest}"
 
 
@@ -148,12 +158,19 @@ class Ingester:
     (refused over plain ``mqtt://`` unless ``allow_plaintext_password``); ``tls_*`` as for the
     device (:class:`~edgesiam.mqtt.client.BrokerOptions`). ``on_update`` is called on the
     network thread after each stored message: it must be quick and must not raise.
+
+    ``share``: take the devices' events, near misses, metrics and command results through the
+    MQTT 5 shared subscription ``$share/<share>/…``, so that several ingesters (each with its own
+    ``client_id``) split them; statuses and Home Assistant configs (retained, and idempotent to
+    store) are subscribed by each. ``store=False``: a ``--serve-only`` page's connection, which
+    only sends commands and takes their results (the ingesters store everything). ``replay``:
+    when to ask a device to resend the events missing from the history (None: never).
     """
 
     def __init__(
         self,
         broker: str,
-        history: History,
+        history: SqlHistory,
         *,
         prefix: str = "edgesiam",
         client_id: str | None = None,
@@ -171,8 +188,15 @@ class Ingester:
         reconnect_max_s: int = 30,
         on_update: UpdateCallback | None = None,
         max_batch: int = 500,
+        share: str | None = None,
+        store: bool = True,
+        replay: ReplayPolicy | None = DEFAULT_REPLAY,
     ) -> None:
+        if share is not None and (not share or any(c in share for c in "/+#")):
+            raise EdgesiamError(f"share group {share!r}: a non-empty name without / + #")
         self.history = history
+        self.share = share
+        self.store = store
         self.settings = MqttSettings.from_dict(
             {
                 "url": broker,
@@ -180,7 +204,7 @@ class Ingester:
                 "prefix": prefix,
                 "ha_prefix": ha_prefix,
                 "protocol": protocol,
-                "client_id": client_id or default_client_id(history.path),
+                "client_id": client_id or default_client_id(history.location),
                 "username": username,
                 "password": SecretStr(password) if password is not None else None,
                 "allow_plaintext_password": allow_plaintext_password,
@@ -208,6 +232,11 @@ class Ingester:
         self._inbox: queue.Queue[_Inbound | None] = queue.Queue(maxsize=max_batch * 20)
         self._max_batch = max_batch
         self._writer: threading.Thread | None = None
+        self.gaps = (
+            GapWatcher(history, self.request_replay, replay)
+            if replay is not None and store
+            else None
+        )
 
     @property
     def client_id(self) -> str:
@@ -256,6 +285,8 @@ class Ingester:
             target=self._write_loop, name="dashboard-writer", daemon=True
         )
         self._writer.start()
+        if self.gaps is not None:
+            self.gaps.start()
         connect_persistent(client, s, version)
 
     def stop(self) -> None:
@@ -264,6 +295,8 @@ class Ingester:
         if client is None:
             return
         self._client = None
+        if self.gaps is not None:
+            self.gaps.stop()
         client.disconnect()
         client.loop_stop()
         self.connected.clear()
@@ -317,16 +350,32 @@ class Ingester:
             with self._waiters_lock:
                 self._waiters.pop(correlation, None)
 
+    def request_replay(self, device: str, from_seq: int, to_seq: int) -> bool:
+        """Ask ``device`` to publish its events ``from_seq``..``to_seq`` again (``cmd/replay``);
+        the answer is stored as a command result, the events as events. False if not sent."""
+        client = self._client
+        if client is None or not self.connected.is_set():
+            return False
+        request = {
+            "from_seq": from_seq,
+            "to_seq": to_seq,
+            "correlation_id": f"replay-{uuid.uuid4().hex[:12]}",
+        }
+        info = client.publish(f"{self.prefix}/{device}/cmd/replay", json.dumps(request), qos=1)
+        log.info("dashboard: asked %s to replay seq %d-%d", device, from_seq, to_seq)
+        return bool(info.rc == 0)
+
     # -- paho callbacks (network thread) ----------------------------------------------------------
 
     def _filters(self) -> list[tuple[str, int]]:
         p = self.prefix
+        shared = f"$share/{self.share}/" if self.share and self.store else ""
         return [
-            (f"{p}/+/event", 1),
-            (f"{p}/+/status", 1),
-            (f"{p}/+/near_miss", 1),
-            (f"{p}/+/metrics", 1),
-            (f"{p}/+/cmd/+/result", 1),
+            (f"{shared}{p}/+/event", 1),
+            (f"{p}/+/status", 1),  # retained: a shared subscription would not receive it
+            (f"{shared}{p}/+/near_miss", 1),
+            (f"{shared}{p}/+/metrics", 1),
+            (f"{shared}{p}/+/cmd/+/result", 1),
             (f"{self.ha_prefix}/event/+/edgesiam_match/config", 1),
         ]
 
@@ -407,15 +456,21 @@ class Ingester:
     def _write_batch(self, batch: list[_Inbound]) -> None:
         updates: list[tuple[str, dict[str, Any]]] = []
         stored: list[_Inbound] = []
+        if not self.store:
+            self._relay_only(batch)
+            return
+        # by device (stable: each device's own order kept), so that concurrent ingesters lock
+        # the devices' rows in one order and never deadlock; acknowledged in arrival order below
+        batch_by_device = sorted(batch, key=self._device_of)
         try:
             with self.history.transaction():
-                for item in batch:
+                for item in batch_by_device:
                     if self._store_one(item, updates):
                         stored.append(item)
         except HistoryError:
             # one at a time, so that only what cannot be written stays unacknowledged
             updates, stored = [], []
-            for item in batch:
+            for item in batch_by_device:
                 try:
                     with self.history.transaction():
                         if self._store_one(item, updates):
@@ -424,8 +479,9 @@ class Ingester:
                     self.counters.storage_errors += 1
                     self.last_error = str(exc)
                     log.error("dashboard: %s; the message will be delivered again", exc)
-        for item in stored:
-            if item.qos > 0 and item.client is self._client:
+        done = {id(item) for item in stored}
+        for item in batch:
+            if id(item) in done and item.qos > 0 and item.client is self._client:
                 item.client.ack(item.mid, item.qos)
         for kind, data in updates:
             self._notify(kind, data)
@@ -433,12 +489,47 @@ class Ingester:
             if kind == "command_result":
                 self._wake_waiter(data)
 
+    def _relay_only(self, batch: list[_Inbound]) -> None:
+        """A serve-only connection: the live page hears what arrives (the ingesters store it),
+        and whoever waits for a command result is woken."""
+        now = time.time()
+        for item in batch:
+            device = self._device_of(item)
+            kind = item.topic.rpartition("/")[2]
+            if item.topic.startswith(f"{self.prefix}/") and DEVICE_ID.match(device):
+                with contextlib.suppress(ValueError, RecursionError, TypeError):
+                    self._relay(kind, device, item.payload, now)
+            if item.qos > 0 and item.client is self._client:
+                item.client.ack(item.mid, item.qos)
+
+    def _relay(self, kind: str, device: str, payload: bytes, now: float) -> None:
+        if kind == "status":
+            status = payload.decode("utf-8", "replace").strip()
+            self._notify("status", {"device": device, "status": status, "ts": now})
+            return
+        data = self._json(payload)
+        if kind in ("event", "near_miss"):
+            self._notify(kind, {**data, "device": device, "received_ts": now})
+        elif kind == "metrics":
+            self._notify("metrics", {"device": device, "metrics": data, "received_ts": now})
+        elif kind == "result":
+            self._notify("command_result", {**data, "device": device, "received_ts": now})
+            self._wake_waiter(data)
+
+    def _device_of(self, item: _Inbound) -> str:
+        for head in (f"{self.prefix}/", f"{self.ha_prefix}/event/"):
+            if item.topic.startswith(head):
+                return item.topic[len(head) :].partition("/")[0]
+        return ""
+
     def _store_one(self, item: _Inbound, updates: list[tuple[str, dict[str, Any]]]) -> bool:
         """Store one message (inside the batch's transaction); False if it must not be acked."""
         try:
             self._store(item.topic, item.payload, item.retained, updates)
         except HistoryError:
             raise
+        except self.history.driver_errors() as exc:  # the transaction is void: not acknowledged
+            raise HistoryError(f"{self.history.location}: cannot write ({exc})") from None
         except (InvalidPayload, ValueError, TypeError, RecursionError) as exc:
             self.counters.invalid += 1
             log.warning("dashboard: dropped a message on %s: %s", item.topic, exc)

@@ -44,8 +44,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from edgesiam import __version__
 from edgesiam.dashboard.auth import TokenAuth
-from edgesiam.dashboard.history import DEVICE_ID, History
-from edgesiam.dashboard.ingest import IngestCounters
+from edgesiam.dashboard.history import DEVICE_ID, SqlHistory
+from edgesiam.dashboard.ingest import IngestCounters, Ingester
 from edgesiam.errors import BadRequest, CommandFailed, HistoryError
 
 __all__ = [
@@ -363,7 +363,7 @@ class DashboardApp:
 
     def __init__(
         self,
-        history: History,
+        history: SqlHistory,
         commander: Commander | None,
         auth: TokenAuth,
         *,
@@ -414,6 +414,11 @@ class DashboardApp:
                 return self._login_page(401, "")
             if path == "/" and method == "GET":
                 return Response(200, _static("index.html"), "text/html; charset=utf-8")
+            if path == "/metrics" and method == "GET":
+                from edgesiam.dashboard.metrics import CONTENT_TYPE, render_metrics
+
+                ingester = self.commander if isinstance(self.commander, Ingester) else None
+                return Response(200, render_metrics(self.history, ingester), CONTENT_TYPE)
             if path.startswith("/api/"):
                 return self._api(method, path[len("/api/") :], query, headers, body)
             return Response.error(404, f"no such page: {path}", "not_found")
@@ -637,7 +642,7 @@ class DashboardApp:
             "started": self.started,
             "broker": broker,
             "history": {
-                "path": str(self.history.path),
+                "path": self.history.location,
                 "retention_days": self.history.retention_days,
                 **self.history.counts(),
             },

@@ -66,6 +66,7 @@ VERBS: Final = (
     "unreject",
     "confirm",
     "forget_template",
+    "replay",
 )
 """Every command a device answers (``…/cmd/<verb>``)."""
 

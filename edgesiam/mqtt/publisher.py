@@ -239,6 +239,15 @@ class MqttPublisher:
     def publish_event(self, event: StoredEvent) -> None:
         self._wake.set()
 
+    def republish(self, event: StoredEvent) -> bool:
+        """Publish a kept (already acknowledged) event again, QoS 1 (``cmd/replay``); paho holds
+        it until the connection is back. False if paho refused it."""
+        client = self._client
+        if client is None:
+            return False
+        info = client.publish(self.topics.event, event.text, qos=1)
+        return bool(info.rc in (0, 4))
+
     def publish_near_miss(self, data: dict[str, Any]) -> None:
         self._publish_transient(
             self.topics.near_miss, near_miss_payload(self.settings.device_id, data)

@@ -39,6 +39,7 @@ import json
 import logging
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal, Protocol
 
@@ -238,6 +239,16 @@ class ForgetTemplateRequest(_Labelled):
     id: str = Field(pattern=_ID, description="a template's id (from confirm, or list)")
 
 
+class ReplayRequest(_Request):
+    """``replay``: publish kept events ``from_seq``..``to_seq`` again (:mod:`~edgesiam.runtime.replay`)."""
+
+    from_seq: int = Field(ge=1, description="the first seq wanted")
+    to_seq: int = Field(ge=1, description="the last seq wanted (at most 10000 in one request)")
+
+
+ReplayCallback = Callable[[int, int], dict[str, Any]]
+
+
 _SCHEMAS: Final[dict[str, type[_Request]]] = {
     "enroll": EnrollRequest,
     "forget": ForgetRequest,
@@ -248,6 +259,7 @@ _SCHEMAS: Final[dict[str, type[_Request]]] = {
     "unreject": UnrejectRequest,
     "confirm": ReviewRequest,
     "forget_template": ForgetTemplateRequest,
+    "replay": ReplayRequest,
 }
 
 
@@ -274,8 +286,10 @@ class CommandHandler:
         max_wav_bytes: int = 512 * 1024,
         max_enroll_bytes: int = 2 * 1024 * 1024,
         max_payload_bytes: int = 2 * 1024 * 1024,
+        replay: ReplayCallback | None = None,
     ) -> None:
         self.target = target
+        self.replay = replay
         self.max_wav_bytes = max_wav_bytes
         self.max_enroll_bytes = max(max_enroll_bytes, max_wav_bytes)
         self.max_payload_bytes = max(
@@ -374,6 +388,12 @@ class CommandHandler:
             return t.unreject(request.id)
         if isinstance(request, ForgetTemplateRequest):
             return t.forget_template(request.label, request.id)
+        if isinstance(request, ReplayRequest):
+            if self.replay is None:
+                raise CommandRejected(
+                    "this device keeps no events to replay (no outbox or no broker)"
+                )
+            return self.replay(request.from_seq, request.to_seq)
         raise CommandRejected(f"unknown command {verb!r}")  # pragma: no cover - _SCHEMAS covers all
 
     def _clips(self, request: EnrollRequest) -> list[Clip]:

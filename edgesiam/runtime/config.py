@@ -441,6 +441,15 @@ class OutboxConfig(StrictModel):
     drain_timeout_s: float = Field(
         10.0, ge=0, description="at the end of a run, how long to wait for pending events"
     )
+    keep_acked_s: float = Field(
+        86400.0,
+        ge=0,
+        description="keep events the broker acknowledged this long, to answer cmd/replay "
+        "(a broker that crashes can lose what it acknowledged); 0 keeps none",
+    )
+    keep_acked_max: int = Field(
+        10000, ge=0, description="at most this many acknowledged events kept (the oldest go first)"
+    )
 
 
 class MetricsConfig(StrictModel):

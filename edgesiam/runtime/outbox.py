@@ -22,6 +22,12 @@ the outbox takes events again once the broker has taken the pending ones; on a f
 them again once space is freed (until then an acknowledgement may fail too: the event stays stored
 and is sent again, a duplicate, never a loss).
 
+Replay: acknowledged events are kept (table ``sent``) for ``keep_acked_s`` seconds, at most
+``keep_acked_max`` of them, so that :meth:`Outbox.acked` can hand them to ``cmd/replay`` (a
+broker killed before its next save loses events it had acknowledged; the dashboard sees the gap
+in ``seq`` and asks for them again). Kept events are the first thing given up for room: when the
+database is full they are deleted and the new event is stored.
+
 Footprint: the database holds the pending events (``max_bytes`` caps it when given); its
 write-ahead log is checkpointed every :data:`WAL_CHECKPOINT_PAGES` pages and truncated to
 :data:`WAL_SIZE_LIMIT` bytes, so it stays around 1 MiB however long the outbox runs.
@@ -73,6 +79,14 @@ CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS sent (
+    seq     INTEGER PRIMARY KEY,
+    id      TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created REAL NOT NULL,
+    acked   REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sent_acked ON sent (acked);
 """
 
 
@@ -103,6 +117,8 @@ class Outbox:
         *,
         id_prefix: str = "",
         max_bytes: int | None = None,
+        keep_acked_s: float = 0.0,
+        keep_acked_max: int = 10_000,
     ) -> None:
         if max_pending < 1:
             raise ValueError(f"max_pending must be at least 1, got {max_pending}")
@@ -110,6 +126,8 @@ class Outbox:
             raise ValueError(f"unknown outbox policy {policy!r} (drop_oldest or reject_new)")
         self.path = Path(path)
         self.max_pending = max_pending
+        self.keep_acked_s = max(0.0, keep_acked_s)
+        self.keep_acked_max = max(0, keep_acked_max) if keep_acked_s > 0 else 0
         self.policy: Literal["drop_oldest", "reject_new"] = (
             "drop_oldest" if policy == "drop_oldest" else "reject_new"
         )
@@ -200,6 +218,9 @@ class Outbox:
         ``build(seq, id)`` returns the JSON-serialisable payload. Raises :class:`OutboxError` when
         the event cannot be stored (``reject_new`` and full, or the disk is full).
         """
+        return self._add(build, may_free=True)
+
+    def _add(self, build: Callable[[int, str], dict[str, Any]], may_free: bool) -> Event:
         with self._lock:
             try:
                 with self._transaction():
@@ -222,6 +243,8 @@ class Outbox:
                             (seq, event_id, text, created),
                         )
             except sqlite3.Error as exc:
+                if _is_disk_full(exc) and may_free and self._forget_kept():
+                    return self._add(build, may_free=False)
                 if _is_disk_full(exc):
                     self._unsaved_drops += 1
                     raise OutboxError(
@@ -270,6 +293,7 @@ class Outbox:
         with self._lock:
             try:
                 with self._transaction(durable=False):
+                    self._keep(batch)
                     self._remove(batch | self._unremoved)
                     written = self._count_drops(0)
                 self._unsaved_drops -= written
@@ -284,6 +308,47 @@ class Outbox:
                     len(self._unremoved),
                     why,
                 )
+
+    def _keep(self, seqs: set[int]) -> None:
+        """Copy acknowledged events to ``sent`` (for replay) and trim it to the keep bounds."""
+        if not self.keep_acked_max:
+            return
+        now = time.time()
+        self._db.executemany(
+            "INSERT OR REPLACE INTO sent (seq, id, payload, created, acked) "
+            "SELECT seq, id, payload, created, ? FROM events WHERE seq = ?",
+            [(now, s) for s in sorted(seqs)],
+        )
+        self._db.execute("DELETE FROM sent WHERE acked < ?", (now - self.keep_acked_s,))
+        self._db.execute(
+            "DELETE FROM sent WHERE seq <= (SELECT seq FROM sent ORDER BY seq DESC "
+            "LIMIT 1 OFFSET ?)",
+            (self.keep_acked_max,),
+        )
+
+    def _forget_kept(self) -> bool:
+        """Delete every kept event (the database is full); True if that freed anything."""
+        try:
+            with self._transaction(durable=False):
+                freed = self._db.execute("DELETE FROM sent").rowcount
+        except sqlite3.Error:
+            return False
+        if freed:
+            log.warning(
+                "outbox %s full: forgot %d acknowledged event(s) kept for replay", self.path, freed
+            )
+        return bool(freed)
+
+    def acked(self, from_seq: int, to_seq: int, limit: int = 10_000) -> list[Event]:
+        """Kept acknowledged events with ``from_seq <= seq <= to_seq``, in ``seq`` order (what
+        ``cmd/replay`` publishes again)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, id, payload, created FROM sent WHERE seq BETWEEN ? AND ? "
+                "AND acked >= ? ORDER BY seq LIMIT ?",
+                (from_seq, to_seq, time.time() - self.keep_acked_s, limit),
+            ).fetchall()
+        return [Event(int(s), str(i), json.loads(p), str(p), float(c)) for s, i, p, c in rows]
 
     def _remove(self, seqs: Iterable[int]) -> None:
         self._db.executemany("DELETE FROM events WHERE seq = ?", [(s,) for s in sorted(seqs)])

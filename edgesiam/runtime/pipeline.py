@@ -193,6 +193,8 @@ class Runtime:
             config.outbox.max_pending,
             config.outbox.policy,
             id_prefix=config.device_id,
+            keep_acked_s=config.outbox.keep_acked_s,
+            keep_acked_max=config.outbox.keep_acked_max,
         )
         try:
             self.source = source if source is not None else self._open_source(stdin)
@@ -208,8 +210,13 @@ class Runtime:
         self.matcher.sample_rate = float(self.source.sample_rate)
         self.commands = RuntimeCommands(self)
         from edgesiam.runtime.commands import CommandHandler
+        from edgesiam.runtime.replay import Replayer
 
-        self.command_handler = CommandHandler(self.commands)
+        republish = getattr(self.publisher, "republish", None)
+        self.command_handler = CommandHandler(
+            self.commands,
+            replay=Replayer(self.outbox, republish) if republish is not None else None,
+        )
         self.publisher.set_command_handler(self.command_handler)
         self.publisher.set_labels(self.gallery.labels)
         self.queue = ChunkQueue(

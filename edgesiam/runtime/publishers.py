@@ -127,6 +127,11 @@ class MemoryPublisher:
         if self.outbox is not None:
             self.outbox.ack(event.seq)
 
+    def republish(self, event: Event) -> bool:
+        """Publish a kept event again (``cmd/replay``)."""
+        self._record(self.topics.event, event.text, 1)
+        return True
+
     def publish_near_miss(self, data: dict[str, Any]) -> None:
         self._record(self.topics.near_miss, to_json(near_miss_payload(self.device_id, data)))
 

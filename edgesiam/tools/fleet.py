@@ -8,7 +8,11 @@ devices by default), each driving its clients from one pacing thread, so the pub
 next to what is measured.
 
 One :class:`~edgesiam.dashboard.ingest.Ingester` (persistent session, QoS 1, each event committed
-to SQLite before its PUBACK) writes a fresh :class:`~edgesiam.dashboard.history.History`. After
+to SQLite before its PUBACK) writes a fresh :class:`~edgesiam.dashboard.history.History`; or, with
+a PostgreSQL history (``--history postgresql://…``), ``ingesters`` ingester processes share the
+events through the MQTT 5 shared subscription ``$share/fleet/…`` and write one
+:class:`~edgesiam.dashboard.history_pg.PostgresHistory`, as ``edgesiam dashboard --ingest-only
+--share`` does. After
 the publishers stop, the benchmark waits for the history to stop growing and reports: events
 published and acknowledged by the broker, events stored, missing (published seqs absent from the
 history: the goal is none), duplicates dropped, rates, publish → history latency and the
@@ -31,11 +35,14 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgesiam.errors import ConfigError
 from edgesiam.mqtt.client import make_client, paho, parse_broker_url
 from edgesiam.mqtt.contract import event_builder, to_json
+
+if TYPE_CHECKING:
+    from edgesiam.dashboard.history import SqlHistory
 
 __all__ = ["FleetSpec", "format_report", "run_fleet"]
 
@@ -221,6 +228,105 @@ def _devices_process(
 
 
 # ------------------------------------------------------------------------------------------------
+# the ingesters
+
+
+class _LocalIngest:
+    """One ingester in this process, on the history the benchmark reads."""
+
+    def __init__(self, broker: str, history: SqlHistory, prefix: str) -> None:
+        from edgesiam.dashboard.ingest import Ingester
+
+        self.ingester = Ingester(
+            broker,
+            history,
+            prefix=prefix,
+            client_id=f"edgesiam-fleet-dashboard-{secrets.token_hex(4)}",
+            session_expiry_s=600,
+        )
+        self.ingester.start()
+        if not self.ingester.wait_connected(30):
+            raise ConfigError(f"the dashboard ingester could not connect to {broker}")
+
+    def stop(self) -> dict[str, int]:
+        self.ingester.stop()
+        return dict(vars(self.ingester.counters))
+
+
+def _ingest_process(
+    broker: str, url: str, prefix: str, client_id: str, stop: Any, results: Any
+) -> None:
+    """One ``--ingest-only --share fleet`` ingester in its own process; reports its counters."""
+    from edgesiam.dashboard.history_pg import PostgresHistory
+    from edgesiam.dashboard.ingest import Ingester
+
+    history = PostgresHistory(url, retention_days=None)
+    ingester = Ingester(
+        broker, history, prefix=prefix, client_id=client_id, session_expiry_s=600, share="fleet"
+    )
+    ingester.start()
+    results.put({"connected": ingester.wait_connected(30)})
+    stop.wait()
+    ingester.stop()
+    history.close()
+    results.put(dict(vars(ingester.counters)))
+
+
+class _SharedIngest:
+    """``count`` ingester processes sharing the events (PostgreSQL history)."""
+
+    def __init__(self, broker: str, url: str, prefix: str, count: int) -> None:
+        ctx = mp.get_context("spawn")
+        self.stop_event = ctx.Event()
+        self.results: Any = ctx.Queue()
+        run = secrets.token_hex(4)
+        ids = [f"edgesiam-fleet-ingest-{run}-{n}" for n in range(count)]
+        args = [(broker, url, prefix, i, self.stop_event, self.results) for i in ids]
+        self.processes = [ctx.Process(target=_ingest_process, args=a, daemon=True) for a in args]
+        for proc in self.processes:
+            proc.start()
+        for _ in self.processes:
+            if not self.results.get(timeout=120)["connected"]:
+                self.stop()
+                raise ConfigError(f"an ingester could not connect to {broker}")
+
+    def stop(self) -> dict[str, int]:
+        self.stop_event.set()
+        totals: dict[str, int] = {}
+        for _ in self.processes:
+            with contextlib.suppress(Exception):
+                for key, value in self.results.get(timeout=60).items():
+                    totals[key] = totals.get(key, 0) + int(value)
+        for proc in self.processes:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.terminate()
+        return totals
+
+
+def _open_history(target: str | None, folder: Path) -> SqlHistory:
+    from edgesiam.dashboard.history import History
+    from edgesiam.dashboard.history_pg import PostgresHistory, is_postgres_url
+
+    if target is not None and is_postgres_url(target):
+        return PostgresHistory(target, retention_days=None)
+    db = Path(target) if target is not None else folder / "fleet-history.sqlite3"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    return History(db, retention_days=None)
+
+
+def _history_bytes(history: SqlHistory) -> int:
+    from edgesiam.dashboard.history import History
+
+    if isinstance(history, History):
+        files = (Path(f"{history.path}{suffix}") for suffix in ("", "-wal"))
+        return sum(f.stat().st_size for f in files if f.exists())
+    (size,) = history._execute("SELECT pg_database_size(current_database())").fetchone()
+    return int(size)
+
+
+# ------------------------------------------------------------------------------------------------
 # the run
 
 
@@ -238,18 +344,27 @@ def run_fleet(
     data_dir: Path | None = None,
     progress: Callable[[str], None] | None = None,
     drain_timeout_s: float = 60.0,
+    history_target: str | None = None,
+    ingesters: int = 1,
 ) -> dict[str, Any]:
-    """Run the benchmark and return its figures (see :func:`format_report`)."""
+    """Run the benchmark and return its figures (see :func:`format_report`).
+
+    ``history_target``: a SQLite file or ``postgresql://…`` (default: a fresh SQLite file under
+    ``data_dir``); ``ingesters`` > 1 needs PostgreSQL (they share it and the events)."""
     spec.check()
+    from edgesiam.dashboard.history_pg import is_postgres_url
+
+    shared = history_target is not None and is_postgres_url(history_target)
+    if not 1 <= ingesters <= 64 or (ingesters > 1 and not shared):
+        raise ConfigError("--ingesters: 1 to 64; more than one needs --history postgresql://…")
     paho("dashboard")  # a missing extra is said here, not in each publisher process
-    from edgesiam.dashboard.history import History
-    from edgesiam.dashboard.ingest import Ingester
 
     say = progress or (lambda _line: None)
     scratch = Path(tempfile.mkdtemp(prefix="edgesiam-fleet-"))
     mosquitto = None
-    history = None
-    ingester = None
+    history: SqlHistory | None = None
+    ingest: _LocalIngest | _SharedIngest | None = None
+    counters: dict[str, int] = {}
     processes: list[Any] = []
     try:
         if broker is None:
@@ -258,20 +373,13 @@ def run_fleet(
             say(f"fleet-bench: Mosquitto on {broker}")
         address = parse_broker_url(broker)
         folder = Path(data_dir) if data_dir is not None else scratch / "history"
-        db = folder / "fleet-history.sqlite3"
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{db}{suffix}").unlink(missing_ok=True)
-        history = History(db, retention_days=None)
-        ingester = Ingester(
-            broker,
-            history,
-            prefix=spec.prefix,
-            client_id=f"edgesiam-fleet-dashboard-{secrets.token_hex(4)}",
-            session_expiry_s=600,
-        )
-        ingester.start()
-        if not ingester.wait_connected(30):
-            raise ConfigError(f"the dashboard ingester could not connect to {broker}")
+        folder.mkdir(parents=True, exist_ok=True)
+        history = _open_history(history_target, folder)
+        baseline = history.counts()["events"]
+        if shared and history_target is not None:
+            ingest = _SharedIngest(broker, history_target, spec.prefix, ingesters)
+        else:
+            ingest = _LocalIngest(broker, history, spec.prefix)
         run_id = secrets.token_hex(3)
         names = [f"sim{run_id}-{i:04d}" for i in range(spec.devices)]
         groups = [names[i :: spec.processes] for i in range(spec.processes)]
@@ -320,7 +428,7 @@ def run_fleet(
         say(f"fleet-bench: {published} published, {acked} acknowledged; waiting for the history")
         last, last_change = -1, time.monotonic()
         while True:
-            stored = history.counts()["events"]
+            stored = history.counts()["events"] - baseline
             if stored >= published:
                 break
             if stored != last:
@@ -349,12 +457,11 @@ def run_fleet(
             for e in events
             if isinstance(e.get("ts"), int | float)
         )
+        events = [e for e in events if e.get("device") in wanted]
         received = sorted(e["received_ts"] for e in events)
-        size = sum(
-            Path(f"{db}{suffix}").stat().st_size
-            for suffix in ("", "-wal")
-            if Path(f"{db}{suffix}").exists()
-        )
+        size = _history_bytes(history)
+        counters = ingest.stop()
+        ingest = None
         publish_span = max(published_at - started, 1e-9)
         ingest_span = max((received[-1] - received[0]) if len(received) > 1 else 0.0, 1e-9)
         return {
@@ -367,9 +474,11 @@ def run_fleet(
             "acked_by_broker": acked,
             "stored": len(events),
             "missing": missing,
-            "duplicates_dropped": ingester.counters.duplicates,
-            "invalid": ingester.counters.invalid,
-            "storage_errors": ingester.counters.storage_errors,
+            "ingesters": ingesters,
+            "history_backend": "postgresql" if shared else "sqlite",
+            "duplicates_dropped": counters.get("duplicates", 0),
+            "invalid": counters.get("invalid", 0),
+            "storage_errors": counters.get("storage_errors", 0),
             "publish_seconds": round(publish_span, 3),
             "published_per_s": round(published / publish_span, 1),
             "ingested_per_s": round(len(received) / ingest_span, 1) if received else 0.0,
@@ -380,15 +489,15 @@ def run_fleet(
             "late_ticks": sum(r["late_ticks"] for r in reports),
             "devices_offline_at_end": offline(),
             "history_bytes": size,
-            "history_path": str(db),
+            "history": history.location,
         }
     finally:
         for proc in processes:
             proc.join(timeout=10)
             if proc.is_alive():
                 proc.terminate()
-        if ingester is not None:
-            ingester.stop()
+        if ingest is not None:
+            ingest.stop()
         if history is not None:
             history.close()
         if mosquitto is not None:
@@ -406,7 +515,8 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(
         [
             f"fleet: {spec['devices']} devices × {spec['rate']:g} events/s × {spec['seconds']:g} s "
-            f"({spec['processes']} publisher processes, {report['cpu_count']} CPUs, "
+            f"({spec['processes']} publisher processes, {report['ingesters']} ingester(s) on "
+            f"{report['history_backend']}, {report['cpu_count']} CPUs, "
             f"load {report['load_avg_1m']:.2f})",
             f"published        {report['published']} events ({report['published_per_s']:.1f}/s), "
             f"{report['acked_by_broker']} acknowledged by the broker",

@@ -20,15 +20,19 @@ FLEET_DESCRIPTION = textwrap.dedent(
     Measure the dashboard's ingest under load: simulated devices (processes of paho clients, each
     device with a retained status and a last will) publish edgesiam.event.v1 events with QoS 1 at
     a fixed rate, with ids and seqs as the runtime makes them, through a real Mosquitto into a
-    dashboard Ingester and its SQLite history. Prints the publish and ingest rates, how many events
-    the history is missing (the goal is none) and how many arrived twice, the publish → history
-    latency (p50/p95) and the history's size.
+    dashboard Ingester and its SQLite history, or (--history postgresql://… --ingesters N) into N
+    ingester processes sharing the events through $share/fleet/… and one PostgreSQL history.
+    Prints the publish and ingest rates, how many events the history is missing (the goal is
+    none) and how many arrived twice, the publish → history latency (p50/p95) and the history's
+    size.
 
     Without --broker it starts its own Mosquitto on a free port (mosquitto must be installed).
 
     Examples:
       edgesiam fleet-bench                                   # 100 devices × 5 events/s × 60 s
       edgesiam fleet-bench --devices 10 --rate 5 --seconds 3 --json fleet.json
+      edgesiam fleet-bench --devices 1000 --rate 1 --seconds 30 --processes 8 \\
+          --history postgresql://edgesiam@localhost/fleet --ingesters 4
     """
 )
 
@@ -71,6 +75,20 @@ def add_fleet_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--data-dir", metavar="DIR", help="keep the history here (default: a temporary folder)"
     )
+    p.add_argument(
+        "--history",
+        metavar="TARGET",
+        help="the history: a SQLite file (default: a fresh one under --data-dir) or "
+        "postgresql://user@host/db (events of other runs there are left alone)",
+    )
+    p.add_argument(
+        "--ingesters",
+        type=int,
+        default=1,
+        metavar="N",
+        help="ingester processes sharing the events ($share/fleet/…); above 1 needs a "
+        "postgresql:// --history (default: %(default)s)",
+    )
     p.add_argument("--json", metavar="OUT", type=Path, help="also write the figures as JSON")
     p.set_defaults(func=cmd_fleet_bench)
     return p  # type: ignore[no-any-return]
@@ -88,6 +106,8 @@ def cmd_fleet_bench(args: argparse.Namespace) -> int:
         spec,
         broker=args.broker,
         data_dir=Path(args.data_dir) if args.data_dir else None,
+        history_target=args.history,
+        ingesters=args.ingesters,
         progress=lambda line: print(line, file=sys.stderr, flush=True),
     )
     print(format_report(report))

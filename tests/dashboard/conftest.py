@@ -18,13 +18,14 @@ from typing import Any
 import pytest
 
 from edgesiam.dashboard.auth import TokenAuth
-from edgesiam.dashboard.history import History
+from edgesiam.dashboard.history import History, SqlHistory
 from edgesiam.dashboard.ingest import Ingester
 from edgesiam.dashboard.server import DashboardApp, DashboardServer, LiveFeed
 from tests.support.mqtt import (
     MosquittoBroker,
     Subscriber,
 )
+from tests.support.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -66,7 +67,7 @@ def event_payload(
 class Dashboard:
     """A dashboard running in this process, and helpers to call its HTTP API."""
 
-    history: History
+    history: SqlHistory
     ingester: Ingester
     server: DashboardServer
     broker: MosquittoBroker
@@ -109,15 +110,66 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One private PostgreSQL server for the session (each test takes fresh databases)."""
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def history_backend() -> str:
+    """The backend of :func:`open_history`: SQLite here; the history, REST and ingest tests
+    override it with both (``sqlite``, ``postgresql``)."""
+    return "sqlite"
+
+
+OpenHistory = Callable[..., SqlHistory]
+
+
+def _older(cls: Any, migrations: Any) -> Any:
+    return (
+        cls
+        if migrations is None
+        else type(f"Older{cls.__name__}", (cls,), {"MIGRATIONS": migrations})
+    )
+
+
+@pytest.fixture
+def open_history(
+    history_backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> OpenHistory:
+    """``open_history(name="h", retention_days=30.0)``: a history of the test's backend; the same
+    name opens the same data again (a restart)."""
+    urls: dict[str, str] = {}
+
+    def open_one(
+        name: str = "h", retention_days: float | None = 30.0, migrations: Any = None
+    ) -> SqlHistory:
+        """``migrations``: only these steps (a history written by an older edgesiam)."""
+        if history_backend == "sqlite":
+            sqlite = _older(History, migrations)
+            return sqlite(tmp_path / name / "history.sqlite3", retention_days)
+        from edgesiam.dashboard.history_pg import PostgresHistory
+
+        server: PostgresServer = request.getfixturevalue("postgres")
+        if name not in urls:
+            urls[name] = server.database()
+        return _older(PostgresHistory, migrations)(urls[name], retention_days)
+
+    return open_one
+
+
 @pytest.fixture
 def make_dashboard(
     mosquitto: MosquittoBroker,
-    tmp_path: Path,
+    open_history: OpenHistory,
 ) -> Iterator[Callable[..., Dashboard]]:
     made: list[Dashboard] = []
 
     def make(token: str | None = None, retention_days: float | None = 30.0, **kw: Any) -> Dashboard:
-        history = History(tmp_path / f"dash{len(made)}" / "history.sqlite3", retention_days)
+        history = open_history(f"dash{len(made)}", retention_days)
         feed = LiveFeed()
         ingester = Ingester(mosquitto.url, history, on_update=feed.publish)
         app = DashboardApp(history, ingester, TokenAuth(token), feed=feed, **kw)

@@ -1,4 +1,5 @@
-"""The SQLite history: de-duplication by event id, persistence across reopen, retention, reads."""
+"""The history, on both backends (SQLite and PostgreSQL): de-duplication by event id, persistence
+across reopen, retention, reads, versioned schema migrations."""
 
 from __future__ import annotations
 
@@ -8,13 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from edgesiam.dashboard.history import History
+from edgesiam.dashboard.history import MIGRATIONS, History
 from edgesiam.errors import HistoryError, InvalidPayload
-from tests.dashboard.conftest import event_payload
+from tests.dashboard.conftest import OpenHistory, event_payload
 
 
-def test_events_are_deduplicated_by_id(tmp_path: Path) -> None:
-    h = History(tmp_path / "h.sqlite3")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def history_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def test_events_are_deduplicated_by_id(open_history: OpenHistory) -> None:
+    h = open_history()
     first = event_payload("kitchen", 1)
     assert h.add_event(first) is True
     assert h.add_event(dict(first)) is False  # QoS 1 redelivery
@@ -24,14 +30,13 @@ def test_events_are_deduplicated_by_id(tmp_path: Path) -> None:
     h.close()
 
 
-def test_history_survives_reopening(tmp_path: Path) -> None:
-    path = tmp_path / "h.sqlite3"
-    with History(path) as h:
+def test_history_survives_reopening(open_history: OpenHistory) -> None:
+    with open_history() as h:
         for seq in (3, 1, 2):  # arrival order differs from seq order
             h.add_event({**event_payload("hall", seq), "ts": 1_800_000_000.0 + seq})
         h.set_status("hall", "online")
         h.set_labels("hall", ["bob", "alice", "bob"], model="speaker")
-    with History(path) as h:
+    with open_history() as h:
         assert h.seqs("hall") == [1, 2, 3]
         assert h.add_event(event_payload("hall", 2)) is False  # still a duplicate after restart
         (device,) = h.devices()
@@ -44,8 +49,8 @@ def test_history_survives_reopening(tmp_path: Path) -> None:
         assert all("received_ts" in e for e in newest)
 
 
-def test_events_filters(tmp_path: Path) -> None:
-    h = History(tmp_path / "h.sqlite3")
+def test_events_filters(open_history: OpenHistory) -> None:
+    h = open_history()
     base = 1_800_000_000.0
     for i in range(5):
         h.add_event({**event_payload("a", i + 1), "ts": base + i})
@@ -58,10 +63,9 @@ def test_events_filters(tmp_path: Path) -> None:
     h.close()
 
 
-def test_retention_purges_old_rows_at_open_and_on_demand(tmp_path: Path) -> None:
-    path = tmp_path / "h.sqlite3"
+def test_retention_purges_old_rows_at_open_and_on_demand(open_history: OpenHistory) -> None:
     now = time.time()
-    with History(path, retention_days=1.0) as h:
+    with open_history(retention_days=1.0) as h:
         h.add_event(event_payload("old", 1), received=now - 3 * 86400)
         h.add_near_miss(
             {"device": "old", "ts": now, "label": "x", "score": 0.5}, received=now - 3 * 86400
@@ -71,16 +75,16 @@ def test_retention_purges_old_rows_at_open_and_on_demand(tmp_path: Path) -> None
         removed = h.purge(now=now)
         assert removed["events"] == 1 and removed["near_misses"] == 1 and removed["devices"] == 1
         assert [d["device"] for d in h.devices()] == ["new"]
-    with History(path, retention_days=None) as h:  # None keeps everything
+    with open_history(retention_days=None) as h:  # None keeps everything
         h.add_event(event_payload("ancient", 1), received=now - 1000 * 86400)
         assert h.purge() == {}
-    with History(path, retention_days=1.0) as h:  # reopening with retention purges at once
+    with open_history(retention_days=1.0) as h:  # reopening with retention purges at once
         assert h.seqs("ancient") == []
         assert h.seqs("new") == [1]
 
 
-def test_invalid_payloads_are_refused_with_the_reason(tmp_path: Path) -> None:
-    h = History(tmp_path / "h.sqlite3")
+def test_invalid_payloads_are_refused_with_the_reason(open_history: OpenHistory) -> None:
+    h = open_history()
     good = event_payload("dev", 1)
     for broken, word in [
         ({**good, "id": 7}, "id"),
@@ -95,12 +99,12 @@ def test_invalid_payloads_are_refused_with_the_reason(tmp_path: Path) -> None:
         h.set_status("dev", "maybe")
     assert h.counts()["events"] == 0
     with pytest.raises(HistoryError, match="retention_days"):
-        History(tmp_path / "x.sqlite3", retention_days=-1)
+        open_history("x", retention_days=-1)
     h.close()
 
 
-def test_status_last_seen_and_timeline(tmp_path: Path) -> None:
-    h = History(tmp_path / "h.sqlite3")
+def test_status_last_seen_and_timeline(open_history: OpenHistory) -> None:
+    h = open_history()
     t = 1_800_000_000.0
     assert h.set_status("pi", "online", received=t) is True
     assert h.set_status("pi", "online", received=t + 1) is False
@@ -120,8 +124,8 @@ def test_status_last_seen_and_timeline(tmp_path: Path) -> None:
     h.close()
 
 
-def test_command_results_are_kept(tmp_path: Path) -> None:
-    h = History(tmp_path / "h.sqlite3")
+def test_command_results_are_kept(open_history: OpenHistory) -> None:
+    h = open_history()
     h.add_command_result(
         "pi",
         {
@@ -162,18 +166,59 @@ def test_other_processes_can_read_while_it_writes(tmp_path: Path) -> None:
     h.close()
 
 
-def test_thresholds_are_kept_per_device_and_older_histories_gain_the_column(
-    tmp_path: Path,
-) -> None:
+def test_a_history_from_before_versioned_migrations_is_upgraded(tmp_path: Path) -> None:
     path = tmp_path / "h.sqlite3"
-    History(path).close()
-    with sqlite3.connect(path) as db:  # a history written before thresholds were kept
+    with History(path) as h:
+        h.add_event(event_payload("pi", 1))
+    with sqlite3.connect(path) as db:  # as edgesiam wrote it before thresholds and versions
         db.execute("ALTER TABLE devices DROP COLUMN thresholds")
+        db.execute("DROP TABLE schema_version")
+        db.execute("DROP TABLE replay_requests")
     h = History(path)
-    h.set_labels("pi", ["alice", "bob"])
+    assert h.schema_version() == len(MIGRATIONS)
+    assert h.seqs("pi") == [1]
     assert h.device("pi")["thresholds"] is None  # type: ignore[index]
     h.set_thresholds("pi", 0.97, {"alice": 0.9, "bob": 0.97})
     h.close()
     again = History(path).device("pi")
     assert again is not None
     assert again["thresholds"] == {"default": 0.97, "labels": {"alice": 0.9, "bob": 0.97}}
+
+
+def test_the_previous_schema_version_is_migrated_in_order(open_history: OpenHistory) -> None:
+    with open_history(migrations=MIGRATIONS[:2]) as old:  # the release before replay requests
+        assert old.schema_version() == 2
+        old.add_event(event_payload("pi", 1))
+        old.add_event(event_payload("pi", 4))
+        with pytest.raises(HistoryError):
+            old.claim_replay("pi", 2, 3, retry_after_s=1, max_tries=1)
+    with open_history() as h:
+        assert h.schema_version() == 3
+        assert h.seqs("pi") == [1, 4]  # the data came along
+        assert h.seq_gaps("pi") == [(2, 3)]
+        assert h.claim_replay("pi", 2, 3, retry_after_s=60, max_tries=2) is True
+        assert h.claim_replay("pi", 2, 3, retry_after_s=60, max_tries=2) is False  # asked already
+        assert h.claim_replay("pi", 2, 3, retry_after_s=0, max_tries=2) is True  # a retry
+        assert h.claim_replay("pi", 2, 3, retry_after_s=0, max_tries=2) is False  # no more tries
+        (asked,) = h.replay_requests("pi")
+        assert asked["tries"] == 2
+    with open_history() as h:  # opening again migrates nothing
+        assert h.schema_version() == 3
+
+
+def test_a_history_written_by_a_newer_edgesiam_is_refused(open_history: OpenHistory) -> None:
+    with open_history() as h, h.transaction():
+        h._execute("INSERT INTO schema_version (version, applied) VALUES (99, 0)")
+    with pytest.raises(HistoryError, match="version 99 was written by a newer edgesiam"):
+        open_history()
+
+
+def test_seq_gaps_lists_each_missing_run(open_history: OpenHistory) -> None:
+    with open_history() as h:
+        for seq in (1, 2, 5, 6, 9, 20):
+            h.add_event(event_payload("a", seq))
+        h.add_event(event_payload("b", 3))
+        assert h.seq_gaps("a") == [(3, 4), (7, 8), (10, 19)]
+        assert h.seq_gaps("a", after_seq=6) == [(7, 8), (10, 19)]
+        assert h.seq_gaps("a", limit=1) == [(3, 4)]
+        assert h.seq_gaps("b") == []

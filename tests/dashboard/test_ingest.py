@@ -22,6 +22,13 @@ from edgesiam.mqtt.homeassistant import discovery_messages
 from tests.dashboard.conftest import Dashboard, event_payload, publisher
 from tests.support.mqtt import MosquittoBroker, Subscriber, wait_until
 
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def history_backend(request: pytest.FixtureRequest) -> str:
+    """These tests run against both history backends."""
+    return str(request.param)
+
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -171,6 +178,7 @@ class _DiskFullForSeq2(History):
 def test_an_event_that_could_not_be_stored_is_not_acknowledged(
     mosquitto: MosquittoBroker, tmp_path: Path
 ) -> None:
+
     path = tmp_path / "history.sqlite3"
     history = _DiskFullForSeq2(path)
     ingester = Ingester(mosquitto.url, history)

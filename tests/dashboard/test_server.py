@@ -22,6 +22,12 @@ from tests.dashboard.conftest import Dashboard, event_payload, publisher
 from tests.support.mqtt import free_port, wait_until
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def history_backend(request: pytest.FixtureRequest) -> str:
+    """These tests run against both history backends."""
+    return str(request.param)
+
+
 def wav_bytes(seconds: float = 0.5, rate: int = 16000) -> bytes:
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as w:
