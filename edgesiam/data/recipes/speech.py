@@ -54,8 +54,6 @@ import numpy as np
 
 from edgesiam.data.readers import AUDIO_EXTENSIONS, read_audio
 from edgesiam.data.recipes.audio_common import (
-    split_notes,
-    split_of,
     SPLITS,
     TARGET_RATE,
     Clip,
@@ -65,6 +63,8 @@ from edgesiam.data.recipes.audio_common import (
     deb_source,
     dedup,
     slug,
+    split_notes,
+    split_of,
     trim_silence,
 )
 from edgesiam.data.recipes.base import Recipe, RecipeSummary
@@ -176,7 +176,14 @@ def _hedgewars_voice_clips(tree: Path) -> list[Clip]:
         label = f"hw-{pack}"
         for f in sorted(p for p in pack_dir.iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS):
             line, take = _line_name(f.stem)
-            clips.append(Clip(split_of(TEST_LABELS, VAL_LABELS, label), label, f"{line}__{pack}{take}", source=f))
+            clips.append(
+                Clip(
+                    split_of(TEST_LABELS, VAL_LABELS, label),
+                    label,
+                    f"{line}__{pack}{take}",
+                    source=f,
+                )
+            )
     return clips
 
 
