@@ -263,11 +263,18 @@ def split_of(test: Collection[str], val: Collection[str], label: str) -> str:
     return "val" if label in val else "train"
 
 
+def dropped_notes(writer: SplitWriter, what: str = "") -> list[str]:
+    """One note naming what the writer left out (unreadable, silent, too short), or none."""
+    if not writer.dropped:
+        return []
+    lead = f"{what} left out: " if what else "left out: "
+    return [lead + ", ".join(f"{v} {k}" for k, v in sorted(writer.dropped.items()))]
+
+
 def split_notes(writer: SplitWriter, labels: dict[str, list[str]], what: str) -> list[str]:
     """The notes every audio recipe ends with: what the writer left out, and the held-out labels."""
-    notes = []
-    if writer.dropped:
-        notes.append(
-            f"{what} left out: " + ", ".join(f"{v} {k}" for k, v in sorted(writer.dropped.items()))
-        )
-    return [*notes, "test: " + ", ".join(labels["test"]), "val: " + ", ".join(labels["val"])]
+    return [
+        *dropped_notes(writer, what),
+        "test: " + ", ".join(labels["test"]),
+        "val: " + ", ".join(labels["val"]),
+    ]

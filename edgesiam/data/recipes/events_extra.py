@@ -39,6 +39,7 @@ from edgesiam.data.recipes.audio_common import (
     convert_clips,
     deb_source,
     dedup,
+    dropped_notes,
     slug,
 )
 from edgesiam.data.recipes.base import Recipe, RecipeSummary
@@ -167,10 +168,7 @@ def prepare(root: Path, out: Path) -> RecipeSummary:
         notes.append("test classes left with too few usable files, removed: " + ", ".join(removed))
     notes.append(f"byte-identical files dropped: {duplicates}")
     notes.append(f"at most {MAX_SECONDS:g} s per file (silence trimmed first)")
-    if writer.dropped:
-        notes.append(
-            "left out: " + ", ".join(f"{v} {k}" for k, v in sorted(writer.dropped.items()))
-        )
+    notes.extend(dropped_notes(writer))
     notes.append("test: " + ", ".join(labels["test"]))
     return RecipeSummary(
         name=NAME,

@@ -36,6 +36,7 @@ from edgesiam.data.recipes.audio_common import (
     SplitWriter,
     convert_clips,
     deb_source,
+    dropped_notes,
     slug,
     trim_silence,
 )
@@ -146,10 +147,7 @@ def prepare(root: Path, out: Path) -> RecipeSummary:
         return trim_silence(audio, TARGET_RATE, threshold_db=-60.0, keep_s=0.005, trim_end=False)
 
     convert_clips(clips, writer, process, desc="noise", min_seconds=0.05)
-    if writer.dropped:
-        notes.append(
-            "files left out: " + ", ".join(f"{v} {k}" for k, v in sorted(writer.dropped.items()))
-        )
+    notes.extend(dropped_notes(writer, "files"))
     notes.append(
         f"music: {MUSIC_SECONDS:g} s of each of {len(music)} tracks; "
         f"effects: {', '.join(HEDGEWARS_SFX)}"

@@ -51,6 +51,7 @@ from edgesiam.data.recipes.audio_common import (
     convert_clips,
     deb_source,
     dedup,
+    dropped_notes,
     slug,
     trim_silence,
 )
@@ -159,10 +160,7 @@ def prepare_tuxpaint(root: Path, out: Path) -> RecipeSummary:
             f"capped at {MAX_PER_LABEL} clips per label: "
             + ", ".join(f"{k} ({v})" for k, v in sorted(cut.items()))
         )
-    if writer.dropped:
-        notes.append(
-            "left out: " + ", ".join(f"{v} {k}" for k, v in sorted(writer.dropped.items()))
-        )
+    notes.extend(dropped_notes(writer))
     notes.append("group = language; no recipe trains on Tux Paint voices")
     notes.append("test: " + ", ".join(labels))
     return RecipeSummary(
@@ -255,10 +253,7 @@ def prepare_extra(root: Path, out: Path) -> RecipeSummary:
         process = functools.partial(trim_silence, sample_rate=TARGET_RATE)
         convert_clips(clips, writer, process, desc=EXTRA, min_seconds=0.1)
     splits = writer.finish()
-    if writer.dropped:
-        notes.append(
-            "left out: " + ", ".join(f"{v} {k}" for k, v in sorted(writer.dropped.items()))
-        )
+    notes.extend(dropped_notes(writer))
     notes.append(
         "festvox kal and slt left out (same donors as flite-kal16 and flite-slt in speech); "
         "Hindi/Marathi/Telugu NSK voices left out (no sentences in their scripts)"
