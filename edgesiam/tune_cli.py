@@ -13,6 +13,7 @@ from typing import Any
 
 from edgesiam.argparsing import add_command
 
+HELP = "fine-tune a bundle on your own recordings → a gated bundle and a comparison"
 DESCRIPTION = textwrap.dedent(
     """
     Fine-tune a shipped bundle (or a training checkpoint) on your own recordings, export it
@@ -46,12 +47,7 @@ DESCRIPTION = textwrap.dedent(
 
 def add_tune_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``tune`` to an ``argparse`` sub-parser collection; returns the new parser."""
-    tu = add_command(
-        subparsers,
-        "tune",
-        help="fine-tune a bundle on your own recordings → a gated bundle and a comparison",
-        description=DESCRIPTION,
-    )
+    tu = add_command(subparsers, "tune", help=HELP, description=DESCRIPTION)
     tu.add_argument("data", nargs="+", metavar="DATA_DIR", help="dataset folder(s) to tune on")
     tu.add_argument(
         "--from",

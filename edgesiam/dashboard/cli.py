@@ -15,6 +15,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from edgesiam.argparsing import add_log_level, pass_through
 from edgesiam.errors import ConfigError
 from edgesiam.paths import expand_user
 
@@ -26,6 +27,18 @@ __all__ = ["add_dashboard_parser", "cmd_dashboard", "open_history"]
 log = logging.getLogger(__name__)
 
 DEFAULT_DATA_DIR = "~/.local/state/edgesiam/dashboard"
+_BROKER_OPTIONS = (
+    "prefix",
+    "ha_prefix",
+    "username",
+    "tls_ca",
+    "tls_cert",
+    "tls_key",
+    "tls_insecure",
+    "allow_plaintext_password",
+    "protocol",
+)
+"""The broker options handed to the :class:`~edgesiam.dashboard.ingest.Ingester` as they are."""
 
 DASHBOARD_DESCRIPTION = textwrap.dedent(
     f"""
@@ -189,12 +202,7 @@ def add_dashboard_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="S",
         help="how long the page waits for a device's command result (default: %(default)g s)",
     )
-    p.add_argument(
-        "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="log detail",
-    )
+    add_log_level(p, help="log detail")
     p.set_defaults(func=cmd_dashboard)
     return p  # type: ignore[no-any-return]
 
@@ -286,19 +294,10 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     ingester = Ingester(
         args.broker,
         history,
-        prefix=args.prefix,
-        ha_prefix=args.ha_prefix,
         client_id=_client_id(args, history),
-        username=args.username,
         password=password,
-        tls_ca=args.tls_ca,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        tls_insecure=args.tls_insecure,
-        allow_plaintext_password=args.allow_plaintext_password,
-        protocol=args.protocol,
         on_update=feed.publish,
-        share=args.share,
+        **pass_through(args, *_BROKER_OPTIONS, "share"),
         store=not args.serve_only,
         # a page needs no queue kept for it while it is stopped: its session ends with it
         session_expiry_s=0 if args.serve_only else 7 * 24 * 3600,

@@ -17,6 +17,7 @@ from edgesiam.model.interpreters import is_bundle, load_model
 
 __all__ = ["add_export_parser", "cmd_export", "is_bundle", "load_model"]
 
+HELP = "export a checkpoint to a gated int8 TFLite bundle"
 DESCRIPTION = textwrap.dedent(
     """
     Export a training checkpoint to a bundle: BUNDLE_DIR/ with manifest.json, model.tflite
@@ -41,12 +42,7 @@ DESCRIPTION = textwrap.dedent(
 
 def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``export`` to an ``argparse`` sub-parser collection; returns the new parser."""
-    ex = add_command(
-        subparsers,
-        "export",
-        help="export a checkpoint to a gated int8 TFLite bundle",
-        description=DESCRIPTION,
-    )
+    ex = add_command(subparsers, "export", help=HELP, description=DESCRIPTION)
     ex.add_argument("model", metavar="MODEL", help="training checkpoint (.pt)")
     ex.add_argument("-o", "--output", required=True, metavar="BUNDLE_DIR", help="bundle to write")
     ex.add_argument(

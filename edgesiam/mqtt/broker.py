@@ -156,14 +156,12 @@ def serve_broker(host: str, port: int, password_file: Path | None = None) -> Non
         asyncio.run(main())
 
 
+HELP = "run an embedded MQTT broker (amqtt, MQTT 3.1.1) for a single machine"
+
+
 def add_broker_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``broker`` to an ``argparse`` sub-parser collection; returns the new parser."""
-    br = add_command(
-        subparsers,
-        "broker",
-        help="run an embedded MQTT broker (amqtt, MQTT 3.1.1) for a single machine",
-        description=__doc__,
-    )
+    br = add_command(subparsers, "broker", help=HELP, description=__doc__)
     br.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
     )

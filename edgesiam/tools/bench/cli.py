@@ -13,10 +13,11 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from edgesiam.argparsing import add_command
+from edgesiam.argparsing import add_command, pass_through
 
 __all__ = ["add_bench_parser", "cmd_bench"]
 
+HELP = "latency, cost, memory and size of the shipped bundles"
 DESCRIPTION = textwrap.dedent(
     """
     Measure every bundle in BUNDLES (default: export/) on one thread: per-window latency of
@@ -37,10 +38,7 @@ DESCRIPTION = textwrap.dedent(
 def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``bench`` to an ``argparse`` sub-parser collection; returns the new parser."""
     p: argparse.ArgumentParser = add_command(
-        subparsers,
-        "bench",
-        help="latency, cost, memory and size of the shipped bundles",
-        description=DESCRIPTION,
+        subparsers, "bench", help=HELP, description=DESCRIPTION
     )
     p.add_argument("--bundles", default="export", metavar="DIR", help="bundles (default: export)")
     p.add_argument("--json", metavar="OUT", help="write every figure as JSON")
@@ -76,14 +74,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     try:
         result = measure.run_all(
             args.bundles,
-            quick=args.quick,
-            skip_mqtt=args.skip_mqtt,
-            skip_rss=args.skip_rss,
             runs_dir=args.runs,
             data_dir=args.data,
-            skip_accuracy=args.skip_accuracy,
             plots_dir=args.plots,
             log=log,
+            **pass_through(args, "quick", "skip_mqtt", "skip_rss", "skip_accuracy"),
         )
     except FileNotFoundError as exc:
         print(f"edgesiam bench: {exc}", file=sys.stderr)
