@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-__all__ = ["add_command", "add_log_level", "pass_through"]
+__all__ = ["add_command", "add_log_level", "add_quiet", "pass_through"]
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -25,6 +25,11 @@ def add_command(subparsers: Any, name: str, *, help: str, description: str | Non
 def add_log_level(parser: Any, help: str = "log detail on stderr (default: info)") -> None:
     """``--log-level``, the same choices and default for every long-running verb."""
     parser.add_argument("--log-level", default="info", choices=list(LOG_LEVELS), help=help)
+
+
+def add_quiet(parser: Any, help: str | None = "no progress bars") -> None:
+    """``-q``/``--quiet``: a verb that shows its progress says nothing of it."""
+    parser.add_argument("-q", "--quiet", action="store_true", help=help)
 
 
 def pass_through(args: argparse.Namespace, *names: str) -> dict[str, Any]:

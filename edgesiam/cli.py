@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edgesiam import __version__
+from edgesiam.argparsing import add_quiet
 from edgesiam.core.embedder import DeviceEmbedder
 from edgesiam.data.readers import DatasetInfo
 from edgesiam.errors import ConfigError, EdgesiamError, MissingExtraError
@@ -305,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     ren.add_argument("--noise", metavar="DIR", help="the prepared noise recipe (for far-field)")
     ren.add_argument("--seed", type=int, default=0, help="seed of rooms, noise and SNRs")
     ren.add_argument("--sample-rate", type=int, default=16000, help="rate of the output (Hz)")
-    ren.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_quiet(ren)
     ren.set_defaults(func=cmd_data_render)
     from edgesiam.data.imu_render import add_render_imu_parser
 
@@ -326,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     per.add_argument("-o", "--output", required=True, metavar="OUT", help="dataset folder to write")
     per.add_argument("--sample-rate", type=int, default=16000, help="rate of the output (Hz)")
-    per.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_quiet(per)
     per.set_defaults(func=cmd_data_perturb)
     lst = data_sub.add_parser("list", help="list the recipes and whether they are prepared")
     lst.add_argument("--root", default="data")
@@ -356,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a recipe value, e.g. --set optim.epochs=5 (repeatable)",
     )
-    tr.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_quiet(tr)
     tr.set_defaults(func=cmd_train)
 
     ev = sub.add_parser(
@@ -414,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--peer-root", default="data", metavar="PEER_ROOT", help="data root of --peer's cache"
     )
     ev.add_argument("--on-error", choices=["fail", "skip"], default="fail")
-    ev.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_quiet(ev)
     ev.set_defaults(func=cmd_eval)
 
     em = sub.add_parser(
@@ -427,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("data", metavar="DATA_DIR")
     em.add_argument("-o", "--output", required=True, metavar="OUT.npz")
     em.add_argument("--on-error", choices=["fail", "skip"], default="fail")
-    em.add_argument("-q", "--quiet", action="store_true")
+    add_quiet(em, help=None)
     em.set_defaults(func=cmd_embed)
 
     from edgesiam.dashboard.cli import add_dashboard_parser

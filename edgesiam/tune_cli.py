@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from edgesiam.argparsing import add_command
+from edgesiam.argparsing import add_command, add_quiet
 
 HELP = "fine-tune a bundle on your own recordings → a gated bundle and a comparison"
 DESCRIPTION = textwrap.dedent(
@@ -82,7 +82,7 @@ def add_tune_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     tu.add_argument("--seed", type=int, default=0, help="seed of the split and the tuning")
     tu.add_argument("--overwrite", action="store_true", help="replace an existing OUT_BUNDLE")
-    tu.add_argument("-q", "--quiet", action="store_true", help="no progress bars or messages")
+    add_quiet(tu, help="no progress bars or messages")
     tu.set_defaults(func=cmd_tune)
     return tu  # type: ignore[no-any-return]
 

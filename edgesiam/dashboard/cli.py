@@ -124,6 +124,20 @@ def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_token_options(group: Any) -> None:
+    """Where the access token comes from (read by :func:`~edgesiam.dashboard.auth.resolve_token`)."""
+    group.add_argument(
+        "--token-file", type=Path, metavar="FILE", help="file holding the access token"
+    )
+    group.add_argument(
+        "--token-env",
+        default="EDGESIAM_DASHBOARD_TOKEN",
+        metavar="VAR",
+        help="environment variable holding the token (default: %(default)s)",
+    )
+    group.add_argument("--token", help="the access token itself (visible in the process list)")
+
+
 def add_dashboard_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``dashboard`` to an ``argparse`` sub-parser collection."""
     p = subparsers.add_parser(
@@ -137,16 +151,7 @@ def add_dashboard_parser(subparsers: Any) -> argparse.ArgumentParser:
     web.add_argument(
         "--port", type=int, default=8080, help="port (default: %(default)s; 0: any free one)"
     )
-    web.add_argument(
-        "--token-file", type=Path, metavar="FILE", help="file holding the access token"
-    )
-    web.add_argument(
-        "--token-env",
-        default="EDGESIAM_DASHBOARD_TOKEN",
-        metavar="VAR",
-        help="environment variable holding the token (default: %(default)s)",
-    )
-    web.add_argument("--token", help="the access token itself (visible in the process list)")
+    _add_token_options(web)
     web.add_argument(
         "--allow-unauthenticated",
         action="store_true",

@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from edgesiam.argparsing import add_command
+from edgesiam.argparsing import add_command, add_quiet
 from edgesiam.model.interpreters import is_bundle, load_model
 
 __all__ = ["add_export_parser", "cmd_export", "is_bundle", "load_model"]
@@ -109,7 +109,7 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
     ex.add_argument("--overwrite", action="store_true", help="replace an existing BUNDLE_DIR")
     ex.add_argument("--seed", type=int, default=0, help="seed of the calibration sampling")
     ex.add_argument("--on-error", choices=["fail", "skip"], default="fail")
-    ex.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    add_quiet(ex, help="no progress output")
     ex.set_defaults(func=cmd_export)
     return ex  # type: ignore[no-any-return]
 
