@@ -15,7 +15,8 @@ from typing import Any, ClassVar, Final
 from urllib.parse import urlsplit, urlunsplit
 
 from edgesiam.dashboard.history import SqlHistory
-from edgesiam.errors import HistoryError, MissingExtraError
+from edgesiam.errors import HistoryError
+from edgesiam.extras import import_extra
 
 __all__ = ["PostgresHistory", "is_postgres_url", "redact_url"]
 
@@ -38,11 +39,7 @@ def redact_url(url: str) -> str:
 
 
 def _psycopg() -> Any:
-    try:
-        import psycopg
-    except ImportError as exc:
-        raise MissingExtraError("psycopg", "dashboard") from exc
-    return psycopg
+    return import_extra("psycopg", "dashboard")
 
 
 class PostgresHistory(SqlHistory):
