@@ -297,8 +297,8 @@ def export_bundle(
         from edgesiam.train.checkpoint import CheckpointEmbedder
     except ImportError as exc:
         raise MissingExtraError(exc.name or "torch", "train") from None
-    from edgesiam.export.convert import VARIANT_FILES, convert_all, keras_parity, read_calibration
-    from edgesiam.export.keras_mirror import build_keras_mirror, import_tensorflow, mirror_spec
+    from edgesiam.export.convert import VARIANT_FILES
+    from edgesiam.export.keras_mirror import import_tensorflow
 
     import_tensorflow()  # fail early, before any data is read
     compiler = find_compiler(opts.edgetpu_compiler)
@@ -306,40 +306,9 @@ def export_bundle(
         raise ConfigError(f"edgetpu compiler not found: {opts.edgetpu_compiler}")
 
     embedder = CheckpointEmbedder(model_path)
-    config = embedder.config
-    if heldout_dir is None:
-        val = config.data.val
-        if val is None or not Path(val).is_dir():
-            raise ConfigError(
-                "the gate and the thresholds need held-out labels: pass --heldout DATA_DIR "
-                "(the recipe's data.val folder is not available)"
-            )
-        heldout_dir = Path(val)
-        say(f"held-out data: the recipe's validation folder {heldout_dir}")
+    heldout_dir = _heldout_dir(embedder, heldout_dir, say)
     name = opts.name or output.name
-
-    say(f"reading calibration windows from {calib_dir}")
-    calib = read_calibration(
-        embedder,
-        calib_dir,
-        windows=opts.calib_windows,
-        min_windows=opts.min_calib_windows,
-        recordings=opts.cohort_size,
-        seed=opts.seed,
-        on_error=opts.on_error,
-        progress=opts.progress,
-    )
-    in_channels, time_steps = embedder.frontend.feature_shape(embedder.window)
-    spec = mirror_spec(embedder.model)
-    keras_model = build_keras_mirror(spec, time_steps, l2_in_model=opts.l2_in_model)
-    mirror_cos = keras_parity(keras_model, embedder.embed_features, calib.features[:16])
-    if not mirror_cos > 0.9999:
-        raise ModelError(
-            f"the Keras mirror does not reproduce the torch encoder (min cosine {mirror_cos:.6f}); "
-            "this is a bug in edgesiam's exporter"
-        )
-    say(f"converting with {len(calib.features)} calibration windows")
-    converted = convert_all(keras_model, calib.features, opts.variants)
+    calib, converted, in_channels, time_steps = _convert(embedder, calib_dir, opts)
 
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = output.with_name(f".{output.name}.partial-{os.getpid()}")
@@ -367,6 +336,54 @@ def export_bundle(
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _heldout_dir(
+    embedder: CheckpointEmbedder, heldout_dir: str | Path | None, say: Callable[[str], None]
+) -> str | Path:
+    """The held-out data to gate on: the one given, else the recipe's validation folder."""
+    if heldout_dir is not None:
+        return heldout_dir
+    val = embedder.config.data.val
+    if val is None or not Path(val).is_dir():
+        raise ConfigError(
+            "the gate and the thresholds need held-out labels: pass --heldout DATA_DIR "
+            "(the recipe's data.val folder is not available)"
+        )
+    say(f"held-out data: the recipe's validation folder {Path(val)}")
+    return Path(val)
+
+
+def _convert(
+    embedder: CheckpointEmbedder, calib_dir: str | Path, opts: ExportOptions
+) -> tuple[Any, dict[str, bytes], int, int]:
+    """Calibration windows, then the encoder through its Keras mirror (checked against torch) to
+    TFLite: ``(calibration set, variant → model bytes, in_channels, time_steps)``."""
+    from edgesiam.export.convert import convert_all, keras_parity, read_calibration
+    from edgesiam.export.keras_mirror import build_keras_mirror, mirror_spec
+
+    opts.log(f"reading calibration windows from {calib_dir}")
+    calib = read_calibration(
+        embedder,
+        calib_dir,
+        windows=opts.calib_windows,
+        min_windows=opts.min_calib_windows,
+        recordings=opts.cohort_size,
+        seed=opts.seed,
+        on_error=opts.on_error,
+        progress=opts.progress,
+    )
+    in_channels, time_steps = embedder.frontend.feature_shape(embedder.window)
+    spec = mirror_spec(embedder.model)
+    keras_model = build_keras_mirror(spec, time_steps, l2_in_model=opts.l2_in_model)
+    mirror_cos = keras_parity(keras_model, embedder.embed_features, calib.features[:16])
+    if not mirror_cos > 0.9999:
+        raise ModelError(
+            f"the Keras mirror does not reproduce the torch encoder (min cosine {mirror_cos:.6f}); "
+            "this is a bug in edgesiam's exporter"
+        )
+    opts.log(f"converting with {len(calib.features)} calibration windows")
+    return calib, convert_all(keras_model, calib.features, opts.variants), in_channels, time_steps
 
 
 @dataclass
