@@ -21,10 +21,9 @@ import numpy as np
 
 from edgesiam import __version__
 from edgesiam.core.embedding import l2_normalize, recording_embedding
-from edgesiam.core.metrics import equal_error_rate, threshold_at_fmr, trial_scores
-from edgesiam.core.normalise import window_recording_trials
 from edgesiam.core.windowing import frame
 from edgesiam.errors import ConfigError, GateError, MissingExtraError, ModelError
+from edgesiam.export.cohort import COHORT_FILE, evaluate_cohort
 from edgesiam.export.gate import (
     CompilerResult,
     GateLimits,
@@ -36,9 +35,21 @@ from edgesiam.export.gate import (
     measure_heldout,
     run_edgetpu_compiler,
 )
-from edgesiam.export.model_card import MODEL_CARD, find_summaries, model_card, size_text
+from edgesiam.export.model_card import (
+    MODEL_CARD,
+    find_summaries,
+    model_card,
+    shown_path,
+    size_text,
+)
+from edgesiam.export.thresholds import (
+    heldout_thresholds,
+    strictest,
+    strictest_thresholds,
+    threshold_set,
+    window_trials,
+)
 from edgesiam.model.bundle import (
-    FMR_TARGETS,
     BundleModel,
     Calibration,
     CohortInfo,
@@ -51,10 +62,6 @@ from edgesiam.model.bundle import (
     Parity,
     Source,
     Thresholds,
-    ThresholdSet,
-    adaptive_s_norm,
-    cohort_statistics,
-    fmr_key,
     sha256_file,
     write_manifest,
 )
@@ -70,113 +77,7 @@ from edgesiam.model.interpreters import (
 if TYPE_CHECKING:
     from edgesiam.train.checkpoint import CheckpointEmbedder
 
-COHORT_FILE: Final = "cohort.npy"
 FRONTEND_FILE: Final = "frontend.npz"
-MAX_WINDOW_TRIALS: Final = 5_000_000
-
-
-# --- thresholds --------------------------------------------------------------------------------
-
-
-def threshold_set(
-    genuine: np.ndarray,
-    impostor: np.ndarray,
-    trials: str,
-    scores: str = "cosine",
-    targets: Sequence[float] = FMR_TARGETS,
-) -> ThresholdSet:
-    """Thresholds at each target false-match rate and at the EER, from trial scores."""
-    eer, eer_threshold = equal_error_rate(genuine, impostor)
-    return ThresholdSet(
-        trials=trials,
-        scores=scores,
-        genuine=len(genuine),
-        impostor=len(impostor),
-        eer=eer,
-        eer_threshold=eer_threshold,
-        at_fmr={fmr_key(f): threshold_at_fmr(impostor, f) for f in targets},
-        supported={fmr_key(f): bool(len(impostor) * f >= 3.0) for f in targets},
-    )
-
-
-def recording_trials(
-    embeddings: np.ndarray, labels: Sequence[str]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Cosine of every pair i < j of recordings: ``(genuine, impostor)``."""
-    trials = trial_scores(embeddings, list(labels))
-    return trials.genuine, trials.impostor
-
-
-def window_trials(
-    heldout: HeldOutResult,
-    model: str = "int8",
-    seed: int = 0,
-    cohort: np.ndarray | None = None,
-    top_k: int = 50,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each window against every other recording's embedding: what a live matcher scores
-    (AS-normalised against ``cohort`` when one is given).
-
-    Windows are subsampled (seeded) so that there are at most ``MAX_WINDOW_TRIALS`` trials.
-    """
-    windows = heldout.window_matrix(model).astype(np.float64)
-    owner = heldout.window_owner()
-    recs = heldout.recordings[model].astype(np.float64)
-    limit = max(1, MAX_WINDOW_TRIALS // max(1, len(recs)))
-    if len(windows) > limit:
-        keep = np.sort(np.random.default_rng(seed).choice(len(windows), limit, replace=False))
-        windows, owner = windows[keep], owner[keep]
-    codes = np.unique(np.asarray(heldout.labels), return_inverse=True)[1]
-    return window_recording_trials(windows, owner, recs, codes, cohort, top_k)
-
-
-# --- cohort (adaptive s-norm) ------------------------------------------------------------------
-
-
-@dataclass
-class CohortResult:
-    info: CohortInfo
-    embeddings: np.ndarray
-
-
-def evaluate_cohort(
-    heldout_embeddings: np.ndarray,
-    labels: Sequence[str],
-    cohort: np.ndarray,
-    top_k: int,
-    data: str,
-) -> CohortResult:
-    """Held-out EER with raw cosines and with adaptive s-norm against ``cohort``.
-
-    The cohort is used (``info.used``) only when it lowers the EER.
-    """
-    k = max(1, min(int(top_k), len(cohort)))
-    e = l2_normalize(heldout_embeddings, axis=1).astype(np.float64)
-    genuine, impostor = recording_trials(e, labels)
-    eer_raw = equal_error_rate(genuine, impostor)[0]
-    stats = cohort_statistics(e, cohort, k)
-    normalised = adaptive_s_norm(e @ e.T, stats, stats)
-    codes = np.unique(np.asarray(labels), return_inverse=True)[1]
-    i, j = np.triu_indices(len(e), k=1)
-    same = codes[i] == codes[j]
-    scores = normalised[i, j]
-    eer_norm = equal_error_rate(scores[same], scores[~same])[0]
-    used = eer_norm < eer_raw - 1e-9
-    info = CohortInfo(
-        top_k=k,
-        size=len(cohort),
-        data=data,
-        eer_raw=eer_raw,
-        eer_normalised=eer_norm,
-        used=used,
-        file=COHORT_FILE if used else None,
-        thresholds=threshold_set(
-            scores[same], scores[~same], "recording-vs-recording", "adaptive-s-norm"
-        )
-        if used
-        else None,
-    )
-    return CohortResult(info, np.asarray(cohort, dtype=np.float32))
 
 
 # --- export ------------------------------------------------------------------------------------
@@ -198,6 +99,7 @@ class ExportOptions:
     edgetpu_compiler: str | None = None
     latency_runs: int = 200
     seed: int = 0
+    threshold_data: Sequence[str | Path] = ()  # more held-out folders (other channels)
     on_error: Literal["fail", "skip"] = "fail"
     progress: bool = False
     log: Callable[[str], None] = print
@@ -493,9 +395,19 @@ def _measure(
     compiled: CompilerResult | None,
 ) -> _Measured:
     """Thresholds and cohort with the deployed model, its latency, and each model's entry."""
-    thresholds = _thresholds(heldout, job.opts.seed)
+    extra = _threshold_heldouts(job, int8)
+    thresholds = strictest_thresholds(
+        [
+            heldout_thresholds(h, job.opts.seed, shown_path(Path(str(h.root))))
+            for h in (heldout, *extra)
+        ]
+    )
+    if extra:
+        job.opts.log(_threshold_report(thresholds))
     cohort = (
-        _cohort(job, heldout, int8) if job.opts.cohort and len(job.calib.recordings) >= 2 else None
+        _cohort(job, (heldout, *extra), int8)
+        if job.opts.cohort and len(job.calib.recordings) >= 2
+        else None
     )
     latency_stats = measure_latency(int8, runs=job.opts.latency_runs)
     latency = Latency(
@@ -512,19 +424,6 @@ def _measure(
     return _Measured(thresholds, cohort, latency, models, edgetpu, _parity(heldout))
 
 
-def _thresholds(heldout: HeldOutResult, seed: int) -> Thresholds:
-    """Thresholds with the deployed model, per recording and per window."""
-    rec_gen, rec_imp = recording_trials(heldout.recordings["int8"], heldout.labels)
-    win_gen, win_imp = window_trials(heldout, "int8", seed=seed)
-    return Thresholds(
-        data=str(heldout.root),
-        labels=len(set(heldout.labels)),
-        recordings=len(heldout.labels),
-        recording=threshold_set(rec_gen, rec_imp, "recording-vs-recording"),
-        window=threshold_set(win_gen, win_imp, "window-vs-recording"),
-    )
-
-
 def _cohort_embeddings(job: ExportJob, int8: TFLiteModel) -> np.ndarray:
     """The int8 model's recording embedding of each calibration recording, up to the cohort size."""
     window, hop = job.embedder.window, job.embedder.hop
@@ -538,23 +437,50 @@ def _cohort_embeddings(job: ExportJob, int8: TFLiteModel) -> np.ndarray:
     )
 
 
-def _cohort(job: ExportJob, heldout: HeldOutResult, int8: TFLiteModel) -> CohortInfo:
-    """The score-normalisation cohort, shipped (with its window thresholds) only when it helps."""
+def _threshold_heldouts(job: ExportJob, int8: TFLiteModel) -> list[HeldOutResult]:
+    """The int8 model's windows of each ``--threshold-data`` folder."""
+    found = []
+    for folder in job.opts.threshold_data:
+        job.opts.log(f"thresholds also on {folder}")
+        found.append(
+            measure_heldout(
+                job.embedder,
+                {"int8": int8.run},
+                folder,
+                on_error=job.opts.on_error,
+                progress=job.opts.progress,
+            )
+        )
+    return found
+
+
+def _threshold_report(thresholds: Thresholds) -> str:
+    """The combined window thresholds, for the export's log."""
+    rates = ", ".join(f"FMR {k}: {v:.4f}" for k, v in thresholds.window.at_fmr.items())
+    return f"window thresholds, the strictest over {thresholds.data}: {rates}"
+
+
+def _cohort(job: ExportJob, heldouts: Sequence[HeldOutResult], int8: TFLiteModel) -> CohortInfo:
+    """The score-normalisation cohort, shipped (with its window thresholds, the strictest over
+    the held-out folders) only when it helps on the reference held-out folder."""
+    heldout = heldouts[0]
     cohort_result = evaluate_cohort(
         heldout.recordings["int8"],
         heldout.labels,
         _cohort_embeddings(job, int8),
         job.opts.cohort_top_k,
-        str(job.calib.root),
+        shown_path(Path(str(job.calib.root))),
     )
     cohort_info = cohort_result.info
     if cohort_info.used:
         np.save(job.staging / COHORT_FILE, cohort_result.embeddings)
-        gen, imp = window_trials(
-            heldout, "int8", job.opts.seed, cohort_result.embeddings, cohort_info.top_k
-        )
-        window_set = threshold_set(gen, imp, "window-vs-recording", "adaptive-s-norm")
-        cohort_info = cohort_info.model_copy(update={"window_thresholds": window_set})
+        sets = []
+        for h in heldouts:
+            gen, imp = window_trials(
+                h, "int8", job.opts.seed, cohort_result.embeddings, cohort_info.top_k
+            )
+            sets.append(threshold_set(gen, imp, "window-vs-recording", "adaptive-s-norm"))
+        cohort_info = cohort_info.model_copy(update={"window_thresholds": strictest(sets)})
     job.opts.log(
         f"adaptive s-norm: held-out EER {100 * cohort_info.eer_raw:.2f}% raw, "
         f"{100 * cohort_info.eer_normalised:.2f}% normalised"
@@ -653,7 +579,7 @@ def _manifest(
         gate=_gate(report, job.opts),
         edgetpu=measured.edgetpu,
         calibration=Calibration(
-            data=str(job.calib.root),
+            data=shown_path(Path(str(job.calib.root))),
             windows=len(job.calib.features),
             recordings=len(job.calib.recordings),
             seed=job.opts.seed,
@@ -676,11 +602,11 @@ def _gate(report: GateReport, opts: ExportOptions) -> Gate:
 def _source(job: ExportJob) -> Source:
     config = job.embedder.config
     return Source(
-        checkpoint=str(job.model_path),
+        checkpoint=shown_path(job.model_path),
         sha256=sha256_file(job.model_path),
         recipe=config.name,
         epoch=job.embedder.epoch,
-        train_data=", ".join(str(p) for p in config.data.train),
+        train_data=", ".join(shown_path(Path(p)) for p in config.data.train),
     )
 
 
