@@ -155,7 +155,9 @@ DESCRIPTION = textwrap.dedent(
 def add_calibrate_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``calibrate`` to an ``argparse`` sub-parser collection; returns the new parser."""
     p = add_command(subparsers, "calibrate", help=HELP, description=DESCRIPTION)
-    add_runtime_inputs(p, config_help="runtime config (YAML): rule, gate, gallery")
+    add_runtime_inputs(
+        p, "runtime config (YAML): rule, gate, gallery", bundle_help="bundle directory"
+    )
     p.add_argument(
         "--background",
         required=True,

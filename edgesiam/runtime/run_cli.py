@@ -74,11 +74,15 @@ DESCRIPTION = textwrap.dedent(
 )
 
 
-def add_runtime_inputs(parser: Any, config_help: str = "runtime config (YAML)") -> None:
+def add_runtime_inputs(
+    parser: Any,
+    config_help: str = "runtime config (YAML)",
+    bundle_help: str = "bundle directory (from edgesiam export)",
+) -> None:
     """``--config``, ``--bundle`` and ``--gallery``: what a verb that runs the device pipeline
     reads (``run``, ``calibrate``); the flags override the config's keys."""
     parser.add_argument("--config", metavar="CFG", help=config_help)
-    parser.add_argument("--bundle", metavar="DIR", help="bundle directory (from edgesiam export)")
+    parser.add_argument("--bundle", metavar="DIR", help=bundle_help)
     parser.add_argument("--gallery", metavar="FILE", help="enrolled gallery (.npz)")
 
 
