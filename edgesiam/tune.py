@@ -61,12 +61,12 @@ from edgesiam.train.checkpoint import (
 from edgesiam.train.config import TrainConfig
 from edgesiam.train.encoder import Conv1dEncoder
 from edgesiam.train.loop import (
-    _pick_device,
-    _seed_everything,
     build_augment,
     embed_recordings,
     make_optimizer,
+    pick_device,
     sampler_batch_size,
+    seed_everything,
 )
 from edgesiam.train.objectives import build_objective
 from edgesiam.train.windows import RecordingSet, pool_datasets
@@ -540,8 +540,8 @@ def _setup(
 ) -> tuple[_Steps, Callable[[], float]]:
     """The model from the source's weights, its objective, optimiser and batches, and the
     validation score (recordings of the validation part against enrolled fit recordings)."""
-    device = _pick_device(config.device)
-    _seed_everything(config.seed)  # the P×K sampler draws from numpy's global generator
+    device = pick_device(config.device)
+    seed_everything(config.seed)  # the P×K sampler draws from numpy's global generator
     rng = np.random.default_rng(config.seed)
     window, hop = int(source["window"]), int(source["hop"])
     frontend: FrontEnd = frontend_from_state(frontend_from_torch(source["frontend"]))

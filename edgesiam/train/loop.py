@@ -100,7 +100,7 @@ def _setup_distributed(device_kind: str) -> Distributed:
     return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
 
 
-def _pick_device(choice: str) -> str:
+def pick_device(choice: str) -> str:
     if choice == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device: cuda was asked for, but torch sees no CUDA device")
     if choice == "auto":
@@ -156,7 +156,7 @@ def sampler_batch_size(classes: int, m_per_class: int, batch_size: int) -> int:
     return min(batch_size, classes * m_per_class)  # both are multiples of m_per_class
 
 
-def _seed_everything(seed: int) -> None:
+def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -329,7 +329,7 @@ class _Run:
 
 
 def _start(config: TrainConfig, progress: bool, log: Callable[[str], None]) -> _Run:
-    device = _pick_device(config.device)
+    device = pick_device(config.device)
     ddp = _setup_distributed(device)
     if device == "cuda":
         torch.cuda.set_device(ddp.local_rank)
@@ -707,7 +707,7 @@ def train(
 ) -> TrainResult:
     """Train the recipe's encoder into ``output`` (``best.pt``, ``last.pt``, ``history.json``)."""
     run = _start(config, progress, log)
-    _seed_everything(config.seed + run.ddp.rank)
+    seed_everything(config.seed + run.ddp.rank)
     rng = np.random.default_rng(config.seed + 1000 * run.ddp.rank)
     data = _load_data(config, run)
     parts = _build(config, data, run)

@@ -254,7 +254,7 @@ def _drop_small(clips: list[Clip]) -> tuple[list[Clip], list[str]]:
     return [c for c in clips if counts[c.label] >= MIN_PER_LABEL], small
 
 
-def _process(audio: np.ndarray) -> np.ndarray:
+def trim_event(audio: np.ndarray) -> np.ndarray:
     trimmed = trim_silence(audio, TARGET_RATE, threshold_db=-60.0, keep_s=0.01)
     return fit_length(trimmed, TARGET_RATE, MAX_SECONDS)
 
@@ -296,7 +296,7 @@ def prepare(root: Path, out: Path) -> RecipeSummary:
     writer = SplitWriter(out)
     # Too-small labels are judged before conversion (a silent file can still shrink one below 3).
     clips, small = _drop_small(clips)
-    writer.convert(clips, _process, desc="events", min_seconds=0.02)
+    writer.convert(clips, trim_event, desc="events", min_seconds=0.02)
     _remove_small_written(out, notes)
     splits = writer.finish()
 

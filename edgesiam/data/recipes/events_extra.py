@@ -42,7 +42,7 @@ from edgesiam.data.recipes.audio_common import (
     slug,
 )
 from edgesiam.data.recipes.base import Recipe, RecipeSummary
-from edgesiam.data.recipes.events import MAX_SECONDS, _process, remove_small_labels
+from edgesiam.data.recipes.events import MAX_SECONDS, remove_small_labels, trim_event
 from edgesiam.data.recipes.speech_extra import DIGIT, NARRATION, STAMPS
 
 NAME = "events-extra"
@@ -155,7 +155,7 @@ def prepare(root: Path, out: Path) -> RecipeSummary:
     clips, duplicates = dedup(clips)
     clips, singles = keep_test_classes(clips)
     writer = SplitWriter(out, splits=SPLITS)
-    writer.convert(clips, _process, desc=NAME, min_seconds=0.02)
+    writer.convert(clips, trim_event, desc=NAME, min_seconds=0.02)
     removed = remove_small_labels(out, ("test",), MIN_TEST_CLIPS)
     splits = writer.finish()
     labels = {s: sorted(p.name for p in (out / s).iterdir() if p.is_dir()) for s in SPLITS}

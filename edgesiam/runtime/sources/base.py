@@ -135,13 +135,13 @@ class _StoppableSource:
         bundle's channels."""
         self.channels = int(channels or fmt.stream_channels)
         self.sample_rate = float(sample_rate or fmt.sample_rate)
-        _check_channels(self.channels, fmt, where)
+        check_channels(self.channels, fmt, where)
 
     def _resampled_from(self, rate: float, fmt: StreamFormat, chunk_s: float) -> int:
         """Resample this source's ``rate`` to the bundle's (``self._rate``); returns the frames of
         a ``chunk_s`` chunk at ``rate``."""
         self._rate = _ToBundleRate(rate, fmt, self.channels, self.description)
-        return _chunk_samples(chunk_s, rate)
+        return chunk_samples(chunk_s, rate)
 
     def _in_bundle_units(self, chunk: Float32Array) -> Float32Array:
         return chunk if self._units is None else self._units(chunk)
@@ -162,7 +162,7 @@ class _StoppableSource:
             )
 
 
-def _check_channels(channels: int, fmt: StreamFormat, where: str, hint: str = "") -> None:
+def check_channels(channels: int, fmt: StreamFormat, where: str, hint: str = "") -> None:
     if channels != fmt.stream_channels:
         wanted = "mono audio (1 channel)" if fmt.modality == "audio" else f"{fmt.channels} channels"
         raise ConfigError(
@@ -170,7 +170,7 @@ def _check_channels(channels: int, fmt: StreamFormat, where: str, hint: str = ""
         )
 
 
-def _chunk_samples(chunk_s: float, rate: float) -> int:
+def chunk_samples(chunk_s: float, rate: float) -> int:
     return max(1, round(chunk_s * rate))
 
 

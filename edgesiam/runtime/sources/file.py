@@ -15,9 +15,9 @@ from edgesiam.runtime.sources.base import (
     SENSOR_SUFFIXES,
     Float32Array,
     StreamFormat,
-    _check_channels,
-    _chunk_samples,
     _StoppableSource,
+    check_channels,
+    chunk_samples,
 )
 
 __all__ = ["FileSource"]
@@ -59,7 +59,7 @@ class FileSource(_StoppableSource):
                     f"give a {' or '.join(SENSOR_SUFFIXES)} recording"
                 )
             self._native_rate = self._probe_audio()
-            self._chunk = _chunk_samples(chunk_s, self._native_rate)
+            self._chunk = chunk_samples(chunk_s, self._native_rate)
             self._sensor: Float32Array | None = None
         elif suffix in SENSOR_SUFFIXES:
             if fmt.modality != "sensor":
@@ -71,9 +71,9 @@ class FileSource(_StoppableSource):
 
             spec = SensorSpec(fmt.sample_rate, None, fmt.channel_names, fmt.channel_units)
             data = read_recording_for(self.path, spec, units=units, setting=_UNITS_SETTING)
-            _check_channels(data.shape[1], fmt, str(self.path), " (one column per channel)")
+            check_channels(data.shape[1], fmt, str(self.path), " (one column per channel)")
             self._sensor = data
-            self._chunk = _chunk_samples(chunk_s, self.sample_rate)
+            self._chunk = chunk_samples(chunk_s, self.sample_rate)
         else:
             raise DataError(
                 f"unknown file type {suffix!r}; expected one of "

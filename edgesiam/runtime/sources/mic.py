@@ -13,8 +13,8 @@ from edgesiam.extras import import_extra
 from edgesiam.runtime.sources.base import (
     Float32Array,
     StreamFormat,
-    _check_channels,
     _StoppableSource,
+    check_channels,
     log,
 )
 
@@ -51,7 +51,7 @@ class MicSource(_StoppableSource):
         self.fmt = fmt
         self.sample_rate = float(fmt.sample_rate)
         self.channels = int(channels)
-        _check_channels(self.channels, fmt, self.description)
+        check_channels(self.channels, fmt, self.description)
         self.device = device
         self._sd = _import_sounddevice()
         self.capture_rate = self._capture_rate(sample_rate)

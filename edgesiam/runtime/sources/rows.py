@@ -70,7 +70,7 @@ def parse_csv_row(line: str, channels: int, allow_header: bool = True) -> Float3
     text = line.strip()
     if not text:
         return None
-    fields = _csv_fields(text)
+    fields = csv_fields(text)
     try:
         values = [float(f) for f in fields]
     except ValueError:
@@ -83,7 +83,7 @@ def parse_csv_row(line: str, channels: int, allow_header: bool = True) -> Float3
         return np.array(values, dtype=np.float32)
 
 
-def _csv_fields(text: str) -> list[str]:
+def csv_fields(text: str) -> list[str]:
     for sep in (",", ";", "\t"):
         if sep in text:
             return [f.strip() for f in text.split(sep)]

@@ -13,11 +13,11 @@ from edgesiam.extras import import_extra
 from edgesiam.runtime.sources.base import (
     Float32Array,
     StreamFormat,
-    _chunk_samples,
     _StoppableSource,
+    chunk_samples,
     log,
 )
-from edgesiam.runtime.sources.rows import _csv_fields, parse_csv_row
+from edgesiam.runtime.sources.rows import csv_fields, parse_csv_row
 
 __all__ = ["SerialSource"]
 
@@ -48,7 +48,7 @@ class SerialSource(_StoppableSource):
         self._sensor_shape(fmt, channels, sample_rate, self.description)
         self._convert_units(fmt, units, self.sample_rate)
         self._names = fmt.channel_names
-        self._chunk = _chunk_samples(chunk_s, self.sample_rate)
+        self._chunk = chunk_samples(chunk_s, self.sample_rate)
         if stream is None:
             serial = import_extra("serial", "serial", package="pyserial")
             try:
@@ -66,7 +66,7 @@ class SerialSource(_StoppableSource):
                 line = self._stream.readline()
                 if line:
                     text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
-                    width = self.channels if order is None else len(_csv_fields(text.strip()))
+                    width = self.channels if order is None else len(csv_fields(text.strip()))
                     try:
                         row = parse_csv_row(text, width, allow_header=not started)
                     except DataError as exc:
@@ -74,7 +74,7 @@ class SerialSource(_StoppableSource):
                         row = None
                     else:
                         if row is None and not started and text.strip():
-                            order = self._header_order(_csv_fields(text.strip()))
+                            order = self._header_order(csv_fields(text.strip()))
                         started = started or row is not None
                     if row is not None:
                         rows.append(row if order is None else row[order])

@@ -22,9 +22,9 @@ from edgesiam.errors import DataError
 from edgesiam.runtime.sources.base import (
     Float32Array,
     StreamFormat,
-    _check_channels,
     _StoppableSource,
     _ToBundleRate,
+    check_channels,
     log,
 )
 
@@ -155,7 +155,7 @@ class StdinSource(_StoppableSource):
             if fmt.modality == "audio"
             else ""
         )
-        _check_channels(self.channels, fmt, "stdin", hint)
+        check_channels(self.channels, fmt, "stdin", hint)
         self._chunk_frames = self._resampled_from(self.input_rate, fmt, chunk_s)
         self._convert_units(fmt, units, self.sample_rate)
         self._stream = stream
