@@ -90,8 +90,10 @@ def _block_spec(block: Any, skip: bool) -> ConvSpec:
     norm = block.norm
     if any(c.padding_mode != "zeros" for c in (conv, spatial)) or conv.groups != 1:
         raise ModelError("only plain zero-padded convolutions can be exported")
-    if depthwise is not None and depthwise.groups != depthwise.in_channels:
-        raise ModelError("a separable block's first convolution must be depthwise")
+    if depthwise is not None and (
+        depthwise.groups != depthwise.in_channels or depthwise.bias is not None
+    ):
+        raise ModelError("a separable block must start with a bias-free depthwise convolution")
     if not norm.track_running_stats or norm.running_mean is None:
         raise ModelError("BatchNorm without running statistics cannot be folded for export")
     weight, bias = fold_batchnorm(
@@ -103,8 +105,6 @@ def _block_spec(block: Any, skip: bool) -> ConvSpec:
         float(norm.eps),
         _numpy(conv.bias) if conv.bias is not None else None,
     )
-    if depthwise is not None and depthwise.bias is not None:
-        raise ModelError("a separable block's depthwise convolution must have no bias")
     return ConvSpec(
         kernel=weight.transpose(2, 1, 0).astype(np.float32),
         bias=bias.astype(np.float32),
@@ -230,7 +230,6 @@ def build_keras_mirror(spec: MirrorSpec, time_steps: int, l2_in_model: bool = Tr
     h = inputs
     if spec.input_norm == "mean":
         h = CentreOverTime(name="centre")(h)
-
     for i, conv in enumerate(spec.convs):
         h = _mirror_block(keras, Subsample, h, conv, i)
     if spec.pooling == "stats":
