@@ -67,6 +67,18 @@ def test_type_field_selects_the_variant() -> None:
         ({"sampler": {"batch_size": 30, "m_per_class": 4}}, "multiple of m_per_class"),
         ({"encoder": {"channels": [8, 8], "kernel_sizes": [3]}}, "one entry per block"),
         ({"encoder": {"kernel_sizes": [4, 3, 3, 3]}}, "odd"),
+        (
+            {
+                "encoder": {
+                    "channels": [8],
+                    "kernel_sizes": [3],
+                    "strides": [1],
+                    "dilations": [1],
+                    "separable": True,
+                }
+            },
+            r"encoder: .*separable applies to the blocks after the first",
+        ),
         ({"augment": {"type": "imu"}}, "does not apply to audio"),
     ],
 )

@@ -7,7 +7,9 @@ torch's symmetric padding becomes ZeroPadding1D + a 'valid' Conv1D (TFLite's SAM
 from torch's at stride 2), the ReLU is fused, the mean over time is GlobalAveragePooling1D, the
 projection is a Dense layer and the L2 normalisation is ``tf.math.l2_normalize`` (Keras'
 ``UnitNormalization`` lowers to float SQUARE/SUM/RSQRT ops with a DEQUANTIZE; this one lowers to
-the int8 L2_NORMALIZATION op). Dropout is the identity at inference and is left out.
+the int8 L2_NORMALIZATION op). Dropout is the identity at inference and is left out. A
+depthwise-separable block becomes a bias-free DepthwiseConv1D (DEPTHWISE_CONV_2D) followed by a
+1×1 Conv1D (CONV_2D) that carries the folded BatchNorm and the ReLU.
 
 The mirror's input is channels-last ``(T, C_in)`` with a fixed batch of 1 (the Edge TPU wants
 static shapes); features ``(B, C_in, T)`` are transposed to ``(B, T, C_in)`` before they go in.
@@ -34,6 +36,9 @@ class ConvSpec:
     dilation: int
     padding: int
     residual: bool = False  # the block's input is added to its output (ADD)
+    # separable: the depthwise kernel ``(K, C_in, 1)`` that stride, dilation and padding belong
+    # to; ``kernel`` is then the 1×1 pointwise one ``(1, C_in, C_out)``
+    depthwise: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -77,35 +82,46 @@ def _numpy(t: Any) -> np.ndarray:
     return np.asarray(t.detach().cpu().double().numpy())
 
 
+def _block_spec(block: Any, skip: bool) -> ConvSpec:
+    """One torch ``ConvBlock`` (full or depthwise-separable) as a folded ``ConvSpec``."""
+    depthwise = getattr(block.conv, "depthwise", None)
+    conv = block.conv.pointwise if depthwise is not None else block.conv
+    spatial = depthwise if depthwise is not None else conv
+    norm = block.norm
+    if any(c.padding_mode != "zeros" for c in (conv, spatial)) or conv.groups != 1:
+        raise ModelError("only plain zero-padded convolutions can be exported")
+    if depthwise is not None and (
+        depthwise.groups != depthwise.in_channels or depthwise.bias is not None
+    ):
+        raise ModelError("a separable block must start with a bias-free depthwise convolution")
+    if not norm.track_running_stats or norm.running_mean is None:
+        raise ModelError("BatchNorm without running statistics cannot be folded for export")
+    weight, bias = fold_batchnorm(
+        _numpy(conv.weight),
+        _numpy(norm.running_mean),
+        _numpy(norm.running_var),
+        _numpy(norm.weight) if norm.affine else np.ones(conv.out_channels),
+        _numpy(norm.bias) if norm.affine else np.zeros(conv.out_channels),
+        float(norm.eps),
+        _numpy(conv.bias) if conv.bias is not None else None,
+    )
+    return ConvSpec(
+        kernel=weight.transpose(2, 1, 0).astype(np.float32),
+        bias=bias.astype(np.float32),
+        stride=int(spatial.stride[0]),
+        dilation=int(spatial.dilation[0]),
+        padding=int(spatial.padding[0]),
+        residual=bool(skip),
+        depthwise=None
+        if depthwise is None
+        else _numpy(depthwise.weight).transpose(2, 0, 1).astype(np.float32),
+    )
+
+
 def mirror_spec(encoder: Any) -> MirrorSpec:
     """Read a torch ``Conv1dEncoder`` (in eval mode or not: BatchNorm uses running statistics)."""
-    convs: list[ConvSpec] = []
     skips = getattr(encoder, "skips", [False] * len(encoder.blocks))
-    for block, skip in zip(encoder.blocks, skips, strict=True):
-        conv, norm = block.conv, block.norm
-        if conv.padding_mode != "zeros" or conv.groups != 1:
-            raise ModelError("only plain zero-padded convolutions can be exported")
-        if not norm.track_running_stats or norm.running_mean is None:
-            raise ModelError("BatchNorm without running statistics cannot be folded for export")
-        weight, bias = fold_batchnorm(
-            _numpy(conv.weight),
-            _numpy(norm.running_mean),
-            _numpy(norm.running_var),
-            _numpy(norm.weight) if norm.affine else np.ones(conv.out_channels),
-            _numpy(norm.bias) if norm.affine else np.zeros(conv.out_channels),
-            float(norm.eps),
-            _numpy(conv.bias) if conv.bias is not None else None,
-        )
-        convs.append(
-            ConvSpec(
-                kernel=weight.transpose(2, 1, 0).astype(np.float32),
-                bias=bias.astype(np.float32),
-                stride=int(conv.stride[0]),
-                dilation=int(conv.dilation[0]),
-                padding=int(conv.padding[0]),
-                residual=bool(skip),
-            )
-        )
+    convs = [_block_spec(block, skip) for block, skip in zip(encoder.blocks, skips, strict=True)]
     projection = encoder.projection
     return MirrorSpec(
         in_channels=int(encoder.in_channels),
@@ -132,6 +148,48 @@ def import_tensorflow() -> tuple[Any, Any]:
             f"{keras.backend.backend()!r}: unset KERAS_BACKEND"
         )
     return tf, keras
+
+
+def _strided(
+    h: Any, layer: Any, weights: list[np.ndarray], stride: int, subsample: Any, i: int
+) -> Any:
+    """Apply ``layer`` with its weights set, then take the stride it could not."""
+    h = layer(h)
+    layer.set_weights(weights)
+    if layer.strides[0] != stride:
+        h = subsample(stride, name=f"stride{i}")(h)
+    return h
+
+
+def _mirror_block(keras: Any, subsample: Any, h: Any, conv: ConvSpec, i: int) -> Any:
+    """Block ``i``: torch padding, the (depthwise + pointwise, or full) convolution with the
+    folded BatchNorm and fused ReLU, and the residual ADD."""
+    block_input = h
+    if conv.padding:
+        h = keras.layers.ZeroPadding1D(conv.padding, name=f"pad{i}")(h)
+    # Keras refuses stride > 1 together with dilation > 1: convolve densely, then subsample.
+    window = {
+        "strides": conv.stride if conv.dilation == 1 else 1,
+        "dilation_rate": conv.dilation,
+        "padding": "valid",
+    }
+    out = conv.kernel.shape[2]
+    if conv.depthwise is not None:
+        depthwise = keras.layers.DepthwiseConv1D(
+            conv.depthwise.shape[0], use_bias=False, name=f"depthwise{i}", **window
+        )
+        h = _strided(h, depthwise, [conv.depthwise], conv.stride, subsample, i)
+        layer = keras.layers.Conv1D(out, 1, activation="relu", name=f"conv{i}")
+        stride = 1
+    else:
+        layer = keras.layers.Conv1D(
+            out, conv.kernel.shape[0], activation="relu", name=f"conv{i}", **window
+        )
+        stride = conv.stride
+    h = _strided(h, layer, [conv.kernel, conv.bias], stride, subsample, i)
+    if conv.residual:
+        h = keras.layers.Add(name=f"residual{i}")([block_input, h])
+    return h
 
 
 def build_keras_mirror(spec: MirrorSpec, time_steps: int, l2_in_model: bool = True) -> Any:
@@ -173,26 +231,7 @@ def build_keras_mirror(spec: MirrorSpec, time_steps: int, l2_in_model: bool = Tr
     if spec.input_norm == "mean":
         h = CentreOverTime(name="centre")(h)
     for i, conv in enumerate(spec.convs):
-        block_input = h
-        if conv.padding:
-            h = keras.layers.ZeroPadding1D(conv.padding, name=f"pad{i}")(h)
-        # Keras refuses stride > 1 together with dilation > 1: convolve densely, then subsample.
-        fused_stride = conv.stride if conv.dilation == 1 else 1
-        layer = keras.layers.Conv1D(
-            conv.kernel.shape[2],
-            conv.kernel.shape[0],
-            strides=fused_stride,
-            dilation_rate=conv.dilation,
-            padding="valid",
-            activation="relu",
-            name=f"conv{i}",
-        )
-        h = layer(h)
-        layer.set_weights([conv.kernel, conv.bias])
-        if fused_stride != conv.stride:
-            h = Subsample(conv.stride, name=f"stride{i}")(h)
-        if conv.residual:
-            h = keras.layers.Add(name=f"residual{i}")([block_input, h])
+        h = _mirror_block(keras, Subsample, h, conv, i)
     if spec.pooling == "stats":
         h = StatsPool(name="stats")(h)
     else:

@@ -130,6 +130,13 @@ class EncoderConfig(StrictModel):
         description="add each block's input to its output where the block keeps its width and "
         "stride 1 (residual connections: deeper stacks train better)",
     )
+    separable: bool = Field(
+        False,
+        description="make every block after the first depthwise-separable: a per-channel "
+        "convolution with the block's kernel, stride and dilation, then a 1×1 convolution to its "
+        "output channels (about K times fewer weights, so wider or deeper stacks fit the int8 "
+        "budget); the first block stays a full convolution over the input features",
+    )
 
     @model_validator(mode="after")
     def _same_lengths(self) -> EncoderConfig:
@@ -149,6 +156,12 @@ class EncoderConfig(StrictModel):
         if any(k % 2 == 0 for k in self.kernel_sizes):
             raise ValueError(
                 f"kernel sizes must be odd (symmetric padding), got {self.kernel_sizes}"
+            )
+        if self.separable and len(self.channels) < 2:
+            raise ValueError(
+                "separable applies to the blocks after the first, and this encoder has one "
+                "block: add blocks to channels, kernel_sizes, strides and dilations, or set "
+                "separable: false"
             )
         return self
 

@@ -3,8 +3,9 @@ construction, not by copying).
 
 Only ops that convert to a clean int8 TFLite graph are used: optionally each input channel's mean
 over time subtracted (MEAN, SUB), Conv1d with symmetric zero padding (a TFLite CONV_2D after a PAD),
-BatchNorm (folded into the convolution on export), ReLU, optionally a residual connection around a
-block that keeps its width and length (ADD), a mean over time, optionally with each channel's
+optionally depthwise-separable after the first block (a per-channel DEPTHWISE_CONV_2D, then a 1×1
+CONV_2D), BatchNorm (folded into the convolution on export), ReLU, optionally a residual connection
+around a block that keeps its width and length (ADD), a mean over time, optionally with each channel's
 spread around it beside it (statistics pooling: MEAN, SUB, RELU, CONCATENATION), a linear
 projection and L2 normalisation.
 
@@ -26,8 +27,49 @@ from torch import nn
 from edgesiam.train.config import EncoderConfig
 
 
+def _same_conv(
+    in_channels: int, out_channels: int, kernel_size: int, stride: int, dilation: int, groups: int
+) -> nn.Conv1d:
+    """A bias-free Conv1d with torch's symmetric zero padding: 'same' length at stride 1."""
+    return nn.Conv1d(
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=stride,
+        padding=dilation * (kernel_size - 1) // 2,
+        dilation=dilation,
+        groups=groups,
+        bias=False,
+    )
+
+
+class SeparableConv1d(nn.Module):
+    """Depthwise Conv1d (one filter per input channel) → pointwise 1×1 Conv1d, both bias-free.
+
+    The same receptive field and output shape as a full convolution for ``C_in·K + C_in·C_out``
+    weights instead of ``C_in·C_out·K``: the bytes saved buy width or depth within the int8
+    budget.
+
+    >>> SeparableConv1d(32, 64, kernel_size=3, stride=2, dilation=1)(torch.randn(4, 32, 128)).shape
+    torch.Size([4, 64, 64])
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, stride: int, dilation: int
+    ) -> None:
+        super().__init__()
+        self.depthwise = _same_conv(
+            in_channels, in_channels, kernel_size, stride, dilation, groups=in_channels
+        )
+        self.pointwise = _same_conv(in_channels, out_channels, 1, 1, 1, groups=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.pointwise(self.depthwise(x))
+        return out
+
+
 class ConvBlock(nn.Module):
-    """Conv1d → BatchNorm → ReLU, 'same' length at stride 1 (symmetric padding).
+    """Conv1d (full, or depthwise-separable) → BatchNorm → ReLU, 'same' length at stride 1.
 
     >>> ConvBlock(6, 32, kernel_size=3, stride=2)(torch.randn(4, 6, 128)).shape
     torch.Size([4, 32, 64])
@@ -40,16 +82,13 @@ class ConvBlock(nn.Module):
         kernel_size: int,
         stride: int = 1,
         dilation: int = 1,
+        separable: bool = False,
     ) -> None:
         super().__init__()
-        self.conv = nn.Conv1d(
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride=stride,
-            padding=dilation * (kernel_size - 1) // 2,
-            dilation=dilation,
-            bias=False,
+        self.conv: nn.Conv1d | SeparableConv1d = (
+            SeparableConv1d(in_channels, out_channels, kernel_size, stride, dilation)
+            if separable
+            else _same_conv(in_channels, out_channels, kernel_size, stride, dilation, groups=1)
         )
         self.norm = nn.BatchNorm1d(out_channels)
 
@@ -93,19 +132,26 @@ class Conv1dEncoder(nn.Module):
         input_norm: str = "none",
         pooling: str = "mean",
         residual: bool = False,
+        separable: bool = False,
     ) -> None:
         super().__init__()
         if input_norm not in ("none", "mean"):
             raise ValueError(f"input_norm must be 'none' or 'mean', got {input_norm!r}")
         if pooling not in ("mean", "stats"):
             raise ValueError(f"pooling must be 'mean' or 'stats', got {pooling!r}")
+        if separable and len(channels) < 2:
+            raise ValueError(
+                "separable needs at least two blocks: the first block stays a full convolution"
+            )
         self.input_norm = input_norm
         self.pooling = pooling
         blocks: list[nn.Module] = []
         skips: list[bool] = []
         width = in_channels
-        for out, k, s, d in zip(channels, kernel_sizes, strides, dilations, strict=True):
-            blocks.append(ConvBlock(width, out, k, s, d))
+        for i, (out, k, s, d) in enumerate(
+            zip(channels, kernel_sizes, strides, dilations, strict=True)
+        ):
+            blocks.append(ConvBlock(width, out, k, s, d, separable=separable and i > 0))
             skips.append(residual and out == width and s == 1)
             width = out
         self.blocks = nn.Sequential(*blocks)
@@ -129,6 +175,7 @@ class Conv1dEncoder(nn.Module):
             config.input_norm,
             config.pooling,
             config.residual,
+            config.separable,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

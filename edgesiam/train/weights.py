@@ -143,12 +143,17 @@ def _identity_norm(norm: torch.nn.BatchNorm1d, bias: np.ndarray) -> None:
 
 def encoder_from_float_tflite(path: Path, config: TrainConfig, in_channels: int) -> Conv1dEncoder:
     """The torch encoder of an exported ``model_float32.tflite`` (BatchNorm as the identity)."""
+    if config.encoder.separable:
+        raise ModelError(
+            f"{path}: weights are recovered only for full convolutions, and the recipe sets "
+            "encoder.separable (a separable bundle carries its weights from export)"
+        )
     encoder = Conv1dEncoder.from_config(in_channels, config.encoder)
     constants = _constants(path)
     width = in_channels
     with torch.no_grad():
         for i, block in enumerate(encoder.blocks):
-            assert isinstance(block, ConvBlock)
+            assert isinstance(block, ConvBlock) and isinstance(block.conv, torch.nn.Conv1d)
             out, k = int(block.conv.out_channels), int(block.conv.kernel_size[0])
             kernel = _find(constants, rf"/conv{i}(_\d+)?/convolution$", (out, 1, k, width))
             bias = _find(constants, rf"/conv{i}(_\d+)?/BiasAdd", (out,))

@@ -4,7 +4,12 @@ import pytest
 import torch
 
 from edgesiam.train.config import EncoderConfig, TrainConfig
-from edgesiam.train.encoder import Conv1dEncoder, parameter_count
+from edgesiam.train.encoder import (
+    Conv1dEncoder,
+    ConvBlock,
+    SeparableConv1d,
+    parameter_count,
+)
 from edgesiam.train.objectives import build_objective
 
 
@@ -130,3 +135,74 @@ def test_residual_connections_only_where_width_and_length_are_kept() -> None:
 def test_unknown_pooling_is_refused() -> None:
     with pytest.raises(ValueError, match="pooling"):
         Conv1dEncoder(4, [8], [3], [1], [1], 4, pooling="max")
+
+
+SPEAKER_LIKE = dict(
+    channels=[64, 96, 128, 128],
+    kernel_sizes=[5, 3, 3, 3],
+    strides=[2, 2, 1, 1],
+    dilations=[1, 1, 2, 4],
+    embedding_dim=64,
+)
+
+
+def test_separable_replaces_every_block_but_the_first_and_costs_fewer_weights() -> None:
+    full = Conv1dEncoder(40, **SPEAKER_LIKE, residual=True)
+    separable = Conv1dEncoder(40, **SPEAKER_LIKE, residual=True, separable=True)
+    kinds = [type(b.conv) for b in separable.blocks]
+    assert kinds == [torch.nn.Conv1d] + [SeparableConv1d] * 3
+    assert separable.skips == full.skips == [False, False, False, True]
+    x = torch.randn(3, 40, 98)
+    with torch.no_grad():
+        h_full, h_sep = x, x
+        for a, b in zip(full.blocks, separable.blocks, strict=True):
+            h_full, h_sep = a(h_full), b(h_sep)
+            assert h_sep.shape == h_full.shape
+        assert separable.eval()(x).shape == (3, 64)
+    # per separable block: C_in·K (depthwise) + C_in·C_out (pointwise) instead of C_in·C_out·K
+    saved = sum(
+        cin * cout * k - (cin * k + cin * cout)
+        for cin, cout, k in ((64, 96, 3), (96, 128, 3), (128, 128, 3))
+    )
+    assert parameter_count(full) - parameter_count(separable) == saved
+    assert parameter_count(separable) < parameter_count(full)
+
+
+def test_separable_block_is_a_full_conv_with_a_factorised_kernel() -> None:
+    """Depthwise then pointwise equals one convolution whose kernel is pointwise × depthwise."""
+    torch.manual_seed(0)
+    sep = ConvBlock(6, 10, kernel_size=3, stride=2, dilation=2, separable=True).eval()
+    full = ConvBlock(6, 10, kernel_size=3, stride=2, dilation=2).eval()
+    assert isinstance(sep.conv, SeparableConv1d)
+    with torch.no_grad():
+        depthwise = sep.conv.depthwise.weight[:, 0, :]  # (C_in, K)
+        pointwise = sep.conv.pointwise.weight[:, :, 0]  # (C_out, C_in)
+        full.conv.weight.copy_(pointwise[:, :, None] * depthwise[None, :, :])
+        full.norm.load_state_dict(sep.norm.state_dict())
+        x = torch.randn(4, 6, 33)
+        torch.testing.assert_close(sep(x), full(x), atol=1e-5, rtol=0)
+    assert sep.conv.depthwise.groups == 6 and sep.conv.depthwise.bias is None
+
+
+def test_separable_is_off_by_default_and_keeps_the_checkpoint_layout() -> None:
+    """Existing recipes, checkpoints and bundles load unchanged: same blocks, same state keys."""
+    config = EncoderConfig()
+    assert config.separable is False
+    enc = Conv1dEncoder.from_config(40, config)
+    assert all(type(b.conv) is torch.nn.Conv1d for b in enc.blocks)
+    assert "blocks.1.conv.weight" in enc.state_dict()
+    sep = Conv1dEncoder.from_config(40, EncoderConfig(separable=True))
+    keys = set(sep.state_dict())
+    assert {
+        "blocks.0.conv.weight",
+        "blocks.1.conv.depthwise.weight",
+        "blocks.1.conv.pointwise.weight",
+    } <= keys
+    assert "blocks.1.conv.weight" not in keys
+
+
+def test_separable_needs_a_block_after_the_first() -> None:
+    with pytest.raises(ValueError, match="separable"):
+        Conv1dEncoder(4, [8], [3], [1], [1], 4, separable=True)
+    with pytest.raises(ValueError, match="separable applies to the blocks after the first"):
+        EncoderConfig(channels=[8], kernel_sizes=[3], strides=[1], dilations=[1], separable=True)

@@ -96,3 +96,20 @@ def test_weights_are_recovered_from_the_float_model_of_a_bundle_without_them(
     trained = load_checkpoint(tiny_audio_model)["model"]
     # BatchNorm is folded into the convolution: the weights differ, the function does not
     assert set(recovered) == set(trained)
+
+
+def test_weights_of_a_separable_recipe_are_not_guessed_from_a_float_model(tmp_path: Path) -> None:
+    from edgesiam.errors import ModelError
+    from edgesiam.train.weights import encoder_from_float_tflite
+
+    config = TrainConfig.model_validate(
+        {
+            "name": "t",
+            "modality": "sensor",
+            "data": {"train": "x", "window_s": 1, "hop_s": 1},
+            "frontend": {"type": "sensor"},
+            "encoder": {"separable": True},
+        }
+    )
+    with pytest.raises(ModelError, match=r"encoder\.separable"):
+        encoder_from_float_tflite(tmp_path / "model_float32.tflite", config, 6)
