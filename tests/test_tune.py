@@ -20,7 +20,7 @@ from edgesiam.export.gate import Check, GateReport
 from edgesiam.model.bundle import load_manifest
 from edgesiam.train.weights import source_from_bundle
 from edgesiam.tune import export_with_retries, refuse_overlap, split_recordings
-from tests.conftest import make_motion, write_audio_dataset
+from tests.support.signals import make_motion, write_audio_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 MOTION_BUNDLE = ROOT / "export" / "motion"

@@ -22,9 +22,10 @@ import soundfile as sf
 
 from edgesiam.mqtt.contract import Topics
 from edgesiam.mqtt.homeassistant import discovery_messages
-from tests.conftest import make_motion, make_voice
-from tests.dashboard.conftest import ARTIFACTS, Dashboard, event_payload, publisher
+from tests.support.dashboard import Dashboard, event_payload, publisher
 from tests.support.mqtt import wait_until
+from tests.support.paths import ARTIFACTS
+from tests.support.signals import make_motion, make_voice
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEAKER = ROOT / "export" / "speaker"

@@ -18,10 +18,10 @@ import pytest
 from edgesiam.model.interpreters import load_model
 from edgesiam.runtime.enrollment import enroll_recordings
 from edgesiam.runtime.gallery_store import GalleryStore, model_sha256
-from tests.conftest import make_voice, to_pcm
-from tests.dashboard.conftest import Dashboard
 from tests.dashboard.test_browser import ENV, SPEAKER, open_page, voice_clip
+from tests.support.dashboard import Dashboard
 from tests.support.mqtt import wait_until
+from tests.support.signals import make_voice, to_pcm
 
 HOP = 8000
 

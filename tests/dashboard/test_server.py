@@ -18,7 +18,7 @@ from edgesiam.dashboard.auth import TokenAuth
 from edgesiam.dashboard.history import History
 from edgesiam.dashboard.ingest import Ingester
 from edgesiam.dashboard.server import DashboardApp, DashboardServer, LiveFeed
-from tests.dashboard.conftest import Dashboard, event_payload, publisher
+from tests.support.dashboard import Dashboard, event_payload, publisher
 from tests.support.mqtt import free_port, wait_until
 
 

@@ -25,7 +25,8 @@ from edgesiam.export.gate import (
 from edgesiam.model.bundle import load_manifest
 from edgesiam.model.embedders import EmbeddedDataset, embed_dataset
 from edgesiam.model.interpreters import BundleEmbedder, inspect_model, load_model
-from tests.conftest import run_export
+from tests.support.cli import run_export
+from tests.support.signals import write_sensor_dataset
 
 CLEAN_INT8_OPS = {"PAD", "RESHAPE", "CONV_2D", "MEAN", "FULLY_CONNECTED", "L2_NORMALIZATION"}
 
@@ -379,7 +380,6 @@ def test_sensor_model_exports_and_embeds_like_torch(sensor_dataset: Path, tmp_pa
     from edgesiam.train.checkpoint import CheckpointEmbedder
     from edgesiam.train.config import TrainConfig
     from edgesiam.train.loop import train
-    from tests.conftest import write_sensor_dataset
     from tests.train.test_loop import sensor_recipe
 
     config = TrainConfig.model_validate(sensor_recipe(sensor_dataset, sensor_dataset))

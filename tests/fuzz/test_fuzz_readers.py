@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from edgesiam.data.readers import read_audio, read_sensor
 from edgesiam.errors import DataError
-from tests.fuzz.scale import TIMEOUT_S, fuzz_settings
+from tests.support.fuzz_scale import TIMEOUT_S, fuzz_settings
 
 pytestmark = pytest.mark.timeout(TIMEOUT_S)
 

@@ -32,8 +32,8 @@ import pytest
 from edgesiam.model.interpreters import load_model
 from edgesiam.runtime.enrollment import enroll_recordings
 from edgesiam.runtime.gallery_store import GalleryStore, model_sha256
-from tests.reliability.conftest import ENV, RUN_CLI, Scale
 from tests.runtime import test_crash_restart as device_install
+from tests.support.device import ENV, RUN_CLI, Scale
 from tests.support.mqtt import MosquittoBroker, Received, Subscriber, wait_until
 
 ENROLLED = device_install.ENROLLED

@@ -12,8 +12,8 @@ import pytest
 import soundfile as sf
 
 from edgesiam.runtime.gallery_store import GalleryStore
-from tests.conftest import make_motion, voice
 from tests.runtime.test_gallery_cli import run
+from tests.support.signals import make_motion, voice
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "export" / "events"

@@ -40,7 +40,9 @@ from edgesiam.runtime.sources.base import StreamFormat
 from edgesiam.runtime.sources.file import FileSource
 from edgesiam.runtime.sources.mqtt import MqttSensorSource
 from edgesiam.runtime.sources.stdin import StdinSource
+from tests.support.cli import run_export
 from tests.support.mqtt import MosquittoBroker, Subscriber, wait_until
+from tests.support.signals import write_sensor_dataset
 
 RATE = 16000
 ENROLLED = ("voice0", "voice1", "voice2")
@@ -681,7 +683,6 @@ MOVES_STREAM = ("move0", "move3", "move1", "move4", "move2")
 def sensor_bundle(sensor_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from edgesiam.train.config import TrainConfig
     from edgesiam.train.loop import train
-    from tests.conftest import run_export, write_sensor_dataset
     from tests.train.test_loop import sensor_recipe
 
     root = tmp_path_factory.mktemp("imu")

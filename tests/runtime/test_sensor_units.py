@@ -24,9 +24,9 @@ from edgesiam.runtime.sources.base import StreamFormat
 from edgesiam.runtime.sources.file import FileSource
 from edgesiam.runtime.sources.serial import SerialSource
 from edgesiam.runtime.sources.stdin import StdinSource
-from tests.conftest import make_motion
 from tests.runtime.test_gallery_cli import run
 from tests.support.mqtt import MosquittoBroker, Subscriber, wait_until
+from tests.support.signals import make_motion
 
 MOTION_BUNDLE = Path(__file__).resolve().parents[2] / "export" / "motion"
 NAMES = ("acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z")

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import to_pcm, voice
-from tests.security.conftest import SecureBroker
 from tests.security.test_device_over_tls import command_lines, start_device
 from tests.support.mqtt import free_port, wait_until
+from tests.support.secure_broker import SecureBroker
+from tests.support.signals import to_pcm, voice
 
 pytestmark = pytest.mark.timeout(180)
 

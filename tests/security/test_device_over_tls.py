@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import to_pcm, voice
-from tests.security.clients import TlsClient
-from tests.security.conftest import SecureBroker
 from tests.support.mqtt import Subscriber, wait_until
+from tests.support.secure_broker import SecureBroker
+from tests.support.signals import to_pcm, voice
+from tests.support.tls_client import TlsClient
 
 pytestmark = pytest.mark.timeout(180)
 
