@@ -1,0 +1,39 @@
+"""Imports read from source with ``ast`` (no module is executed): the architecture tests of
+``edgesiam/`` and the layout test of ``tests/`` both ask what a file imports."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import NamedTuple
+
+
+class Imported(NamedTuple):
+    """One name an import statement brings in: ``import a.b`` is ``("a.b", "", line)``."""
+
+    module: str
+    name: str
+    line: int
+
+
+def module_name(path: Path, root: Path) -> str:
+    """Dotted name of a source file below ``root`` (a package's ``__init__`` is the package)."""
+    parts = list(path.relative_to(root.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_names(tree: ast.AST, module: str, is_package: bool) -> list[Imported]:
+    """Every name an import statement in ``tree`` brings in, relative imports resolved; lazy
+    imports inside functions count, they are dependencies all the same."""
+    names: list[Imported] = []
+    package = module if is_package else module.rpartition(".")[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.extend(Imported(alias.name, "", node.lineno) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            names.extend(Imported(base, alias.name, node.lineno) for alias in node.names)
+    return names
