@@ -22,7 +22,13 @@ from hypothesis import settings
 from tests.support.cli import run_export
 from tests.support.fuzz_scale import DETERMINISTIC
 from tests.support.paths import EVENTS_BUNDLE
-from tests.support.signals import VOICE_RATE, voice, write_audio_dataset, write_sensor_dataset
+from tests.support.signals import (
+    VOICE_RATE,
+    voice,
+    write_audio_dataset,
+    write_heldout_stream,
+    write_sensor_dataset,
+)
 
 settings.register_profile(
     "edgesiam-ci", derandomize=True, database=None, deadline=None, print_blob=True
@@ -60,6 +66,12 @@ def audio_heldout(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def heldout_stream(audio_heldout: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A WAV of held-out takes of enrolled and never-enrolled voices (the device-run tests)."""
+    return write_heldout_stream(audio_heldout, tmp_path_factory.mktemp("heldout") / "stream.wav")
+
+
+@pytest.fixture(scope="session")
 def sensor_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_sensor_dataset(tmp_path_factory.mktemp("sensor") / "train", seed=0)
 
@@ -70,7 +82,7 @@ def tiny_audio_model(
 ) -> Path:
     from edgesiam.train.config import TrainConfig
     from edgesiam.train.loop import train
-    from tests.train.test_loop import audio_recipe
+    from tests.support.recipes import audio_recipe
 
     out = tmp_path_factory.mktemp("tiny_audio_run")
     config = TrainConfig.model_validate(audio_recipe(audio_dataset, audio_heldout, epochs=2))

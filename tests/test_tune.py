@@ -280,7 +280,7 @@ def test_a_recipe_batch_larger_than_the_labels_allow_trains(
 ) -> None:
     from edgesiam.train.config import TrainConfig
     from edgesiam.train.loop import train
-    from tests.train.test_loop import audio_recipe
+    from tests.support.recipes import audio_recipe
 
     recipe = audio_recipe(audio_dataset, audio_heldout, epochs=1, steps_per_epoch=1)
     recipe["sampler"] = {"m_per_class": 4, "batch_size": 128}  # 6 labels × 4 = 24 at most

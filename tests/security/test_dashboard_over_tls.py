@@ -19,9 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.security.test_device_over_tls import command_lines, start_device
 from tests.support.mqtt import free_port, wait_until
-from tests.support.secure_broker import SecureBroker
+from tests.support.secure_broker import SecureBroker, command_lines, start_device
 from tests.support.signals import to_pcm, voice
 
 pytestmark = pytest.mark.timeout(180)

@@ -17,7 +17,7 @@ from typing import Any
 from edgesiam.dashboard.history import SqlHistory
 from edgesiam.dashboard.ingest import Ingester
 from edgesiam.dashboard.server import DashboardServer
-from tests.support.mqtt import MosquittoBroker, Subscriber
+from tests.support.mqtt import MosquittoBroker, Subscriber, wait_until
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -115,3 +115,11 @@ def with_migrations(cls: Any, migrations: Any) -> Any:
 def publisher(broker: MosquittoBroker, client_id: str = "") -> Subscriber:
     """A plain MQTT client to publish with (subscribed to nothing of interest)."""
     return Subscriber(broker.host, broker.port, ["test/unused"], client_id=client_id).start()
+
+
+def open_page(page: Any, dashboard: Dashboard) -> None:
+    """Load the page and wait until its data is loaded and its live stream is connected."""
+    page.goto(dashboard.url + "/")
+    # selectors, not script: the page's Content-Security-Policy forbids evaluating strings
+    page.wait_for_selector('body[data-live="connected"][data-loaded="true"]', timeout=20_000)
+    assert wait_until(lambda: dashboard.server.app.feed.listeners >= 1, 10)

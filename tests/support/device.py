@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from tests.support.paths import EVENTS_BUNDLE, ROOT
+from tests.support.paths import ENV, EVENTS_BUNDLE
 from tests.support.signals import VOICE_RATE, to_pcm, voice
 
 RATE = VOICE_RATE  # export/events reads 16 kHz
@@ -40,8 +40,6 @@ RUN_CLI = (
     "sys.exit(a.func(a))\n"
 )
 """``edgesiam run`` without the rest of the CLI (what a device imports)."""
-
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,13 @@
-"""Imports read from source with ``ast`` (no module is executed): the architecture tests of
-``edgesiam/`` and the layout test of ``tests/`` both ask what a file imports."""
+"""What a module imports: read from source with ``ast`` (no module is executed), for the
+architecture tests of ``edgesiam/`` and the layout test of ``tests/``, or observed in a fresh
+interpreter, for the heavy-library boundary of the device install."""
 
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -37,3 +41,14 @@ def imported_names(tree: ast.AST, module: str, is_package: bool) -> list[Importe
                 base = ".".join([*anchor, base] if base else anchor)
             names.extend(Imported(base, alias.name, node.lineno) for alias in node.names)
     return names
+
+
+HEAVY = ("torch", "tensorflow", "librosa", "matplotlib", "scipy", "sklearn", "safetensors")
+"""The workstation libraries: the device install has none of them."""
+
+
+def imported_after(statement: str) -> set[str]:
+    """The top-level packages a fresh interpreter has loaded after running ``statement``."""
+    code = f"import json, sys; {statement}; print(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return {m.split(".")[0] for m in json.loads(done.stdout)}

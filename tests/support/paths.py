@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -12,3 +13,9 @@ EVENTS_BUNDLE = ROOT / "export" / "events"
 
 ARTIFACTS = ROOT / "test-artifacts"
 """Screenshots and traces the browser tests leave for a person to look at."""
+
+SPEAKER_BUNDLE = ROOT / "export" / "speaker"
+"""The shipped speaker bundle (the dashboard's browser tests enroll voices with it)."""
+
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+"""This environment with the checkout on ``PYTHONPATH``: a child process imports this code."""

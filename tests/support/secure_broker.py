@@ -19,11 +19,16 @@ import re
 import secrets
 import socket
 import subprocess
+import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
+from tests.support.device import RUN_CLI
 from tests.support.mqtt import MosquittoBroker, free_port, wait_until
-from tests.support.paths import ROOT
+from tests.support.paths import ENV, EVENTS_BUNDLE, ROOT
 from tests.support.pki import issue_certificates
 
 SAMPLES = ROOT / "firmware_configs" / "mosquitto"
@@ -133,3 +138,98 @@ def start_secure_broker(folder: Path, pki: Pki) -> SecureBroker:
     # start() waits for the plain listener; the TLS ones load their certificates after it
     assert wait_until(lambda: _listening(tls_port) and _listening(mtls_port), 10), broker.log
     return SecureBroker(broker, broker.port, mtls_port, tls_port, passwords, pki)
+
+
+@dataclass
+class SecureDevice:
+    """``edgesiam run`` on the secured broker in its own process, fed PCM on stdin; its whole
+    output (stdout and stderr, debug level) is kept, to be searched for passwords."""
+
+    process: subprocess.Popen[bytes]
+    config: Path
+    output: list[bytes]
+
+    def feed(self, pcm: bytes) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(pcm)
+        self.process.stdin.flush()
+
+    def finish(self, timeout: float = 60) -> str:
+        """Close stdin (the stream ends), wait for the clean exit; the whole output."""
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        return self.text
+
+    @property
+    def text(self) -> str:
+        return b"".join(self.output).decode(errors="replace")
+
+
+def start_device(
+    b: SecureBroker, folder: Path, gallery: Path, device: str, password: str | None = None
+) -> SecureDevice:
+    """A device logging in as ``device`` over mutual TLS with its password file, every window an
+    event; ``password`` replaces the device's real one (in its password file)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    password_file = b.password_file(folder, device)
+    if password is not None:
+        password_file.write_text(password + "\n")
+    config = {
+        "bundle": str(EVENTS_BUNDLE),
+        "gallery": str(gallery),
+        "device_id": device,
+        "state_dir": str(folder / "state"),
+        "source": {"type": "stdin", "live": False},
+        "matching": {
+            "threshold": -1.0,  # every window is an event: the stream decides how many
+            "decision": {"n_of": 1, "m": 1, "refractory_s": 0.0},
+            "gate": {"enabled": False},
+        },
+        "mqtt": {
+            "url": f"mqtts://{device}@localhost:{b.mtls_port}",
+            "password_file": str(password_file),
+            "tls_ca": str(b.pki.ca),
+            "tls_cert": str(b.pki.cert(device)),
+            "tls_key": str(b.pki.key(device)),
+            "reconnect_min_s": 1,
+            "reconnect_max_s": 2,
+        },
+        "metrics": {"interval_s": 1.0},
+    }
+    path = folder / f"{device}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    process = subprocess.Popen(
+        [sys.executable, "-c", RUN_CLI, "run", "--config", str(path), "--log-level", "debug"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=ENV,
+    )
+    output: list[bytes] = []
+
+    def drain() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            output.append(line)
+
+    threading.Thread(target=drain, daemon=True).start()
+    return SecureDevice(process, path, output)
+
+
+def command_lines() -> list[str]:
+    """Every process's command line on this machine, as ``ps`` shows them."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                out.append(
+                    (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                )
+            except OSError:
+                continue
+    return out

@@ -7,10 +7,14 @@ easy enough that a tiny encoder learns them in seconds, so tests can check that 
 
 from __future__ import annotations
 
+import io
+import wave
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from edgesiam.data.readers import read_audio
 
 VOICE_RATE = 16000
 """The sample rate of :func:`voice` (that of the shipped ``export/events`` bundle)."""
@@ -95,3 +99,38 @@ def write_sensor_dataset(
                 folder / f"s{j % 2}__rec{j}.npy", make_motion(i, int(seconds * rate), rate, rng)
             )
     return root
+
+
+def voice_clip(path: Path, f0: float = 140.0) -> Path:
+    """A 2 s voice at ``f0`` Hz written to ``path`` as a 16 kHz WAV (an enrollment clip)."""
+    rng = np.random.default_rng(7)
+    sf.write(path, make_voice(f0, 0.7, 2.0, 16000, rng), 16000, subtype="PCM_16")
+    return path
+
+
+def wav_bytes(seconds: float = 0.5, rate: int = 16000) -> bytes:
+    """The bytes of a 16-bit mono WAV file of a constant level (an upload or a command's clip)."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(b"\x00\x10" * int(seconds * rate))
+    return buffer.getvalue()
+
+
+HELDOUT_ENROLLED = ("voice0", "voice1", "voice2")
+"""The voices of the held-out set (``audio_heldout``) that the device tests enroll."""
+
+HELDOUT_STREAM = ("voice0", "voice4", "voice1", "voice5", "voice2") * 2
+"""The voices of :func:`write_heldout_stream`, in order: enrolled ones and others in turn."""
+
+
+def write_heldout_stream(heldout: Path, path: Path) -> Path:
+    """Held-out takes of enrolled and never-enrolled voices, back to back (about 13 s, 16 kHz)."""
+    takes = [
+        read_audio(sorted((heldout / label).glob("*.wav"))[2 + i // 5], VOICE_RATE)
+        for i, label in enumerate(HELDOUT_STREAM)
+    ]
+    sf.write(path, np.concatenate(takes), VOICE_RATE, subtype="PCM_16")
+    return path
