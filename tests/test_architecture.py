@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.imports import imported_names, module_name
+from tests.support.imports import imported_names, module_name, write_sources
 
 PACKAGE = Path(__file__).resolve().parents[1] / "edgesiam"
 
@@ -87,14 +87,7 @@ def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def write_package(root: Path, files: dict[str, str]) -> Path:
     """A small synthetic package ``edgesiam`` below ``root`` for testing the checker itself."""
-    package = root / "edgesiam"
-    for name, source in {"__init__.py": "", **files}.items():
-        path = package / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        for parent in path.relative_to(package).parents:
-            (package / parent / "__init__.py").touch()
-        path.write_text(source, encoding="utf-8")
-    return package
+    return write_sources(root / "edgesiam", {"__init__.py": "", **files}, packages=True)
 
 
 def test_edgesiam_imports_point_only_down_the_layout() -> None:

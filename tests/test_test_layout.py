@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.imports import imported_names, module_name
+from tests.support.imports import imported_names, module_name, write_sources
 
 TESTS = Path(__file__).resolve().parent
 
@@ -58,12 +58,7 @@ def imports_of(root: Path, kind: Kind) -> list[str]:
 
 def write_tree(root: Path, files: dict[str, str]) -> Path:
     """A small synthetic ``tests`` folder below ``root`` for testing the checker itself."""
-    tests = root / "tests"
-    for name, source in files.items():
-        path = tests / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(source, encoding="utf-8")
-    return tests
+    return write_sources(root / "tests", files)
 
 
 def test_no_file_of_the_test_suite_imports_a_conftest_module() -> None:

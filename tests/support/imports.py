@@ -1,6 +1,6 @@
 """What a module imports: read from source with ``ast`` (no module is executed), for the
-architecture tests of ``edgesiam/`` and the layout test of ``tests/``, or observed in a fresh
-interpreter, for the heavy-library boundary of the device install."""
+architecture tests of ``edgesiam/`` and the layout test of ``tests/`` (tried on synthetic trees),
+or observed in a fresh interpreter, for the heavy-library boundary of the device install."""
 
 from __future__ import annotations
 
@@ -41,6 +41,18 @@ def imported_names(tree: ast.AST, module: str, is_package: bool) -> list[Importe
                 base = ".".join([*anchor, base] if base else anchor)
             names.extend(Imported(base, alias.name, node.lineno) for alias in node.names)
     return names
+
+
+def write_sources(folder: Path, files: dict[str, str], packages: bool = False) -> Path:
+    """Source files below ``folder`` (name → text), to try a checker on a synthetic tree;
+    ``packages``: each folder gets an ``__init__.py`` as well."""
+    for name, source in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for parent in path.relative_to(folder).parents if packages else ():
+            (folder / parent / "__init__.py").touch()
+        path.write_text(source, encoding="utf-8")
+    return folder
 
 
 HEAVY = ("torch", "tensorflow", "librosa", "matplotlib", "scipy", "sklearn", "safetensors")
