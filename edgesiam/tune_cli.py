@@ -11,8 +11,9 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from edgesiam.argparsing import add_command
+from edgesiam.argparsing import add_command, add_quiet
 
+HELP = "fine-tune a bundle on your own recordings → a gated bundle and a comparison"
 DESCRIPTION = textwrap.dedent(
     """
     Fine-tune a shipped bundle (or a training checkpoint) on your own recordings, export it
@@ -46,12 +47,7 @@ DESCRIPTION = textwrap.dedent(
 
 def add_tune_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``tune`` to an ``argparse`` sub-parser collection; returns the new parser."""
-    tu = add_command(
-        subparsers,
-        "tune",
-        help="fine-tune a bundle on your own recordings → a gated bundle and a comparison",
-        description=DESCRIPTION,
-    )
+    tu = add_command(subparsers, "tune", help=HELP, description=DESCRIPTION)
     tu.add_argument("data", nargs="+", metavar="DATA_DIR", help="dataset folder(s) to tune on")
     tu.add_argument(
         "--from",
@@ -86,7 +82,7 @@ def add_tune_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     tu.add_argument("--seed", type=int, default=0, help="seed of the split and the tuning")
     tu.add_argument("--overwrite", action="store_true", help="replace an existing OUT_BUNDLE")
-    tu.add_argument("-q", "--quiet", action="store_true", help="no progress bars or messages")
+    add_quiet(tu, help="no progress bars or messages")
     tu.set_defaults(func=cmd_tune)
     return tu  # type: ignore[no-any-return]
 

@@ -41,7 +41,6 @@ __all__ = [
     "tail_threshold",
 ]
 
-FloatArray = npt.NDArray[np.float64]
 
 DEFAULT_FALSE_PER_HOUR: Final = 1.0 / 24.0
 TAIL_FRACTION: Final = 0.1

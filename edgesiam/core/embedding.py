@@ -9,9 +9,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from edgesiam.core.arrays import Float32Array
 from edgesiam.errors import DataError
-
-Float32Array = npt.NDArray[np.float32]
 
 
 def l2_normalize(x: npt.ArrayLike, axis: int = -1, eps: float = 1e-12) -> Float32Array:

@@ -20,10 +20,9 @@ from typing import Final, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from edgesiam.core.arrays import Float32Array, Float64Array
 from edgesiam.errors import ConfigError, DataError, ModelError
 
-Float32Array = npt.NDArray[np.float32]
-Float64Array = npt.NDArray[np.float64]
 State = dict[str, np.ndarray]
 
 LOGMEL_STD_FLOOR: Final = 1e-2
@@ -263,10 +262,7 @@ class LogMelFrontEnd:
         for field in dataclasses.fields(self.params):
             state[field.name] = np.array(getattr(self.params, field.name))
         state["filterbank"] = self.filterbank.copy()
-        if self.mean is not None and self.std is not None:
-            state["mean"] = self.mean.copy()
-            state["std"] = self.std.copy()
-        return state
+        return state | _statistics(self.mean, self.std)
 
     @classmethod
     def from_state(cls, state: State) -> LogMelFrontEnd:
@@ -513,10 +509,7 @@ class SensorFrontEnd:
             "channels": np.array(self.channels),
             "clip": np.array(self.clip),
         }
-        if self.mean is not None and self.std is not None:
-            state["mean"] = self.mean.copy()
-            state["std"] = self.std.copy()
-        return state
+        return state | _statistics(self.mean, self.std)
 
     @classmethod
     def from_state(cls, state: State) -> SensorFrontEnd:
@@ -571,6 +564,13 @@ def _require(state: State, key: str) -> np.ndarray:
     if key not in state:
         raise ModelError(f"front-end state lacks {key!r} (has: {sorted(state)})")
     return np.asarray(state[key])
+
+
+def _statistics(mean: Float32Array | None, std: Float32Array | None) -> State:
+    """A front-end's normalisation statistics for its state (none when it has none)."""
+    if mean is None or std is None:
+        return {}
+    return {"mean": mean.copy(), "std": std.copy()}
 
 
 def _check_kind(state: State, expected: str) -> None:

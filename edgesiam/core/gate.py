@@ -31,6 +31,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from edgesiam.core.arrays import BoolArray, Float64Array
 from edgesiam.errors import ConfigError, DataError
 
 __all__ = [
@@ -46,9 +47,6 @@ DEFAULT_THRESHOLD_DB: Final = -45.0
 DEFAULT_SENSOR_THRESHOLD: Final = 0.02
 SILENCE_DB: Final = -200.0
 """The level of digital silence (an RMS of 1e-10 or less)."""
-
-BoolArray = npt.NDArray[np.bool_]
-Float64Array = npt.NDArray[np.float64]
 
 
 def rms_dbfs(x: npt.ArrayLike) -> float:

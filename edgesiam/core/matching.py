@@ -29,6 +29,7 @@ from typing import Final, Literal
 import numpy as np
 import numpy.typing as npt
 
+from edgesiam.core.arrays import Float32Array, Int64Array
 from edgesiam.errors import ConfigError, DataError
 
 __all__ = [
@@ -40,8 +41,6 @@ __all__ = [
     "threshold_for",
 ]
 
-Float32Array = npt.NDArray[np.float32]
-Int64Array = npt.NDArray[np.int64]
 Aggregate = Literal["max", "mean"]
 
 DEFAULT_TARGET_FMR: Final = 1e-3

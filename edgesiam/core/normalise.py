@@ -23,6 +23,8 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from edgesiam.core.arrays import Float64Array, Int64Array
+
 __all__ = [
     "NormalisedScorer",
     "adaptive_s_norm",
@@ -31,22 +33,20 @@ __all__ = [
     "window_recording_trials",
 ]
 
-FloatArray = npt.NDArray[np.float64]
-Int64Array = npt.NDArray[np.int64]
 
 _MIN_STD: Final = 1e-6
 
 
-def _unit_rows(x: npt.ArrayLike) -> FloatArray:
+def _unit_rows(x: npt.ArrayLike) -> Float64Array:
     a = np.atleast_2d(np.asarray(x, dtype=np.float64))
-    norms: FloatArray = np.linalg.norm(a, axis=1, keepdims=True)
-    out: FloatArray = a / np.maximum(norms, 1e-12)
+    norms: Float64Array = np.linalg.norm(a, axis=1, keepdims=True)
+    out: Float64Array = a / np.maximum(norms, 1e-12)
     return out
 
 
 def cohort_statistics(
     embeddings: npt.ArrayLike, cohort: npt.ArrayLike, top_k: int
-) -> tuple[FloatArray, FloatArray]:
+) -> tuple[Float64Array, Float64Array]:
     """Mean and std of the ``top_k`` highest cosines of each embedding with the cohort.
 
     ``embeddings`` ``(N, D)`` and ``cohort`` ``(K, D)`` → two ``(N,)`` arrays (std floored at
@@ -57,8 +57,8 @@ def cohort_statistics(
     k = max(1, min(int(top_k), c.shape[0]))
     scores = e @ c.T
     top = np.partition(scores, scores.shape[1] - k, axis=1)[:, -k:]
-    mean: FloatArray = top.mean(axis=1)
-    std: FloatArray = np.maximum(top.std(axis=1), _MIN_STD)
+    mean: Float64Array = top.mean(axis=1)
+    std: Float64Array = np.maximum(top.std(axis=1), _MIN_STD)
     return mean, std
 
 
@@ -66,7 +66,7 @@ def adaptive_s_norm(
     scores: npt.ArrayLike,
     left: tuple[npt.ArrayLike, npt.ArrayLike],
     right: tuple[npt.ArrayLike, npt.ArrayLike],
-) -> FloatArray:
+) -> Float64Array:
     """Normalise raw cosines ``(N, M)`` between N left and M right embeddings.
 
     ``left`` and ``right`` are the :func:`cohort_statistics` of each side.
@@ -74,7 +74,7 @@ def adaptive_s_norm(
     s = np.asarray(scores, dtype=np.float64)
     mu_l, sd_l = (np.asarray(v, dtype=np.float64) for v in left)
     mu_r, sd_r = (np.asarray(v, dtype=np.float64) for v in right)
-    out: FloatArray = 0.5 * (
+    out: Float64Array = 0.5 * (
         (s - mu_l[:, None]) / sd_l[:, None] + (s - mu_r[None, :]) / sd_r[None, :]
     )
     return out
@@ -149,7 +149,7 @@ def window_recording_trials(
     codes: npt.ArrayLike,
     cohort: npt.ArrayLike | None = None,
     top_k: int = 50,
-) -> tuple[FloatArray, FloatArray]:
+) -> tuple[Float64Array, Float64Array]:
     """Each window ``(W, D)`` of recording ``owner[w]`` against every *other* recording ``(R, D)``
     (label codes ``codes (R,)``): ``(genuine, impostor)`` scores, AS-normalised with ``cohort``
     when one is given. This is how a bundle's window thresholds are calibrated."""

@@ -24,11 +24,11 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from edgesiam.core.arrays import Float32Array
 from edgesiam.errors import ConfigError, DataError
 
 __all__ = ["StreamResampler", "resample"]
 
-Float32Array = npt.NDArray[np.float32]
 
 MAX_PHASES: Final = 4096
 """Largest ``L`` (output step in the reduced ratio): the tap table is ``L × taps``."""

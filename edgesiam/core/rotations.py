@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-Float64Array = npt.NDArray[np.float64]
+from edgesiam.core.arrays import Float64Array
 
 _SMALL_ANGLE = 1e-8
 

@@ -12,10 +12,8 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from edgesiam.core.arrays import Float32Array, Int64Array
 from edgesiam.errors import ConfigError, DataError
-
-Float32Array = npt.NDArray[np.float32]
-Int64Array = npt.NDArray[np.int64]
 
 _EMPTY_STARTS: Final = np.zeros(0, dtype=np.int64)
 

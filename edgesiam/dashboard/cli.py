@@ -15,6 +15,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from edgesiam.argparsing import add_log_level, pass_through
 from edgesiam.errors import ConfigError
 from edgesiam.paths import expand_user
 
@@ -26,6 +27,18 @@ __all__ = ["add_dashboard_parser", "cmd_dashboard", "open_history"]
 log = logging.getLogger(__name__)
 
 DEFAULT_DATA_DIR = "~/.local/state/edgesiam/dashboard"
+_BROKER_OPTIONS = (
+    "prefix",
+    "ha_prefix",
+    "username",
+    "tls_ca",
+    "tls_cert",
+    "tls_key",
+    "tls_insecure",
+    "allow_plaintext_password",
+    "protocol",
+)
+"""The broker options handed to the :class:`~edgesiam.dashboard.ingest.Ingester` as they are."""
 
 DASHBOARD_DESCRIPTION = textwrap.dedent(
     f"""
@@ -111,6 +124,20 @@ def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_token_options(group: Any) -> None:
+    """Where the access token comes from (read by :func:`~edgesiam.dashboard.auth.resolve_token`)."""
+    group.add_argument(
+        "--token-file", type=Path, metavar="FILE", help="file holding the access token"
+    )
+    group.add_argument(
+        "--token-env",
+        default="EDGESIAM_DASHBOARD_TOKEN",
+        metavar="VAR",
+        help="environment variable holding the token (default: %(default)s)",
+    )
+    group.add_argument("--token", help="the access token itself (visible in the process list)")
+
+
 def add_dashboard_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``dashboard`` to an ``argparse`` sub-parser collection."""
     p = subparsers.add_parser(
@@ -124,16 +151,7 @@ def add_dashboard_parser(subparsers: Any) -> argparse.ArgumentParser:
     web.add_argument(
         "--port", type=int, default=8080, help="port (default: %(default)s; 0: any free one)"
     )
-    web.add_argument(
-        "--token-file", type=Path, metavar="FILE", help="file holding the access token"
-    )
-    web.add_argument(
-        "--token-env",
-        default="EDGESIAM_DASHBOARD_TOKEN",
-        metavar="VAR",
-        help="environment variable holding the token (default: %(default)s)",
-    )
-    web.add_argument("--token", help="the access token itself (visible in the process list)")
+    _add_token_options(web)
     web.add_argument(
         "--allow-unauthenticated",
         action="store_true",
@@ -189,12 +207,7 @@ def add_dashboard_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="S",
         help="how long the page waits for a device's command result (default: %(default)g s)",
     )
-    p.add_argument(
-        "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="log detail",
-    )
+    add_log_level(p, help="log detail")
     p.set_defaults(func=cmd_dashboard)
     return p  # type: ignore[no-any-return]
 
@@ -286,19 +299,10 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     ingester = Ingester(
         args.broker,
         history,
-        prefix=args.prefix,
-        ha_prefix=args.ha_prefix,
         client_id=_client_id(args, history),
-        username=args.username,
         password=password,
-        tls_ca=args.tls_ca,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        tls_insecure=args.tls_insecure,
-        allow_plaintext_password=args.allow_plaintext_password,
-        protocol=args.protocol,
         on_update=feed.publish,
-        share=args.share,
+        **pass_through(args, *_BROKER_OPTIONS, "share"),
         store=not args.serve_only,
         # a page needs no queue kept for it while it is stopped: its session ends with it
         session_expiry_s=0 if args.serve_only else 7 * 24 * 3600,

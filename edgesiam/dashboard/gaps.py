@@ -34,9 +34,9 @@ AskReplay = Callable[[str, int, int], bool]
 """``(device, from_seq, to_seq) -> sent``: publish a ``cmd/replay`` request."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ReplayPolicy:
-    """How eagerly missing events are asked for (see the module docstring)."""
+    """How eagerly missing events are asked for (see the module docstring); options are named."""
 
     check_every_s: float = 2.0
     max_span: int = 1000

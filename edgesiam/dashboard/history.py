@@ -25,17 +25,21 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Final, Literal, Self, TypeGuard
+from typing import Any, ClassVar, Final, Literal, TypeGuard
 
 from edgesiam.errors import HistoryError, InvalidPayload
+from edgesiam.locked_db import LockedDatabase
 
 __all__ = [
     "DEVICE_ID",
     "MIGRATIONS",
+    "SQLITE",
     "History",
     "HistoryError",
     "InvalidPayload",
+    "SqlDialect",
     "SqlHistory",
 ]
 
@@ -45,18 +49,22 @@ DEVICE_ID: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _MAX_ID = 200
 _DAY = 86400.0
 
-_SCHEMA_V1: Final = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS events (
-    id TEXT PRIMARY KEY,
-    device TEXT NOT NULL,
-    seq {int} NOT NULL,
+_MATCH_COLUMNS: Final = """
     ts {real} NOT NULL,
     label TEXT,
     score {real},
     threshold {real},
     received {real} NOT NULL,
-    payload TEXT NOT NULL
+    payload TEXT NOT NULL"""
+"""The columns an event and a near miss share: a window's match as the device sent it
+(``{match}`` in a schema)."""
+
+_SCHEMA_V1: Final = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    id TEXT PRIMARY KEY,
+    device TEXT NOT NULL,
+    seq {int} NOT NULL,{match}
 );
 CREATE INDEX IF NOT EXISTS events_device_ts ON events (device, ts);
 CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
@@ -64,13 +72,7 @@ CREATE INDEX IF NOT EXISTS events_device_seq ON events (device, seq);
 CREATE INDEX IF NOT EXISTS events_received ON events (received);
 CREATE TABLE IF NOT EXISTS near_misses (
     n {serial},
-    device TEXT NOT NULL,
-    ts {real} NOT NULL,
-    label TEXT,
-    score {real},
-    threshold {real},
-    received {real} NOT NULL,
-    payload TEXT NOT NULL
+    device TEXT NOT NULL,{match}
 );
 CREATE INDEX IF NOT EXISTS near_misses_device_ts ON near_misses (device, ts);
 CREATE INDEX IF NOT EXISTS near_misses_received ON near_misses (received);
@@ -125,13 +127,36 @@ CREATE TABLE IF NOT EXISTS replay_requests (
 );
 """
 
+
+@dataclass(frozen=True)
+class SqlDialect:
+    """What a database spells its own way in the history's SQL."""
+
+    types: Mapping[str, str]
+    """Column types for the schema's ``{int}``, ``{real}`` and ``{serial}``."""
+    greatest: str
+    """The SQL function of the larger of two values."""
+    begin: str = "BEGIN"
+    """The statement that opens a write transaction."""
+    parameter: str = "?"
+    """The driver's placeholder for a query parameter (the SQL here is written with ``?``)."""
+
+
+SQLITE: Final = SqlDialect(
+    {"int": "INTEGER", "real": "REAL", "serial": "INTEGER PRIMARY KEY AUTOINCREMENT"},
+    greatest="MAX",
+    begin="BEGIN IMMEDIATE",  # takes the write lock at once: no deadlock between two writers
+)
+
 Migration = Callable[["SqlHistory"], None]
 """One step of the schema: run inside the migration's transaction on an older history."""
 
 
 def _create(schema: str) -> Migration:
     def step(history: SqlHistory) -> None:
-        for statement in schema.format(**history.TYPES).split(";"):
+        types = history.DIALECT.types
+        match = _MATCH_COLUMNS.format(**types)
+        for statement in schema.format(match=match, **types).split(";"):
             if statement.strip():
                 history._execute(statement)
 
@@ -188,7 +213,7 @@ def _review_row(row: tuple[Any, ...]) -> dict[str, Any]:
     return out
 
 
-class SqlHistory:
+class SqlHistory(LockedDatabase):
     """The history's logic over any SQL database with a DB-API connection (module docstring);
     :class:`History` (SQLite) and :class:`~edgesiam.dashboard.history_pg.PostgresHistory` add the
     connection, the column types and the transaction statements.
@@ -197,12 +222,7 @@ class SqlHistory:
     in one transaction; a database written by a newer edgesiam is refused.
     """
 
-    TYPES: ClassVar[dict[str, str]]
-    """Column types for the schema's ``{int}``, ``{real}`` and ``{serial}``."""
-    GREATEST: ClassVar[str]
-    """The SQL function of the larger of two values."""
-    BEGIN: ClassVar[str] = "BEGIN"
-    PARAMETER: ClassVar[str] = "?"
+    DIALECT: ClassVar[SqlDialect]
     MIGRATIONS: ClassVar[tuple[Migration, ...]] = MIGRATIONS
 
     location: str
@@ -227,7 +247,7 @@ class SqlHistory:
             self._lock_schema()
             self._execute(
                 "CREATE TABLE IF NOT EXISTS schema_version "
-                f"(version INTEGER PRIMARY KEY, applied {self.TYPES['real']} NOT NULL)"
+                f"(version INTEGER PRIMARY KEY, applied {self.DIALECT.types['real']} NOT NULL)"
             )
             have = self.schema_version()
             if have > len(self.MIGRATIONS):
@@ -265,8 +285,8 @@ class SqlHistory:
 
     def _execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
         """Run one statement (``?`` placeholders) on the connection; returns the cursor."""
-        if self.PARAMETER != "?":
-            sql = sql.replace("?", self.PARAMETER)
+        if self.DIALECT.parameter != "?":
+            sql = sql.replace("?", self.DIALECT.parameter)
         return self._db.execute(sql, args)
 
     # -- writes -----------------------------------------------------------------------------------
@@ -521,16 +541,6 @@ class SqlHistory:
         If anything inside fails, nothing of it is stored."""
         return _Transaction(self)
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # -- reads ------------------------------------------------------------------------------------
 
     def events(
@@ -712,7 +722,7 @@ class SqlHistory:
         """Create the device's row if needed; move ``last_seen`` forward; set the model if known."""
         self._execute(
             "INSERT INTO devices (device, last_seen) VALUES (?, ?) ON CONFLICT (device) DO "
-            f"UPDATE SET last_seen = {self.GREATEST}(devices.last_seen, excluded.last_seen) "
+            f"UPDATE SET last_seen = {self.DIALECT.greatest}(devices.last_seen, excluded.last_seen) "
             "WHERE ? = 1",
             (device, now, 1 if seen else 0),
         )
@@ -762,13 +772,7 @@ class History(SqlHistory):
     or ``"normal"`` (survives a crash of the process, not of the machine; faster).
     """
 
-    TYPES: ClassVar[dict[str, str]] = {
-        "int": "INTEGER",
-        "real": "REAL",
-        "serial": "INTEGER PRIMARY KEY AUTOINCREMENT",
-    }
-    GREATEST: ClassVar[str] = "MAX"
-    BEGIN: ClassVar[str] = "BEGIN IMMEDIATE"
+    DIALECT = SQLITE
 
     def __init__(
         self,
@@ -817,7 +821,7 @@ class _Transaction:
         h._lock.acquire()
         if h._depth == 0:
             try:
-                h._db.execute(h.BEGIN)
+                h._db.execute(h.DIALECT.begin)
             except h.driver_errors() as exc:
                 h._lock.release()
                 raise HistoryError(f"{h.location}: cannot write the history ({exc})") from None

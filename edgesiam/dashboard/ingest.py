@@ -40,7 +40,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -73,16 +73,21 @@ UpdateCallback = Callable[[str, dict[str, Any]], None]
 ``metrics``, ``labels``, ``command_result`` or ``broker`` (the dashboard's own connection)."""
 
 
+def _count(help: str | None = None) -> Any:
+    """A counter from 0; one with a ``help`` text is also a Prometheus counter on ``/metrics``."""
+    return field(default=0, metadata={"help": help} if help else {})
+
+
 @dataclass
 class IngestCounters:
     """What the ingester has seen since it started (shown by the dashboard's ``/api/stats``)."""
 
-    messages: int = 0
-    events_new: int = 0
-    duplicates: int = 0
-    invalid: int = 0
-    storage_errors: int = 0
-    connects: int = 0
+    messages: int = _count("MQTT messages this ingester received")
+    events_new: int = _count("events it stored")
+    duplicates: int = _count("events it dropped as already held")
+    invalid: int = _count("messages it dropped as malformed")
+    storage_errors: int = _count()
+    connects: int = _count()
 
 
 def default_client_id(history: str | Path) -> str:

@@ -10,6 +10,7 @@ requests). Scraped with the dashboard's token when it has one (docs/SCALING.md h
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Final
 
@@ -95,16 +96,19 @@ class _FleetCollector:
 
         if self.ingester is None or not self.ingester.store:
             return
-        c = self.ingester.counters
+        counters = self.ingester.counters
+        for count in dataclasses.fields(counters):
+            if "help" in count.metadata:
+                value = getattr(counters, count.name)
+                yield CounterMetricFamily(
+                    f"edgesiam_ingest_{count.name}", count.metadata["help"], value=value
+                )
         gaps = self.ingester.gaps
-        for name, value, text in (
-            ("messages", c.messages, "MQTT messages this ingester received"),
-            ("events_new", c.events_new, "events it stored"),
-            ("duplicates", c.duplicates, "events it dropped as already held"),
-            ("invalid", c.invalid, "messages it dropped as malformed"),
-            ("replay_requests", gaps.requested if gaps else 0, "replays it asked devices for"),
-        ):
-            yield CounterMetricFamily(f"edgesiam_ingest_{name}", text, value=value)
+        yield CounterMetricFamily(
+            "edgesiam_ingest_replay_requests",
+            "replays it asked devices for",
+            value=gaps.requested if gaps else 0,
+        )
 
 
 def render_metrics(history: SqlHistory, ingester: Ingester | None) -> bytes:

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from edgesiam.argparsing import add_quiet
 from edgesiam.core.rotations import rotation_matrices, uniform_rotations
 from edgesiam.core.units import ACCELERATION, ANGULAR_RATE, UNITS, canonical_unit
 from edgesiam.data.channels import file_seed
@@ -255,5 +256,5 @@ def add_render_imu_parser(data_sub: Any) -> None:
     p.add_argument("--acc-unit", choices=["g", "m/s^2"], help="accelerometer unit of OUT")
     p.add_argument("--gyro-unit", choices=["rad/s", "deg/s"], help="gyroscope unit of OUT")
     p.add_argument("--seed", type=int, default=0, help="seed of the rotations (default 0)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_quiet(p, help="no progress bar")
     p.set_defaults(func=cmd_render_imu)

@@ -243,18 +243,26 @@ def perform(
 
 
 @dataclass(frozen=True)
+class SensorErrors:
+    """How the sensors of one kind err, in their units (accelerometers: g, gyroscopes: rad/s):
+    the spread of a sensor's bias, its white noise, and the full-scale ranges it may be set to."""
+
+    bias: float
+    noise: float
+    ranges: tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class Wearing:
     """Spreads of how sensors are worn and how good they are (drawn by :func:`random_sensor`)."""
 
     mounting_deg: float = 20.0
     lever_m: float = 0.05
     scale: float = 0.02
-    acc_bias_g: float = 0.02
-    gyro_bias: float = 0.02
-    acc_noise_g: float = 0.01
-    gyro_noise: float = 0.01
-    acc_range_g: tuple[float, ...] = (4.0, 8.0, 16.0)
-    gyro_range: tuple[float, ...] = (float(np.deg2rad(1000.0)), float(np.deg2rad(2000.0)))
+    acc: SensorErrors = SensorErrors(bias=0.02, noise=0.01, ranges=(4.0, 8.0, 16.0))
+    gyro: SensorErrors = SensorErrors(
+        bias=0.02, noise=0.01, ranges=(float(np.deg2rad(1000.0)), float(np.deg2rad(2000.0)))
+    )
 
 
 def random_sensor(rng: np.random.Generator, wearing: Wearing = Wearing()) -> Sensor:
@@ -267,12 +275,12 @@ def random_sensor(rng: np.random.Generator, wearing: Wearing = Wearing()) -> Sen
         lever_m=lever,
         acc_scale=1.0 + wearing.scale * rng.standard_normal(3),
         gyro_scale=1.0 + wearing.scale * rng.standard_normal(3),
-        acc_bias_g=wearing.acc_bias_g * rng.standard_normal(3),
-        gyro_bias=wearing.gyro_bias * rng.standard_normal(3),
-        acc_noise_g=wearing.acc_noise_g,
-        gyro_noise=wearing.gyro_noise,
-        acc_range_g=float(rng.choice(wearing.acc_range_g)),
-        gyro_range=float(rng.choice(wearing.gyro_range)),
+        acc_bias_g=wearing.acc.bias * rng.standard_normal(3),
+        gyro_bias=wearing.gyro.bias * rng.standard_normal(3),
+        acc_noise_g=wearing.acc.noise,
+        gyro_noise=wearing.gyro.noise,
+        acc_range_g=float(rng.choice(wearing.acc.ranges)),
+        gyro_range=float(rng.choice(wearing.gyro.ranges)),
     )
 
 

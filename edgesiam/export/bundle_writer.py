@@ -7,7 +7,6 @@ that looks deployable.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
@@ -22,10 +21,9 @@ import numpy as np
 
 from edgesiam import __version__
 from edgesiam.core.embedding import l2_normalize, recording_embedding
-from edgesiam.core.metrics import equal_error_rate, threshold_at_fmr, trial_scores
-from edgesiam.core.normalise import window_recording_trials
 from edgesiam.core.windowing import frame
 from edgesiam.errors import ConfigError, GateError, MissingExtraError, ModelError
+from edgesiam.export.cohort import COHORT_FILE, evaluate_cohort
 from edgesiam.export.gate import (
     CompilerResult,
     GateLimits,
@@ -37,8 +35,21 @@ from edgesiam.export.gate import (
     measure_heldout,
     run_edgetpu_compiler,
 )
+from edgesiam.export.model_card import (
+    MODEL_CARD,
+    find_summaries,
+    model_card,
+    shown_path,
+    size_text,
+)
+from edgesiam.export.thresholds import (
+    heldout_thresholds,
+    strictest,
+    strictest_thresholds,
+    threshold_set,
+    window_trials,
+)
 from edgesiam.model.bundle import (
-    FMR_TARGETS,
     BundleModel,
     Calibration,
     CohortInfo,
@@ -51,353 +62,22 @@ from edgesiam.model.bundle import (
     Parity,
     Source,
     Thresholds,
-    ThresholdSet,
-    adaptive_s_norm,
-    cohort_statistics,
-    fmr_key,
     sha256_file,
     write_manifest,
 )
-from edgesiam.model.interpreters import TFLiteModel, find_backend, inspect_model, measure_latency
+from edgesiam.model.interpreters import (
+    Backend,
+    ModelInfo,
+    TFLiteModel,
+    find_backend,
+    inspect_model,
+    measure_latency,
+)
 
 if TYPE_CHECKING:
     from edgesiam.train.checkpoint import CheckpointEmbedder
 
-COHORT_FILE: Final = "cohort.npy"
 FRONTEND_FILE: Final = "frontend.npz"
-MODEL_CARD: Final = "MODEL_CARD.md"
-MAX_WINDOW_TRIALS: Final = 5_000_000
-
-
-# --- thresholds --------------------------------------------------------------------------------
-
-
-def threshold_set(
-    genuine: np.ndarray,
-    impostor: np.ndarray,
-    trials: str,
-    scores: str = "cosine",
-    targets: Sequence[float] = FMR_TARGETS,
-) -> ThresholdSet:
-    """Thresholds at each target false-match rate and at the EER, from trial scores."""
-    eer, eer_threshold = equal_error_rate(genuine, impostor)
-    return ThresholdSet(
-        trials=trials,
-        scores=scores,
-        genuine=len(genuine),
-        impostor=len(impostor),
-        eer=eer,
-        eer_threshold=eer_threshold,
-        at_fmr={fmr_key(f): threshold_at_fmr(impostor, f) for f in targets},
-        supported={fmr_key(f): bool(len(impostor) * f >= 3.0) for f in targets},
-    )
-
-
-def recording_trials(
-    embeddings: np.ndarray, labels: Sequence[str]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Cosine of every pair i < j of recordings: ``(genuine, impostor)``."""
-    trials = trial_scores(embeddings, list(labels))
-    return trials.genuine, trials.impostor
-
-
-def window_trials(
-    heldout: HeldOutResult,
-    model: str = "int8",
-    seed: int = 0,
-    cohort: np.ndarray | None = None,
-    top_k: int = 50,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each window against every other recording's embedding: what a live matcher scores
-    (AS-normalised against ``cohort`` when one is given).
-
-    Windows are subsampled (seeded) so that there are at most ``MAX_WINDOW_TRIALS`` trials.
-    """
-    windows = heldout.window_matrix(model).astype(np.float64)
-    owner = heldout.window_owner()
-    recs = heldout.recordings[model].astype(np.float64)
-    limit = max(1, MAX_WINDOW_TRIALS // max(1, len(recs)))
-    if len(windows) > limit:
-        keep = np.sort(np.random.default_rng(seed).choice(len(windows), limit, replace=False))
-        windows, owner = windows[keep], owner[keep]
-    codes = np.unique(np.asarray(heldout.labels), return_inverse=True)[1]
-    return window_recording_trials(windows, owner, recs, codes, cohort, top_k)
-
-
-# --- cohort (adaptive s-norm) ------------------------------------------------------------------
-
-
-@dataclass
-class CohortResult:
-    info: CohortInfo
-    embeddings: np.ndarray
-
-
-def evaluate_cohort(
-    heldout_embeddings: np.ndarray,
-    labels: Sequence[str],
-    cohort: np.ndarray,
-    top_k: int,
-    data: str,
-) -> CohortResult:
-    """Held-out EER with raw cosines and with adaptive s-norm against ``cohort``.
-
-    The cohort is used (``info.used``) only when it lowers the EER.
-    """
-    k = max(1, min(int(top_k), len(cohort)))
-    e = l2_normalize(heldout_embeddings, axis=1).astype(np.float64)
-    genuine, impostor = recording_trials(e, labels)
-    eer_raw = equal_error_rate(genuine, impostor)[0]
-    stats = cohort_statistics(e, cohort, k)
-    normalised = adaptive_s_norm(e @ e.T, stats, stats)
-    codes = np.unique(np.asarray(labels), return_inverse=True)[1]
-    i, j = np.triu_indices(len(e), k=1)
-    same = codes[i] == codes[j]
-    scores = normalised[i, j]
-    eer_norm = equal_error_rate(scores[same], scores[~same])[0]
-    used = eer_norm < eer_raw - 1e-9
-    info = CohortInfo(
-        top_k=k,
-        size=len(cohort),
-        data=data,
-        eer_raw=eer_raw,
-        eer_normalised=eer_norm,
-        used=used,
-        file=COHORT_FILE if used else None,
-        thresholds=threshold_set(
-            scores[same], scores[~same], "recording-vs-recording", "adaptive-s-norm"
-        )
-        if used
-        else None,
-    )
-    return CohortResult(info, np.asarray(cohort, dtype=np.float32))
-
-
-# --- training data summaries and the model card ------------------------------------------------
-
-
-def shown_path(path: Path) -> str:
-    """``path`` as a model card shows it: relative to the working folder, else its last two parts;
-    never this machine's absolute path."""
-    try:
-        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
-        return f"{path.parent.name}/{path.name}"
-
-
-def find_summaries(folders: Sequence[Path | None]) -> list[tuple[Path, dict[str, Any]]]:
-    """``SUMMARY.json`` files in, or one or two levels above, each data folder (deduplicated)."""
-    found: dict[Path, dict[str, Any]] = {}
-    for folder in folders:
-        if folder is None:
-            continue
-        base = Path(folder).resolve()
-        for candidate in (base, base.parent, base.parent.parent):
-            path = candidate / "SUMMARY.json"
-            if path.is_file() and path not in found:
-                try:
-                    data = json.loads(path.read_text(encoding="utf-8"))
-                except (OSError, ValueError):
-                    continue
-                if isinstance(data, dict):
-                    found[path] = data
-                break
-    return list(found.items())
-
-
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.2f}%"
-
-
-def _size(n: int) -> str:
-    return f"{n / 1024:.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.2f} MiB"
-
-
-INTENDED_USE: Final = {
-    "audio": (
-        "Few-shot, open-set matching of short audio windows (who is speaking, which known sound "
-        "just happened) on small devices: enrol a few recordings of a new label, then compare each "
-        "live window with the enrolled templates by cosine similarity and accept at a calibrated "
-        "threshold."
-    ),
-    "sensor": (
-        "Few-shot, open-set matching of multichannel sensor windows (which known motion, gesture "
-        "or activity) on small devices: enrol a few recordings of a new label, then compare each "
-        "live window with the enrolled templates by cosine similarity and accept at a calibrated "
-        "threshold."
-    ),
-}
-
-
-def model_card(manifest: Manifest, context: dict[str, Any]) -> str:
-    """``MODEL_CARD.md``, generated from the manifest and the export's context."""
-    m = manifest
-    p = m.parity
-    lines = [
-        f"# Model card: {m.name}",
-        "",
-        f"Generated by edgesiam {__version__} on {m.created} from `{m.source.checkpoint}` "
-        f"(recipe `{m.source.recipe}`, epoch {m.source.epoch}). Do not edit: export again. "
-        "`manifest.json` holds every number below and the sha256 of every file.",
-        "",
-        "## Intended use",
-        "",
-        INTENDED_USE[m.modality],
-        "",
-        "Not intended for: security or identity decisions on their own (the thresholds are "
-        "calibrated on a small held-out set), or monitoring people who have not agreed to it. "
-        "Accuracy on data unlike the training data (other microphones, sensor placements, rooms, "
-        "languages) is unknown until measured.",
-        "",
-        "## Model",
-        "",
-        f"- Input: {m.modality}, {m.sample_rate} Hz, {m.channels} channel(s)"
-        + (f" ({', '.join(m.channel_names)})" if m.channel_names else "")
-        + (f" in {', '.join(u or '-' for u in m.channel_units)}" if m.channel_units else "")
-        + f"; windows of {m.window_s:g} s ({m.window} samples), hop {m.hop_s:g} s",
-        f"- Front-end: {m.frontend.kind} → features {m.features[0]}×{m.features[1]} "
-        f"(`{m.frontend.file}` holds its whole state)",
-        f"- Encoder: {context['architecture']}; {context['parameters']:,} parameters",
-        f"- Embedding: {m.embedding_dim} dimensions, L2-normalised, compared by cosine",
-        f"- Deployed model: `{m.models[m.model].file}` (full-integer int8; input scale "
-        f"{m.models[m.model].input.scale:.6g}, zero-point {m.models[m.model].input.zero_point}; "
-        f"layout {m.models[m.model].input.layout})",
-    ]
-    lines.append(
-        "- Float weights `weights.safetensors` and recipe `recipe.yaml`: what `edgesiam tune` "
-        "starts from (never read on the device)"
-    )
-    lines += [
-        "",
-        "| file | variant | size |",
-        "| --- | --- | --- |",
-    ]
-    for entry in m.models.values():
-        lines.append(f"| `{entry.file}` | {entry.variant} | {_size(entry.bytes)} |")
-    lines += ["", "## Data", ""]
-    lines.append(f"- Training data: `{m.source.train_data}`")
-    lines.append(
-        f"- Calibration: {m.calibration.windows} windows of {m.calibration.recordings} recordings "
-        f"from `{m.calibration.data}`"
-    )
-    lines.append(
-        f"- Held-out evaluation: {m.thresholds.recordings} recordings of {m.thresholds.labels} "
-        f"labels from `{m.thresholds.data}` (labels never seen in training)"
-    )
-    summaries: list[tuple[Path, dict[str, Any]]] = context["summaries"]
-    if not summaries:
-        lines.append("- No `SUMMARY.json` was found beside the data: sources and licences unknown.")
-    for path, summary in summaries:
-        lines += ["", f"### {summary.get('name', path.parent.name)} (`{shown_path(path)}`)", ""]
-        if "licence" in summary or "license" in summary:
-            lines.append(f"- Licence: {summary.get('licence', summary.get('license'))}")
-        for source in summary.get("sources", []) or []:
-            lines.append(f"- Source: {source}")
-        for note in summary.get("notes", []) or []:
-            lines.append(f"- Note: {note}")
-        splits = summary.get("splits")
-        if isinstance(splits, dict):
-            parts = [
-                f"{k}: {v.get('labels', '?')} labels, {v.get('recordings', '?')} recordings"
-                for k, v in splits.items()
-                if isinstance(v, dict)
-            ]
-            if parts:
-                lines.append("- Splits: " + "; ".join(parts))
-    lines += [
-        "",
-        "## Metrics on held-out labels",
-        "",
-        "| model | EER | mean cosine to torch | min cosine to torch |",
-        "| --- | --- | --- | --- |",
-        f"| torch float32 (reference) | {_pct(p.eer_torch)} | 1 | 1 |",
-        f"| TFLite float32 | {_pct(p.eer_float32)} | {p.float32_mean_cosine:.6f} | "
-        f"{p.float32_min_cosine:.6f} |",
-        f"| TFLite int8 (deployed) | {_pct(p.eer_int8)} | {p.int8_mean_cosine:.6f} | "
-        f"{p.int8_min_cosine:.6f} |",
-    ]
-    for key, entry in m.models.items():
-        if key in ("int8", "float32", "edgetpu") or entry.mean_cosine is None:
-            continue
-        lines.append(
-            f"| TFLite {key} | – | {entry.mean_cosine:.6f} | {entry.min_cosine or 0.0:.6f} |"
-        )
-    lines += [
-        "",
-        f"EER int8 − torch: {p.eer_delta_points:+.2f} points, over {p.windows} windows of "
-        f"{p.recordings} recordings.",
-        "",
-        "Thresholds (accept when score ≥ threshold), int8 model:",
-        "",
-        "| trials | EER | at EER | "
-        + " | ".join(f"FMR {k}" for k in m.thresholds.window.at_fmr)
-        + " |",
-        "| --- | --- | --- | " + " | ".join("---" for _ in m.thresholds.window.at_fmr) + " |",
-    ]
-    sets = [m.thresholds.window, m.thresholds.recording]
-    if m.cohort is not None and m.cohort.thresholds is not None:
-        sets.append(m.cohort.thresholds)
-    for t in sets:
-        cells = [f"{v:.4f}" + ("" if t.supported[k] else " (*)") for k, v in t.at_fmr.items()]
-        lines.append(
-            f"| {t.trials} ({t.scores}; {t.genuine} genuine, {t.impostor} impostor) | "
-            f"{_pct(t.eer)} | {t.eer_threshold:.4f} | " + " | ".join(cells) + " |"
-        )
-    lines.append("")
-    lines.append(
-        "(*) fewer than 3/FMR impostor trials: the threshold is not backed by data; calibrate on "
-        "more held-out recordings before relying on it."
-    )
-    if m.cohort is not None:
-        c = m.cohort
-        lines += [
-            "",
-            f"Score normalisation (adaptive s-norm, top {c.top_k} of a {c.size}-recording cohort "
-            f"from `{c.data}`): held-out EER {_pct(c.eer_raw)} raw, {_pct(c.eer_normalised)} "
-            + (
-                "normalised; the cohort ships as `cohort.npy`."
-                if c.used
-                else "normalised; not better, so no cohort ships."
-            ),
-        ]
-    lines += ["", "## Export gate", ""]
-    lines.append("Passed." if m.gate.passed else "FAILED (exported with --force: do not deploy).")
-    lines.append("")
-    for check in m.gate.checks:
-        lines.append(f"- {'✓' if check.passed else '✗'} `{check.name}`: {check.detail}")
-    lines += ["", "## Latency", ""]
-    if m.latency is not None:
-        lat = m.latency
-        lines.append(
-            f"One int8 window: median {lat.median_ms:.3f} ms, p95 {lat.p95_ms:.3f} ms over "
-            f"{lat.runs} runs with {lat.backend} {lat.backend_version} on {lat.machine} "
-            "(the export machine; measure on the device with `edgesiam bench`)."
-        )
-    else:
-        lines.append("Not measured.")
-    edgetpu = m.edgetpu
-    lines += [
-        "",
-        "## Edge TPU",
-        "",
-        (
-            "All ops are Edge TPU operations."
-            if edgetpu.static_compatible
-            else f"Ops the Edge TPU does not support: {', '.join(edgetpu.offenders)}."
-        ),
-        (
-            f"Compiled with edgetpu_compiler {edgetpu.compiler or ''}: `{edgetpu.model}` "
-            f"({edgetpu.ops_on_tpu} ops on the TPU, {edgetpu.ops_on_cpu} on the CPU)."
-            if edgetpu.model
-            else "Not compiled (edgetpu_compiler was not on PATH at export)."
-        ),
-        "",
-        "## Versions",
-        "",
-        ", ".join(f"{k} {v}" for k, v in m.versions.items()),
-        "",
-    ]
-    return "\n".join(lines)
 
 
 # --- export ------------------------------------------------------------------------------------
@@ -419,6 +99,7 @@ class ExportOptions:
     edgetpu_compiler: str | None = None
     latency_runs: int = 200
     seed: int = 0
+    threshold_data: Sequence[str | Path] = ()  # more held-out folders (other channels)
     on_error: Literal["fail", "skip"] = "fail"
     progress: bool = False
     log: Callable[[str], None] = print
@@ -518,8 +199,8 @@ def export_bundle(
         from edgesiam.train.checkpoint import CheckpointEmbedder
     except ImportError as exc:
         raise MissingExtraError(exc.name or "torch", "train") from None
-    from edgesiam.export.convert import VARIANT_FILES, convert_all, keras_parity, read_calibration
-    from edgesiam.export.keras_mirror import build_keras_mirror, import_tensorflow, mirror_spec
+    from edgesiam.export.convert import VARIANT_FILES
+    from edgesiam.export.keras_mirror import import_tensorflow
 
     import_tensorflow()  # fail early, before any data is read
     compiler = find_compiler(opts.edgetpu_compiler)
@@ -527,40 +208,9 @@ def export_bundle(
         raise ConfigError(f"edgetpu compiler not found: {opts.edgetpu_compiler}")
 
     embedder = CheckpointEmbedder(model_path)
-    config = embedder.config
-    if heldout_dir is None:
-        val = config.data.val
-        if val is None or not Path(val).is_dir():
-            raise ConfigError(
-                "the gate and the thresholds need held-out labels: pass --heldout DATA_DIR "
-                "(the recipe's data.val folder is not available)"
-            )
-        heldout_dir = Path(val)
-        say(f"held-out data: the recipe's validation folder {heldout_dir}")
+    heldout_dir = _heldout_dir(embedder, heldout_dir, say)
     name = opts.name or output.name
-
-    say(f"reading calibration windows from {calib_dir}")
-    calib = read_calibration(
-        embedder,
-        calib_dir,
-        windows=opts.calib_windows,
-        min_windows=opts.min_calib_windows,
-        recordings=opts.cohort_size,
-        seed=opts.seed,
-        on_error=opts.on_error,
-        progress=opts.progress,
-    )
-    in_channels, time_steps = embedder.frontend.feature_shape(embedder.window)
-    spec = mirror_spec(embedder.model)
-    keras_model = build_keras_mirror(spec, time_steps, l2_in_model=opts.l2_in_model)
-    mirror_cos = keras_parity(keras_model, embedder.embed_features, calib.features[:16])
-    if not mirror_cos > 0.9999:
-        raise ModelError(
-            f"the Keras mirror does not reproduce the torch encoder (min cosine {mirror_cos:.6f}); "
-            "this is a bug in edgesiam's exporter"
-        )
-    say(f"converting with {len(calib.features)} calibration windows")
-    converted = convert_all(keras_model, calib.features, opts.variants)
+    calib, converted, in_channels, time_steps = _convert(embedder, calib_dir, opts)
 
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = output.with_name(f".{output.name}.partial-{os.getpid()}")
@@ -590,6 +240,54 @@ def export_bundle(
             shutil.rmtree(staging, ignore_errors=True)
 
 
+def _heldout_dir(
+    embedder: CheckpointEmbedder, heldout_dir: str | Path | None, say: Callable[[str], None]
+) -> str | Path:
+    """The held-out data to gate on: the one given, else the recipe's validation folder."""
+    if heldout_dir is not None:
+        return heldout_dir
+    val = embedder.config.data.val
+    if val is None or not Path(val).is_dir():
+        raise ConfigError(
+            "the gate and the thresholds need held-out labels: pass --heldout DATA_DIR "
+            "(the recipe's data.val folder is not available)"
+        )
+    say(f"held-out data: the recipe's validation folder {Path(val)}")
+    return Path(val)
+
+
+def _convert(
+    embedder: CheckpointEmbedder, calib_dir: str | Path, opts: ExportOptions
+) -> tuple[Any, dict[str, bytes], int, int]:
+    """Calibration windows, then the encoder through its Keras mirror (checked against torch) to
+    TFLite: ``(calibration set, variant → model bytes, in_channels, time_steps)``."""
+    from edgesiam.export.convert import convert_all, keras_parity, read_calibration
+    from edgesiam.export.keras_mirror import build_keras_mirror, mirror_spec
+
+    opts.log(f"reading calibration windows from {calib_dir}")
+    calib = read_calibration(
+        embedder,
+        calib_dir,
+        windows=opts.calib_windows,
+        min_windows=opts.min_calib_windows,
+        recordings=opts.cohort_size,
+        seed=opts.seed,
+        on_error=opts.on_error,
+        progress=opts.progress,
+    )
+    in_channels, time_steps = embedder.frontend.feature_shape(embedder.window)
+    spec = mirror_spec(embedder.model)
+    keras_model = build_keras_mirror(spec, time_steps, l2_in_model=opts.l2_in_model)
+    mirror_cos = keras_parity(keras_model, embedder.embed_features, calib.features[:16])
+    if not mirror_cos > 0.9999:
+        raise ModelError(
+            f"the Keras mirror does not reproduce the torch encoder (min cosine {mirror_cos:.6f}); "
+            "this is a bug in edgesiam's exporter"
+        )
+    opts.log(f"converting with {len(calib.features)} calibration windows")
+    return calib, convert_all(keras_model, calib.features, opts.variants), in_channels, time_steps
+
+
 @dataclass
 class ExportJob:
     """What an export has made by the time the bundle is written: where (``staging`` becomes
@@ -616,16 +314,7 @@ def _finish(job: ExportJob) -> ExportResult:
     move it into place as the bundle."""
     say = job.opts.log
     backend = find_backend()
-    tflite: dict[str, TFLiteModel] = {}
-    job.converted = {
-        k: job.converted[k] for k in sorted(job.converted, key=list(job.variant_files).index)
-    }
-    for variant, data in job.converted.items():
-        path = job.staging / job.variant_files[variant]
-        path.write_bytes(data)
-        tflite[variant] = TFLiteModel(path, backend=backend)
-    int8 = tflite["int8"]
-
+    tflite = _write_models(job, backend)
     say(f"measuring parity on held-out data {job.heldout_dir}")
     runners: dict[str, Callable[[np.ndarray], np.ndarray]] = {"torch": job.embedder.embed_features}
     runners.update({k: v.run for k, v in tflite.items()})
@@ -639,64 +328,87 @@ def _finish(job: ExportJob) -> ExportResult:
     infos = {
         k: inspect_model(job.staging / job.variant_files[k], backend=backend) for k in job.converted
     }
-    result: CompilerResult | None = None
-    if job.compiler is not None:
-        say(f"compiling for the Edge TPU with {job.compiler}")
-        result = run_edgetpu_compiler(
-            job.staging / job.variant_files["int8"], job.staging, job.compiler
-        )
-    report = evaluate_gate(heldout, infos["int8"], job.opts.limits, result)
+    compiled = _compile(job)
+    report = evaluate_gate(heldout, infos["int8"], job.opts.limits, compiled)
     say(report.render())
     if not report.passed and not job.opts.force:
         raise GateError(report)
+    measured = _measure(job, backend, tflite["int8"], heldout, infos, compiled)
+    manifest = _manifest(job, measured, report, backend)
+    context = _card_context(job, heldout)
+    from edgesiam.train.weights import write_training_files
 
-    # thresholds with the deployed model
-    rec_gen, rec_imp = recording_trials(heldout.recordings["int8"], heldout.labels)
-    win_gen, win_imp = window_trials(heldout, "int8", seed=job.opts.seed)
-    thresholds = Thresholds(
-        data=str(heldout.root),
-        labels=len(set(heldout.labels)),
-        recordings=len(heldout.labels),
-        recording=threshold_set(rec_gen, rec_imp, "recording-vs-recording"),
-        window=threshold_set(win_gen, win_imp, "window-vs-recording"),
+    write_training_files(job.staging, job.embedder.config, job.embedder.model.state_dict())
+    (job.staging / MODEL_CARD).write_text(model_card(manifest, context), encoding="utf-8")
+    manifest = write_manifest(job.staging, manifest)
+    _install(job.staging, job.output)
+    parity = measured.parity
+    say(
+        f"bundle {job.output}: int8 {size_text(measured.models['int8'].bytes)}, parity mean "
+        f"{parity.int8_mean_cosine:.5f} / min {parity.int8_min_cosine:.5f}, EER int8 "
+        f"{100 * parity.eer_int8:.2f}% (torch {100 * parity.eer_torch:.2f}%)"
+        + ("" if report.passed else " — GATE FAILED, written because of --force")
     )
+    return ExportResult(job.output, manifest, report)
 
-    cohort_info: CohortInfo | None = None
-    if job.opts.cohort and len(job.calib.recordings) >= 2:
-        cohort = np.stack(
-            [
-                recording_embedding(
-                    l2_normalize(
-                        int8.run(
-                            job.embedder.frontend(frame(x, job.embedder.window, job.embedder.hop))
-                        ),
-                        axis=1,
-                    )
-                )
-                for x in job.calib.recordings[: job.opts.cohort_size]
-            ]
-        )
-        cohort_result = evaluate_cohort(
-            heldout.recordings["int8"],
-            heldout.labels,
-            cohort,
-            job.opts.cohort_top_k,
-            str(job.calib.root),
-        )
-        cohort_info = cohort_result.info
-        if cohort_info.used:
-            np.save(job.staging / COHORT_FILE, cohort_result.embeddings)
-            gen, imp = window_trials(
-                heldout, "int8", job.opts.seed, cohort_result.embeddings, cohort_info.top_k
-            )
-            window_set = threshold_set(gen, imp, "window-vs-recording", "adaptive-s-norm")
-            cohort_info = cohort_info.model_copy(update={"window_thresholds": window_set})
-        say(
-            f"adaptive s-norm: held-out EER {100 * cohort_info.eer_raw:.2f}% raw, "
-            f"{100 * cohort_info.eer_normalised:.2f}% normalised"
-            + (" (cohort shipped)" if cohort_info.used else " (no gain: no cohort)")
-        )
 
+def _write_models(job: ExportJob, backend: Backend) -> dict[str, TFLiteModel]:
+    """Each converted model into the staging folder (in the order of ``job.variant_files``),
+    loaded."""
+    tflite: dict[str, TFLiteModel] = {}
+    job.converted = {
+        k: job.converted[k] for k in sorted(job.converted, key=list(job.variant_files).index)
+    }
+    for variant, data in job.converted.items():
+        path = job.staging / job.variant_files[variant]
+        path.write_bytes(data)
+        tflite[variant] = TFLiteModel(path, backend=backend)
+    return tflite
+
+
+def _compile(job: ExportJob) -> CompilerResult | None:
+    """The int8 model through the Edge TPU compiler, when there is one."""
+    if job.compiler is None:
+        return None
+    job.opts.log(f"compiling for the Edge TPU with {job.compiler}")
+    return run_edgetpu_compiler(job.staging / job.variant_files["int8"], job.staging, job.compiler)
+
+
+@dataclass
+class _Measured:
+    """The manifest's measured parts, made by :func:`_measure` once the gate has passed."""
+
+    thresholds: Thresholds
+    cohort: CohortInfo | None
+    latency: Latency
+    models: dict[str, BundleModel]
+    edgetpu: EdgeTPUInfo
+    parity: Parity
+
+
+def _measure(
+    job: ExportJob,
+    backend: Backend,
+    int8: TFLiteModel,
+    heldout: HeldOutResult,
+    infos: dict[str, ModelInfo],
+    compiled: CompilerResult | None,
+) -> _Measured:
+    """Thresholds and cohort with the deployed model, its latency, and each model's entry."""
+    extra = _threshold_heldouts(job, int8)
+    thresholds = strictest_thresholds(
+        [
+            heldout_thresholds(h, job.opts.seed, shown_path(Path(str(h.root))))
+            for h in (heldout, *extra)
+        ]
+    )
+    if extra:
+        job.opts.log(_threshold_report(thresholds))
+    cohort = (
+        _cohort(job, (heldout, *extra), int8)
+        if job.opts.cohort and len(job.calib.recordings) >= 2
+        else None
+    )
     latency_stats = measure_latency(int8, runs=job.opts.latency_runs)
     latency = Latency(
         backend=backend.name,
@@ -707,7 +419,83 @@ def _finish(job: ExportJob) -> ExportResult:
         p95_ms=latency_stats["p95_ms"],
         machine=_machine(),
     )
+    models = _bundle_models(job, heldout, infos, compiled)
+    edgetpu = _edgetpu_info(infos["int8"], compiled)
+    return _Measured(thresholds, cohort, latency, models, edgetpu, _parity(heldout))
 
+
+def _cohort_embeddings(job: ExportJob, int8: TFLiteModel) -> np.ndarray:
+    """The int8 model's recording embedding of each calibration recording, up to the cohort size."""
+    window, hop = job.embedder.window, job.embedder.hop
+    return np.stack(
+        [
+            recording_embedding(
+                l2_normalize(int8.run(job.embedder.frontend(frame(x, window, hop))), axis=1)
+            )
+            for x in job.calib.recordings[: job.opts.cohort_size]
+        ]
+    )
+
+
+def _threshold_heldouts(job: ExportJob, int8: TFLiteModel) -> list[HeldOutResult]:
+    """The int8 model's windows of each ``--threshold-data`` folder."""
+    found = []
+    for folder in job.opts.threshold_data:
+        job.opts.log(f"thresholds also on {folder}")
+        found.append(
+            measure_heldout(
+                job.embedder,
+                {"int8": int8.run},
+                folder,
+                on_error=job.opts.on_error,
+                progress=job.opts.progress,
+            )
+        )
+    return found
+
+
+def _threshold_report(thresholds: Thresholds) -> str:
+    """The combined window thresholds, for the export's log."""
+    rates = ", ".join(f"FMR {k}: {v:.4f}" for k, v in thresholds.window.at_fmr.items())
+    return f"window thresholds, the strictest over {thresholds.data}: {rates}"
+
+
+def _cohort(job: ExportJob, heldouts: Sequence[HeldOutResult], int8: TFLiteModel) -> CohortInfo:
+    """The score-normalisation cohort, shipped (with its window thresholds, the strictest over
+    the held-out folders) only when it helps on the reference held-out folder."""
+    heldout = heldouts[0]
+    cohort_result = evaluate_cohort(
+        heldout.recordings["int8"],
+        heldout.labels,
+        _cohort_embeddings(job, int8),
+        job.opts.cohort_top_k,
+        shown_path(Path(str(job.calib.root))),
+    )
+    cohort_info = cohort_result.info
+    if cohort_info.used:
+        np.save(job.staging / COHORT_FILE, cohort_result.embeddings)
+        sets = []
+        for h in heldouts:
+            gen, imp = window_trials(
+                h, "int8", job.opts.seed, cohort_result.embeddings, cohort_info.top_k
+            )
+            sets.append(threshold_set(gen, imp, "window-vs-recording", "adaptive-s-norm"))
+        cohort_info = cohort_info.model_copy(update={"window_thresholds": strictest(sets)})
+    job.opts.log(
+        f"adaptive s-norm: held-out EER {100 * cohort_info.eer_raw:.2f}% raw, "
+        f"{100 * cohort_info.eer_normalised:.2f}% normalised"
+        + (" (cohort shipped)" if cohort_info.used else " (no gain: no cohort)")
+    )
+    return cohort_info
+
+
+def _bundle_models(
+    job: ExportJob,
+    heldout: HeldOutResult,
+    infos: dict[str, ModelInfo],
+    compiled: CompilerResult | None,
+) -> dict[str, BundleModel]:
+    """The manifest's entry of each model file, the compiled Edge TPU model included."""
     models: dict[str, BundleModel] = {}
     for variant in job.converted:
         cos = heldout.parity(variant)
@@ -721,28 +509,34 @@ def _finish(job: ExportJob) -> ExportResult:
             mean_cosine=float(np.mean(cos)),
             min_cosine=float(np.min(cos)),
         )
-    if result is not None and result.model is not None:
+    if compiled is not None and compiled.model is not None:
         models["edgetpu"] = BundleModel(
-            file=result.model.name,
+            file=compiled.model.name,
             variant="edgetpu",
-            bytes=result.model.stat().st_size,
+            bytes=compiled.model.stat().st_size,
             input=infos["int8"].input,
             output=infos["int8"].output,
         )
-    offenders = edgetpu_offenders(infos["int8"].ops)
-    edgetpu = EdgeTPUInfo(
+    return models
+
+
+def _edgetpu_info(int8: ModelInfo, compiled: CompilerResult | None) -> EdgeTPUInfo:
+    offenders = edgetpu_offenders(int8.ops)
+    return EdgeTPUInfo(
         static_compatible=not offenders,
         offenders=offenders,
-        compiler=result.version if result else None,
-        model=result.model.name if result and result.model else None,
-        log=result.log.name if result and result.log else None,
-        ops_on_tpu=result.ops_on_tpu if result else None,
-        ops_on_cpu=result.ops_on_cpu if result else None,
+        compiler=compiled.version if compiled else None,
+        model=compiled.model.name if compiled and compiled.model else None,
+        log=compiled.log.name if compiled and compiled.log else None,
+        ops_on_tpu=compiled.ops_on_tpu if compiled else None,
+        ops_on_cpu=compiled.ops_on_cpu if compiled else None,
     )
 
+
+def _parity(heldout: HeldOutResult) -> Parity:
     cos_int8, cos_f32 = heldout.parity("int8"), heldout.parity("float32")
     eer_torch, eer_f32, eer_int8 = heldout.eer("torch"), heldout.eer("float32"), heldout.eer("int8")
-    parity = Parity(
+    return Parity(
         windows=len(cos_int8),
         recordings=len(heldout.labels),
         int8_mean_cosine=float(np.mean(cos_int8)),
@@ -755,55 +549,72 @@ def _finish(job: ExportJob) -> ExportResult:
         eer_delta_points=100.0 * (eer_int8 - eer_torch),
     )
 
-    state = job.embedder.frontend.state()
+
+def _manifest(
+    job: ExportJob, measured: _Measured, report: GateReport, backend: Backend
+) -> Manifest:
+    """The manifest (its file hashes come when it is written); saves the front-end's state."""
+    e = job.embedder
+    state = e.frontend.state()
     np.savez(job.staging / FRONTEND_FILE, allow_pickle=False, **state)
-    config = job.embedder.config
-    manifest = Manifest(
+    return Manifest(
         name=job.name,
         created=datetime.now(UTC).replace(microsecond=0).isoformat(),
-        modality=job.embedder.modality,
-        sample_rate=job.embedder.sample_rate,
-        channels=job.embedder.channels,
-        channel_names=job.embedder.channel_names,
-        channel_units=_channel_units(job.embedder, Path(str(job.calib.root))),
-        window=job.embedder.window,
-        hop=job.embedder.hop,
-        window_s=job.embedder.window / job.embedder.sample_rate,
-        hop_s=job.embedder.hop / job.embedder.sample_rate,
+        modality=e.modality,
+        sample_rate=e.sample_rate,
+        channels=e.channels,
+        channel_names=e.channel_names,
+        channel_units=_channel_units(e, Path(str(job.calib.root))),
+        window=e.window,
+        hop=e.hop,
+        window_s=e.window / e.sample_rate,
+        hop_s=e.hop / e.sample_rate,
         frontend=_frontend_info(state),
         features=[job.in_channels, job.time_steps],
-        embedding_dim=int(job.embedder.model.embedding_dim),
-        models=models,
-        thresholds=thresholds,
-        cohort=cohort_info,
-        parity=parity,
-        gate=Gate(
-            passed=report.passed,
-            forced=job.opts.force and not report.passed,
-            limits=job.opts.limits.as_dict(),
-            checks=[
-                GateCheck(name=c.name, passed=c.passed, detail=c.detail) for c in report.checks
-            ],
-        ),
-        edgetpu=edgetpu,
+        embedding_dim=int(e.model.embedding_dim),
+        models=measured.models,
+        thresholds=measured.thresholds,
+        cohort=measured.cohort,
+        parity=measured.parity,
+        gate=_gate(report, job.opts),
+        edgetpu=measured.edgetpu,
         calibration=Calibration(
-            data=str(job.calib.root),
+            data=shown_path(Path(str(job.calib.root))),
             windows=len(job.calib.features),
             recordings=len(job.calib.recordings),
             seed=job.opts.seed,
         ),
-        latency=latency,
-        source=Source(
-            checkpoint=str(job.model_path),
-            sha256=sha256_file(job.model_path),
-            recipe=config.name,
-            epoch=job.embedder.epoch,
-            train_data=", ".join(str(p) for p in config.data.train),
-        ),
+        latency=measured.latency,
+        source=_source(job),
         versions=_versions(backend.name, backend.version),
     )
+
+
+def _gate(report: GateReport, opts: ExportOptions) -> Gate:
+    return Gate(
+        passed=report.passed,
+        forced=opts.force and not report.passed,
+        limits=opts.limits.as_dict(),
+        checks=[GateCheck(name=c.name, passed=c.passed, detail=c.detail) for c in report.checks],
+    )
+
+
+def _source(job: ExportJob) -> Source:
+    config = job.embedder.config
+    return Source(
+        checkpoint=shown_path(job.model_path),
+        sha256=sha256_file(job.model_path),
+        recipe=config.name,
+        epoch=job.embedder.epoch,
+        train_data=", ".join(shown_path(Path(p)) for p in config.data.train),
+    )
+
+
+def _card_context(job: ExportJob, heldout: HeldOutResult) -> dict[str, Any]:
+    """What the model card says beyond the manifest: the encoder and the data's summaries."""
+    config = job.embedder.config
     enc = config.encoder
-    context = {
+    return {
         "architecture": (
             f"{len(enc.channels)} Conv1d blocks (channels {enc.channels}, kernels "
             f"{enc.kernel_sizes}, strides {enc.strides}, dilations {enc.dilations}) → mean over "
@@ -814,16 +625,3 @@ def _finish(job: ExportJob) -> ExportResult:
             [*config.data.train, Path(str(job.calib.root)), Path(str(heldout.root))]
         ),
     }
-    from edgesiam.train.weights import write_training_files
-
-    write_training_files(job.staging, config, job.embedder.model.state_dict())
-    (job.staging / MODEL_CARD).write_text(model_card(manifest, context), encoding="utf-8")
-    manifest = write_manifest(job.staging, manifest)
-    _install(job.staging, job.output)
-    say(
-        f"bundle {job.output}: int8 {_size(models['int8'].bytes)}, parity mean "
-        f"{parity.int8_mean_cosine:.5f} / min {parity.int8_min_cosine:.5f}, EER int8 "
-        f"{100 * eer_int8:.2f}% (torch {100 * eer_torch:.2f}%)"
-        + ("" if report.passed else " — GATE FAILED, written because of --force")
-    )
-    return ExportResult(job.output, manifest, report)

@@ -33,6 +33,7 @@ EDGETPU_FILE: Final = "model_edgetpu.tflite"
 LOG_FILE: Final = "edgetpu_compiler.log"
 CARD_FILE: Final = "MODEL_CARD.md"
 NOT_COMPILED: Final = "Not compiled (edgetpu_compiler was not on PATH at export)."
+HELP: Final = "compile a bundle's int8 model for a Coral Edge TPU (x86-64 Linux)"
 DESCRIPTION: Final = textwrap.dedent(
     """
     Compile a bundle's int8 model for a Coral Edge TPU and add it to the bundle as
@@ -136,12 +137,7 @@ def cmd_compile_edgetpu(args: argparse.Namespace) -> int:
 
 def add_compile_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``compile-edgetpu`` to an ``argparse`` sub-parser collection."""
-    p = add_command(
-        subparsers,
-        "compile-edgetpu",
-        help="compile a bundle's int8 model for a Coral Edge TPU (x86-64 Linux)",
-        description=DESCRIPTION,
-    )
+    p = add_command(subparsers, "compile-edgetpu", help=HELP, description=DESCRIPTION)
     p.add_argument("bundle", metavar="BUNDLE_DIR", help="an exported bundle, e.g. export/speaker")
     p.add_argument(
         "--edgetpu-compiler",

@@ -20,7 +20,7 @@ from edgesiam.core.normalise import window_recording_trials
 from edgesiam.core.windowing import frame
 from edgesiam.data.readers import iter_recordings, scan_dataset
 from edgesiam.errors import BundleError
-from edgesiam.export.bundle_writer import MAX_WINDOW_TRIALS, threshold_set
+from edgesiam.export.thresholds import MAX_WINDOW_TRIALS, threshold_set
 from edgesiam.model.bundle import ThresholdSet, load_cohort, load_manifest, write_manifest
 from edgesiam.model.embedders import embed_windows
 from edgesiam.model.interpreters import load_model

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from edgesiam.argparsing import add_command
-from edgesiam.errors import EdgesiamError, MissingExtraError
+from edgesiam.errors import EdgesiamError
+from edgesiam.extras import import_extra
 
 __all__ = ["EmbeddedBroker", "add_broker_parser", "cmd_broker", "serve_broker"]
 
@@ -30,11 +31,7 @@ log = logging.getLogger(__name__)
 
 
 def _broker_class() -> Any:
-    try:
-        from amqtt.broker import Broker
-    except ImportError as exc:
-        raise MissingExtraError("amqtt", "broker") from exc
-    return Broker
+    return import_extra("amqtt.broker", "broker", package="amqtt").Broker
 
 
 def broker_config(host: str, port: int, password_file: Path | None = None) -> dict[str, Any]:
@@ -156,14 +153,12 @@ def serve_broker(host: str, port: int, password_file: Path | None = None) -> Non
         asyncio.run(main())
 
 
+HELP = "run an embedded MQTT broker (amqtt, MQTT 3.1.1) for a single machine"
+
+
 def add_broker_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``broker`` to an ``argparse`` sub-parser collection; returns the new parser."""
-    br = add_command(
-        subparsers,
-        "broker",
-        help="run an embedded MQTT broker (amqtt, MQTT 3.1.1) for a single machine",
-        description=__doc__,
-    )
+    br = add_command(subparsers, "broker", help=HELP, description=__doc__)
     br.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
     )

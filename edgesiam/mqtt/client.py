@@ -18,7 +18,8 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 
-from edgesiam.errors import ConfigError, MissingExtraError
+from edgesiam.errors import ConfigError
+from edgesiam.extras import import_extra
 from edgesiam.mqtt.contract import DEVICE_ID, TOPIC_PREFIX, Topics
 from edgesiam.paths import UserPath
 from edgesiam.settings import StrictModel, format_validation_error
@@ -203,11 +204,7 @@ class MqttSettings(BrokerOptions):
 
 def paho(extra: str = "device") -> Any:
     """The ``paho.mqtt.client`` module, or an error naming the extra that installs it."""
-    try:
-        import paho.mqtt.client as mqtt
-    except ImportError as exc:
-        raise MissingExtraError("paho-mqtt", extra) from exc
-    return mqtt
+    return import_extra("paho.mqtt.client", extra, package="paho-mqtt")
 
 
 def apply_credentials(client: Any, settings: MqttSettings | None, tls: bool) -> None:

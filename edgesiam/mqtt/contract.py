@@ -82,6 +82,17 @@ CommandCallback = Callable[[str, bytes], dict[str, Any]]
 is; it must never raise (the publisher turns an exception into an error result anyway)."""
 
 
+class _Leaf:
+    """A topic one level under the device's, named as the attribute: ``Topics.event`` is
+    ``<prefix>/<device>/event``."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, topics: Topics, owner: type | None = None) -> str:
+        return f"{topics.base}/{self.name}"
+
+
 @dataclass(frozen=True)
 class Topics:
     """Every topic of one device (docs/MQTT.md)."""
@@ -89,25 +100,14 @@ class Topics:
     prefix: str
     device: str
 
+    status = _Leaf()
+    event = _Leaf()
+    near_miss = _Leaf()
+    metrics = _Leaf()
+
     @property
     def base(self) -> str:
         return f"{self.prefix}/{self.device}"
-
-    @property
-    def status(self) -> str:
-        return f"{self.base}/status"
-
-    @property
-    def event(self) -> str:
-        return f"{self.base}/event"
-
-    @property
-    def near_miss(self) -> str:
-        return f"{self.base}/near_miss"
-
-    @property
-    def metrics(self) -> str:
-        return f"{self.base}/metrics"
 
     @property
     def commands(self) -> str:

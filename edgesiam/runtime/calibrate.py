@@ -32,6 +32,7 @@ from edgesiam.errors import ConfigError, DataError
 from edgesiam.runtime.calibration_store import Calibration
 from edgesiam.runtime.config import RuntimeConfig, load_runtime_config, parse_source_uri
 from edgesiam.runtime.gallery_calibration import Background, calibrate_gallery
+from edgesiam.runtime.run_cli import add_runtime_inputs
 
 if TYPE_CHECKING:
     from edgesiam.model.interpreters import BundleEmbedder
@@ -124,6 +125,7 @@ def collect_background(
 
 # --- the command -------------------------------------------------------------------------------
 
+HELP = "set per-label thresholds for a target in false matches per hour"
 DESCRIPTION = textwrap.dedent(
     """
     Set each enrolled label's threshold for a target number of false matches per hour, from
@@ -152,15 +154,10 @@ DESCRIPTION = textwrap.dedent(
 
 def add_calibrate_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``calibrate`` to an ``argparse`` sub-parser collection; returns the new parser."""
-    p = add_command(
-        subparsers,
-        "calibrate",
-        help="set per-label thresholds for a target in false matches per hour",
-        description=DESCRIPTION,
+    p = add_command(subparsers, "calibrate", help=HELP, description=DESCRIPTION)
+    add_runtime_inputs(
+        p, "runtime config (YAML): rule, gate, gallery", bundle_help="bundle directory"
     )
-    p.add_argument("--config", metavar="CFG", help="runtime config (YAML): rule, gate, gallery")
-    p.add_argument("--bundle", metavar="DIR", help="bundle directory")
-    p.add_argument("--gallery", metavar="FILE", help="enrolled gallery (.npz)")
     p.add_argument(
         "--background",
         required=True,

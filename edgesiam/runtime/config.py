@@ -20,7 +20,17 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from edgesiam.core.units import canonical_unit
 from edgesiam.errors import ConfigError
@@ -127,9 +137,8 @@ class StdinSourceConfig(_SourceBase):
     these settings."""
 
     type: Literal["stdin"] = "stdin"
-    sample_rate: int | None = Field(
+    sample_rate: PositiveInt | None = Field(
         None,
-        gt=0,
         description="samples per second of the stream (default: a WAV header's, else the "
         "bundle's); another rate than the bundle's is resampled on the device",
     )
@@ -151,9 +160,8 @@ class MicSourceConfig(_SourceBase):
     device: str | int | None = Field(
         None, description="PortAudio device name or index (default: the system's default input)"
     )
-    sample_rate: int | None = Field(
+    sample_rate: PositiveInt | None = Field(
         None,
-        gt=0,
         description="rate to record at (default: the bundle's when the device can, else the "
         "device's own, e.g. 48000); another rate than the bundle's is resampled on the device",
     )
@@ -171,8 +179,8 @@ class MqttSourceConfig(_SourceBase):
         "f32le: rows of packed little-endian float32, channel after channel",
     )
     channels: int | None = Field(None, ge=1, description="values per row (default: the bundle's)")
-    sample_rate: float | None = Field(
-        None, gt=0, description="nominal samples per second (default: the bundle's)"
+    sample_rate: PositiveFloat | None = Field(
+        None, description="nominal samples per second (default: the bundle's)"
     )
     url: str | None = Field(
         None,
@@ -200,10 +208,10 @@ class SerialSourceConfig(_SourceBase):
 
     type: Literal["serial"] = "serial"
     port: str = Field(min_length=1, description="device path (/dev/ttyACM0) or a pyserial URL")
-    baudrate: int = Field(115200, gt=0)
+    baudrate: PositiveInt = 115200
     channels: int | None = Field(None, ge=1, description="values per line (default: the bundle's)")
-    sample_rate: float | None = Field(
-        None, gt=0, description="nominal samples per second (default: the bundle's)"
+    sample_rate: PositiveFloat | None = Field(
+        None, description="nominal samples per second (default: the bundle's)"
     )
     units: SensorUnits = None
 
@@ -302,8 +310,8 @@ class DecisionConfig(StrictModel):
 
     n_of: int = Field(2, ge=1, description="matching windows needed …")
     m: int = Field(3, ge=1, description="… among the last m windows")
-    refractory_s: float = Field(
-        2.0, ge=0, description="no new event for the same label within this many seconds"
+    refractory_s: NonNegativeFloat = Field(
+        2.0, description="no new event for the same label within this many seconds"
     )
     hold: bool = Field(
         False,
@@ -327,14 +335,12 @@ class GateConfig(StrictModel):
     threshold_db: float = Field(
         -45.0, ge=-200, le=0, description="RMS level in dBFS under which an audio window is silent"
     )
-    sensor_threshold: float = Field(
+    sensor_threshold: NonNegativeFloat = Field(
         0.02,
-        ge=0,
-        description="std of the first triad's magnitude (sensor units) under which a sensor "
-        "window is still",
+        description="the first triad's magnitude std (sensor units) under which a window is still",
     )
-    hangover: int = Field(
-        2, ge=0, description="windows still processed after the level drops (word endings)"
+    hangover: NonNegativeInt = Field(
+        2, description="windows still processed after the level drops (word endings)"
     )
 
 
@@ -438,23 +444,22 @@ class OutboxConfig(StrictModel):
         "drop_oldest",
         description="when the outbox is full: delete the oldest pending events, or refuse new ones",
     )
-    drain_timeout_s: float = Field(
-        10.0, ge=0, description="at the end of a run, how long to wait for pending events"
+    drain_timeout_s: NonNegativeFloat = Field(
+        10.0, description="at the end of a run, how long to wait for pending events"
     )
-    keep_acked_s: float = Field(
+    keep_acked_s: NonNegativeFloat = Field(
         86400.0,
-        ge=0,
         description="keep events the broker acknowledged this long, to answer cmd/replay "
         "(a broker that crashes can lose what it acknowledged); 0 keeps none",
     )
-    keep_acked_max: int = Field(
-        10000, ge=0, description="at most this many acknowledged events kept (the oldest go first)"
+    keep_acked_max: NonNegativeInt = Field(
+        10000, description="at most this many acknowledged events kept (the oldest go first)"
     )
 
 
 class MetricsConfig(StrictModel):
-    interval_s: float = Field(
-        30.0, gt=0, description="seconds between metrics messages (and log lines)"
+    interval_s: PositiveFloat = Field(
+        30.0, description="seconds between metrics messages (and log lines)"
     )
     latency_window: int = Field(
         1000, ge=10, description="recent windows the latency percentiles are taken over"

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from edgesiam.errors import OutboxError
+from edgesiam.locked_db import LockedDatabase
 
 __all__ = ["WAL_CHECKPOINT_PAGES", "WAL_SIZE_LIMIT", "Event", "Outbox", "OutboxPolicy"]
 
@@ -106,7 +107,7 @@ def _is_disk_full(exc: sqlite3.Error) -> bool:
     return code == sqlite3.SQLITE_FULL or "database or disk is full" in str(exc)
 
 
-class Outbox:
+class Outbox(LockedDatabase):
     """Durable, bounded queue of events awaiting a PUBACK (thread-safe; one process at a time)."""
 
     def __init__(
@@ -376,16 +377,6 @@ class Outbox:
         """The ``seq`` the next event will get."""
         with self._lock:
             return int(self._meta("next_seq") or 1)
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def __enter__(self) -> Outbox:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class _Txn:

@@ -153,10 +153,39 @@ class Runtime:
         self._stop = threading.Event()
         self._stop_reason = "stopped"
         self.embedder = embedder if embedder is not None else self._load_embedder()
-        manifest = self.embedder.manifest
         self.format = StreamFormat.of(self.embedder)
-        self.model_sha256 = model_sha256(manifest)
+        self.model_sha256 = model_sha256(self.embedder.manifest)
         m = config.matching
+        self._open_stores(m)
+        self.matcher = StreamMatcher(
+            self.embedder,
+            self.make_scorer(self.gallery),
+            self.threshold_sources.thresholds,
+            decider=Decider(_rule(m)),
+            gate=_gate(m, self.format.modality),
+            margin=m.margin,
+        )
+        self.metrics = RuntimeMetrics(config.metrics.latency_window)
+        self._open_outbox_and_io(publisher, source, stdin)
+        self.matcher.sample_rate = float(self.source.sample_rate)
+        self._wire_commands()
+        self.queue = ChunkQueue(
+            max(1, round(config.processing.queue_s * self.source.sample_rate)),
+            block=getattr(self.source, "wait_for_room", not self.source.live),
+        )
+        self._pump_thread: threading.Thread | None = None
+        self._stopped_at: float | None = None
+        self._pending_after = 0
+        self._expected_start = 0
+        self._drops_logged = 0
+        self._stream_end = 0
+        self.outbox_errors = 0
+        self._outbox_error_logged = -math.inf
+
+    def _open_stores(self, m: MatchingConfig) -> None:
+        """What sits beside the gallery and the bundle: the gallery, thresholds set over MQTT, the
+        calibration and cohort; and the thresholds they resolve to."""
+        config, manifest = self.config, self.embedder.manifest
         self.bundle_cohort, self.window_at_fmr = self._score_norm(m)
         self._warn_unsupported_threshold(m)
         self.store = GalleryStore(
@@ -178,15 +207,16 @@ class Runtime:
         self.device_cohort = self.calibration_store.load_cohort(int(self.embedder.embedding_dim))
         self.calibration = self.calibration_store.load(self.score_kind)
         self.threshold_sources = self._resolve(m, self.set_thresholds)
-        self.matcher = StreamMatcher(
-            self.embedder,
-            self.make_scorer(self.gallery),
-            self.threshold_sources.thresholds,
-            decider=Decider(_rule(m)),
-            gate=_gate(m, self.format.modality),
-            margin=m.margin,
-        )
-        self.metrics = RuntimeMetrics(config.metrics.latency_window)
+
+    def _open_outbox_and_io(
+        self,
+        publisher: Publisher | Callable[[Outbox], Publisher] | None,
+        source: Source | None,
+        stdin: BinaryIO | None,
+    ) -> None:
+        """The outbox, then the source and the publisher; the outbox is closed again if either
+        fails."""
+        config = self.config
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.outbox = Outbox(
             config.state_dir / OUTBOX_NAME,
@@ -207,11 +237,13 @@ class Runtime:
         except BaseException:
             self.outbox.close()
             raise
-        self.matcher.sample_rate = float(self.source.sample_rate)
-        self.commands = RuntimeCommands(self)
+
+    def _wire_commands(self) -> None:
+        """The publisher's commands reach this runtime; replay when the publisher can republish."""
         from edgesiam.runtime.commands import CommandHandler
         from edgesiam.runtime.replay import Replayer
 
+        self.commands = RuntimeCommands(self)
         republish = getattr(self.publisher, "republish", None)
         self.command_handler = CommandHandler(
             self.commands,
@@ -219,18 +251,6 @@ class Runtime:
         )
         self.publisher.set_command_handler(self.command_handler)
         self.publisher.set_labels(self.gallery.labels)
-        self.queue = ChunkQueue(
-            max(1, round(config.processing.queue_s * self.source.sample_rate)),
-            block=getattr(self.source, "wait_for_room", not self.source.live),
-        )
-        self._pump_thread: threading.Thread | None = None
-        self._stopped_at: float | None = None
-        self._pending_after = 0
-        self._expected_start = 0
-        self._drops_logged = 0
-        self._stream_end = 0
-        self.outbox_errors = 0
-        self._outbox_error_logged = -math.inf
 
     def __repr__(self) -> str:
         return (

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from edgesiam.argparsing import add_command
+from edgesiam.argparsing import add_command, add_log_level
 from edgesiam.errors import ConfigError
 from edgesiam.paths import expand_user
 from edgesiam.runtime.config import (
@@ -29,12 +29,14 @@ from edgesiam.settings import UNSET, load_yaml
 
 __all__ = [
     "add_run_parser",
+    "add_runtime_inputs",
     "cmd_run",
     "config_from_args",
     "is_runtime_file",
     "validate_runtime_file",
 ]
 
+HELP = "run a bundle on a live stream and publish match events"
 DESCRIPTION = textwrap.dedent(
     """
     Run a bundle on a live stream: window it, skip silence, embed each window with the int8
@@ -72,17 +74,22 @@ DESCRIPTION = textwrap.dedent(
 )
 
 
+def add_runtime_inputs(
+    parser: Any,
+    config_help: str = "runtime config (YAML)",
+    bundle_help: str = "bundle directory (from edgesiam export)",
+) -> None:
+    """``--config``, ``--bundle`` and ``--gallery``: what a verb that runs the device pipeline
+    reads (``run``, ``calibrate``); the flags override the config's keys."""
+    parser.add_argument("--config", metavar="CFG", help=config_help)
+    parser.add_argument("--bundle", metavar="DIR", help=bundle_help)
+    parser.add_argument("--gallery", metavar="FILE", help="enrolled gallery (.npz)")
+
+
 def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``run`` to an ``argparse`` sub-parser collection; returns the new parser."""
-    run = add_command(
-        subparsers,
-        "run",
-        help="run a bundle on a live stream and publish match events",
-        description=DESCRIPTION,
-    )
-    run.add_argument("--config", metavar="CFG", help="runtime config (YAML)")
-    run.add_argument("--bundle", metavar="DIR", help="bundle directory (from edgesiam export)")
-    run.add_argument("--gallery", metavar="FILE", help="enrolled gallery (.npz)")
+    run = add_command(subparsers, "run", help=HELP, description=DESCRIPTION)
+    add_runtime_inputs(run)
     run.add_argument("--source", metavar="URI", help="where samples come from (see above)")
     run.add_argument("--realtime", action="store_true", help="pace a file: source at its real rate")
     run.add_argument(
@@ -114,12 +121,7 @@ def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="use the bundle's threshold calibrated for this false-match rate: 0.01, 0.001 "
         "(default) or 0.0001 (matching.target_fmr)",
     )
-    run.add_argument(
-        "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="log detail on stderr (default: info)",
-    )
+    add_log_level(run)
     run.set_defaults(func=cmd_run)
     return run  # type: ignore[no-any-return]
 

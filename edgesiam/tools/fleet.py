@@ -33,7 +33,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -166,20 +166,8 @@ def _devices_process(
 ) -> None:
     """One publisher process: connect every device, wait for ``go``, publish, report."""
     rng = random.Random(os.getpid())
-    clients: dict[str, Any] = {}
-    connected = {name: threading.Event() for name in names}
-    for name in names:
-        client = make_client(f"fleet-{name}", extra="dashboard")
-        client.will_set(f"{prefix}/{name}/status", "offline", qos=1, retain=True)
-        client.max_inflight_messages_set(100)
-        client.max_queued_messages_set(0)
-        client.on_connect = lambda c, u, f, rc, p, ev=connected[name]: (
-            ev.set() if not rc.is_failure else None
-        )
-        client.connect_async(host, port, keepalive=60)
-        client.loop_start()
-        clients[name] = client
-    if not all(connected[name].wait(60) for name in names):
+    clients = _connect_devices(names, host, port, prefix)
+    if clients is None:
         results.put({"error": "some simulated devices could not connect within 60 s"})
         return
     for name, client in clients.items():
@@ -201,14 +189,7 @@ def _devices_process(
             topic = f"{prefix}/{name}/event"
             infos.append(client.publish(topic, _event(name, outbox[name], k + 1, rng), qos=1))
     published_at = time.time()
-    deadline = time.monotonic() + 120
-    for info in infos:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        with contextlib.suppress(RuntimeError, ValueError):  # not sent: counted below
-            info.wait_for_publish(remaining)
-    acked = sum(1 for info in infos if info.is_published())
+    acked = _acknowledged(infos)
     acked_at = time.time()
     for name, client in clients.items():
         client.publish(f"{prefix}/{name}/status", "offline", qos=1, retain=True).wait_for_publish(5)
@@ -225,6 +206,39 @@ def _devices_process(
             "devices": {name: count for name in names},
         }
     )
+
+
+def _connect_devices(names: list[str], host: str, port: int, prefix: str) -> dict[str, Any] | None:
+    """One started paho client per device (an ``offline`` last will, like the runtime's); None
+    when some do not connect within 60 s."""
+    clients: dict[str, Any] = {}
+    connected = {name: threading.Event() for name in names}
+    for name in names:
+        client = make_client(f"fleet-{name}", extra="dashboard")
+        client.will_set(f"{prefix}/{name}/status", "offline", qos=1, retain=True)
+        client.max_inflight_messages_set(100)
+        client.max_queued_messages_set(0)
+        client.on_connect = lambda c, u, f, rc, p, ev=connected[name]: (
+            ev.set() if not rc.is_failure else None
+        )
+        client.connect_async(host, port, keepalive=60)
+        client.loop_start()
+        clients[name] = client
+    if not all(connected[name].wait(60) for name in names):
+        return None
+    return clients
+
+
+def _acknowledged(infos: list[Any]) -> int:
+    """How many of the publishes the broker acknowledged, waiting at most 120 s for them all."""
+    deadline = time.monotonic() + 120
+    for info in infos:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        with contextlib.suppress(RuntimeError, ValueError):  # not sent: counted below
+            info.wait_for_publish(remaining)
+    return sum(1 for info in infos if info.is_published())
 
 
 # ------------------------------------------------------------------------------------------------
@@ -352,157 +366,245 @@ def run_fleet(
     ``history_target``: a SQLite file or ``postgresql://…`` (default: a fresh SQLite file under
     ``data_dir``); ``ingesters`` > 1 needs PostgreSQL (they share it and the events)."""
     spec.check()
+    shared = _shared_history(history_target, ingesters)
+    paho("dashboard")  # a missing extra is said here, not in each publisher process
+
+    say = progress or (lambda _line: None)
+    run = _Run(spec, ingesters, shared, Path(tempfile.mkdtemp(prefix="edgesiam-fleet-")))
+    try:
+        run.start_broker(broker, say)
+        address = parse_broker_url(run.broker)
+        folder = Path(data_dir) if data_dir is not None else run.scratch / "history"
+        folder.mkdir(parents=True, exist_ok=True)
+        history = run.history = _open_history(history_target, folder)
+        baseline = history.counts()["events"]
+        if shared and history_target is not None:
+            run.ingest = _SharedIngest(run.broker, history_target, spec.prefix, ingesters)
+        else:
+            run.ingest = _LocalIngest(run.broker, history, spec.prefix)
+        run_id = secrets.token_hex(3)
+        names = [f"sim{run_id}-{i:04d}" for i in range(spec.devices)]
+        published = _publish(run, address.host, address.port, names, say)
+        say(
+            f"fleet-bench: {published.published} published, {published.acked} acknowledged; "
+            "waiting for the history"
+        )
+        stored = _collect_history(
+            history, baseline, names, spec.events_per_device, published.published, drain_timeout_s
+        )
+        counters = run.ingest.stop()
+        run.ingest = None
+        offline = _offline(history, set(names))
+        return _report(run, published, stored, counters, offline, history.location)
+    finally:
+        run.close()
+
+
+def _shared_history(history_target: str | None, ingesters: int) -> bool:
+    """Whether the history is PostgreSQL, which several ingesters can share."""
     from edgesiam.dashboard.history_pg import is_postgres_url
 
     shared = history_target is not None and is_postgres_url(history_target)
     if not 1 <= ingesters <= 64 or (ingesters > 1 and not shared):
         raise ConfigError("--ingesters: 1 to 64; more than one needs --history postgresql://…")
-    paho("dashboard")  # a missing extra is said here, not in each publisher process
+    return shared
 
-    say = progress or (lambda _line: None)
-    scratch = Path(tempfile.mkdtemp(prefix="edgesiam-fleet-"))
-    mosquitto = None
+
+@dataclass
+class _Run:
+    """One benchmark run: what it simulates, and what it starts and must stop whatever happens
+    (the scratch folder, a private broker, the history, the ingesters, the publishers)."""
+
+    spec: FleetSpec
+    ingesters: int
+    shared: bool
+    scratch: Path
+    broker: str = ""
+    mosquitto: _Mosquitto | None = None
     history: SqlHistory | None = None
     ingest: _LocalIngest | _SharedIngest | None = None
-    counters: dict[str, int] = {}
-    processes: list[Any] = []
-    try:
+    processes: list[Any] = field(default_factory=list)
+
+    def start_broker(self, broker: str | None, say: Callable[[str], None]) -> None:
+        """Use ``broker``, else a private Mosquitto."""
         if broker is None:
-            mosquitto = _Mosquitto(scratch)
-            broker = mosquitto.url
+            self.mosquitto = _Mosquitto(self.scratch)
+            broker = self.mosquitto.url
             say(f"fleet-bench: Mosquitto on {broker}")
-        address = parse_broker_url(broker)
-        folder = Path(data_dir) if data_dir is not None else scratch / "history"
-        folder.mkdir(parents=True, exist_ok=True)
-        history = _open_history(history_target, folder)
-        baseline = history.counts()["events"]
-        if shared and history_target is not None:
-            ingest = _SharedIngest(broker, history_target, spec.prefix, ingesters)
-        else:
-            ingest = _LocalIngest(broker, history, spec.prefix)
-        run_id = secrets.token_hex(3)
-        names = [f"sim{run_id}-{i:04d}" for i in range(spec.devices)]
-        groups = [names[i :: spec.processes] for i in range(spec.processes)]
-        ctx = mp.get_context("spawn")
-        go = ctx.Event()
-        results: Any = ctx.Queue()
-        count = spec.events_per_device
-        for group in groups:
-            proc = ctx.Process(
-                target=_devices_process,
-                args=(
-                    group,
-                    address.host,
-                    address.port,
-                    spec.prefix,
-                    spec.rate,
-                    count,
-                    go,
-                    results,
-                ),
-                daemon=True,
-            )
-            proc.start()
-            processes.append(proc)
-        ready = 0
-        while ready < len(groups):
-            message = results.get(timeout=120)
-            if "error" in message:
-                raise ConfigError(f"fleet-bench: {message['error']}")
-            ready += 1
-        say(
-            f"fleet-bench: {spec.devices} devices connected in {len(groups)} processes; "
-            f"publishing {spec.rate:g} events/s each for {spec.seconds:g} s"
-        )
-        go.set()
-        reports: list[dict[str, Any]] = []
-        while len(reports) < len(groups):
-            message = results.get(timeout=spec.seconds + 300)
-            if "error" in message:
-                raise ConfigError(f"fleet-bench: {message['error']}")
-            reports.append(message)
-        published = sum(r["published"] for r in reports)
-        acked = sum(r["acked"] for r in reports)
-        started = min(r["started"] for r in reports)
-        published_at = max(r["published_at"] for r in reports)
-        say(f"fleet-bench: {published} published, {acked} acknowledged; waiting for the history")
-        last, last_change = -1, time.monotonic()
-        while True:
-            stored = history.counts()["events"] - baseline
-            if stored >= published:
-                break
-            if stored != last:
-                last, last_change = stored, time.monotonic()
-            elif time.monotonic() - last_change > drain_timeout_s:
-                break
-            time.sleep(0.2)
-        drained_at = time.time()
-        wanted = set(names)
+        self.broker = broker
 
-        def offline() -> int:
-            return sum(
-                1 for d in history.devices() if d["device"] in wanted and d["status"] == "offline"
-            )
-
-        deadline = time.monotonic() + 10  # the devices' own 'offline' follows their last event
-        while offline() < len(names) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        missing = 0
-        for name in names:
-            have = set(history.seqs(name))
-            missing += sum(1 for seq in range(1, count + 1) if seq not in have)
-        events = history.events(limit=published + 10)
-        latencies = sorted(
-            (e["received_ts"] - e["ts"]) * 1000.0
-            for e in events
-            if isinstance(e.get("ts"), int | float)
-        )
-        events = [e for e in events if e.get("device") in wanted]
-        received = sorted(e["received_ts"] for e in events)
-        size = _history_bytes(history)
-        counters = ingest.stop()
-        ingest = None
-        publish_span = max(published_at - started, 1e-9)
-        ingest_span = max((received[-1] - received[0]) if len(received) > 1 else 0.0, 1e-9)
-        return {
-            "spec": asdict(spec),
-            "broker": broker,
-            "cpu_count": os.cpu_count(),
-            "load_avg_1m": os.getloadavg()[0],
-            "expected": spec.devices * count,
-            "published": published,
-            "acked_by_broker": acked,
-            "stored": len(events),
-            "missing": missing,
-            "ingesters": ingesters,
-            "history_backend": "postgresql" if shared else "sqlite",
-            "duplicates_dropped": counters.get("duplicates", 0),
-            "invalid": counters.get("invalid", 0),
-            "storage_errors": counters.get("storage_errors", 0),
-            "publish_seconds": round(publish_span, 3),
-            "published_per_s": round(published / publish_span, 1),
-            "ingested_per_s": round(len(received) / ingest_span, 1) if received else 0.0,
-            "drain_seconds_after_publish": round(drained_at - published_at, 3),
-            "latency_ms_p50": _round(_percentile(latencies, 50)),
-            "latency_ms_p95": _round(_percentile(latencies, 95)),
-            "latency_ms_max": _round(latencies[-1] if latencies else None),
-            "late_ticks": sum(r["late_ticks"] for r in reports),
-            "devices_offline_at_end": offline(),
-            "history_bytes": size,
-            "history": history.location,
-        }
-    finally:
-        for proc in processes:
+    def close(self) -> None:
+        for proc in self.processes:
             proc.join(timeout=10)
             if proc.is_alive():
                 proc.terminate()
-        if ingest is not None:
-            ingest.stop()
-        if history is not None:
-            history.close()
-        if mosquitto is not None:
-            mosquitto.stop()
-        shutil.rmtree(scratch, ignore_errors=True)  # the history stays when data_dir was given
+        if self.ingest is not None:
+            self.ingest.stop()
+        if self.history is not None:
+            self.history.close()
+        if self.mosquitto is not None:
+            self.mosquitto.stop()
+        shutil.rmtree(self.scratch, ignore_errors=True)  # the history stays when data_dir was given
+
+
+@dataclass(frozen=True)
+class _Published:
+    """What the publisher processes reported, summed over them."""
+
+    published: int
+    acked: int
+    started: float
+    published_at: float
+    late_ticks: int
+
+    @classmethod
+    def of(cls, reports: list[dict[str, Any]]) -> _Published:
+        return cls(
+            published=sum(r["published"] for r in reports),
+            acked=sum(r["acked"] for r in reports),
+            started=min(r["started"] for r in reports),
+            published_at=max(r["published_at"] for r in reports),
+            late_ticks=sum(r["late_ticks"] for r in reports),
+        )
+
+
+def _publish(
+    run: _Run, host: str, port: int, names: list[str], say: Callable[[str], None]
+) -> _Published:
+    """Start the publisher processes, let them all go at once when every device is connected, and
+    sum what they report."""
+    spec = run.spec
+    groups = [names[i :: spec.processes] for i in range(spec.processes)]
+    ctx = mp.get_context("spawn")
+    go = ctx.Event()
+    results: Any = ctx.Queue()
+    for group in groups:
+        args = (group, host, port, spec.prefix, spec.rate, spec.events_per_device, go, results)
+        proc = ctx.Process(target=_devices_process, args=args, daemon=True)
+        proc.start()
+        run.processes.append(proc)
+    _messages(results, len(groups), timeout_s=120)
+    say(
+        f"fleet-bench: {spec.devices} devices connected in {len(groups)} processes; "
+        f"publishing {spec.rate:g} events/s each for {spec.seconds:g} s"
+    )
+    go.set()
+    return _Published.of(_messages(results, len(groups), timeout_s=spec.seconds + 300))
+
+
+def _messages(results: Any, count: int, timeout_s: float) -> list[dict[str, Any]]:
+    """``count`` messages of the publisher processes; one that reports an error ends the run."""
+    messages: list[dict[str, Any]] = []
+    while len(messages) < count:
+        message = results.get(timeout=timeout_s)
+        if "error" in message:
+            raise ConfigError(f"fleet-bench: {message['error']}")
+        messages.append(message)
+    return messages
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """What the history holds of the run's devices once it has stopped growing."""
+
+    events: int
+    missing: int
+    latencies: list[float]
+    received: list[float]
+    drained_at: float
+    bytes: int
+
+
+def _collect_history(
+    history: SqlHistory,
+    baseline: int,
+    names: list[str],
+    count: int,
+    published: int,
+    drain_timeout_s: float,
+) -> _Stored:
+    """Wait for the history to drain and the devices' retained ``offline``, then read it (each
+    device published seqs 1 to ``count``)."""
+    drained_at = _drain(history, baseline, published, drain_timeout_s)
+    wanted = set(names)
+    deadline = time.monotonic() + 10  # the devices' own 'offline' follows their last event
+    while _offline(history, wanted) < len(names) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    missing = 0
+    for name in names:
+        have = set(history.seqs(name))
+        missing += sum(1 for seq in range(1, count + 1) if seq not in have)
+    events = history.events(limit=published + 10)
+    latencies = sorted(
+        (e["received_ts"] - e["ts"]) * 1000.0
+        for e in events
+        if isinstance(e.get("ts"), int | float)
+    )
+    events = [e for e in events if e.get("device") in wanted]
+    received = sorted(e["received_ts"] for e in events)
+    return _Stored(len(events), missing, latencies, received, drained_at, _history_bytes(history))
+
+
+def _drain(history: SqlHistory, baseline: int, published: int, timeout_s: float) -> float:
+    """Wait until every published event is stored, or the history stops growing for
+    ``timeout_s``; the time it ended."""
+    last, last_change = -1, time.monotonic()
+    while True:
+        stored = history.counts()["events"] - baseline
+        if stored >= published:
+            break
+        if stored != last:
+            last, last_change = stored, time.monotonic()
+        elif time.monotonic() - last_change > timeout_s:
+            break
+        time.sleep(0.2)
+    return time.time()
+
+
+def _offline(history: SqlHistory, wanted: set[str]) -> int:
+    """How many of the run's devices the history shows offline."""
+    return sum(1 for d in history.devices() if d["device"] in wanted and d["status"] == "offline")
+
+
+def _report(
+    run: _Run,
+    published: _Published,
+    stored: _Stored,
+    counters: dict[str, int],
+    offline: int,
+    location: str,
+) -> dict[str, Any]:
+    """The figures :func:`format_report` prints."""
+    spec, received, latencies = run.spec, stored.received, stored.latencies
+    publish_span = max(published.published_at - published.started, 1e-9)
+    ingest_span = max((received[-1] - received[0]) if len(received) > 1 else 0.0, 1e-9)
+    return {
+        "spec": asdict(spec),
+        "broker": run.broker,
+        "cpu_count": os.cpu_count(),
+        "load_avg_1m": os.getloadavg()[0],
+        "expected": spec.devices * spec.events_per_device,
+        "published": published.published,
+        "acked_by_broker": published.acked,
+        "stored": stored.events,
+        "missing": stored.missing,
+        "ingesters": run.ingesters,
+        "history_backend": "postgresql" if run.shared else "sqlite",
+        "duplicates_dropped": counters.get("duplicates", 0),
+        "invalid": counters.get("invalid", 0),
+        "storage_errors": counters.get("storage_errors", 0),
+        "publish_seconds": round(publish_span, 3),
+        "published_per_s": round(published.published / publish_span, 1),
+        "ingested_per_s": round(len(received) / ingest_span, 1) if received else 0.0,
+        "drain_seconds_after_publish": round(stored.drained_at - published.published_at, 3),
+        "latency_ms_p50": _round(_percentile(latencies, 50)),
+        "latency_ms_p95": _round(_percentile(latencies, 95)),
+        "latency_ms_max": _round(latencies[-1] if latencies else None),
+        "late_ticks": published.late_ticks,
+        "devices_offline_at_end": offline,
+        "history_bytes": stored.bytes,
+        "history": location,
+    }
 
 
 def _round(value: float | None) -> float | None:

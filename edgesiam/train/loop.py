@@ -32,7 +32,7 @@ from edgesiam.core.embedding import recording_embedding
 from edgesiam.core.frontend import FrontEnd, LogMelFrontEnd, LogMelParams, SensorFrontEnd
 from edgesiam.core.metrics import equal_error_rate, trial_scores
 from edgesiam.core.windowing import frame
-from edgesiam.data.readers import dataset_units, iter_recordings, scan_dataset
+from edgesiam.data.readers import DatasetInfo, dataset_units, iter_recordings, scan_dataset
 from edgesiam.errors import ConfigError, DataError
 from edgesiam.train.augment import AudioAugmenter, ImuAugmenter, spec_augment
 from edgesiam.train.checkpoint import (
@@ -318,24 +318,44 @@ def _plot_history(history: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def train(
-    config: TrainConfig,
-    output: Path,
-    resume: bool = False,
-    progress: bool = True,
-    log: Callable[[str], None] = print,
-) -> TrainResult:
-    """Train the recipe's encoder into ``output`` (``best.pt``, ``last.pt``, ``history.json``)."""
+@dataclass
+class _Run:
+    """Where this process trains: its device, its place among the DDP processes, what it says."""
+
+    device: str
+    ddp: Distributed
+    say: Callable[[str], None]
+    show: bool
+
+
+def _start(config: TrainConfig, progress: bool, log: Callable[[str], None]) -> _Run:
     device = _pick_device(config.device)
     ddp = _setup_distributed(device)
     if device == "cuda":
         torch.cuda.set_device(ddp.local_rank)
         device = f"cuda:{ddp.local_rank}"
     say = log if ddp.is_main else (lambda _msg: None)
-    show = progress and ddp.is_main
-    _seed_everything(config.seed + ddp.rank)
-    rng = np.random.default_rng(config.seed + 1000 * ddp.rank)
+    return _Run(device, ddp, say, progress and ddp.is_main)
 
+
+@dataclass
+class _Data:
+    """What a run trains and validates on, at the recipe's rate, window and hop."""
+
+    infos: list[DatasetInfo]
+    info: DatasetInfo
+    sample_rate: int
+    window: int
+    hop: int
+    train_set: WindowSet
+    val_sets: dict[str, RecordingSet]
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.train_set.windows.ndim == 2 else int(self.train_set.windows.shape[2])
+
+
+def _load_data(config: TrainConfig, run: _Run) -> _Data:
     infos = [scan_dataset(p, on_error=config.data.on_error) for p in config.data.train]
     info = pool_datasets(infos)
     if info.modality != config.modality:
@@ -346,7 +366,7 @@ def train(
     window = round(config.data.window_s * sample_rate)
     hop = max(1, round(config.data.hop_s * sample_rate))
     folders = ", ".join(str(p) for p in config.data.train)
-    say(f"reading {len(info)} training recordings ({len(info.labels)} labels) from {folders}")
+    run.say(f"reading {len(info)} training recordings ({len(info.labels)} labels) from {folders}")
     train_set = load_windows(
         info,
         sample_rate,
@@ -356,231 +376,395 @@ def train(
         config.data.min_recordings_per_label,
         np.random.default_rng(config.seed),
         on_error=config.data.on_error,
-        progress=show,
+        progress=run.show,
         classes=config.data.classes,
     )
-    channels = 1 if train_set.windows.ndim == 2 else int(train_set.windows.shape[2])
     val_sets: dict[str, RecordingSet] = {}
-    if config.data.val is not None and ddp.is_main:
-        val_sets = _validation_sets(config, sample_rate, show)
-    frontend = build_frontend(config, train_set, sample_rate)
-    raw_aug, feat_aug = build_augment(config, sample_rate, frontend)
-    in_channels, frames = frontend.feature_shape(window)
+    if config.data.val is not None and run.ddp.is_main:
+        val_sets = _validation_sets(config, sample_rate, run.show)
+    return _Data(infos, info, sample_rate, window, hop, train_set, val_sets)
 
-    model: torch.nn.Module = Conv1dEncoder.from_config(in_channels, config.encoder).to(device)
-    n_params = parameter_count(model)
+
+@dataclass
+class _Parts:
+    """The front-end, the encoder and what trains it."""
+
+    frontend: FrontEnd
+    raw_aug: Augment | None
+    feat_aug: Augment | None
+    in_channels: int
+    frames: int
+    model: torch.nn.Module
+    objective: Objective
+    distiller: Distiller | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    use_amp: bool
+    scaler: torch.amp.GradScaler
+
+
+def _build(config: TrainConfig, data: _Data, run: _Run) -> _Parts:
+    frontend = build_frontend(config, data.train_set, data.sample_rate)
+    raw_aug, feat_aug = build_augment(config, data.sample_rate, frontend)
+    in_channels, frames = frontend.feature_shape(data.window)
+    model: torch.nn.Module = Conv1dEncoder.from_config(in_channels, config.encoder).to(run.device)
     objective = build_objective(
-        config.objective, len(train_set.label_names), config.encoder.embedding_dim
+        config.objective, len(data.train_set.label_names), config.encoder.embedding_dim
     )
-    objective.loss.to(device)
+    objective.loss.to(run.device)
     distiller: Distiller | None = None
     if config.distill is not None:
-        say(f"distilling from {config.distill.teacher} ({config.distill.kind})")
-        targets = teacher_targets(config.distill, infos, progress=show)
+        run.say(f"distilling from {config.distill.teacher} ({config.distill.kind})")
+        targets = teacher_targets(config.distill, data.infos, progress=run.show)
         distiller = Distiller.build(config.distill, targets, config.encoder.embedding_dim)
-        distiller.to(device)
+        distiller.to(run.device)
     head = [distiller.head] if distiller is not None and distiller.head is not None else []
     optimizer, scheduler = make_optimizer(model, objective, config.optim, extra=head)
-    use_amp = device.startswith("cuda")
+    use_amp = run.device.startswith("cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    return _Parts(
+        frontend,
+        raw_aug,
+        feat_aug,
+        in_channels,
+        frames,
+        model,
+        objective,
+        distiller,
+        optimizer,
+        scheduler,
+        use_amp,
+        scaler,
+    )
 
-    history: list[dict[str, Any]] = []
-    start_epoch, best_eer, best_epoch, stale = 1, math.inf, 0, 0
+
+@dataclass
+class _Progress:
+    """What carries from one epoch to the next, and across ``--resume`` (in ``last.pt``)."""
+
+    rng: np.random.Generator
+    history: list[dict[str, Any]] = field(default_factory=list)
+    start_epoch: int = 1
+    best_eer: float = math.inf
+    best_epoch: int = 0
+    stale: int = 0
+    windows_seen: int = 0
+
+
+def _resume(path: Path, config: TrainConfig, parts: _Parts, run: _Run) -> _Progress:
+    """The progress saved in ``last.pt``, its weights and optimiser state loaded into ``parts``."""
+    state = load_checkpoint(path)
+    parts.model.load_state_dict(state["model"])
+    parts.optimizer.load_state_dict(state["optimizer"])
+    parts.scheduler.load_state_dict(state["scheduler"])
+    if state.get("loss") is not None:
+        parts.objective.loss.load_state_dict(state["loss"])
+    start_epoch = int(state["epoch"]) + 1
+    progress = _Progress(
+        rng=np.random.default_rng([config.seed, run.ddp.rank, start_epoch]),
+        history=state["history"],
+        start_epoch=start_epoch,
+        best_eer=float(state["best_eer"]),
+        best_epoch=int(state["best_epoch"]),
+        stale=int(state["stale"]),
+    )
+    run.say(f"resuming from epoch {start_epoch - 1} (best validation EER {progress.best_eer:.4f})")
+    return progress
+
+
+def _payload(
+    config: TrainConfig, data: _Data, parts: _Parts, epoch: int, metrics: dict[str, Any]
+) -> dict[str, Any]:
+    """A checkpoint: the weights with everything needed to embed as in training."""
+    return {
+        "edgesiam_version": __version__,
+        "config": config.model_dump(mode="json"),
+        "frontend": frontend_to_torch(parts.frontend.state()),
+        "modality": config.modality,
+        "sample_rate": data.sample_rate,
+        "window": data.window,
+        "hop": data.hop,
+        "channels": data.channels,
+        "channel_names": data.info.channels,
+        "channel_units": dataset_units(data.info, data.info.channels),
+        "in_channels": parts.in_channels,
+        "label_names": data.train_set.label_names,
+        "model": {k: v.detach().cpu() for k, v in parts.model.state_dict().items()},
+        "epoch": epoch,
+        "metrics": metrics,
+    }
+
+
+def _wrapped(model: torch.nn.Module, run: _Run) -> torch.nn.Module:
+    """The encoder as the training steps call it: inside DistributedDataParallel under DDP."""
+    if not run.ddp.enabled:
+        return model
+    device_ids = [run.ddp.local_rank] if run.device.startswith("cuda") else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def _batch_size(config: TrainConfig, data: _Data, run: _Run) -> int:
+    """The sampler's batch size, smaller than the recipe's when there are too few classes."""
+    classes = len(data.train_set.label_names)
+    m = config.sampler.m_per_class
+    batch_size = sampler_batch_size(classes, m, config.sampler.batch_size)
+    if batch_size != config.sampler.batch_size:
+        run.say(
+            f"batch size {batch_size} ({batch_size // m} classes × {m}): only {classes} classes "
+            f"for the recipe's sampler.batch_size {config.sampler.batch_size}"
+        )
+    return batch_size
+
+
+def _epoch_batches(batch_size: int, config: TrainConfig, data: _Data) -> np.ndarray:
+    """This epoch's batches of window indices: P labels × K windows each (PML's sampler)."""
+    sampler = MPerClassSampler(
+        data.train_set.labels,
+        m=config.sampler.m_per_class,
+        batch_size=batch_size,
+        length_before_new_iter=config.optim.steps_per_epoch * batch_size,
+    )
+    order = np.fromiter(iter(sampler), dtype=np.int64)
+    return order.reshape(-1, batch_size)[: config.optim.steps_per_epoch]
+
+
+def _step(
+    idx: np.ndarray,
+    data: _Data,
+    parts: _Parts,
+    train_model: torch.nn.Module,
+    rng: np.random.Generator,
+    run: _Run,
+) -> float:
+    """One optimiser step on the windows ``idx``; returns its loss."""
+    raw = data.train_set.windows[idx]
+    if parts.raw_aug is not None:
+        raw = parts.raw_aug(raw, rng)
+    feats = parts.frontend(raw)
+    if parts.feat_aug is not None:
+        feats = parts.feat_aug(feats, rng)
+    x = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32)).to(run.device)
+    y = torch.from_numpy(data.train_set.labels[idx]).to(run.device)
+    with torch.autocast("cuda", dtype=torch.float16, enabled=parts.use_amp):
+        emb = train_model(x)
+    loss: torch.Tensor = parts.objective(emb.float(), y)
+    if parts.distiller is not None:
+        rec = torch.from_numpy(data.train_set.recording[idx]).to(run.device)
+        loss = loss + parts.distiller(emb.float(), rec)
+    parts.optimizer.zero_grad(set_to_none=True)
+    parts.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+    if run.ddp.enabled and parts.objective.learnable:
+        for p in parts.objective.loss.parameters():
+            if p.grad is not None:
+                dist.all_reduce(p.grad)
+                p.grad /= run.ddp.world_size
+    parts.scaler.step(parts.optimizer)
+    parts.scaler.update()
+    parts.scheduler.step()
+    return float(loss.detach())
+
+
+def _train_epoch(
+    epoch: int,
+    batch_size: int,
+    config: TrainConfig,
+    data: _Data,
+    parts: _Parts,
+    train_model: torch.nn.Module,
+    progress: _Progress,
+    run: _Run,
+) -> list[float]:
+    """The losses of one epoch's steps (the windows trained on are counted in ``progress``)."""
+    parts.model.train()
+    batches = _epoch_batches(batch_size, config, data)
+    losses: list[float] = []
+    desc = f"epoch {epoch}/{config.optim.epochs}"
+    bar = tqdm(batches, desc=desc, disable=not run.show, leave=False)
+    for idx in bar:
+        losses.append(_step(idx, data, parts, train_model, progress.rng, run))
+        progress.windows_seen += len(idx) * run.ddp.world_size
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+    return losses
+
+
+def _validate(
+    entry: dict[str, Any], data: _Data, parts: _Parts, progress: _Progress, run: _Run
+) -> bool:
+    """Add the validation EER(s) to ``entry``; whether the encoder improved on the best so far."""
+    if not data.val_sets:
+        return True
+    eers = {
+        name: validation_eer(parts.model, parts.frontend, vs, data.window, data.hop, run.device)
+        for name, vs in data.val_sets.items()
+    }
+    entry["val_eer"] = float(np.mean(list(eers.values())))
+    if len(eers) > 1:
+        entry["val_eers"] = eers
+    return bool(entry["val_eer"] < progress.best_eer - 1e-4)
+
+
+def _save(
+    entry: dict[str, Any],
+    improved: bool,
+    output: Path,
+    config: TrainConfig,
+    data: _Data,
+    parts: _Parts,
+    progress: _Progress,
+) -> None:
+    """``best.pt`` when the encoder improved, ``last.pt`` always (with what --resume needs)."""
+    epoch = int(entry["epoch"])
+    if improved:
+        progress.best_eer = entry.get("val_eer", math.nan) if data.val_sets else progress.best_eer
+        progress.best_epoch, progress.stale = epoch, 0
+        save_checkpoint(output / "best.pt", _payload(config, data, parts, epoch, entry))
+    else:
+        progress.stale += 1
+    progress.history.append(entry)
+    resumable = {
+        "optimizer": parts.optimizer.state_dict(),
+        "scheduler": parts.scheduler.state_dict(),
+        "loss": parts.objective.loss.state_dict() if parts.objective.learnable else None,
+        "history": progress.history,
+        "best_eer": progress.best_eer,
+        "best_epoch": progress.best_epoch,
+        "stale": progress.stale,
+    }
+    save_checkpoint(output / "last.pt", _payload(config, data, parts, epoch, entry) | resumable)
+
+
+def _should_stop(config: TrainConfig, progress: _Progress, started: float, run: _Run) -> bool:
+    """Early stopping (no better validation EER for ``patience`` epochs) or the time limit."""
+    stop = False
+    if progress.stale >= config.optim.patience:
+        run.say(f"no better validation EER for {progress.stale} epochs: stopping early")
+        stop = True
+    limit = config.optim.max_minutes
+    if limit is not None and time.monotonic() - started > 60 * limit:
+        run.say(f"time limit of {limit} minutes reached: stopping")
+        stop = True
+    return stop
+
+
+def _end_epoch(
+    entry: dict[str, Any],
+    output: Path,
+    config: TrainConfig,
+    data: _Data,
+    parts: _Parts,
+    progress: _Progress,
+    started: float,
+    run: _Run,
+) -> bool:
+    """Validate, checkpoint and report on the main process; whether every process stops."""
+    stop = False
+    if run.ddp.is_main:
+        improved = _validate(entry, data, parts, progress, run)
+        _save(entry, improved, output, config, data, parts, progress)
+        val_text = f", validation EER {100 * entry['val_eer']:.2f}%" if "val_eer" in entry else ""
+        mark = " *" if improved else ""
+        run.say(f"epoch {entry['epoch']}: loss {entry['loss']:.4f}{val_text}{mark}")
+        stop = _should_stop(config, progress, started, run)
+    if run.ddp.enabled:
+        flag = torch.tensor([1.0 if stop else 0.0], device=run.device)
+        dist.broadcast(flag, src=0)
+        stop = bool(flag.item())
+    return stop
+
+
+def _write_summary(result: TrainResult, config: TrainConfig, output: Path, run: _Run) -> None:
+    """``history.json`` and ``training.png`` beside the checkpoints, and the closing line."""
+    summary = {
+        "name": config.name,
+        "best_epoch": result.best_epoch,
+        "best_val_eer": result.best_val_eer,
+        "epochs_run": result.epochs_run,
+        "train_seconds": round(result.seconds, 1),
+        "windows_per_second": round(result.windows_per_second, 1),
+        "parameters": result.parameters,
+        "device": run.device,
+        "world_size": run.ddp.world_size,
+        "history": result.history,
+    }
+    (output / "history.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if result.history:
+        _plot_history(result.history, output / "training.png")
+    eer = result.best_val_eer
+    run.say(
+        f"done in {result.seconds / 60:.1f} min ({result.windows_per_second:.0f} windows/s); "
+        f"best epoch {result.best_epoch}"
+        + (f", validation EER {100 * eer:.2f}%" if eer is not None else "")
+        + f"; checkpoint {output / 'best.pt'}"
+    )
+
+
+def train(
+    config: TrainConfig,
+    output: Path,
+    resume: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
+    """Train the recipe's encoder into ``output`` (``best.pt``, ``last.pt``, ``history.json``)."""
+    run = _start(config, progress, log)
+    _seed_everything(config.seed + run.ddp.rank)
+    rng = np.random.default_rng(config.seed + 1000 * run.ddp.rank)
+    data = _load_data(config, run)
+    parts = _build(config, data, run)
+    state = _Progress(rng)
     output.mkdir(parents=True, exist_ok=True)
     if resume and (output / "last.pt").exists():
-        state = load_checkpoint(output / "last.pt")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if state.get("loss") is not None:
-            objective.loss.load_state_dict(state["loss"])
-        history = state["history"]
-        start_epoch = int(state["epoch"]) + 1
-        best_eer = float(state["best_eer"])
-        best_epoch = int(state["best_epoch"])
-        stale = int(state["stale"])
-        rng = np.random.default_rng([config.seed, ddp.rank, start_epoch])
-        say(f"resuming from epoch {start_epoch - 1} (best validation EER {best_eer:.4f})")
-
-    train_model: torch.nn.Module = model
-    if ddp.enabled:
-        train_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[ddp.local_rank] if device.startswith("cuda") else None
-        )
-
-    say(
-        f"{len(train_set.windows)} windows of {window} samples, {len(train_set.label_names)} labels; "
-        f"features {in_channels}×{frames}; encoder {n_params:,} parameters; device {device}"
-        + (f" × {ddp.world_size} processes" if ddp.enabled else "")
+        state = _resume(output / "last.pt", config, parts, run)
+    train_model = _wrapped(parts.model, run)
+    run.say(
+        f"{len(data.train_set.windows)} windows of {data.window} samples, "
+        f"{len(data.train_set.label_names)} labels; features {parts.in_channels}×{parts.frames}; "
+        f"encoder {parameter_count(parts.model):,} parameters; device {run.device}"
+        + (f" × {run.ddp.world_size} processes" if run.ddp.enabled else "")
     )
-
-    def payload(epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "edgesiam_version": __version__,
-            "config": config.model_dump(mode="json"),
-            "frontend": frontend_to_torch(frontend.state()),
-            "modality": config.modality,
-            "sample_rate": sample_rate,
-            "window": window,
-            "hop": hop,
-            "channels": channels,
-            "channel_names": info.channels,
-            "channel_units": dataset_units(info, info.channels),
-            "in_channels": in_channels,
-            "label_names": train_set.label_names,
-            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "epoch": epoch,
-            "metrics": metrics,
-        }
-
-    labels_t = train_set.labels
-    batch_size = sampler_batch_size(
-        len(train_set.label_names), config.sampler.m_per_class, config.sampler.batch_size
-    )
-    if batch_size != config.sampler.batch_size:
-        say(
-            f"batch size {batch_size} ({batch_size // config.sampler.m_per_class} classes × "
-            f"{config.sampler.m_per_class}): only {len(train_set.label_names)} classes for the "
-            f"recipe's sampler.batch_size {config.sampler.batch_size}"
-        )
+    batch_size = _batch_size(config, data, run)
     started = time.monotonic()
-    windows_seen = 0
-    epoch = start_epoch - 1
-    for epoch in range(start_epoch, config.optim.epochs + 1):
-        model.train()
-        sampler = MPerClassSampler(
-            labels_t,
-            m=config.sampler.m_per_class,
-            batch_size=batch_size,
-            length_before_new_iter=config.optim.steps_per_epoch * batch_size,
-        )
-        order = np.fromiter(iter(sampler), dtype=np.int64)
-        batches = order.reshape(-1, batch_size)[: config.optim.steps_per_epoch]
-        losses = []
-        bar = tqdm(
-            batches, desc=f"epoch {epoch}/{config.optim.epochs}", disable=not show, leave=False
-        )
-        for idx in bar:
-            raw = train_set.windows[idx]
-            if raw_aug is not None:
-                raw = raw_aug(raw, rng)
-            feats = frontend(raw)
-            if feat_aug is not None:
-                feats = feat_aug(feats, rng)
-            x = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32)).to(device)
-            y = torch.from_numpy(labels_t[idx]).to(device)
-            with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-                emb = train_model(x)
-            loss: torch.Tensor = objective(emb.float(), y)
-            if distiller is not None:
-                rec = torch.from_numpy(train_set.recording[idx]).to(device)
-                loss = loss + distiller(emb.float(), rec)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
-            if ddp.enabled and objective.learnable:
-                for p in objective.loss.parameters():
-                    if p.grad is not None:
-                        dist.all_reduce(p.grad)
-                        p.grad /= ddp.world_size
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            losses.append(float(loss.detach()))
-            windows_seen += len(idx) * ddp.world_size
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+    epoch = state.start_epoch - 1
+    for epoch in range(state.start_epoch, config.optim.epochs + 1):
+        losses = _train_epoch(epoch, batch_size, config, data, parts, train_model, state, run)
         entry: dict[str, Any] = {
             "epoch": epoch,
             "loss": float(np.mean(losses)) if losses else math.nan,
             "seconds": round(time.monotonic() - started, 1),
         }
-        stop = False
-        if ddp.is_main:
-            if val_sets:
-                eers = {
-                    name: validation_eer(model, frontend, vs, window, hop, device)
-                    for name, vs in val_sets.items()
-                }
-                entry["val_eer"] = float(np.mean(list(eers.values())))
-                if len(eers) > 1:
-                    entry["val_eers"] = eers
-                improved = entry["val_eer"] < best_eer - 1e-4
-            else:
-                improved = True
-            if improved:
-                best_eer = entry.get("val_eer", math.nan) if val_sets else best_eer
-                best_epoch, stale = epoch, 0
-                save_checkpoint(output / "best.pt", payload(epoch, entry))
-            else:
-                stale += 1
-            history.append(entry)
-            save_checkpoint(
-                output / "last.pt",
-                payload(epoch, entry)
-                | {
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "loss": objective.loss.state_dict() if objective.learnable else None,
-                    "history": history,
-                    "best_eer": best_eer,
-                    "best_epoch": best_epoch,
-                    "stale": stale,
-                },
-            )
-            val_text = (
-                f", validation EER {100 * entry['val_eer']:.2f}%" if "val_eer" in entry else ""
-            )
-            say(f"epoch {epoch}: loss {entry['loss']:.4f}{val_text}{' *' if improved else ''}")
-            if stale >= config.optim.patience:
-                say(f"no better validation EER for {stale} epochs: stopping early")
-                stop = True
-            limit = config.optim.max_minutes
-            if limit is not None and time.monotonic() - started > 60 * limit:
-                say(f"time limit of {limit} minutes reached: stopping")
-                stop = True
-        if ddp.enabled:
-            flag = torch.tensor([1.0 if stop else 0.0], device=device)
-            dist.broadcast(flag, src=0)
-            stop = bool(flag.item())
-        if stop:
+        if _end_epoch(entry, output, config, data, parts, state, started, run):
             break
+    return _finish(config, output, parts, state, epoch, started, run)
 
+
+def _finish(
+    config: TrainConfig,
+    output: Path,
+    parts: _Parts,
+    state: _Progress,
+    epoch: int,
+    started: float,
+    run: _Run,
+) -> TrainResult:
+    """The run's result; replicas checked, the summary written, the DDP group closed."""
     seconds = time.monotonic() - started
-    if ddp.enabled:
-        _check_replicas_in_sync(model, device)
-        say(f"replicas in sync across {ddp.world_size} processes")
+    if run.ddp.enabled:
+        _check_replicas_in_sync(parts.model, run.device)
+        run.say(f"replicas in sync across {run.ddp.world_size} processes")
+    best = state.best_eer
     result = TrainResult(
         output=output,
-        best_epoch=best_epoch,
-        best_val_eer=None if math.isinf(best_eer) or math.isnan(best_eer) else best_eer,
-        epochs_run=epoch - start_epoch + 1,
+        best_epoch=state.best_epoch,
+        best_val_eer=None if math.isinf(best) or math.isnan(best) else best,
+        epochs_run=epoch - state.start_epoch + 1,
         seconds=seconds,
-        windows_per_second=windows_seen / max(seconds, 1e-9),
-        parameters=n_params,
-        history=history,
+        windows_per_second=state.windows_seen / max(seconds, 1e-9),
+        parameters=parameter_count(parts.model),
+        history=state.history,
     )
-    if ddp.is_main:
-        summary = {
-            "name": config.name,
-            "best_epoch": result.best_epoch,
-            "best_val_eer": result.best_val_eer,
-            "epochs_run": result.epochs_run,
-            "train_seconds": round(seconds, 1),
-            "windows_per_second": round(result.windows_per_second, 1),
-            "parameters": n_params,
-            "device": device,
-            "world_size": ddp.world_size,
-            "history": history,
-        }
-        (output / "history.json").write_text(json.dumps(summary, indent=2) + "\n")
-        if history:
-            _plot_history(history, output / "training.png")
-        say(
-            f"done in {seconds / 60:.1f} min ({result.windows_per_second:.0f} windows/s); "
-            f"best epoch {best_epoch}"
-            + (f", validation EER {100 * best_eer:.2f}%" if result.best_val_eer is not None else "")
-            + f"; checkpoint {output / 'best.pt'}"
-        )
-    if ddp.enabled:
+    if run.ddp.is_main:
+        _write_summary(result, config, output, run)
+    if run.ddp.enabled:
         dist.barrier()
         dist.destroy_process_group()
     return result

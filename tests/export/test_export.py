@@ -13,7 +13,7 @@ import pytest
 
 from edgesiam.data.readers import scan_dataset
 from edgesiam.errors import BundleError, ConfigError, DataError, GateError, MissingExtraError
-from edgesiam.export.bundle_writer import evaluate_cohort, threshold_set
+from edgesiam.export.cohort import evaluate_cohort
 from edgesiam.export.gate import (
     EDGETPU_OPS,
     CompilerResult,
@@ -22,6 +22,7 @@ from edgesiam.export.gate import (
     graph_checks,
     parse_compiler_output,
 )
+from edgesiam.export.thresholds import threshold_set
 from edgesiam.model.bundle import load_manifest
 from edgesiam.model.embedders import EmbeddedDataset, embed_dataset
 from edgesiam.model.interpreters import BundleEmbedder, inspect_model, load_model
@@ -243,13 +244,12 @@ def test_fake_edgetpu_compiler_on_path_is_called_and_lands_in_the_bundle(
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     # make the score-normalisation cohort "help", so the cohort file ships too
     from edgesiam.export import bundle_writer
-
-    real = bundle_writer.evaluate_cohort
+    from edgesiam.export import cohort as cohort_module
 
     def helpful(*args, **kwargs):  # type: ignore[no-untyped-def]
-        result = real(*args, **kwargs)
-        info = result.info.model_copy(update={"used": True, "file": bundle_writer.COHORT_FILE})
-        return bundle_writer.CohortResult(info, result.embeddings)
+        result = cohort_module.evaluate_cohort(*args, **kwargs)
+        info = result.info.model_copy(update={"used": True, "file": cohort_module.COHORT_FILE})
+        return cohort_module.CohortResult(info, result.embeddings)
 
     monkeypatch.setattr(bundle_writer, "evaluate_cohort", helpful)
     out = tmp_path / "tpu"

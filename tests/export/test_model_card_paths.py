@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edgesiam.export.bundle_writer import shown_path
+from edgesiam.export.model_card import shown_path
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -166,6 +166,55 @@ class SplitWriter:
         write_wav(path, audio, self.sample_rate)
         return path
 
+    def convert(
+        self,
+        clips: Sequence[Clip],
+        process: Callable[[np.ndarray], np.ndarray],
+        desc: str,
+        min_seconds: float = 0.05,
+        workers: int | None = None,
+    ) -> None:
+        """Read (or make) every clip at the writer's rate, ``process`` it, and write it.
+
+        Unreadable, silent and too-short clips are counted in :attr:`dropped` rather than
+        failing the recipe. Decoding runs in a few threads (libsndfile, soxr and subprocesses
+        release the GIL); the files are written in the order of ``clips``, so the output does not
+        depend on timing.
+        """
+        rate = self.sample_rate
+
+        def load(clip: Clip) -> np.ndarray | str:
+            try:
+                if clip.make is not None:
+                    audio = clip.make()
+                elif clip.source is not None:
+                    audio = read_audio(clip.source, rate)
+                else:
+                    return "nothing to read"
+            except (DataError, RecipeError) as exc:
+                return f"unreadable: {exc}"
+            if audio.size == 0 or float(np.max(np.abs(audio))) < 1e-4:
+                return "silent"
+            audio = process(audio)
+            if audio.size < min_seconds * rate:
+                return "too short"
+            return audio
+
+        n_workers = workers or min(4, os.cpu_count() or 1)
+        chunk = 64  # bounded look-ahead: decoded audio waits in memory only for one chunk
+        with (
+            concurrent.futures.ThreadPoolExecutor(max_workers=n_workers) as pool,
+            tqdm(total=len(clips), desc=desc, unit="clip") as bar,
+        ):
+            for start in range(0, len(clips), chunk):
+                batch = clips[start : start + chunk]
+                for clip, result in zip(batch, pool.map(load, batch), strict=True):
+                    bar.update(1)
+                    if isinstance(result, str):
+                        self.dropped[result.split(":")[0]] += 1
+                        continue
+                    self.write(clip.split, clip.label, clip.stem, result)
+
     def finish(self) -> dict[str, SplitSummary]:
         summaries = {}
         for split in self.splits:
@@ -173,55 +222,6 @@ class SplitWriter:
             write_dataset_toml(folder, self.sample_rate)
             summaries[split] = summarise_folder(folder)
         return summaries
-
-
-def convert_clips(
-    clips: Sequence[Clip],
-    writer: SplitWriter,
-    process: Callable[[np.ndarray], np.ndarray],
-    desc: str,
-    min_seconds: float = 0.05,
-    workers: int | None = None,
-) -> None:
-    """Read (or make) every clip at the writer's rate, ``process`` it, and write it.
-
-    Unreadable, silent and too-short clips are counted in ``writer.dropped`` rather than failing
-    the recipe. Decoding runs in a few threads (libsndfile, soxr and subprocesses release the GIL);
-    the files are written in the order of ``clips``, so the output does not depend on timing.
-    """
-    rate = writer.sample_rate
-
-    def load(clip: Clip) -> np.ndarray | str:
-        try:
-            if clip.make is not None:
-                audio = clip.make()
-            elif clip.source is not None:
-                audio = read_audio(clip.source, rate)
-            else:
-                return "nothing to read"
-        except (DataError, RecipeError) as exc:
-            return f"unreadable: {exc}"
-        if audio.size == 0 or float(np.max(np.abs(audio))) < 1e-4:
-            return "silent"
-        audio = process(audio)
-        if audio.size < min_seconds * rate:
-            return "too short"
-        return audio
-
-    n_workers = workers or min(4, os.cpu_count() or 1)
-    chunk = 64  # bounded look-ahead: decoded audio waits in memory only for one chunk
-    with (
-        concurrent.futures.ThreadPoolExecutor(max_workers=n_workers) as pool,
-        tqdm(total=len(clips), desc=desc, unit="clip") as bar,
-    ):
-        for start in range(0, len(clips), chunk):
-            batch = clips[start : start + chunk]
-            for clip, result in zip(batch, pool.map(load, batch), strict=True):
-                bar.update(1)
-                if isinstance(result, str):
-                    writer.dropped[result.split(":")[0]] += 1
-                    continue
-                writer.write(clip.split, clip.label, clip.stem, result)
 
 
 def dedup(clips: Iterable[Clip]) -> tuple[list[Clip], int]:

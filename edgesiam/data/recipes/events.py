@@ -53,7 +53,6 @@ from edgesiam.data.recipes.audio_common import (
     TARGET_RATE,
     Clip,
     SplitWriter,
-    convert_clips,
     deb_source,
     dedup,
     fit_length,
@@ -297,7 +296,7 @@ def prepare(root: Path, out: Path) -> RecipeSummary:
     writer = SplitWriter(out)
     # Too-small labels are judged before conversion (a silent file can still shrink one below 3).
     clips, small = _drop_small(clips)
-    convert_clips(clips, writer, _process, desc="events", min_seconds=0.02)
+    writer.convert(clips, _process, desc="events", min_seconds=0.02)
     _remove_small_written(out, notes)
     splits = writer.finish()
 
@@ -311,15 +310,7 @@ def prepare(root: Path, out: Path) -> RecipeSummary:
     notes.append(f"at most {MAX_SECONDS:g} s per file (silence trimmed first)")
     notes.append("ui-* labels (sound themes) are in train only")
     notes.extend(split_notes(writer, labels, "files"))
-    return RecipeSummary(
-        name=NAME,
-        version=VERSION,
-        modality="audio",
-        splits=splits,
-        sources=sources,
-        licence="; ".join(licences),
-        notes=notes,
-    )
+    return RecipeSummary.audio(NAME, VERSION, splits, sources, "; ".join(licences), notes)
 
 
 def _remove_small_written(out: Path, notes: list[str]) -> None:

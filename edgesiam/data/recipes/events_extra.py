@@ -36,7 +36,6 @@ from edgesiam.data.readers import AUDIO_EXTENSIONS
 from edgesiam.data.recipes.audio_common import (
     Clip,
     SplitWriter,
-    convert_clips,
     deb_source,
     dedup,
     dropped_notes,
@@ -156,7 +155,7 @@ def prepare(root: Path, out: Path) -> RecipeSummary:
     clips, duplicates = dedup(clips)
     clips, singles = keep_test_classes(clips)
     writer = SplitWriter(out, splits=SPLITS)
-    convert_clips(clips, writer, _process, desc=NAME, min_seconds=0.02)
+    writer.convert(clips, _process, desc=NAME, min_seconds=0.02)
     removed = remove_small_labels(out, ("test",), MIN_TEST_CLIPS)
     splits = writer.finish()
     labels = {s: sorted(p.name for p in (out / s).iterdir() if p.is_dir()) for s in SPLITS}
@@ -170,15 +169,7 @@ def prepare(root: Path, out: Path) -> RecipeSummary:
     notes.append(f"at most {MAX_SECONDS:g} s per file (silence trimmed first)")
     notes.extend(dropped_notes(writer))
     notes.append("test: " + ", ".join(labels["test"]))
-    return RecipeSummary(
-        name=NAME,
-        version=VERSION,
-        modality="audio",
-        splits=splits,
-        sources=sources,
-        licence="; ".join(licences),
-        notes=notes,
-    )
+    return RecipeSummary.audio(NAME, VERSION, splits, sources, "; ".join(licences), notes)
 
 
 RECIPE = Recipe(

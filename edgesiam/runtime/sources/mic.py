@@ -8,14 +8,13 @@ from typing import Any
 
 import numpy as np
 
-from edgesiam.errors import DataError, MissingExtraError
+from edgesiam.errors import DataError
+from edgesiam.extras import import_extra
 from edgesiam.runtime.sources.base import (
     Float32Array,
     StreamFormat,
     _check_channels,
-    _chunk_samples,
     _StoppableSource,
-    _ToBundleRate,
     log,
 )
 
@@ -24,15 +23,12 @@ __all__ = ["MicSource"]
 
 def _import_sounddevice() -> Any:
     try:
-        import sounddevice
-    except ModuleNotFoundError:
-        raise MissingExtraError("sounddevice", "mic") from None
+        return import_extra("sounddevice", "mic")
     except OSError as exc:  # the package is there, PortAudio is not
         raise DataError(
             f"the mic: source needs the PortAudio library ({exc}); on Debian or Raspberry Pi OS: "
             "sudo apt-get install libportaudio2"
         ) from None
-    return sounddevice
 
 
 class MicSource(_StoppableSource):
@@ -51,9 +47,7 @@ class MicSource(_StoppableSource):
         channels: int = 1,
         chunk_s: float = 0.1,
     ) -> None:
-        super().__init__()
-        self.description = f"mic:{device if device is not None else 'default'}"
-        self.live = True
+        super().__init__(f"mic:{device if device is not None else 'default'}")
         self.fmt = fmt
         self.sample_rate = float(fmt.sample_rate)
         self.channels = int(channels)
@@ -61,8 +55,7 @@ class MicSource(_StoppableSource):
         self.device = device
         self._sd = _import_sounddevice()
         self.capture_rate = self._capture_rate(sample_rate)
-        self._rate = _ToBundleRate(self.capture_rate, fmt, self.channels, self.description)
-        self._blocksize = _chunk_samples(chunk_s, self.capture_rate)
+        self._blocksize = self._resampled_from(self.capture_rate, fmt, chunk_s)
         self._queue: queue.Queue[Float32Array] = queue.Queue(maxsize=64)
         self.overflows = 0
 

@@ -12,7 +12,6 @@ from edgesiam.mqtt.client import MqttSettings, make_client, paho, parse_broker_u
 from edgesiam.runtime.sources.base import (
     Float32Array,
     StreamFormat,
-    _check_channels,
     _StoppableSource,
     log,
 )
@@ -46,10 +45,7 @@ class MqttSensorSource(_StoppableSource):
         super().__init__()
         self.topic = topic
         self.encoding = encoding
-        self.channels = int(channels or fmt.stream_channels)
-        self.sample_rate = float(sample_rate or fmt.sample_rate)
-        self.live = True
-        _check_channels(self.channels, fmt, f"mqtt:{topic}")
+        self._sensor_shape(fmt, channels, sample_rate, f"mqtt:{topic}")
         paho()  # a missing extra is said when the source is made, not on the network thread
         self.broker = broker if url is None else None
         self.address = (

@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from edgesiam.errors import DataError, MissingExtraError
+from edgesiam.errors import DataError
+from edgesiam.extras import import_extra
 from edgesiam.runtime.sources.base import (
     Float32Array,
     StreamFormat,
-    _check_channels,
     _chunk_samples,
     _StoppableSource,
     log,
@@ -20,14 +20,6 @@ from edgesiam.runtime.sources.base import (
 from edgesiam.runtime.sources.rows import _csv_fields, parse_csv_row
 
 __all__ = ["SerialSource"]
-
-
-def _import_serial() -> Any:
-    try:
-        import serial
-    except ModuleNotFoundError:
-        raise MissingExtraError("pyserial", "serial") from None
-    return serial
 
 
 class SerialSource(_StoppableSource):
@@ -51,18 +43,14 @@ class SerialSource(_StoppableSource):
         stream: Any | None = None,
         units: object = None,
     ) -> None:
-        super().__init__()
+        super().__init__(f"serial:{port}")
         self.port = port
-        self.description = f"serial:{port}"
-        self.live = True
-        self.channels = int(channels or fmt.stream_channels)
-        self.sample_rate = float(sample_rate or fmt.sample_rate)
-        _check_channels(self.channels, fmt, self.description)
+        self._sensor_shape(fmt, channels, sample_rate, self.description)
         self._convert_units(fmt, units, self.sample_rate)
         self._names = fmt.channel_names
         self._chunk = _chunk_samples(chunk_s, self.sample_rate)
         if stream is None:
-            serial = _import_serial()
+            serial = import_extra("serial", "serial", package="pyserial")
             try:
                 stream = serial.serial_for_url(port, baudrate=baudrate, timeout=self.poll_s)
             except (serial.SerialException, ValueError) as exc:

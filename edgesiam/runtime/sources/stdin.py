@@ -23,7 +23,6 @@ from edgesiam.runtime.sources.base import (
     Float32Array,
     StreamFormat,
     _check_channels,
-    _chunk_samples,
     _StoppableSource,
     _ToBundleRate,
     log,
@@ -144,8 +143,7 @@ class StdinSource(_StoppableSource):
         live: bool | None = None,
         units: object = None,
     ) -> None:
-        super().__init__()
-        self.description = "stdin"
+        super().__init__("stdin")
         self.fmt = fmt
         self.sample_rate = float(fmt.sample_rate)
         self.input_rate = int(sample_rate or fmt.sample_rate)
@@ -158,10 +156,9 @@ class StdinSource(_StoppableSource):
             else ""
         )
         _check_channels(self.channels, fmt, "stdin", hint)
-        self._rate = _ToBundleRate(self.input_rate, fmt, self.channels, "stdin")
+        self._chunk_frames = self._resampled_from(self.input_rate, fmt, chunk_s)
         self._convert_units(fmt, units, self.sample_rate)
         self._stream = stream
-        self._chunk_frames = _chunk_samples(chunk_s, self.input_rate)
         source = stream if stream is not None else getattr(sys.stdin, "buffer", None)
         self._live = False if live is None and _is_regular_file(source) else live
         frame_bytes = _PCM[encoding][0].itemsize * self.channels

@@ -13,10 +13,17 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from edgesiam.argparsing import add_command
+from edgesiam.argparsing import add_command, add_quiet, pass_through
 
 __all__ = ["add_bench_parser", "cmd_bench"]
 
+SKIPPABLE = {
+    "mqtt": "no Mosquitto end-to-end latency",
+    "rss": "no device-only RSS run",
+    "accuracy": "no accuracy table (held-out trials)",
+}
+"""The measurements ``--skip-<part>`` leaves out (``run_all(skip_<part>=True)``)."""
+HELP = "latency, cost, memory and size of the shipped bundles"
 DESCRIPTION = textwrap.dedent(
     """
     Measure every bundle in BUNDLES (default: export/) on one thread: per-window latency of
@@ -37,10 +44,7 @@ DESCRIPTION = textwrap.dedent(
 def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``bench`` to an ``argparse`` sub-parser collection; returns the new parser."""
     p: argparse.ArgumentParser = add_command(
-        subparsers,
-        "bench",
-        help="latency, cost, memory and size of the shipped bundles",
-        description=DESCRIPTION,
+        subparsers, "bench", help=HELP, description=DESCRIPTION
     )
     p.add_argument("--bundles", default="export", metavar="DIR", help="bundles (default: export)")
     p.add_argument("--json", metavar="OUT", help="write every figure as JSON")
@@ -49,11 +53,8 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--markdown", metavar="OUT.md", help="also write the markdown table to a file")
     p.add_argument("--quick", action="store_true", help="the small smoke version (seconds)")
-    p.add_argument("--skip-mqtt", action="store_true", help="no Mosquitto end-to-end latency")
-    p.add_argument("--skip-rss", action="store_true", help="no device-only RSS run")
-    p.add_argument(
-        "--skip-accuracy", action="store_true", help="no accuracy table (held-out trials)"
-    )
+    for part, text in SKIPPABLE.items():
+        p.add_argument(f"--skip-{part}", action="store_true", help=text)
     p.add_argument("--runs", default="runs", metavar="DIR", help="checkpoints: DIR/<name>/best.pt")
     p.add_argument(
         "--data",
@@ -61,7 +62,7 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="DIR",
         help="prepared data root: held-out test sets, and speech/test for the peers (default: data)",
     )
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    add_quiet(p, help="no progress lines")
     p.set_defaults(func=cmd_bench)
     return p
 
@@ -76,14 +77,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     try:
         result = measure.run_all(
             args.bundles,
-            quick=args.quick,
-            skip_mqtt=args.skip_mqtt,
-            skip_rss=args.skip_rss,
             runs_dir=args.runs,
             data_dir=args.data,
-            skip_accuracy=args.skip_accuracy,
             plots_dir=args.plots,
             log=log,
+            **pass_through(args, "quick", *(f"skip_{part}" for part in SKIPPABLE)),
         )
     except FileNotFoundError as exc:
         print(f"edgesiam bench: {exc}", file=sys.stderr)

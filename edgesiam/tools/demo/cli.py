@@ -7,7 +7,7 @@ import logging
 import textwrap
 from typing import Any
 
-from edgesiam.argparsing import add_command
+from edgesiam.argparsing import add_command, pass_through
 from edgesiam.errors import ConfigError
 from edgesiam.tools.demo.run import run_demo
 
@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["add_demo_parser", "cmd_demo"]
 
-
+HELP = "the main job end to end: real speech → int8 bundle → enroll → stream → MQTT events"
 DESCRIPTION = textwrap.dedent(
     """
     The main job end to end on this machine, with real data and real MQTT:
@@ -43,12 +43,7 @@ DESCRIPTION = textwrap.dedent(
 
 def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``demo`` to an ``argparse`` sub-parser collection; returns the new parser."""
-    demo = add_command(
-        subparsers,
-        "demo",
-        help="the main job end to end: real speech → int8 bundle → enroll → stream → MQTT events",
-        description=DESCRIPTION,
-    )
+    demo = add_command(subparsers, "demo", help=HELP, description=DESCRIPTION)
     demo.add_argument(
         "--bundle", default="export/speaker", metavar="DIR", help="bundle (default: %(default)s)"
     )
@@ -120,6 +115,22 @@ def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
     return demo  # type: ignore[no-any-return]
 
 
+_PASSED_ON = (
+    "labels",
+    "enroll_clips",
+    "others",
+    "turns",
+    "seed",
+    "broker",
+    "workdir",
+    "realtime",
+    "max_false_per_hour",
+    "margin",
+    "score_norm",
+)
+"""The options :func:`~edgesiam.tools.demo.run.run_demo` takes as they are, under their names."""
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from edgesiam.runtime.config import MatchingConfig
 
@@ -130,18 +141,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     run_demo(
         args.bundle,
         args.data,
-        labels=args.labels,
-        enroll_clips=args.enroll_clips,
-        others=args.others,
-        turns=args.turns,
-        seed=args.seed,
-        broker=args.broker,
-        workdir=args.workdir,
         target_fmr=fmr,
-        realtime=args.realtime,
         calibrate=not args.no_calibrate,
-        max_false_per_hour=args.max_false_per_hour,
-        margin=args.margin,
-        score_norm=args.score_norm,
+        **pass_through(args, *_PASSED_ON),
     )
     return 0

@@ -9,16 +9,23 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import asdict
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from edgesiam.errors import BundleError, ConfigError, DataError, EdgesiamError
 from edgesiam.tools.demo.scoring import DemoReport, Segment, score_events, window_overlaps
 from edgesiam.tools.demo.stream import NOISE_DBFS, Plan, build_stream, make_plan, speakers_of
 from edgesiam.tools.demo.watcher import EventWatcher, free_port
+
+if TYPE_CHECKING:
+    from edgesiam.model.interpreters import BundleEmbedder
+    from edgesiam.mqtt.client import MqttSettings
+    from edgesiam.runtime.config import RuntimeConfig
+    from edgesiam.runtime.pipeline import RunSummary, Runtime
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +91,25 @@ def _prepare_data(data: Path, out: TextIO) -> Path:
     return test_dir
 
 
+@dataclass(frozen=True)
+class _BrokerAddress:
+    """Where the demo's device and subscriber connect."""
+
+    url: str
+    host: str
+    port: int
+    tls: bool
+    protocol: str
+    embedded: bool
+
+    def describe(self) -> str:
+        """The broker as the summary names it."""
+        return f"embedded amqtt ({self.url})" if self.embedded else self.url
+
+
 @contextlib.contextmanager
-def _broker(spec: str) -> Iterator[tuple[str, str, int, bool, str]]:
-    """(url, host, port, tls, protocol) of the broker to use; an embedded one lives in here."""
+def _broker(spec: str) -> Iterator[_BrokerAddress]:
+    """The broker to use; an embedded one lives in here."""
     if spec == "embedded":
         from edgesiam.mqtt.broker import EmbeddedBroker
 
@@ -96,7 +119,9 @@ def _broker(spec: str) -> Iterator[tuple[str, str, int, bool, str]]:
             logging.getLogger(name).setLevel(logging.ERROR)
         broker.start_in_thread()
         try:
-            yield f"mqtt://127.0.0.1:{port}", "127.0.0.1", port, False, "3.1.1"
+            yield _BrokerAddress(
+                f"mqtt://127.0.0.1:{port}", "127.0.0.1", port, False, "3.1.1", embedded=True
+            )
         finally:
             broker.stop_thread()
         return
@@ -107,7 +132,49 @@ def _broker(spec: str) -> Iterator[tuple[str, str, int, bool, str]]:
         raise ConfigError(
             f"--broker {spec}: the demo connects anonymously; give a broker without user@"
         )
-    yield spec, address.host, address.port, address.tls, "5"
+    yield _BrokerAddress(spec, address.host, address.port, address.tls, "5", embedded=False)
+
+
+@dataclass
+class _Demo:
+    """What the steps of one demo run share: the inputs, the loaded model, the stream and its truth."""
+
+    bundle: Path
+    data: Path
+    workdir: Path
+    embedder: BundleEmbedder
+    plan: Plan
+    test_dir: Path
+    matching: dict[str, Any]
+    threshold: float
+    realtime: bool
+    say: Callable[..., None]
+    segments: list[Segment] = field(default_factory=list)
+    stream_s: float = 0.0
+
+    @property
+    def window_s(self) -> float:
+        return _window_s(self.embedder)
+
+    @property
+    def target_fmr(self) -> float:
+        return float(self.matching["target_fmr"])
+
+    @property
+    def gallery_path(self) -> Path:
+        return self.workdir / "gallery.npz"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.workdir / "state"
+
+    @property
+    def stream_path(self) -> Path:
+        return self.workdir / "stream.wav"
+
+    @property
+    def enrolled_turns(self) -> int:
+        return sum(s.enrolled for s in self.segments)
 
 
 def run_demo(
@@ -134,256 +201,342 @@ def run_demo(
     import sys
 
     from edgesiam.model.interpreters import load_model
-    from edgesiam.mqtt.publisher import MqttPublisher
-    from edgesiam.runtime.calibrate import report_lines
-    from edgesiam.runtime.calibration_store import calibration_path, cohort_path
-    from edgesiam.runtime.config import load_runtime_config
-    from edgesiam.runtime.enrollment import enroll_recordings
-    from edgesiam.runtime.gallery_store import GalleryStore, model_sha256
-    from edgesiam.runtime.pipeline import Runtime
 
     stream_out: TextIO = out if out is not None else sys.stdout
+    _check_counts(labels, enroll_clips, others, turns)
+    bundle, data, workdir = Path(bundle), Path(data), Path(workdir)
+    _check_bundle(bundle)
+    test_dir = _prepare_data(data, stream_out)
     matching = {"target_fmr": target_fmr, "margin": margin, "score_norm": score_norm}
-    say_lock = threading.Lock()
+    say = _sayer(stream_out)
+    embedder = load_model(bundle)
+    threshold = float(embedder.threshold(target_fmr))
+    _say_bundle(bundle, embedder, say)
+    plan = make_plan(test_dir, labels, enroll_clips, others, seed, _window_s(embedder))
+    demo = _Demo(
+        bundle, data, workdir, embedder, plan, test_dir, matching, threshold, realtime, say
+    )
+    _fresh_workdir(demo)
+    _enroll(demo, labels, enroll_clips)
+    _write_stream(demo, turns, seed)
+    with _broker(broker) as address:
+        demo.say(f"mqtt     {'embedded amqtt broker at ' if address.embedded else ''}{address.url}")
+        before = _phase(demo, "before calibration", demo.state_dir / "before", address)
+        _print_summary(before, demo.say)
+        report = before
+        background = _background(demo.plan, test_dir, workdir) if calibrate else None
+        if background is not None:
+            report = _calibrated_phase(
+                demo, address, background, before, calibrate_minutes, max_false_per_hour
+            )
+    (workdir / "summary.json").write_text(
+        json.dumps(report.to_dict(), indent=1) + "\n", encoding="utf-8"
+    )
+    if report is not before:
+        _print_summary(report, demo.say)
+        _print_comparison(before, report, demo.say)
+    return report
 
-    def say(text: str = "") -> None:
-        with say_lock:
-            print(text, file=stream_out, flush=True)
 
+def _check_counts(labels: int, enroll_clips: int, others: int, turns: int) -> None:
     if labels < 1:
         raise ConfigError(f"--labels {labels}: enroll at least one speaker")
     if not 1 <= enroll_clips <= 10:
         raise ConfigError(f"--enroll-clips {enroll_clips}: enroll from 1 to 10 clips")
     if others < 0 or turns < 1:
         raise ConfigError("--others must be 0 or more and --turns at least 1")
-    bundle, data, workdir = Path(bundle), Path(data), Path(workdir)
-    _check_bundle(bundle)
-    test_dir = _prepare_data(data, stream_out)
 
-    embedder = load_model(bundle)
-    manifest = embedder.manifest
-    rate = int(embedder.sample_rate)
-    window_s = embedder.window / rate
-    threshold = float(embedder.threshold(target_fmr))
+
+def _sayer(stream_out: TextIO) -> Callable[..., None]:
+    """A print to ``stream_out`` that the subscriber's thread and the main thread can share."""
+    say_lock = threading.Lock()
+
+    def say(text: str = "") -> None:
+        with say_lock:
+            print(text, file=stream_out, flush=True)
+
+    return say
+
+
+def _say_bundle(bundle: Path, embedder: BundleEmbedder, say: Callable[..., None]) -> None:
+    manifest, rate = embedder.manifest, int(embedder.sample_rate)
     say(
         f"bundle   {bundle} ({manifest.name}, {manifest.model}, {rate} Hz, window "
-        f"{window_s:g} s, hop {embedder.hop / rate:g} s, {getattr(embedder, 'backend', '?')})"
+        f"{embedder.window / rate:g} s, hop {embedder.hop / rate:g} s, "
+        f"{getattr(embedder, 'backend', '?')})"
     )
-    plan = make_plan(test_dir, labels, enroll_clips, others, seed, window_s)
 
-    workdir.mkdir(parents=True, exist_ok=True)
-    gallery_path = workdir / "gallery.npz"
-    state_dir = workdir / "state"
-    gallery_path.unlink(missing_ok=True)
-    calibration_path(gallery_path).unlink(missing_ok=True)
-    cohort_path(gallery_path).unlink(missing_ok=True)
-    shutil.rmtree(state_dir, ignore_errors=True)
-    store = GalleryStore(gallery_path, model_sha256(manifest), bundle_name=manifest.name)
-    say(f"enroll   {labels} held-out speaker(s) from {test_dir}, {enroll_clips} clip(s) each:")
+
+def _window_s(embedder: BundleEmbedder) -> float:
+    return embedder.window / int(embedder.sample_rate)
+
+
+def _fresh_workdir(demo: _Demo) -> None:
+    """No gallery, calibration, cohort or device state left from an earlier run."""
+    from edgesiam.runtime.calibration_store import calibration_path, cohort_path
+
+    demo.workdir.mkdir(parents=True, exist_ok=True)
+    demo.gallery_path.unlink(missing_ok=True)
+    calibration_path(demo.gallery_path).unlink(missing_ok=True)
+    cohort_path(demo.gallery_path).unlink(missing_ok=True)
+    shutil.rmtree(demo.state_dir, ignore_errors=True)
+
+
+def _enroll(demo: _Demo, labels: int, enroll_clips: int) -> None:
+    from edgesiam.runtime.enrollment import enroll_recordings
+    from edgesiam.runtime.gallery_store import GalleryStore, model_sha256
+
+    manifest, plan = demo.embedder.manifest, demo.plan
+    store = GalleryStore(demo.gallery_path, model_sha256(manifest), bundle_name=manifest.name)
+    demo.say(
+        f"enroll   {labels} held-out speaker(s) from {demo.test_dir}, {enroll_clips} clip(s) each:"
+    )
     for speaker in plan.enrolled:
-        result = enroll_recordings(store, embedder, speaker, plan.enroll[speaker])
+        result = enroll_recordings(store, demo.embedder, speaker, plan.enroll[speaker])
         names = ", ".join(p.name for p in plan.enroll[speaker])
-        say(f"         {speaker:<14} consistency {result.consistency_text:<6} ({names})")
+        demo.say(f"         {speaker:<14} consistency {result.consistency_text:<6} ({names})")
         for warning in result.warnings:
-            say(f"           note: {warning}")
+            demo.say(f"           note: {warning}")
 
-    stream_path = workdir / "stream.wav"
-    segments, stream_s = build_stream(plan, rate, stream_path, turns=turns, seed=seed)
-    (workdir / "stream.json").write_text(
+
+def _write_stream(demo: _Demo, turns: int, seed: int) -> None:
+    """WORKDIR/stream.wav and its truth, stream.json."""
+    rate = int(demo.embedder.sample_rate)
+    demo.segments, demo.stream_s = build_stream(
+        demo.plan, rate, demo.stream_path, turns=turns, seed=seed
+    )
+    segments = demo.segments
+    (demo.workdir / "stream.json").write_text(
         json.dumps([asdict(s) for s in segments], indent=1) + "\n", encoding="utf-8"
     )
-    enrolled_turns = sum(s.enrolled for s in segments)
-    say(
-        f"stream   {stream_path}: {stream_s:.1f} s, {len(segments)} turns ({enrolled_turns} by "
-        f"enrolled speakers, {len(segments) - enrolled_turns} by never-enrolled "
-        f"{', '.join(plan.never_enrolled) or '-'}), room noise at {NOISE_DBFS:.0f} dBFS between"
+    enrolled_turns = demo.enrolled_turns
+    demo.say(
+        f"stream   {demo.stream_path}: {demo.stream_s:.1f} s, {len(segments)} turns "
+        f"({enrolled_turns} by enrolled speakers, {len(segments) - enrolled_turns} by "
+        f"never-enrolled {', '.join(demo.plan.never_enrolled) or '-'}), room noise at "
+        f"{NOISE_DBFS:.0f} dBFS between"
     )
 
-    def speaking_at(a: float, b: float) -> list[Segment]:
-        return [segments[i] for i, _ in window_overlaps(segments, a, b)]
 
-    def show(event: dict[str, Any], at: float) -> None:
-        end = float(event["offset_s"])
-        scored = score_events([event], segments, window_s)[0]
-        who = speaking_at(end - window_s, end)
-        truth = (
-            " + ".join(s.label + ("" if s.enrolled else " (never enrolled)") for s in who)
-            or "(noise)"
-        )
-        clock = datetime.fromtimestamp(at).strftime("%H:%M:%S.%f")[:-3]
-        say(
-            f"  {clock}  seq {event['seq']:>3}  @ {end:6.1f} s  {event['label']:<14} "
-            f"{event['score']:.3f} >= {event['threshold']:.3f}   speaking: {truth:<34} "
-            f"{_verdict_text(scored.verdict)}"
-        )
+def _show(demo: _Demo, event: dict[str, Any], at: float) -> None:
+    """One event as the subscriber received it, with who was really speaking then."""
+    end, window_s = float(event["offset_s"]), demo.window_s
+    scored = score_events([event], demo.segments, window_s)[0]
+    who = [demo.segments[i] for i, _ in window_overlaps(demo.segments, end - window_s, end)]
+    truth = (
+        " + ".join(s.label + ("" if s.enrolled else " (never enrolled)") for s in who) or "(noise)"
+    )
+    clock = datetime.fromtimestamp(at).strftime("%H:%M:%S.%f")[:-3]
+    demo.say(
+        f"  {clock}  seq {event['seq']:>3}  @ {end:6.1f} s  {event['label']:<14} "
+        f"{event['score']:.3f} >= {event['threshold']:.3f}   speaking: {truth:<34} "
+        f"{_verdict_text(scored.verdict)}"
+    )
 
-    def phase(
-        name: str, state: Path, url: str, host: str, port: int, tls: bool, protocol: Any
-    ) -> DemoReport:
-        """Stream once through a fresh device (its own state dir and MQTT name, so the first
-        run's retained status is not the second's) and score what arrived."""
-        device = DEVICE_ID if state.name == "before" else f"{DEVICE_ID}-calibrated"
-        config = load_runtime_config(
-            None,
-            {
-                "bundle": str(bundle.resolve()),
-                "gallery": str(gallery_path.resolve()),
-                "source": {
-                    "type": "file",
-                    "path": str(stream_path.resolve()),
-                    "realtime": realtime,
-                },
-                "state_dir": str(state.resolve()),
-                "device_id": device,
-                "mqtt": {
-                    "enabled": True,
-                    "url": url,
-                    "protocol": protocol,
-                    "homeassistant": False,
-                    "session_expiry_s": 600,
-                },
-                "matching": matching,
-                "metrics": {"interval_s": 10.0},
+
+def _phase(demo: _Demo, name: str, state: Path, address: _BrokerAddress) -> DemoReport:
+    """Stream once through a fresh device (its own state dir and MQTT name, so the first
+    run's retained status is not the second's) and score what arrived."""
+    device = DEVICE_ID if state.name == "before" else f"{DEVICE_ID}-calibrated"
+    config = _device_config(demo, state, device, address)
+    settings = config.mqtt.settings(device)
+    watcher = EventWatcher(
+        address.host, address.port, address.tls, settings.topics, partial(_show, demo)
+    )
+    watcher.start()
+    try:
+        runtime = _connected_runtime(demo, config, settings, address.url)
+        _announce(demo, name, device, settings.topics.event, runtime)
+        summary = _run_device(runtime, watcher)
+    finally:
+        watcher.stop()
+    return _phase_report(demo, name, runtime, summary, watcher, address.describe())
+
+
+def _device_config(demo: _Demo, state: Path, device: str, address: _BrokerAddress) -> RuntimeConfig:
+    """The demo device: the stream file as its source, MQTT on, the demo's matching."""
+    from edgesiam.runtime.config import load_runtime_config
+
+    return load_runtime_config(
+        None,
+        {
+            "bundle": str(demo.bundle.resolve()),
+            "gallery": str(demo.gallery_path.resolve()),
+            "source": {
+                "type": "file",
+                "path": str(demo.stream_path.resolve()),
+                "realtime": demo.realtime,
             },
-        )
-        settings = config.mqtt.settings(device)
-        watcher = EventWatcher(host, port, tls, settings.topics, show)
-        watcher.start()
-        try:
-            runtime = Runtime(
-                config,
-                embedder=embedder,
-                publisher=lambda outbox: MqttPublisher(
-                    settings, outbox, manifest.name, labels=plan.enrolled
-                ),
-            )
-            publisher = runtime.publisher
-            assert isinstance(publisher, MqttPublisher)
-            publisher.start()  # connected before the first window: nothing waits in the outbox
-            deadline = time.monotonic() + 15
-            while not publisher.connected and time.monotonic() < deadline:
-                time.sleep(0.02)
-            if not publisher.connected:
-                publisher.stop(0.0, timeout_s=1.0)
-                runtime.outbox.close()
-                raise EdgesiamError(f"the device could not connect to the MQTT broker at {url}")
-            per_label = runtime.thresholds.per_label
-            using = (
-                "calibrated thresholds "
-                + ", ".join(f"{k} {v:.3f}" for k, v in sorted(per_label.items()))
-                if per_label
-                else f"target FMR {_fmt_fmr(target_fmr)}: threshold {threshold:.3f}"
-            )
-            say(
-                f"run      {name}: device '{device}' → {settings.topics.event} (QoS 1, "
-                f"durable outbox), {using}"
-                f"{', paced in real time' if realtime else ', as fast as it goes'}"
-            )
-            say("events as they reach the subscriber:")
-            previous = None
-            with contextlib.suppress(ValueError):  # not the main thread: no signal handler
-                previous = signal.signal(
-                    signal.SIGINT, lambda *_: runtime.stop("interrupted (Ctrl-C)")
-                )
-            try:
-                summary = runtime.run()
-            finally:
-                if previous is not None:
-                    signal.signal(signal.SIGINT, previous)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and (
-                watcher.count() < summary.events or watcher.last_status() != "offline"
-            ):
-                time.sleep(0.02)
-        finally:
-            watcher.stop()
-
-        with watcher.lock:
-            arrived = sorted(zip(watcher.events, watcher.received, strict=True), key=_by_seq)
-            statuses = list(watcher.statuses)
-        events = [e for e, _ in arrived]
-        received = [t for _, t in arrived]
-        scored = score_events(events, segments, window_s, received)
-        hits = [s for s in scored if s.hit]
-        detected = {s.segment for s in hits}
-        return DemoReport(
-            phase=name,
-            thresholds=dict(runtime.thresholds.per_label) or None,
-            bundle=str(bundle),
-            data=str(data),
-            enrolled=plan.enrolled,
-            never_enrolled=plan.never_enrolled,
-            target_fmr=target_fmr,
-            threshold=round(threshold, 5),
-            stream_s=round(stream_s, 3),
-            turns=len(segments),
-            enrolled_turns=enrolled_turns,
-            events_decided=summary.events,
-            events_received=len(events),
-            hits=len(hits),
-            false_matches=len(scored) - len(hits),
-            false_never_enrolled=sum(s.verdict == "never_enrolled" for s in scored),
-            false_wrong_label=sum(s.verdict == "wrong_label" for s in scored),
-            false_noise=sum(s.verdict == "noise" for s in scored),
-            detected_turns=len(detected),
-            missed_turns=enrolled_turns - len(detected),
-            near_misses=summary.near_misses,
-            windows=summary.windows,
-            gated_windows=summary.gated_windows,
-            wall_s=summary.wall_s,
-            windows_per_s=round(summary.windows / summary.wall_s, 1) if summary.wall_s else 0.0,
-            real_time_factor=round(summary.wall_s / summary.stream_s, 5)
-            if summary.stream_s
-            else 0.0,
-            inference_ms_p50=runtime.metrics.inference.percentile(50),
-            inference_ms_p95=runtime.metrics.inference.percentile(95),
-            broker=url if broker != "embedded" else f"embedded amqtt ({url})",
-            workdir=str(workdir),
-            statuses=statuses,
-            events=[
-                {**asdict(s), "speaking": s.speaking, "hit": s.hit}
-                for s in scored  # the judged events, for whoever reads summary.json
-            ],
-        )
-
-    with _broker(broker) as (url, host, port, tls, protocol):
-        say(f"mqtt     {'embedded amqtt broker at ' if broker == 'embedded' else ''}{url}")
-        before = phase("before calibration", state_dir / "before", url, host, port, tls, protocol)
-        _print_summary(before, say)
-        report = before
-        background = _background(plan, test_dir, workdir) if calibrate else None
-        if background is not None:
-            found = _calibrate(
-                bundle,
-                gallery_path,
-                state_dir,
-                background,
-                calibrate_minutes,
-                max_false_per_hour,
-                matching,
-            )
-            say()
-            say(
-                f"calibrate on {background.name}/: never-enrolled speakers that are not in the "
-                "stream (edgesiam calibrate)"
-            )
-            for line in report_lines(found):
-                say(f"         {line.strip()}")
-            report = phase("after calibration", state_dir / "after", url, host, port, tls, protocol)
-            report.before = before.to_dict()
-            report.calibration = {k: v.threshold for k, v in found.labels.items()}
-    (workdir / "summary.json").write_text(
-        json.dumps(report.to_dict(), indent=1) + "\n", encoding="utf-8"
+            "state_dir": str(state.resolve()),
+            "device_id": device,
+            "mqtt": {
+                "enabled": True,
+                "url": address.url,
+                "protocol": address.protocol,
+                "homeassistant": False,
+                "session_expiry_s": 600,
+            },
+            "matching": demo.matching,
+            "metrics": {"interval_s": 10.0},
+        },
     )
-    if report is not before:
-        _print_summary(report, say)
-        say(
-            f"  calibration    before → after: hits {before.hits} → {report.hits}, false matches "
-            f"{before.false_matches} → {report.false_matches}, turns detected "
-            f"{before.detected_turns}/{before.enrolled_turns} → "
-            f"{report.detected_turns}/{report.enrolled_turns}"
-        )
+
+
+def _connected_runtime(
+    demo: _Demo, config: RuntimeConfig, settings: MqttSettings, url: str
+) -> Runtime:
+    """The device runtime, its publisher connected before the first window (nothing waits in
+    the outbox)."""
+    from edgesiam.mqtt.publisher import MqttPublisher
+    from edgesiam.runtime.pipeline import Runtime
+
+    name, enrolled = demo.embedder.manifest.name, demo.plan.enrolled
+    runtime = Runtime(
+        config,
+        embedder=demo.embedder,
+        publisher=lambda outbox: MqttPublisher(settings, outbox, name, labels=enrolled),
+    )
+    publisher = runtime.publisher
+    assert isinstance(publisher, MqttPublisher)
+    publisher.start()
+    deadline = time.monotonic() + 15
+    while not publisher.connected and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if not publisher.connected:
+        publisher.stop(0.0, timeout_s=1.0)
+        runtime.outbox.close()
+        raise EdgesiamError(f"the device could not connect to the MQTT broker at {url}")
+    return runtime
+
+
+def _announce(demo: _Demo, name: str, device: str, topic: str, runtime: Runtime) -> None:
+    per_label = runtime.thresholds.per_label
+    using = (
+        "calibrated thresholds " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(per_label.items()))
+        if per_label
+        else f"target FMR {_fmt_fmr(demo.target_fmr)}: threshold {demo.threshold:.3f}"
+    )
+    demo.say(
+        f"run      {name}: device '{device}' → {topic} (QoS 1, durable outbox), {using}"
+        f"{', paced in real time' if demo.realtime else ', as fast as it goes'}"
+    )
+    demo.say("events as they reach the subscriber:")
+
+
+def _run_device(runtime: Runtime, watcher: EventWatcher) -> RunSummary:
+    """Run the device to the stream's end (Ctrl-C stops it cleanly), then give the subscriber
+    a moment for the last events and the offline status."""
+    previous = None
+    with contextlib.suppress(ValueError):  # not the main thread: no signal handler
+        previous = signal.signal(signal.SIGINT, lambda *_: runtime.stop("interrupted (Ctrl-C)"))
+    try:
+        summary = runtime.run()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (
+        watcher.count() < summary.events or watcher.last_status() != "offline"
+    ):
+        time.sleep(0.02)
+    return summary
+
+
+def _phase_report(
+    demo: _Demo,
+    name: str,
+    runtime: Runtime,
+    summary: RunSummary,
+    watcher: EventWatcher,
+    broker: str,
+) -> DemoReport:
+    """What arrived, judged against the stream's truth, with the device's own figures."""
+    with watcher.lock:
+        arrived = sorted(zip(watcher.events, watcher.received, strict=True), key=_by_seq)
+        statuses = list(watcher.statuses)
+    events = [e for e, _ in arrived]
+    scored = score_events(events, demo.segments, demo.window_s, [t for _, t in arrived])
+    hits = [s for s in scored if s.hit]
+    detected = {s.segment for s in hits}
+    return DemoReport(
+        phase=name,
+        thresholds=dict(runtime.thresholds.per_label) or None,
+        bundle=str(demo.bundle),
+        data=str(demo.data),
+        enrolled=demo.plan.enrolled,
+        never_enrolled=demo.plan.never_enrolled,
+        target_fmr=demo.target_fmr,
+        threshold=round(demo.threshold, 5),
+        stream_s=round(demo.stream_s, 3),
+        turns=len(demo.segments),
+        enrolled_turns=demo.enrolled_turns,
+        events_decided=summary.events,
+        events_received=len(events),
+        hits=len(hits),
+        false_matches=len(scored) - len(hits),
+        false_never_enrolled=sum(s.verdict == "never_enrolled" for s in scored),
+        false_wrong_label=sum(s.verdict == "wrong_label" for s in scored),
+        false_noise=sum(s.verdict == "noise" for s in scored),
+        detected_turns=len(detected),
+        missed_turns=demo.enrolled_turns - len(detected),
+        near_misses=summary.near_misses,
+        windows=summary.windows,
+        gated_windows=summary.gated_windows,
+        wall_s=summary.wall_s,
+        windows_per_s=round(summary.windows / summary.wall_s, 1) if summary.wall_s else 0.0,
+        real_time_factor=round(summary.wall_s / summary.stream_s, 5) if summary.stream_s else 0.0,
+        inference_ms_p50=runtime.metrics.inference.percentile(50),
+        inference_ms_p95=runtime.metrics.inference.percentile(95),
+        broker=broker,
+        workdir=str(demo.workdir),
+        statuses=statuses,
+        events=[
+            {**asdict(s), "speaking": s.speaking, "hit": s.hit}
+            for s in scored  # the judged events, for whoever reads summary.json
+        ],
+    )
+
+
+def _calibrated_phase(
+    demo: _Demo,
+    address: _BrokerAddress,
+    background: Path,
+    before: DemoReport,
+    minutes: float,
+    max_false_per_hour: float,
+) -> DemoReport:
+    """Calibrate on the background, then stream again with the calibrated thresholds."""
+    from edgesiam.runtime.calibrate import report_lines
+
+    found = _calibrate(
+        demo.bundle,
+        demo.gallery_path,
+        demo.state_dir,
+        background,
+        minutes,
+        max_false_per_hour,
+        demo.matching,
+    )
+    demo.say()
+    demo.say(
+        f"calibrate on {background.name}/: never-enrolled speakers that are not in the "
+        "stream (edgesiam calibrate)"
+    )
+    for line in report_lines(found):
+        demo.say(f"         {line.strip()}")
+    report = _phase(demo, "after calibration", demo.state_dir / "after", address)
+    report.before = before.to_dict()
+    report.calibration = {k: v.threshold for k, v in found.labels.items()}
     return report
+
+
+def _print_comparison(before: DemoReport, after: DemoReport, say: Callable[..., None]) -> None:
+    say(
+        f"  calibration    before → after: hits {before.hits} → {after.hits}, false matches "
+        f"{before.false_matches} → {after.false_matches}, turns detected "
+        f"{before.detected_turns}/{before.enrolled_turns} → "
+        f"{after.detected_turns}/{after.enrolled_turns}"
+    )
 
 
 def _background(plan: Plan, test_dir: Path, workdir: Path) -> Path | None:

@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from edgesiam.argparsing import add_quiet
 from edgesiam.errors import DataError, MissingExtraError
 from edgesiam.train.teachers import TEACHERS
 
@@ -60,7 +61,7 @@ def add_teachers_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--threads", type=int, default=1, help="torch threads (default 1: best on a busy machine)"
     )
     em.add_argument("--on-error", choices=["fail", "skip"], default="fail")
-    em.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_quiet(em)
     em.set_defaults(func=cmd_teachers_embed)
     return p
 
