@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.mqtt import Subscriber, wait_until
-from tests.support.secure_broker import SecureBroker, command_lines, start_device
+from tests.support.secure_broker import SecureBroker, command_lines, start_secure_device
 from tests.support.signals import to_pcm, voice
 from tests.support.tls_client import TlsClient
 
@@ -44,7 +44,7 @@ def test_a_device_over_mutual_tls_publishes_its_topics_and_answers_commands(
         b.broker.host, b.plain_port, ["homeassistant/#"],
         username="homeassistant", password=b.passwords["homeassistant"],
     ).start()  # fmt: skip
-    device = start_device(b, tmp_path / "kitchen", events_gallery, "kitchen")
+    device = start_secure_device(b, tmp_path / "kitchen", events_gallery, "kitchen")
     try:
         assert wait_until(lambda: b"online" in statuses(dashboard, "kitchen"), 60), device.text
         device.feed(to_pcm(voice(2.0, seed=7)))  # 2 s at the events bundle's 0.25 s hop
@@ -111,7 +111,9 @@ def test_a_device_with_a_wrong_password_is_refused_and_says_so_without_the_passw
     b = secure_broker
     wrong = "not-" + b.passwords["hallway"][::-1]
     seen = len(b.log)
-    device = start_device(b, tmp_path / "impostor", events_gallery, "hallway", password=wrong)
+    device = start_secure_device(
+        b, tmp_path / "impostor", events_gallery, "hallway", password=wrong
+    )
     try:
         assert wait_until(lambda: "refused" in device.text, 60), device.text
         assert wait_until(lambda: "disconnected, not authorised" in b.log[seen:], 10), b.log

@@ -170,7 +170,7 @@ class SecureDevice:
         return b"".join(self.output).decode(errors="replace")
 
 
-def start_device(
+def start_secure_device(
     b: SecureBroker, folder: Path, gallery: Path, device: str, password: str | None = None
 ) -> SecureDevice:
     """A device logging in as ``device`` over mutual TLS with its password file, every window an
