@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.imports import imported_names, module_name, write_sources
+
 PACKAGE = Path(__file__).resolve().parents[1] / "edgesiam"
 
 # (room, rooms it must never import); a room is the first name under the package.
@@ -25,29 +27,6 @@ FORBIDDEN = (
 CORE_MAY_IMPORT = ("core", "errors")
 
 
-def module_name(path: Path, root: Path) -> str:
-    """Dotted name of a source file below ``root`` (a package's ``__init__`` is the package)."""
-    parts = list(path.relative_to(root.parent).with_suffix("").parts)
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def imported_names(tree: ast.AST, module: str, is_package: bool) -> list[tuple[str, str]]:
-    """(module, attribute) for every name an import statement in ``tree`` brings in; lazy imports
-    inside functions count, they are dependencies all the same. ``import a.b`` gives ``("a.b", "")``."""
-    names: list[tuple[str, str]] = []
-    package = module if is_package else module.rpartition(".")[0]
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.extend((alias.name, "") for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join([*anchor, base] if base else anchor)
-            names.extend((base, alias.name) for alias in node.names)
-    return names
-
-
 def import_graph(root: Path) -> dict[str, set[str]]:
     """Module → the modules of the same package it imports: ``from pkg import mod`` means
     ``pkg.mod`` when that is a module, else (a function or class of ``pkg``) ``pkg`` itself."""
@@ -56,7 +35,9 @@ def import_graph(root: Path) -> dict[str, set[str]]:
     for module, path in files.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         pairs = imported_names(tree, module, path.name == "__init__.py")
-        targets = {f"{base}.{name}" if f"{base}.{name}" in files else base for base, name in pairs}
+        targets = {
+            f"{base}.{name}" if f"{base}.{name}" in files else base for base, name, _ in pairs
+        }
         graph[module] = {t for t in targets if t in files and t != module}
     return graph
 
@@ -106,14 +87,7 @@ def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def write_package(root: Path, files: dict[str, str]) -> Path:
     """A small synthetic package ``edgesiam`` below ``root`` for testing the checker itself."""
-    package = root / "edgesiam"
-    for name, source in {"__init__.py": "", **files}.items():
-        path = package / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        for parent in path.relative_to(package).parents:
-            (package / parent / "__init__.py").touch()
-        path.write_text(source, encoding="utf-8")
-    return package
+    return write_sources(root / "edgesiam", {"__init__.py": "", **files}, packages=True)
 
 
 def test_edgesiam_imports_point_only_down_the_layout() -> None:

@@ -11,7 +11,7 @@ import yaml
 
 from edgesiam.cli import main
 from tests.support.cli import run_edgesiam
-from tests.train.test_loop import audio_recipe, sensor_recipe
+from tests.support.recipes import audio_recipe, sensor_recipe
 
 
 def test_help_lists_every_command_and_an_example() -> None:

@@ -6,19 +6,12 @@ without them, and the numpy core must not even import the I/O libraries.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
 import pytest
 
-HEAVY = ("torch", "tensorflow", "librosa", "matplotlib", "scipy", "sklearn", "safetensors")
-
-
-def imported_after(statement: str) -> set[str]:
-    code = f"import json, sys; {statement}; print(json.dumps(sorted(sys.modules)))"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return {m.split(".")[0] for m in json.loads(done.stdout)}
+from tests.support.imports import HEAVY, imported_after
 
 
 @pytest.mark.parametrize(

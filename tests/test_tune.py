@@ -20,7 +20,7 @@ from edgesiam.export.gate import Check, GateReport
 from edgesiam.model.bundle import load_manifest
 from edgesiam.train.weights import source_from_bundle
 from edgesiam.tune import export_with_retries, refuse_overlap, split_recordings
-from tests.conftest import make_motion, write_audio_dataset
+from tests.support.signals import make_motion, write_audio_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 MOTION_BUNDLE = ROOT / "export" / "motion"
@@ -280,7 +280,7 @@ def test_a_recipe_batch_larger_than_the_labels_allow_trains(
 ) -> None:
     from edgesiam.train.config import TrainConfig
     from edgesiam.train.loop import train
-    from tests.train.test_loop import audio_recipe
+    from tests.support.recipes import audio_recipe
 
     recipe = audio_recipe(audio_dataset, audio_heldout, epochs=1, steps_per_epoch=1)
     recipe["sampler"] = {"m_per_class": 4, "batch_size": 128}  # 6 labels × 4 = 24 at most

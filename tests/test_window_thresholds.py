@@ -15,7 +15,8 @@ from edgesiam.core.windowing import frame
 from edgesiam.data.readers import read_audio, scan_dataset
 from edgesiam.model.interpreters import load_model
 from edgesiam.window_thresholds import window_thresholds
-from tests.conftest import EVENTS_BUNDLE, write_audio_dataset
+from tests.support.paths import EVENTS_BUNDLE
+from tests.support.signals import write_audio_dataset
 
 
 @pytest.fixture(scope="module")

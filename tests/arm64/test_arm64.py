@@ -41,8 +41,8 @@ import pytest
 import soundfile as sf
 
 from edgesiam.data.readers import read_audio, read_sensor
-from tests.conftest import build_wheel
 from tests.support.mqtt import MosquittoBroker, Subscriber, wait_until
+from tests.support.wheel import build_wheel
 
 pytestmark = [pytest.mark.slow, pytest.mark.arm64, pytest.mark.timeout(5400)]
 

@@ -13,7 +13,7 @@ import pytest
 
 from edgesiam.dashboard.auth import COOKIE_NAME, TokenAuth, check_bind, is_loopback, resolve_token
 from edgesiam.errors import ConfigError
-from tests.dashboard.conftest import TOKEN, Dashboard
+from tests.support.dashboard import TOKEN, Dashboard
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])

@@ -7,7 +7,7 @@ from importlib import resources
 
 import pytest
 
-from tests.test_import_boundaries import HEAVY, imported_after
+from tests.support.imports import HEAVY, imported_after
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,6 @@ and its result is shown; the page is kept as a screenshot in ``test-artifacts/da
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -22,21 +21,10 @@ import soundfile as sf
 
 from edgesiam.mqtt.contract import Topics
 from edgesiam.mqtt.homeassistant import discovery_messages
-from tests.conftest import make_motion, make_voice
-from tests.dashboard.conftest import ARTIFACTS, Dashboard, event_payload, publisher
+from tests.support.dashboard import Dashboard, event_payload, open_page, publisher
 from tests.support.mqtt import wait_until
-
-ROOT = Path(__file__).resolve().parents[2]
-SPEAKER = ROOT / "export" / "speaker"
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
-
-
-def open_page(page: Any, dashboard: Dashboard) -> None:
-    """Load the page and wait until its data is loaded and its live stream is connected."""
-    page.goto(dashboard.url + "/")
-    # selectors, not script: the page's Content-Security-Policy forbids evaluating strings
-    page.wait_for_selector('body[data-live="connected"][data-loaded="true"]', timeout=20_000)
-    assert wait_until(lambda: dashboard.server.app.feed.listeners >= 1, 10)
+from tests.support.paths import ARTIFACTS, ENV, ROOT, SPEAKER_BUNDLE
+from tests.support.signals import make_motion, voice_clip
 
 
 def test_a_device_and_its_event_appear_within_a_second(page: Any, dashboard: Dashboard) -> None:
@@ -98,7 +86,7 @@ def test_the_last_will_turns_the_device_offline_on_the_page(
 @pytest.fixture
 def device_run(dashboard: Dashboard, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """``edgesiam run`` with the shipped speaker bundle, fed silence on stdin, on the broker."""
-    if not (SPEAKER / "manifest.json").exists():
+    if not (SPEAKER_BUNDLE / "manifest.json").exists():
         pytest.skip("the shipped bundle export/speaker is missing")
     proc = subprocess.Popen(
         [
@@ -107,7 +95,7 @@ def device_run(dashboard: Dashboard, tmp_path: Path) -> Iterator[subprocess.Pope
             "edgesiam",
             "run",
             "--bundle",
-            str(SPEAKER),
+            str(SPEAKER_BUNDLE),
             "--gallery",
             str(tmp_path / "gallery.npz"),
             "--source",
@@ -145,12 +133,6 @@ def device_run(dashboard: Dashboard, tmp_path: Path) -> Iterator[subprocess.Pope
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-
-
-def voice_clip(path: Path, f0: float = 140.0) -> Path:
-    rng = np.random.default_rng(7)
-    sf.write(path, make_voice(f0, 0.7, 2.0, 16000, rng), 16000, subtype="PCM_16")
-    return path
 
 
 def populate(dashboard: Dashboard) -> None:
@@ -293,7 +275,7 @@ def test_enroll_from_the_page_round_trips_to_a_running_device(
 def imu_device(dashboard: Dashboard, tmp_path: Path) -> Iterator[Any]:
     """A running runtime with the shipped motion bundle, reading IMU rows from MQTT."""
     from edgesiam.runtime.pipeline import Runtime
-    from tests.runtime.test_pipeline import make_config
+    from tests.support.runtime import make_config
 
     config = make_config(
         ROOT / "export" / "motion",
@@ -366,7 +348,7 @@ def test_a_labels_threshold_is_shown_and_set_from_the_page(
     page.wait_for_selector('#labels-list li[data-label="grandma"]', timeout=60_000)
     page.click("#refresh-labels")  # the device's list carries each label's threshold
     field = '#labels-list li[data-label="grandma"] input[name="threshold"]'
-    calibrated = json.loads((SPEAKER / "manifest.json").read_text())["thresholds"]["window"]
+    calibrated = json.loads((SPEAKER_BUNDLE / "manifest.json").read_text())["thresholds"]["window"]
     shown = f"{calibrated['at_fmr']['0.001']:.4f}"
     page.wait_for_selector(f'{field}[value="{shown}"]', timeout=60_000)
 

@@ -18,7 +18,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.dashboard.conftest import TOKEN, event_payload
+from tests.support.dashboard import TOKEN, event_payload
 from tests.support.mqtt import MosquittoBroker, password_file, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]

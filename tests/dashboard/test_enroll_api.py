@@ -14,11 +14,10 @@ import numpy as np
 import pytest
 
 from edgesiam.runtime.pipeline import Runtime
-from tests.conftest import make_motion
-from tests.dashboard.conftest import Dashboard
-from tests.dashboard.test_server import wav_bytes
-from tests.runtime.test_pipeline import make_config
+from tests.support.dashboard import Dashboard
 from tests.support.mqtt import wait_until
+from tests.support.runtime import make_config
+from tests.support.signals import make_motion, wav_bytes
 
 MOTION = Path(__file__).resolve().parents[2] / "export" / "motion"
 HEADER = "acc_x,acc_y,acc_z,gyro_x,gyro_y,gyro_z"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from edgesiam.dashboard.gaps import GapWatcher, ReplayPolicy
-from tests.dashboard.conftest import OpenHistory, event_payload
+from tests.support.dashboard import OpenHistory, event_payload
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -11,7 +11,7 @@ import pytest
 
 from edgesiam.dashboard.history import MIGRATIONS, History
 from edgesiam.errors import HistoryError, InvalidPayload
-from tests.dashboard.conftest import OpenHistory, event_payload
+from tests.support.dashboard import OpenHistory, event_payload
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -19,7 +19,7 @@ from edgesiam.dashboard.ingest import Ingester, default_client_id
 from edgesiam.errors import CommandFailed, HistoryError
 from edgesiam.mqtt.contract import Topics
 from edgesiam.mqtt.homeassistant import discovery_messages
-from tests.dashboard.conftest import Dashboard, event_payload, publisher
+from tests.support.dashboard import Dashboard, event_payload, publisher
 from tests.support.mqtt import MosquittoBroker, Subscriber, wait_until
 
 

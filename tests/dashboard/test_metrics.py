@@ -8,7 +8,7 @@ import json
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.dashboard.conftest import Dashboard, event_payload, publisher
+from tests.support.dashboard import Dashboard, event_payload, publisher
 from tests.support.mqtt import wait_until
 
 

@@ -18,10 +18,10 @@ import pytest
 from edgesiam.model.interpreters import load_model
 from edgesiam.runtime.enrollment import enroll_recordings
 from edgesiam.runtime.gallery_store import GalleryStore, model_sha256
-from tests.conftest import make_voice, to_pcm
-from tests.dashboard.conftest import Dashboard
-from tests.dashboard.test_browser import ENV, SPEAKER, open_page, voice_clip
+from tests.support.dashboard import Dashboard, open_page
 from tests.support.mqtt import wait_until
+from tests.support.paths import ENV, SPEAKER_BUNDLE
+from tests.support.signals import make_voice, to_pcm, voice_clip
 
 HOP = 8000
 
@@ -40,13 +40,13 @@ def play(proc: subprocess.Popen[bytes], clip: np.ndarray) -> None:
 @pytest.fixture
 def device(dashboard: Dashboard, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """``edgesiam run`` with 'grandma' enrolled, each matching window an event, reading stdin."""
-    embedder = load_model(SPEAKER)
+    embedder = load_model(SPEAKER_BUNDLE)
     gallery = tmp_path / "gallery.npz"
     store = GalleryStore(gallery, model_sha256(embedder.manifest))
     enroll_recordings(store, embedder, "grandma", [voice_clip(tmp_path / "grandma.wav")])
     config = tmp_path / "device.yaml"
     config.write_text(
-        f"bundle: {SPEAKER}\ngallery: {gallery}\nstate_dir: {tmp_path / 'state'}\n"
+        f"bundle: {SPEAKER_BUNDLE}\ngallery: {gallery}\nstate_dir: {tmp_path / 'state'}\n"
         "device_id: livingroom\nsource: {type: stdin, live: false}\n"
         f"mqtt: {{url: '{dashboard.broker.url}'}}\n"
         "matching: {decision: {n_of: 1, m: 1, refractory_s: 0.0}}\n"

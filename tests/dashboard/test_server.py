@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import base64
 import http.client
-import io
 import json
 import threading
 import urllib.request
-import wave
 from pathlib import Path
 from typing import Any
 
@@ -18,24 +16,15 @@ from edgesiam.dashboard.auth import TokenAuth
 from edgesiam.dashboard.history import History
 from edgesiam.dashboard.ingest import Ingester
 from edgesiam.dashboard.server import DashboardApp, DashboardServer, LiveFeed
-from tests.dashboard.conftest import Dashboard, event_payload, publisher
+from tests.support.dashboard import Dashboard, event_payload, publisher
 from tests.support.mqtt import free_port, wait_until
+from tests.support.signals import wav_bytes
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def history_backend(request: pytest.FixtureRequest) -> str:
     """These tests run against both history backends."""
     return str(request.param)
-
-
-def wav_bytes(seconds: float = 0.5, rate: int = 16000) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(b"\x00\x10" * int(seconds * rate))
-    return buffer.getvalue()
 
 
 def test_rest_endpoints_serve_the_history(dashboard: Dashboard) -> None:

@@ -26,7 +26,7 @@ from edgesiam.dashboard.ingest import Ingester
 from edgesiam.dashboard.server import DashboardApp, DashboardServer, LiveFeed
 from edgesiam.errors import ConfigError
 from edgesiam.tools.fleet import FleetSpec, format_report, run_fleet
-from tests.dashboard.conftest import event_payload, publisher
+from tests.support.dashboard import event_payload, publisher
 from tests.support.mqtt import MosquittoBroker, Subscriber, wait_until
 from tests.support.postgres import PostgresServer
 

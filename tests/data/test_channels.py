@@ -21,7 +21,7 @@ from edgesiam.data.channels import (
 )
 from edgesiam.data.readers import scan_dataset
 from edgesiam.errors import DataError
-from tests.conftest import write_audio_dataset
+from tests.support.signals import write_audio_dataset
 
 RATE = 16000
 

@@ -32,6 +32,8 @@ from edgesiam.model.bundle import (
     sha256_file,
     write_manifest,
 )
+from tests.support.paths import EVENTS_BUNDLE
+from tests.support.signals import voice
 
 
 def _thresholds(trials: str) -> ThresholdSet:
@@ -221,8 +223,6 @@ def test_every_command_loading_a_forced_bundle_says_so(tmp_path: Path) -> None:
     import sys
 
     import soundfile as sf
-
-    from tests.conftest import EVENTS_BUNDLE, voice
 
     root = tmp_path / "events"
     shutil.copytree(EVENTS_BUNDLE, root)

@@ -13,7 +13,7 @@ import pytest
 from edgesiam.errors import BundleError
 from edgesiam.export.bundle_writer import _channel_units
 from edgesiam.model.bundle import load_manifest
-from tests.conftest import write_sensor_dataset
+from tests.support.signals import write_sensor_dataset
 
 
 def test_manifest_without_channel_units_still_loads(tmp_path: Path) -> None:

@@ -16,17 +16,9 @@ from edgesiam.errors import BundleError
 from edgesiam.export.edgetpu import compile_bundle
 from edgesiam.model.bundle import load_manifest
 from edgesiam.model.interpreters import BundleEmbedder
-from tests.export.test_export import FAKE_COMPILER
+from tests.support.edgetpu import FAKE_COMPILER, fake_compiler
 
 SHIPPED = Path(__file__).resolve().parents[2] / "export"
-
-
-def fake_compiler(folder: Path, text: str = FAKE_COMPILER) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    script = folder / "edgetpu_compiler"
-    script.write_text(text.format(calls=folder / "calls.txt"))
-    script.chmod(0o755)
-    return script
 
 
 def shipped_copy(tmp_path: Path, name: str = "speaker") -> Path:

@@ -26,7 +26,9 @@ from edgesiam.export.thresholds import threshold_set
 from edgesiam.model.bundle import load_manifest
 from edgesiam.model.embedders import EmbeddedDataset, embed_dataset
 from edgesiam.model.interpreters import BundleEmbedder, inspect_model, load_model
-from tests.conftest import run_export
+from tests.support.cli import run_export
+from tests.support.edgetpu import FAKE_COMPILER
+from tests.support.signals import write_sensor_dataset
 
 CLEAN_INT8_OPS = {"PAD", "RESHAPE", "CONV_2D", "MEAN", "FULLY_CONNECTED", "L2_NORMALIZATION"}
 
@@ -226,34 +228,6 @@ def test_force_writes_a_failing_bundle_marked_as_failed_with_extra_variants(
         run_export(str(tiny_audio_model), "-o", str(out), "--calib", str(audio_dataset))
 
 
-FAKE_COMPILER = """#!/usr/bin/env bash
-# A stand-in for Coral's edgetpu_compiler: records its arguments, copies the model.
-echo "$@" >> "{calls}"
-while [ $# -gt 0 ]; do
-  case "$1" in
-    -o|--out_dir) out="$2"; shift 2 ;;
-    -s|--show_operations) shift ;;
-    *) model="$1"; shift ;;
-  esac
-done
-name=$(basename "$model" .tflite)
-cp "$model" "$out/${{name}}_edgetpu.tflite"
-echo "compiler log" > "$out/${{name}}_edgetpu.log"
-cat <<EOF
-Edge TPU Compiler version 16.0.384591198
-Input: $model
-Output: $out/${{name}}_edgetpu.tflite
-
-Operator                       Count      Status
-
-CONV_2D                        2          Mapped to Edge TPU
-FULLY_CONNECTED                1          Mapped to Edge TPU
-Number of operations that will run on Edge TPU: 11
-Number of operations that will run on CPU: 0
-EOF
-"""
-
-
 def test_fake_edgetpu_compiler_on_path_is_called_and_lands_in_the_bundle(
     monkeypatch: pytest.MonkeyPatch,
     tiny_audio_model: Path,
@@ -379,8 +353,7 @@ def test_sensor_model_exports_and_embeds_like_torch(sensor_dataset: Path, tmp_pa
     from edgesiam.train.checkpoint import CheckpointEmbedder
     from edgesiam.train.config import TrainConfig
     from edgesiam.train.loop import train
-    from tests.conftest import write_sensor_dataset
-    from tests.train.test_loop import sensor_recipe
+    from tests.support.recipes import sensor_recipe
 
     config = TrainConfig.model_validate(sensor_recipe(sensor_dataset, sensor_dataset))
     train(config, tmp_path / "run", progress=False, log=lambda _m: None)

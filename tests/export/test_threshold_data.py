@@ -10,7 +10,7 @@ import soundfile as sf
 
 from edgesiam.export.thresholds import strictest, threshold_set
 from edgesiam.model.bundle import ThresholdSet, load_manifest
-from tests.conftest import run_export
+from tests.support.cli import run_export
 
 
 def _set(impostor_shift: float, n: int = 4000, seed: int = 0) -> ThresholdSet:

@@ -30,8 +30,8 @@ from edgesiam.runtime.config import load_runtime_config
 from edgesiam.runtime.gallery_store import validate_label
 from edgesiam.runtime.pipeline import Runtime
 from edgesiam.runtime.publishers import MemoryPublisher
-from tests.fuzz.scale import TIMEOUT_S, fuzz_settings
-from tests.fuzz.test_fuzz_readers import mutated, wavs
+from tests.support.fuzz_scale import TIMEOUT_S, fuzz_settings
+from tests.support.hostile_files import mutated, wavs
 
 pytestmark = pytest.mark.timeout(TIMEOUT_S)
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from edgesiam.errors import ConfigError
 from edgesiam.runtime.config import load_runtime_config, parse_source_uri
 from edgesiam.train.config import load_train_config
-from tests.fuzz.scale import TIMEOUT_S, fuzz_settings
+from tests.support.fuzz_scale import TIMEOUT_S, fuzz_settings
 
 pytestmark = pytest.mark.timeout(TIMEOUT_S)
 

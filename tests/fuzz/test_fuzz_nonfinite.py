@@ -25,8 +25,8 @@ from edgesiam.runtime.config import load_runtime_config
 from edgesiam.runtime.gallery_store import GalleryStore, model_sha256
 from edgesiam.runtime.pipeline import Runtime
 from edgesiam.runtime.publishers import MemoryPublisher
-from tests.conftest import make_motion, make_voice
-from tests.fuzz.scale import TIMEOUT_S, fuzz_settings
+from tests.support.fuzz_scale import TIMEOUT_S, fuzz_settings
+from tests.support.signals import make_motion, make_voice
 
 pytestmark = pytest.mark.timeout(TIMEOUT_S)
 

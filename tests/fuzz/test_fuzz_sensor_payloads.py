@@ -25,7 +25,7 @@ from edgesiam.errors import DataError
 from edgesiam.runtime.sources.base import StreamFormat
 from edgesiam.runtime.sources.mqtt import MqttSensorSource
 from edgesiam.runtime.sources.rows import parse_csv_row, parse_sensor_payload
-from tests.fuzz.scale import TIMEOUT_S, fuzz_settings
+from tests.support.fuzz_scale import TIMEOUT_S, fuzz_settings
 from tests.support.mqtt import MosquittoBroker, wait_until
 
 pytestmark = pytest.mark.timeout(TIMEOUT_S)

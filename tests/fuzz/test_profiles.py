@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from tests.fuzz.scale import DETERMINISTIC, fuzz_settings
+from tests.support.fuzz_scale import DETERMINISTIC, fuzz_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBE = "test_the_profiles_follow_the_environment"

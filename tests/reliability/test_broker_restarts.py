@@ -2,9 +2,9 @@
 streams events.
 
 A real ``edgesiam run`` (the shipped ``export/events`` bundle, every window an event, see
-``conftest.py``) is fed a generated voice over ``stdin:`` and publishes to a real Mosquitto
-(persistence on, saved after every change). While it streams, the broker is stopped and started
-again, down for a random 0.2-1 s each time. Two consumers keep a persistent session (fixed client
+``tests/support/device.py``) is fed a generated voice over ``stdin:`` and publishes to a real
+Mosquitto (persistence on, saved after every change). While it streams, the broker is stopped and
+started again, down for a random 0.2-1 s each time. Two consumers keep a persistent session (fixed client
 id, MQTT 5 ``clean_start=false``, QoS 1) and reconnect by themselves: a plain subscriber, and the
 dashboard's :class:`~edgesiam.dashboard.ingest.Ingester` writing its
 :class:`~edgesiam.dashboard.history.History`.
@@ -45,7 +45,7 @@ import pytest
 
 from edgesiam.dashboard.history import History
 from edgesiam.dashboard.ingest import Ingester
-from tests.reliability.conftest import Device, Feeder, Scale, flood_config
+from tests.support.device import Device, Feeder, Scale, flood_config
 from tests.support.mqtt import MosquittoBroker, Subscriber, wait_until
 
 DEVICE = "flood"

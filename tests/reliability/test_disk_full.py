@@ -32,7 +32,7 @@ import pytest
 
 from edgesiam.errors import OutboxError
 from edgesiam.runtime.outbox import Outbox
-from tests.reliability.conftest import Device, Feeder, flood_config
+from tests.support.device import Device, Feeder, flood_config
 from tests.support.mqtt import MosquittoBroker, Subscriber, wait_until
 
 FULL_MESSAGE = "event dropped, not stored: the disk holding it is full"

@@ -32,12 +32,10 @@ import pytest
 from edgesiam.model.interpreters import load_model
 from edgesiam.runtime.enrollment import enroll_recordings
 from edgesiam.runtime.gallery_store import GalleryStore, model_sha256
-from tests.reliability.conftest import ENV, RUN_CLI, Scale
-from tests.runtime import test_crash_restart as device_install
+from tests.support.device import RUN_CLI, Scale
 from tests.support.mqtt import MosquittoBroker, Received, Subscriber, wait_until
-
-ENROLLED = device_install.ENROLLED
-stream = device_install.stream  # the same held-out stream fixture as the device-install test
+from tests.support.paths import ENV
+from tests.support.signals import HELDOUT_ENROLLED
 
 DEVICE = "crash"
 EVENT_TOPIC = f"edgesiam/{DEVICE}/event"
@@ -51,7 +49,7 @@ def gallery(
     embedder = load_model(audio_bundle)
     path = tmp_path_factory.mktemp("crash_gallery") / "gallery.npz"
     store = GalleryStore(path, model_sha256(embedder.manifest))
-    for label in ENROLLED:
+    for label in HELDOUT_ENROLLED:
         enroll_recordings(store, embedder, label, sorted((audio_heldout / label).glob("*.wav"))[:2])
     return path
 
@@ -129,14 +127,18 @@ def sha256(path: Path) -> str:
 
 @pytest.fixture
 def device_cmd(
-    audio_bundle: Path, gallery: Path, stream: Path, mosquitto: MosquittoBroker, tmp_path: Path
+    audio_bundle: Path,
+    gallery: Path,
+    heldout_stream: Path,
+    mosquitto: MosquittoBroker,
+    tmp_path: Path,
 ) -> Iterator[Any]:
     procs: list[subprocess.Popen[str]] = []
 
     def start(realtime: bool = True) -> subprocess.Popen[str]:
         cmd = [
             *(sys.executable, "-c", RUN_CLI, "run", "--bundle", str(audio_bundle)),
-            *("--gallery", str(gallery), "--source", f"file:{stream}"),
+            *("--gallery", str(gallery), "--source", f"file:{heldout_stream}"),
             *("--broker", mosquitto.url, "--device-id", DEVICE),
             *("--state-dir", str(tmp_path / "state"), "--log-level", "warning"),
         ]

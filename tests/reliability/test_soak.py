@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.conftest import ROOT
+from tests.support.paths import ROOT
 
 SECONDS = float(os.environ.get("SOAK_SECONDS", "180"))
 OUT = Path(os.environ.get("SOAK_OUT", str(ROOT / "runs" / "soak")))

@@ -23,7 +23,9 @@ import soundfile as sf
 import yaml
 
 from edgesiam.cli import main
-from tests.reliability.conftest import EVENTS_BUNDLE, RATE, ROOT, voice
+from tests.support.device import RATE
+from tests.support.paths import EVENTS_BUNDLE, ROOT
+from tests.support.signals import voice
 
 Tamper = Callable[[Path], None]
 

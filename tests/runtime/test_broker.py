@@ -22,8 +22,9 @@ from edgesiam.mqtt.client import MqttSettings
 from edgesiam.mqtt.contract import event_builder
 from edgesiam.mqtt.publisher import MqttPublisher
 from edgesiam.runtime.outbox import Outbox
-from tests.conftest import EVENTS_BUNDLE, voice
 from tests.support.mqtt import Subscriber, free_port, wait_until
+from tests.support.paths import EVENTS_BUNDLE
+from tests.support.signals import voice
 
 pytest.importorskip("amqtt")
 

@@ -16,7 +16,8 @@ from edgesiam.runtime.config import RuntimeConfig
 from edgesiam.runtime.pipeline import Runtime
 from edgesiam.runtime.publishers import NullPublisher
 from edgesiam.runtime.threshold_store import SetThresholds, ThresholdStore, thresholds_path
-from tests.conftest import EVENTS_BUNDLE, make_voice, voice
+from tests.support.paths import EVENTS_BUNDLE
+from tests.support.signals import make_voice, voice, write_sensor_dataset
 
 PITCHES = ((160, 0.9), (170, 0.5), (190, 0.9), (200, 0.5), (165, 0.7), (195, 0.7))
 """Voices close to the enrolled one (180 Hz): other people who talk in the room."""
@@ -170,7 +171,6 @@ def test_a_sensor_gallery_is_calibrated_from_a_folder_of_motion_recordings(
     from edgesiam.model.interpreters import load_model
     from edgesiam.runtime.enrollment import enroll_recordings
     from edgesiam.runtime.gallery_store import GalleryStore, model_sha256
-    from tests.conftest import write_sensor_dataset
 
     motion = EVENTS_BUNDLE.parent / "motion"
     data = write_sensor_dataset(tmp_path / "data", labels=3, per_label=3)

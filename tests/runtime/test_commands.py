@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import base64
-import io
 import json
-import threading
 import time
-import wave
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,71 +14,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgesiam.errors import EdgesiamError
 from edgesiam.mqtt.client import MqttSettings
 from edgesiam.mqtt.contract import VERBS, event_builder
 from edgesiam.mqtt.publisher import MqttPublisher
-from edgesiam.runtime.commands import Clip, CommandHandler, validate_label
+from edgesiam.runtime.commands import CommandHandler, validate_label
 from edgesiam.runtime.outbox import Outbox
 from tests.support.mqtt import MosquittoBroker, Subscriber, wait_until
-
-
-class FakeRuntime:
-    """The CommandTarget side of a runtime, recording its calls."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, Any]] = []
-        self.labels: dict[str, int] = {"alice": 3}
-        self.block = threading.Event()
-        self.block.set()
-
-    def enroll_embeddings(
-        self, label: str, embeddings: np.ndarray, append: bool = False
-    ) -> dict[str, Any]:
-        self.calls.append(("enroll_embeddings", (label, embeddings)))
-        if embeddings.shape[1] != 4:
-            raise EdgesiamError(f"the model's embeddings have 4 values, not {embeddings.shape[1]}")
-        self.labels[label] = self.labels.get(label, 0) + len(embeddings)
-        return {"label": label, "templates": self.labels[label], "consistency": 0.93}
-
-    def enroll_clips(self, label: str, clips: list[Clip], append: bool = False) -> dict[str, Any]:
-        shapes = [(c.name, c.kind, len(c.data)) for c in clips]
-        self.calls.append(("enroll_clips", (label, shapes, append)))
-        self.block.wait(10)
-        return {"label": label, "templates": len(clips)}
-
-    def forget(self, label: str) -> dict[str, Any]:
-        self.calls.append(("forget", label))
-        if label not in self.labels:
-            raise KeyError(f"no label {label!r} is enrolled")
-        del self.labels[label]
-        return {"label": label, "removed": True}
-
-    def list(self) -> dict[str, Any]:
-        self.calls.append(("list", None))
-        return {"labels": dict(self.labels)}
-
-    def set_threshold(
-        self, label: str | None, value: float | None, target_fmr: float | None
-    ) -> dict[str, Any]:
-        self.calls.append(("set_threshold", (label, value, target_fmr)))
-        if target_fmr is not None and target_fmr not in (1e-2, 1e-3, 1e-4):
-            raise ValueError("the bundle has thresholds for 0.01, 0.001, 0.0001")
-        return {"label": label, "threshold": value if value is not None else 0.61}
-
-    def reload(self) -> dict[str, Any]:
-        self.calls.append(("reload", None))
-        raise RuntimeError("disk on fire")
-
-
-def wav_bytes(seconds: float = 0.1, rate: int = 16000) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(b"\x00\x01" * int(seconds * rate))
-    return buf.getvalue()
+from tests.support.runtime import FakeRuntime
+from tests.support.signals import wav_bytes
 
 
 def req(**fields: Any) -> bytes:
@@ -110,7 +50,7 @@ def test_enroll_embeddings(handler: CommandHandler, runtime: FakeRuntime) -> Non
 
 
 def test_enroll_wav(handler: CommandHandler, runtime: FakeRuntime) -> None:
-    data = wav_bytes()
+    data = wav_bytes(0.1)
     result = handler.handle(
         "enroll", req(label="carol", wav_base64=base64.b64encode(data).decode())
     )
@@ -124,7 +64,7 @@ def test_enroll_wav(handler: CommandHandler, runtime: FakeRuntime) -> None:
 def test_enroll_several_clips_a_csv_and_append(
     handler: CommandHandler, runtime: FakeRuntime
 ) -> None:
-    data = wav_bytes()
+    data = wav_bytes(0.1)
     clips = [
         {"name": "saw1.wav", "wav_base64": base64.b64encode(data).decode()},
         {"wav_base64": base64.b64encode(data).decode()},
@@ -368,7 +308,7 @@ def test_a_slow_command_blocks_neither_events_nor_the_connection(
     publisher, outbox = device
     client = subscriber("edgesiam/dev1/#")
     runtime.block.clear()  # enroll_clips hangs until released
-    wav = base64.b64encode(wav_bytes()).decode()
+    wav = base64.b64encode(wav_bytes(0.1)).decode()
     client.publish(
         "edgesiam/dev1/cmd/enroll", req(label="slow", wav_base64=wav, correlation_id="s")
     )

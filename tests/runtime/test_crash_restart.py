@@ -19,28 +19,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-import soundfile as sf
 
-from edgesiam.data.readers import read_audio
 from tests.support.mqtt import MosquittoBroker, Subscriber, wait_until
+from tests.support.signals import HELDOUT_ENROLLED
 
 ROOT = Path(__file__).resolve().parents[2]
-RATE = 16000
-ENROLLED = ("voice0", "voice1", "voice2")
-STREAM = ("voice0", "voice4", "voice1", "voice5", "voice2") * 2
 HEAVY = ("torch", "tensorflow", "librosa")
-
-
-@pytest.fixture(scope="module")
-def stream(audio_heldout: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Held-out takes of enrolled and never-enrolled voices, back to back (about 13 s)."""
-    takes = [
-        read_audio(sorted((audio_heldout / label).glob("*.wav"))[2 + i // 5], RATE)
-        for i, label in enumerate(STREAM)
-    ]
-    path = tmp_path_factory.mktemp("crash_stream") / "stream.wav"
-    sf.write(path, np.concatenate(takes), RATE, subtype="PCM_16")
-    return path
 
 
 # ------------------------------------------------------------------------------------------------
@@ -78,7 +62,7 @@ def device_outputs(
     bundle: Path,
     data: Path,
     heldout: Path,
-    stream: Path,
+    heldout_stream: Path,
     out: Path,
     broker: MosquittoBroker | None = None,
 ) -> dict[str, Any]:
@@ -86,13 +70,13 @@ def device_outputs(
     out.mkdir(parents=True, exist_ok=True)
     edgesiam(venv, "embed", str(bundle), str(data), "-o", str(out / "emb.npz"), "-q")
     gallery = out / "gallery.npz"
-    for label in ENROLLED:
+    for label in HELDOUT_ENROLLED:
         takes = [str(p) for p in sorted((heldout / label).glob("*.wav"))[:2]]
         edgesiam(venv, "enroll", "--bundle", str(bundle), "--gallery", str(gallery),
                  "--label", label, *takes)  # fmt: skip
     run = [
         *("run", "--bundle", str(bundle), "--gallery", str(gallery)),
-        *("--source", f"file:{stream}", "--log-level", "warning"),
+        *("--source", f"file:{heldout_stream}", "--log-level", "warning"),
     ]
     stdout = edgesiam(venv, *run, "--no-mqtt", "--state-dir", str(out / "state"))
     events = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
@@ -121,11 +105,11 @@ def workstation(
     audio_bundle: Path,
     heldout_subset: Path,
     audio_heldout: Path,
-    stream: Path,
+    heldout_stream: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("workstation")
-    return device_outputs(None, audio_bundle, heldout_subset, audio_heldout, stream, out)
+    return device_outputs(None, audio_bundle, heldout_subset, audio_heldout, heldout_stream, out)
 
 
 def key(events: list[dict[str, Any]]) -> list[tuple[str, float]]:
@@ -138,7 +122,7 @@ def test_the_device_install_embeds_enrolls_and_runs_like_the_workstation(
     audio_bundle: Path,
     heldout_subset: Path,
     audio_heldout: Path,
-    stream: Path,
+    heldout_stream: Path,
     workstation: dict[str, Any],
     mosquitto: MosquittoBroker,
     tmp_path: Path,
@@ -164,21 +148,27 @@ def test_the_device_install_embeds_enrolls_and_runs_like_the_workstation(
     assert json.loads(done.stdout) == {"importable": [], "imported": []}
 
     got = device_outputs(
-        venv, audio_bundle, heldout_subset, audio_heldout, stream, tmp_path / name, mosquitto
+        venv,
+        audio_bundle,
+        heldout_subset,
+        audio_heldout,
+        heldout_stream,
+        tmp_path / name,
+        mosquitto,
     )
     ours, theirs = got["embeddings"], workstation["embeddings"]
     assert list(ours["labels"]) == list(theirs["labels"])
     cosines = np.sum(ours["embeddings"] * theirs["embeddings"], axis=1)
     assert cosines.min() > 0.999, cosines.min()
     g, ref = got["gallery"], workstation["gallery"]
-    assert list(g["labels"]) == list(ref["labels"]) and set(g["labels"]) == set(ENROLLED)
+    assert list(g["labels"]) == list(ref["labels"]) and set(g["labels"]) == set(HELDOUT_ENROLLED)
     assert np.sum(g["embeddings"] * ref["embeddings"], axis=1).min() > 0.999
 
     events, reference = got["events"], workstation["events"]
     assert reference and key(events) == key(reference)
     for a, b in zip(events, reference, strict=True):
         assert a["score"] == pytest.approx(b["score"], abs=0.01)
-    assert {e["label"] for e in events} == set(ENROLLED)
+    assert {e["label"] for e in events} == set(HELDOUT_ENROLLED)
     # the same events over MQTT, through paho in the device install
     assert key(got["mqtt_events"]) == key(reference)
     assert got["statuses"][0] == b"online" and got["statuses"][-1] == b"offline"

@@ -15,8 +15,8 @@ import soundfile as sf
 from edgesiam.runtime.gallery_store import GalleryStore
 from edgesiam.runtime.pipeline import Runtime
 from edgesiam.runtime.publishers import MemoryPublisher
-from tests.conftest import make_motion, voice
-from tests.runtime.test_pipeline import make_config
+from tests.support.runtime import make_config
+from tests.support.signals import make_motion, voice
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "export" / "events"

@@ -12,8 +12,8 @@ import pytest
 import soundfile as sf
 
 from edgesiam.runtime.gallery_store import GalleryStore
-from tests.conftest import make_motion, voice
-from tests.runtime.test_gallery_cli import run
+from tests.support.cli import run_gallery
+from tests.support.signals import make_motion, voice
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "export" / "events"
@@ -44,14 +44,14 @@ def test_a_silent_clip_is_refused_with_the_reason(
     silence = wav(tmp_path / "silence.wav", np.zeros(3 * RATE, np.float32))
     gallery = tmp_path / "g.npz"
     args = ["enroll", "--bundle", EVENTS, "--gallery", gallery, "--label", "hammer", silence]
-    code, _, err = run(capsys, *args)
+    code, _, err = run_gallery(capsys, *args)
     assert code == 2
     assert (
         "silence.wav: refused: no active window: all 11 of its windows are below the energy " in err
     )
     assert "-45 dBFS (the loudest is -200.0 dBFS)" in err
     assert not gallery.exists()
-    code, _, err = run(capsys, *args, "--gate", "off")  # the user's choice: the gate is off
+    code, _, err = run_gallery(capsys, *args, "--gate", "off")  # the user's choice: the gate is off
     assert code == 0, err
     assert "silence.wav: silent (RMS -200.0 dBFS" in err
 
@@ -64,11 +64,11 @@ def test_the_report_gives_active_windows_and_silence_does_not_dilute_the_templat
     wav(tmp_path / "bell_tail.wav", np.concatenate([bell, np.zeros(4 * RATE, np.float32)]))
     gallery = tmp_path / "g.npz"
     common = ["enroll", "--bundle", EVENTS, "--gallery", gallery, "--json"]
-    code, out, err = run(capsys, *common, "--label", "bell", tmp_path / "bell.wav")
+    code, out, err = run_gallery(capsys, *common, "--label", "bell", tmp_path / "bell.wav")
     assert code == 0, err
     clean = json.loads(out)["clips"]
     assert clean == [{"name": "bell.wav", "windows": 3, "active": 3, "refused": None}]
-    code, out, err = run(capsys, *common, "--label", "tail", tmp_path / "bell_tail.wav")
+    code, out, err = run_gallery(capsys, *common, "--label", "tail", tmp_path / "bell_tail.wav")
     assert code == 0, err
     result = json.loads(out)
     assert result["clips"] == [
@@ -78,7 +78,9 @@ def test_the_report_gives_active_windows_and_silence_does_not_dilute_the_templat
     # the same sound: the quiet tail made no difference to the template
     assert result["closest"]["label"] == "bell" and result["closest"]["score"] > 0.99
 
-    code, out, err = run(capsys, *common[:-1], "--label", "tail", tmp_path / "bell_tail.wav")
+    code, out, err = run_gallery(
+        capsys, *common[:-1], "--label", "tail", tmp_path / "bell_tail.wav"
+    )
     assert code == 0, err
     assert "  bell_tail.wav: 4 of 19 windows active" in out.splitlines()
 
@@ -94,7 +96,7 @@ def test_a_folder_of_clips_with_append_and_replace(
     gallery = tmp_path / "g.npz"
     common = ["enroll", "--bundle", EVENTS, "--gallery", gallery, "--label", "saw"]
     with caplog.at_level(logging.WARNING):
-        code, out, err = run(capsys, *common, saw)
+        code, out, err = run_gallery(capsys, *common, saw)
     assert code == 0, err
     assert "enrolled 'saw' from 2 recordings" in out
     assert "  saw1.wav: 5 of 5 windows active" in out and "  saw2.mp3: " in out
@@ -102,12 +104,12 @@ def test_a_folder_of_clips_with_append_and_replace(
     assert len(skipped) == 1 and "notes.txt" in skipped[0] and ".DS_Store" in skipped[0]
 
     more = wav(tmp_path / "saw3.wav", voice(1.2, seed=3))
-    code, out, err = run(capsys, *common, "--append", more)
+    code, out, err = run_gallery(capsys, *common, "--append", more)
     assert code == 0, err
     assert "enrolled 'saw' from 3 recordings" in out
     assert GalleryStore(gallery).list()[0].sources == ["saw1.wav", "saw2.mp3", "saw3.wav"]
 
-    code, out, err = run(capsys, *common, more)  # the default replaces
+    code, out, err = run_gallery(capsys, *common, more)  # the default replaces
     assert code == 0, err
     assert "re-enrolled 'saw' from 1 recording" in out
     assert labels_of(gallery) == {"saw": 1}
@@ -125,7 +127,7 @@ def test_from_dataset_enrolls_every_label_folder(
     (root / "drill" / "notes.txt").write_text("battery drill")
     gallery = tmp_path / "g.npz"
     common = ["enroll", "--bundle", EVENTS, "--gallery", gallery, "--from-dataset", root]
-    code, out, err = run(capsys, *common, "--json")
+    code, out, err = run_gallery(capsys, *common, "--json")
     assert code == 0, err
     result = json.loads(out)
     assert [x["label"] for x in result["labels"]] == ["bell", "drill", "saw"]
@@ -135,7 +137,7 @@ def test_from_dataset_enrolls_every_label_folder(
 
     # --append adds each folder's clips to its label; a silent label folder fails alone
     wav(root / "hum" / "dead-mic.wav", np.zeros(RATE, np.float32))
-    code, out, err = run(capsys, *common, "--append")
+    code, out, err = run_gallery(capsys, *common, "--append")
     assert code == 1
     assert "enrolled 'saw' from 6 recordings" in out
     assert "edgesiam: error: label 'hum': " in err and "dead-mic.wav: refused" in err
@@ -150,7 +152,7 @@ def test_limits_are_checked_before_anything_is_written(
     for j in range(11):
         wav(root / "saw" / f"{j:02d}.wav", tone(700.0 + j, 0.6))
     gallery = tmp_path / "g.npz"
-    code, _, err = run(
+    code, _, err = run_gallery(
         capsys, "enroll", "--bundle", EVENTS, "--gallery", gallery, "--from-dataset", root
     )
     assert code == 2 and "these would have more: saw (11)" in err
@@ -168,7 +170,9 @@ def test_limits_are_checked_before_anything_is_written(
 def test_enroll_arguments_are_explained(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
 ) -> None:
-    code, _, err = run(capsys, "enroll", "--bundle", EVENTS, "--gallery", tmp_path / "g.npz", *args)
+    code, _, err = run_gallery(
+        capsys, "enroll", "--bundle", EVENTS, "--gallery", tmp_path / "g.npz", *args
+    )
     assert code == 2 and message in err
 
 
@@ -191,11 +195,11 @@ def test_sensor_clips_follow_the_runtime_gate(
     np.savetxt(root / "wave" / "still.csv", still, delimiter=",", header=header, comments="")
     gallery = tmp_path / "g.npz"
     common = ["enroll", "--bundle", MOTION, "--gallery", gallery, "--label", "wave"]
-    code, out, err = run(capsys, *common, root / "wave")
+    code, out, err = run_gallery(capsys, *common, root / "wave")
     assert code == 0, err  # the runtime's gate is off for sensors: every window counts
     assert "enrolled 'wave' from 3 recordings" in out
     assert "  still.csv: 6 of 6 windows active" in out and "almost no motion" in err
-    code, out, err = run(capsys, *common, "--gate", "on", root / "wave")
+    code, out, err = run_gallery(capsys, *common, "--gate", "on", root / "wave")
     assert code == 0, err
     assert "re-enrolled 'wave' from 2 recordings" in out
     assert "  still.csv: refused: no active window: none of its 6 windows moves more" in out

@@ -10,7 +10,8 @@ import pytest
 import soundfile as sf
 
 from edgesiam.cli import main
-from tests.conftest import EVENTS_BUNDLE, make_voice, voice
+from tests.support.paths import EVENTS_BUNDLE
+from tests.support.signals import make_voice, voice
 
 
 def clip(path: Path, x: np.ndarray) -> str:

@@ -12,6 +12,8 @@ import pytest
 
 from edgesiam.runtime.config import MicSourceConfig, MqttSourceConfig, SerialSourceConfig
 from edgesiam.runtime.run_cli import is_runtime_file, validate_runtime_file
+from tests.support.paths import EVENTS_BUNDLE
+from tests.support.signals import voice
 
 FIRMWARE = Path(__file__).parents[2] / "firmware_configs"
 PROFILES = sorted(FIRMWARE.glob("*.yaml"))
@@ -87,7 +89,6 @@ def test_the_events_profile_fits_the_events_bundle_and_a_long_sound_is_one_event
 
     from edgesiam.runtime.config import load_runtime_config
     from edgesiam.runtime.pipeline import Runtime
-    from tests.conftest import EVENTS_BUNDLE, voice
 
     profile = FIRMWARE / "pi4-events.yaml"
     stream = tmp_path / "long.wav"

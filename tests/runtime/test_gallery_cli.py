@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -12,27 +11,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from edgesiam.errors import EdgesiamError
-from edgesiam.runtime.gallery_cli import add_gallery_parsers
 from edgesiam.runtime.gallery_store import GalleryStore, model_sha256
-
-
-def gallery_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgesiam")
-    add_gallery_parsers(parser.add_subparsers(dest="command", required=True))
-    return parser
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """The sub-command through its own parser, handling errors as ``edgesiam.cli.main`` does."""
-    parsed = gallery_parser().parse_args([str(a) for a in args])
-    try:
-        code: int = parsed.func(parsed)
-    except EdgesiamError as exc:
-        print(f"edgesiam: error: {exc}", file=sys.stderr)
-        code = 2
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.support.cli import gallery_parser, run_gallery
 
 
 def takes(root: Path, label: str) -> list[Path]:
@@ -49,23 +29,25 @@ def test_enroll_list_match_and_forget(
     voice0, voice1 = takes(audio_heldout, "voice0"), takes(audio_heldout, "voice3")
     common = ["--bundle", audio_bundle, "--gallery", gallery]
 
-    code, out, err = run(capsys, "enroll", *common, "--label", "voice0", *voice0[:3])
+    code, out, err = run_gallery(capsys, "enroll", *common, "--label", "voice0", *voice0[:3])
     assert code == 0, err
     assert "enrolled 'voice0' from 3 recordings" in out and "tiny-audio" in out
     assert "consistency: 0." in out or "consistency: 1.0" in out
 
-    code, out, err = run(capsys, "enroll", *common, "--label", "voice3", voice1[0])
+    code, out, err = run_gallery(capsys, "enroll", *common, "--label", "voice3", voice1[0])
     assert code == 0, err
     assert "from 1 recording into" in out and "consistency: n/a" in out
     assert "closest other label: voice0" in out
 
-    code, out, err = run(capsys, "gallery", "list", "--gallery", gallery, "--bundle", audio_bundle)
+    code, out, err = run_gallery(
+        capsys, "gallery", "list", "--gallery", gallery, "--bundle", audio_bundle
+    )
     assert code == 0, err
     assert "2 labels, 4 recordings; model tiny-audio" in out and "matches the bundle" in out
     rows = {line.split()[0]: line.split()[1:3] for line in out.splitlines()[3:]}
     assert rows["voice3"] == ["1", "n/a"] and rows["voice0"][0] == "3"
 
-    code, out, _ = run(capsys, "gallery", "list", "--gallery", gallery, "--json")
+    code, out, _ = run_gallery(capsys, "gallery", "list", "--gallery", gallery, "--json")
     listed = json.loads(out)
     assert [x["label"] for x in listed["labels"]] == ["voice0", "voice3"]
     assert listed["labels"][1]["consistency"] is None and listed["embedding_dim"] > 0
@@ -83,10 +65,14 @@ def test_enroll_list_match_and_forget(
         idx, score = matcher.best(emb)
         assert matcher.labels[int(idx[0])] == label and score[0] > 0.5
 
-    code, out, err = run(capsys, "gallery", "forget", "--gallery", gallery, "--label", "voice3")
+    code, out, err = run_gallery(
+        capsys, "gallery", "forget", "--gallery", gallery, "--label", "voice3"
+    )
     assert code == 0, err
     assert "forgot 'voice3' (1 recording)" in out and "1 label left" in out
-    code, out, err = run(capsys, "gallery", "forget", "--gallery", gallery, "--label", "voice3")
+    code, out, err = run_gallery(
+        capsys, "gallery", "forget", "--gallery", gallery, "--label", "voice3"
+    )
     assert code == 2 and "no label 'voice3'" in err and "enrolled: voice0" in err
 
 
@@ -98,7 +84,7 @@ def test_short_clips_are_enrolled_with_warnings_and_silent_ones_refused(
     t = np.arange(int(0.2 * 16000)) / 16000
     sf.write(tmp_path / "short.wav", (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000)
     sf.write(tmp_path / "silent.wav", np.zeros(16000, np.float32), 16000)
-    code, out, err = run(
+    code, out, err = run_gallery(
         capsys,
         "enroll",
         "--bundle",
@@ -133,29 +119,33 @@ def test_another_models_gallery_is_refused(
     GalleryStore(gallery, "f" * 64, bundle_name="old-model").enroll("x", [np.ones(4)])
     before = gallery.read_bytes()
     clip = takes(audio_heldout, "voice1")[0]
-    code, _, err = run(
+    code, _, err = run_gallery(
         capsys, "enroll", "--bundle", audio_bundle, "--gallery", gallery, "--label", "y", clip
     )
     assert code == 2
     assert "different model (old-model, model sha256 ffffffffffff" in err and "Re-enroll" in err
-    code, _, err = run(capsys, "gallery", "list", "--gallery", gallery, "--bundle", audio_bundle)
+    code, _, err = run_gallery(
+        capsys, "gallery", "list", "--gallery", gallery, "--bundle", audio_bundle
+    )
     assert code == 2 and "different model" in err
     assert gallery.read_bytes() == before
-    code, out, _ = run(capsys, "gallery", "list", "--gallery", gallery)  # no bundle: just looks
+    code, out, _ = run_gallery(
+        capsys, "gallery", "list", "--gallery", gallery
+    )  # no bundle: just looks
     assert code == 0 and "model old-model" in out
 
 
 def test_bad_arguments_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bundle = tmp_path / "no-bundle"
-    code, _, err = run(
+    code, _, err = run_gallery(
         capsys, "enroll", "--bundle", bundle, "--gallery", tmp_path / "g", "--label", "a/b", "x.wav"
     )
     assert code == 2 and "path separators" in err
-    code, _, err = run(
+    code, _, err = run_gallery(
         capsys, "enroll", "--bundle", bundle, "--gallery", tmp_path / "g", "--label", "a", "x.wav"
     )
     assert code == 2 and "not a bundle" in err
-    code, _, err = run(capsys, "gallery", "list", "--gallery", tmp_path / "none.npz")
+    code, _, err = run_gallery(capsys, "gallery", "list", "--gallery", tmp_path / "none.npz")
     assert code == 2 and "edgesiam enroll" in err
 
 

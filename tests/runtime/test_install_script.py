@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import build_wheel
+from tests.support.wheel import build_wheel
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "firmware_configs" / "install.sh"

@@ -15,7 +15,8 @@ from edgesiam.runtime.enrollment import enroll_recordings
 from edgesiam.runtime.gallery_store import GalleryStore, model_sha256
 from edgesiam.runtime.pipeline import Runtime
 from edgesiam.runtime.publishers import NullPublisher
-from tests.conftest import EVENTS_BUNDLE, make_voice, voice
+from tests.support.paths import EVENTS_BUNDLE
+from tests.support.signals import make_voice, voice
 
 
 @pytest.fixture

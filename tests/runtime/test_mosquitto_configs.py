@@ -22,8 +22,8 @@ from edgesiam.mqtt.contract import event_builder
 from edgesiam.mqtt.publisher import MqttPublisher
 from edgesiam.runtime.commands import CommandHandler
 from edgesiam.runtime.outbox import Outbox
-from tests.runtime.test_commands import FakeRuntime
 from tests.support.mqtt import MosquittoBroker, Subscriber, free_port, password_file, wait_until
+from tests.support.runtime import FakeRuntime
 
 SAMPLES = Path(__file__).parents[2] / "firmware_configs" / "mosquitto"
 USERS = {"dev1": "pw-dev1", "dev2": "pw-dev2", "dashboard": "pw-dash", "homeassistant": "pw-ha"}

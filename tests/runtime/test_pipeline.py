@@ -31,7 +31,7 @@ from edgesiam.errors import ConfigError, DataError
 from edgesiam.model.embedders import embed_recording
 from edgesiam.model.interpreters import load_model
 from edgesiam.runtime.chunk_queue import ChunkQueue
-from edgesiam.runtime.config import RuntimeConfig, load_runtime_config
+from edgesiam.runtime.config import RuntimeConfig
 from edgesiam.runtime.enrollment import enroll_recordings
 from edgesiam.runtime.gallery_store import GalleryStore, model_sha256
 from edgesiam.runtime.pipeline import Runtime
@@ -40,20 +40,15 @@ from edgesiam.runtime.sources.base import StreamFormat
 from edgesiam.runtime.sources.file import FileSource
 from edgesiam.runtime.sources.mqtt import MqttSensorSource
 from edgesiam.runtime.sources.stdin import StdinSource
+from tests.support.cli import run_export
+from tests.support.device import RUN_CLI
 from tests.support.mqtt import MosquittoBroker, Subscriber, wait_until
+from tests.support.runtime import make_config
+from tests.support.signals import write_sensor_dataset
 
 RATE = 16000
 ENROLLED = ("voice0", "voice1", "voice2")
 STREAM = ("voice0", "voice4", "voice1", "voice5", "voice2")
-
-RUN_CLI = (
-    "import argparse, sys\n"
-    "from edgesiam.runtime.run_cli import add_run_parser\n"
-    "p = argparse.ArgumentParser(prog='edgesiam')\n"
-    "add_run_parser(p.add_subparsers(dest='command', required=True))\n"
-    "a = p.parse_args(sys.argv[1:])\n"
-    "sys.exit(a.func(a))\n"
-)
 
 
 @dataclass(frozen=True)
@@ -96,25 +91,6 @@ def stream(audio_heldout: Path, tmp_path_factory: pytest.TempPathFactory) -> Str
     path = tmp_path_factory.mktemp("stream") / "stream.wav"
     sf.write(path, samples, RATE, subtype="PCM_16")
     return Stream(path, sf.read(path, dtype="float32")[0], segments)
-
-
-def make_config(
-    bundle: Path, gallery: Path | None, source: Any, state: Path, **extra: Any
-) -> RuntimeConfig:
-    data: dict[str, Any] = {
-        "bundle": str(bundle),
-        "gallery": None if gallery is None else str(gallery),
-        "source": source if isinstance(source, dict) else {"type": "file", "path": str(source)},
-        "state_dir": str(state),
-        "device_id": "test-pi",
-        "mqtt": {"enabled": False},
-    }
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict):
-            data[key] = {**data[key], **value}
-        else:
-            data[key] = value
-    return load_runtime_config(None, data)
 
 
 def run_once(config: RuntimeConfig, **kw: Any) -> tuple[Runtime, MemoryPublisher]:
@@ -681,8 +657,7 @@ MOVES_STREAM = ("move0", "move3", "move1", "move4", "move2")
 def sensor_bundle(sensor_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from edgesiam.train.config import TrainConfig
     from edgesiam.train.loop import train
-    from tests.conftest import run_export, write_sensor_dataset
-    from tests.train.test_loop import sensor_recipe
+    from tests.support.recipes import sensor_recipe
 
     root = tmp_path_factory.mktemp("imu")
     heldout = write_sensor_dataset(root / "heldout", labels=5, per_label=6, seed=1)

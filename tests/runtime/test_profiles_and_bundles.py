@@ -18,8 +18,8 @@ from edgesiam.export.edgetpu import compile_bundle
 from edgesiam.runtime.config import RuntimeConfig, load_runtime_config
 from edgesiam.runtime.pipeline import Runtime
 from edgesiam.runtime.run_cli import validate_runtime_file
-from tests.conftest import make_motion, voice
-from tests.export.test_compile_edgetpu import fake_compiler
+from tests.support.edgetpu import fake_compiler
+from tests.support.signals import make_motion, voice
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILES = sorted((ROOT / "firmware_configs").glob("*.yaml"))

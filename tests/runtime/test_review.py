@@ -16,7 +16,8 @@ from edgesiam.runtime.calibration_store import calibration_path, cohort_path
 from edgesiam.runtime.config import RuntimeConfig
 from edgesiam.runtime.pipeline import Runtime
 from edgesiam.runtime.publishers import MemoryPublisher
-from tests.conftest import EVENTS_BUNDLE, make_voice
+from tests.support.paths import EVENTS_BUNDLE
+from tests.support.signals import make_voice
 
 PITCHES = ((160, 0.9), (170, 0.5), (190, 0.9), (200, 0.5), (165, 0.7), (195, 0.7))
 

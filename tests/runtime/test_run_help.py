@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgesiam.runtime.run_cli import DESCRIPTION, config_from_args
-from tests.runtime.test_runtime_config import run_args
+from tests.support.cli import run_args
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = [

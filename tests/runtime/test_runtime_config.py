@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +25,11 @@ from edgesiam.runtime.config import (
     parse_source_uri,
 )
 from edgesiam.runtime.run_cli import (
-    add_run_parser,
     config_from_args,
     is_runtime_file,
     validate_runtime_file,
 )
+from tests.support.cli import run_args
 
 CONFIGS = Path(__file__).parents[2] / "configs"
 
@@ -43,12 +42,6 @@ def problems(data: dict[str, Any]) -> str:
     with pytest.raises(ConfigError) as caught:
         load_runtime_config(None, data)
     return str(caught.value)
-
-
-def run_args(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="edgesiam")
-    add_run_parser(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(["run", *argv])
 
 
 def test_defaults_are_the_documented_ones() -> None:

@@ -24,9 +24,9 @@ from edgesiam.runtime.sources.base import StreamFormat
 from edgesiam.runtime.sources.file import FileSource
 from edgesiam.runtime.sources.serial import SerialSource
 from edgesiam.runtime.sources.stdin import StdinSource
-from tests.conftest import make_motion
-from tests.runtime.test_gallery_cli import run
+from tests.support.cli import run_gallery
 from tests.support.mqtt import MosquittoBroker, Subscriber, wait_until
+from tests.support.signals import make_motion
 
 MOTION_BUNDLE = Path(__file__).resolve().parents[2] / "export" / "motion"
 NAMES = ("acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z")
@@ -158,9 +158,11 @@ def test_enroll_reads_header_units_and_rate_as_the_dataset_declares(
     (tmp_path / "ds" / "dataset.toml").write_text(f"sample_rate = 100\nunits = [{units}]\n")
     gallery = tmp_path / "gallery.npz"
     common = ["--bundle", MOTION_BUNDLE, "--gallery", gallery]
-    code, _, err = run(capsys, "enroll", *common, "--label", "ref", tmp_path / "reference.npy")
+    code, _, err = run_gallery(
+        capsys, "enroll", *common, "--label", "ref", tmp_path / "reference.npy"
+    )
     assert code == 0, err
-    code, _, err = run(capsys, "enroll", *common, "--label", "wave", folder / "1.csv")
+    code, _, err = run_gallery(capsys, "enroll", *common, "--label", "wave", folder / "1.csv")
     assert code == 0, err
     assert not [r for r in caplog.records if "1.csv" in r.getMessage()]  # no notice, no warning
     loaded = GalleryStore(gallery).load(model_sha256(load_model(MOTION_BUNDLE).manifest))
@@ -169,7 +171,7 @@ def test_enroll_reads_header_units_and_rate_as_the_dataset_declares(
     loose = tmp_path / "loose.csv"
     loose.write_text(csv_text(x, None))
     with caplog.at_level(logging.WARNING, logger="edgesiam.data.readers"):
-        code, _, err = run(capsys, "enroll", *common, "--label", "loose", loose)
+        code, _, err = run_gallery(capsys, "enroll", *common, "--label", "loose", loose)
     assert code == 0, err
     [notice] = [r.getMessage() for r in caplog.records if r.getMessage().startswith(str(loose))]
     assert notice.endswith(

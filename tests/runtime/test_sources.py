@@ -29,8 +29,8 @@ from edgesiam.runtime.sources.mqtt import MqttSensorSource
 from edgesiam.runtime.sources.rows import parse_csv_row, parse_sensor_payload
 from edgesiam.runtime.sources.serial import SerialSource
 from edgesiam.runtime.sources.stdin import StdinSource, StreamPacing
-from tests.conftest import make_motion, make_voice
 from tests.support.mqtt import MosquittoBroker, Subscriber, wait_until
+from tests.support.signals import make_motion, make_voice
 
 AUDIO = StreamFormat("audio", 16000, 1)
 IMU = StreamFormat("sensor", 50, 6)

@@ -24,8 +24,9 @@ from edgesiam.model.interpreters import load_model
 from edgesiam.runtime.pipeline import Runtime
 from edgesiam.runtime.run_cli import add_run_parser, config_from_args
 from edgesiam.runtime.threshold_store import SetThresholds, ThresholdStore, thresholds_path
-from tests.conftest import EVENTS_BUNDLE, voice
 from tests.support.mqtt import MosquittoBroker, Subscriber, wait_until
+from tests.support.paths import EVENTS_BUNDLE
+from tests.support.signals import voice
 
 ROOT = Path(__file__).resolve().parents[2]
 CALIBRATED = json.loads((EVENTS_BUNDLE / "manifest.json").read_text())["thresholds"]["window"]

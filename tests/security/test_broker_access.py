@@ -12,9 +12,9 @@ import ssl
 
 import pytest
 
-from tests.security.clients import TlsClient
-from tests.security.conftest import SecureBroker
 from tests.support.mqtt import wait_until
+from tests.support.secure_broker import SecureBroker
+from tests.support.tls_client import TlsClient
 
 pytestmark = pytest.mark.timeout(120)
 

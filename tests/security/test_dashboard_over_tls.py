@@ -19,10 +19,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import to_pcm, voice
-from tests.security.conftest import SecureBroker
-from tests.security.test_device_over_tls import command_lines, start_device
 from tests.support.mqtt import free_port, wait_until
+from tests.support.secure_broker import SecureBroker, command_lines, start_secure_device
+from tests.support.signals import to_pcm, voice
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -71,7 +70,7 @@ def test_the_dashboard_over_tls_sees_events_and_sends_commands_without_leaking_p
 
     device = None
     try:
-        device = start_device(b, tmp_path / "porch", events_gallery, "porch")
+        device = start_secure_device(b, tmp_path / "porch", events_gallery, "porch")
         assert wait_until(lambda: b"edgesiam dashboard on" in b"".join(output), 60), text()
         # events are not retained: the dashboard must be subscribed (it has seen the device's
         # retained status) before the device has any to send

@@ -9,128 +9,17 @@ verbosity, or on any process command line.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.conftest import to_pcm, voice
-from tests.security.clients import TlsClient
-from tests.security.conftest import SecureBroker
 from tests.support.mqtt import Subscriber, wait_until
+from tests.support.secure_broker import SecureBroker, command_lines, start_secure_device
+from tests.support.signals import to_pcm, voice
+from tests.support.tls_client import TlsClient
 
 pytestmark = pytest.mark.timeout(180)
-
-ROOT = Path(__file__).resolve().parents[2]
-BUNDLE = ROOT / "export" / "events"
-RATE = 16000
-RUN_CLI = (
-    "import argparse, sys\n"
-    "from edgesiam.runtime.run_cli import add_run_parser\n"
-    "p = argparse.ArgumentParser(prog='edgesiam')\n"
-    "add_run_parser(p.add_subparsers(dest='command', required=True))\n"
-    "a = p.parse_args(sys.argv[1:])\n"
-    "sys.exit(a.func(a))\n"
-)
-
-
-@dataclass
-class Device:
-    """``edgesiam run`` in its own process, fed PCM on stdin; its output is kept."""
-
-    process: subprocess.Popen[bytes]
-    config: Path
-    output: list[bytes]
-
-    def feed(self, pcm: bytes) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(pcm)
-        self.process.stdin.flush()
-
-    def finish(self, timeout: float = 60) -> str:
-        """Close stdin (the stream ends), wait for the clean exit; the whole output."""
-        if self.process.stdin is not None and not self.process.stdin.closed:
-            self.process.stdin.close()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        return self.text
-
-    @property
-    def text(self) -> str:
-        return b"".join(self.output).decode(errors="replace")
-
-
-def start_device(
-    b: SecureBroker, folder: Path, gallery: Path, device: str, password: str | None = None
-) -> Device:
-    """``password`` replaces the device's real one (in its password file)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    password_file = b.password_file(folder, device)
-    if password is not None:
-        password_file.write_text(password + "\n")
-    config = {
-        "bundle": str(BUNDLE),
-        "gallery": str(gallery),
-        "device_id": device,
-        "state_dir": str(folder / "state"),
-        "source": {"type": "stdin", "live": False},
-        "matching": {
-            "threshold": -1.0,  # every window is an event: the stream decides how many
-            "decision": {"n_of": 1, "m": 1, "refractory_s": 0.0},
-            "gate": {"enabled": False},
-        },
-        "mqtt": {
-            "url": f"mqtts://{device}@localhost:{b.mtls_port}",
-            "password_file": str(password_file),
-            "tls_ca": str(b.pki.ca),
-            "tls_cert": str(b.pki.cert(device)),
-            "tls_key": str(b.pki.key(device)),
-            "reconnect_min_s": 1,
-            "reconnect_max_s": 2,
-        },
-        "metrics": {"interval_s": 1.0},
-    }
-    path = folder / f"{device}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    process = subprocess.Popen(
-        [sys.executable, "-c", RUN_CLI, "run", "--config", str(path), "--log-level", "debug"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    output: list[bytes] = []
-
-    def drain() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            output.append(line)
-
-    threading.Thread(target=drain, daemon=True).start()
-    return Device(process, path, output)
-
-
-def command_lines() -> list[str]:
-    """Every process's command line on this machine, as ``ps`` shows them."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                out.append(
-                    (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                )
-            except OSError:
-                continue
-    return out
 
 
 def statuses(client: TlsClient, device: str) -> list[bytes]:
@@ -155,7 +44,7 @@ def test_a_device_over_mutual_tls_publishes_its_topics_and_answers_commands(
         b.broker.host, b.plain_port, ["homeassistant/#"],
         username="homeassistant", password=b.passwords["homeassistant"],
     ).start()  # fmt: skip
-    device = start_device(b, tmp_path / "kitchen", events_gallery, "kitchen")
+    device = start_secure_device(b, tmp_path / "kitchen", events_gallery, "kitchen")
     try:
         assert wait_until(lambda: b"online" in statuses(dashboard, "kitchen"), 60), device.text
         device.feed(to_pcm(voice(2.0, seed=7)))  # 2 s at the events bundle's 0.25 s hop
@@ -222,7 +111,9 @@ def test_a_device_with_a_wrong_password_is_refused_and_says_so_without_the_passw
     b = secure_broker
     wrong = "not-" + b.passwords["hallway"][::-1]
     seen = len(b.log)
-    device = start_device(b, tmp_path / "impostor", events_gallery, "hallway", password=wrong)
+    device = start_secure_device(
+        b, tmp_path / "impostor", events_gallery, "hallway", password=wrong
+    )
     try:
         assert wait_until(lambda: "refused" in device.text, 60), device.text
         assert wait_until(lambda: "disconnected, not authorised" in b.log[seen:], 10), b.log

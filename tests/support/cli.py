@@ -1,9 +1,15 @@
-"""The edgesiam command as a user runs it: a fresh ``python -m edgesiam`` process."""
+"""The edgesiam command in tests: as a user runs it (a fresh ``python -m edgesiam`` process), or one
+sub-command in this process through its own parser (no CLI start-up per call)."""
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
+
+import pytest
+
+from edgesiam.errors import EdgesiamError
 
 
 def run_edgesiam(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -11,3 +17,50 @@ def run_edgesiam(*args: str, timeout: float = 600) -> subprocess.CompletedProces
     return subprocess.run(
         [sys.executable, "-m", "edgesiam", *args], capture_output=True, text=True, timeout=timeout
     )
+
+
+def export_parser() -> argparse.ArgumentParser:
+    """A parser holding only ``edgesiam export`` (the training libraries it needs load lazily)."""
+    from edgesiam.export.cli import add_export_parser
+
+    parser = argparse.ArgumentParser(prog="edgesiam")
+    add_export_parser(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def run_export(*args: str) -> int:
+    """``edgesiam export ARGS --quiet`` through the sub-command's own parser and ``cmd_export``."""
+    parsed = export_parser().parse_args(["export", *args, "--quiet"])
+    code: int = parsed.func(parsed)
+    return code
+
+
+def gallery_parser() -> argparse.ArgumentParser:
+    """A parser holding only ``edgesiam enroll`` and ``edgesiam gallery``."""
+    from edgesiam.runtime.gallery_cli import add_gallery_parsers
+
+    parser = argparse.ArgumentParser(prog="edgesiam")
+    add_gallery_parsers(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def run_gallery(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``edgesiam enroll|gallery ARGS`` through their own parser, handling errors as
+    ``edgesiam.cli.main`` does: ``(exit code, stdout, stderr)``."""
+    parsed = gallery_parser().parse_args([str(a) for a in args])
+    try:
+        code: int = parsed.func(parsed)
+    except EdgesiamError as exc:
+        print(f"edgesiam: error: {exc}", file=sys.stderr)
+        code = 2
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_args(*argv: str) -> argparse.Namespace:
+    """``edgesiam run ARGV`` parsed by the sub-command's own parser (not run)."""
+    from edgesiam.runtime.run_cli import add_run_parser
+
+    parser = argparse.ArgumentParser(prog="edgesiam")
+    add_run_parser(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["run", *argv])

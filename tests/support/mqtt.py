@@ -25,6 +25,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from tests.support.pki import issue_certificates
+
 MOSQUITTO = shutil.which("mosquitto") or (
     "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
 )
@@ -253,10 +255,6 @@ def subscriber(
         sub.stop()
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
 @pytest.fixture
 def certificates(tmp_path: Path) -> Path:
     """A throwaway CA, a server certificate for localhost/127.0.0.1 and a client certificate."""
@@ -264,32 +262,7 @@ def certificates(tmp_path: Path) -> Path:
         pytest.skip("openssl is not installed")
     d = tmp_path / "pki"
     d.mkdir()
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _openssl(
-        "req",
-        "-x509",
-        *ec,
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-subj",
-        "/CN=test-ca",
-        "-days",
-        "2",
-        cwd=d,
-    )
-    (d / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    for name in ("server", "client"):
-        cn = "localhost" if name == "server" else "dev1"
-        _openssl(
-            "req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}", cwd=d
-        )
-        extra = ["-extfile", "san.ext"] if name == "server" else []
-        _openssl(
-            "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", *extra, cwd=d,
-        )  # fmt: skip
+    issue_certificates(d, {"ca": "test-ca"}, {"server": "localhost", "client": "dev1"})
     return d
 
 

@@ -1,6 +1,6 @@
 """``edgesiam demo``: data → bundle → enroll → stream → runtime → MQTT events → scored summary.
 
-The default test builds a tiny data root from the generated voices of ``tests/conftest.py`` (with a
+The default test builds a tiny data root from the generated voices of ``tests/support/signals.py`` (with a
 ``SUMMARY.json`` so the speech recipe counts as prepared) and runs the demo with the tiny session
 bundle and the embedded amqtt broker. The slow test runs the real thing: the shipped
 ``export/speaker`` bundle on the real held-out speakers of ``data/speech/test`` (made by
@@ -20,7 +20,7 @@ import pytest
 from edgesiam.errors import BundleError, DataError
 from edgesiam.tools.demo.cli import add_demo_parser
 from edgesiam.tools.demo.scoring import DemoReport, Segment, score_events
-from tests.conftest import write_audio_dataset
+from tests.support.signals import write_audio_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 REAL_BUNDLE = ROOT / "export" / "speaker"

@@ -15,8 +15,8 @@ from edgesiam.train.distill import Distiller, relation_loss
 from edgesiam.train.loop import train
 from edgesiam.train.teachers import embed as teacher_embed
 from edgesiam.train.teachers.campplus import CamPlusPlus
-from tests.train.test_loop import audio_recipe, sensor_recipe
-from tests.train.test_teacher_campplus import randomised
+from tests.support.recipes import audio_recipe, sensor_recipe
+from tests.support.teachers import randomised_campplus
 
 
 class CountingTeacher(CamPlusPlus):
@@ -31,7 +31,7 @@ class CountingTeacher(CamPlusPlus):
 def teacher(monkeypatch: pytest.MonkeyPatch) -> type[CountingTeacher]:
     """A CAM++ with random weights stands in for the published one (no download)."""
     model = CountingTeacher()
-    model.load_state_dict(randomised().state_dict())
+    model.load_state_dict(randomised_campplus().state_dict())
     model.weights_sha256 = "0d" * 32
     CountingTeacher.calls = 0
     monkeypatch.setattr(teacher_embed, "load_campplus", lambda root: model)

@@ -18,48 +18,7 @@ from edgesiam.model.embedders import embed_dataset
 from edgesiam.train.checkpoint import CheckpointEmbedder, load_checkpoint
 from edgesiam.train.config import TrainConfig, load_train_config
 from edgesiam.train.loop import train
-
-SMALL_ENCODER = {
-    "channels": [16, 24],
-    "kernel_sizes": [5, 3],
-    "strides": [2, 2],
-    "dilations": [1, 1],
-    "embedding_dim": 16,
-}
-
-
-def audio_recipe(train_dir: Path, val_dir: Path, **optim: object) -> dict[str, object]:
-    return {
-        "name": "tiny-audio",
-        "modality": "audio",
-        "data": {
-            "train": str(train_dir),
-            "val": str(val_dir),
-            "sample_rate": 16000,
-            "window_s": 0.5,
-            "hop_s": 0.25,
-        },
-        "frontend": {"type": "logmel", "n_mels": 24},
-        "encoder": SMALL_ENCODER,
-        "objective": {"type": "triplet", "mining": "all"},
-        "sampler": {"m_per_class": 4, "batch_size": 24},
-        "augment": {"type": "audio", "specaugment": None},
-        "optim": {"lr": 0.01, "epochs": 3, "steps_per_epoch": 6, "patience": 5, **optim},
-    }
-
-
-def sensor_recipe(train_dir: Path, val_dir: Path) -> dict[str, object]:
-    return {
-        "name": "tiny-motion",
-        "modality": "sensor",
-        "data": {"train": str(train_dir), "val": str(val_dir), "window_s": 2.0, "hop_s": 1.0},
-        "frontend": {"type": "sensor"},
-        "encoder": SMALL_ENCODER,
-        "objective": {"type": "supcon"},
-        "sampler": {"m_per_class": 4, "batch_size": 20},
-        "augment": {"type": "imu", "max_angle_deg": 10},
-        "optim": {"lr": 0.01, "epochs": 3, "steps_per_epoch": 6},
-    }
+from tests.support.recipes import audio_recipe, sensor_recipe
 
 
 def test_audio_training_learns_and_writes_checkpoints(

@@ -22,6 +22,7 @@ from edgesiam.train.teachers.aisfx import (
     upstream_key,
 )
 from edgesiam.train.teachers.campplus import mel_centres_hz
+from tests.support.teachers import randomised_aisfx
 
 RATE = sfx.SAMPLE_RATE
 
@@ -82,21 +83,9 @@ def test_a_recording_that_is_no_mono_array_is_refused() -> None:
 # --- network and weights --------------------------------------------------------------------
 
 
-def randomised() -> AiSfx:
-    torch.manual_seed(0)
-    model = AiSfx()
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if name.endswith("running_var"):
-                tensor.uniform_(0.5, 2.0)
-            elif tensor.is_floating_point():
-                tensor.normal_(0.0, 0.2)
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def model() -> AiSfx:
-    return randomised()
+    return randomised_aisfx()
 
 
 def published_style(model: AiSfx) -> dict[str, torch.Tensor]:

@@ -21,6 +21,7 @@ from edgesiam.train.teachers.campplus import (
     mel_filters,
     upstream_key,
 )
+from tests.support.teachers import randomised_campplus
 
 RATE = 16000
 
@@ -120,26 +121,9 @@ def test_segment_means_average_each_100_frame_block() -> None:
 # --- the network and the published names -------------------------------------------------------
 
 
-def randomised() -> CamPlusPlus:
-    """A CAM++ with random weights *and* batch-norm statistics (He-initialised convolutions, so
-    that activations keep their scale through the 60 layers), in evaluation mode."""
-    torch.manual_seed(0)
-    model = CamPlusPlus()
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.Conv1d | torch.nn.Conv2d):
-                torch.nn.init.kaiming_normal_(module.weight)
-        for name, buffer in model.named_buffers():
-            if name.endswith("running_mean"):
-                buffer.copy_(0.01 * torch.randn(buffer.shape))
-            elif name.endswith("running_var"):
-                buffer.copy_(torch.rand(buffer.shape) + 0.5)
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def model() -> CamPlusPlus:
-    return randomised()
+    return randomised_campplus()
 
 
 def published_style(model: CamPlusPlus) -> dict[str, torch.Tensor]:
@@ -212,7 +196,7 @@ def test_embeddings_are_192_unit_vectors_and_batching_changes_nothing(model: Cam
 
 def test_weights_with_another_digest_are_refused(tmp_path: Path) -> None:
     fake = tmp_path / "campplus.pt"
-    torch.save(published_style(randomised()), fake)
+    torch.save(published_style(randomised_campplus()), fake)
     with pytest.raises(ModelError, match="not the published CAM\\+\\+ weights"):
         cpp.load_campplus(weights=fake)
 

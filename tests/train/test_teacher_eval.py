@@ -15,8 +15,7 @@ from edgesiam.errors import DataError
 from edgesiam.model.embedders import EmbeddedDataset
 from edgesiam.train.teachers import embed as teacher_embed
 from edgesiam.train.teachers.campplus import CamPlusPlus
-from tests.train.test_teacher_aisfx import randomised as randomised_aisfx
-from tests.train.test_teacher_campplus import randomised
+from tests.support.teachers import randomised_aisfx, randomised_campplus
 
 
 class CountingCamPlusPlus(CamPlusPlus):
@@ -30,7 +29,7 @@ class CountingCamPlusPlus(CamPlusPlus):
 @pytest.fixture
 def stand_in(monkeypatch: pytest.MonkeyPatch) -> type[CountingCamPlusPlus]:
     model = CountingCamPlusPlus()
-    model.load_state_dict(randomised().state_dict())
+    model.load_state_dict(randomised_campplus().state_dict())
     model.weights_sha256 = "0f" * 32
     CountingCamPlusPlus.calls = 0
     roots: list[Path] = []

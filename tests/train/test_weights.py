@@ -16,7 +16,7 @@ from edgesiam.train.checkpoint import load_checkpoint
 from edgesiam.train.config import TrainConfig
 from edgesiam.train.encoder import Conv1dEncoder
 from edgesiam.train.weights import float_tflite_parity, source_from_bundle
-from tests.conftest import make_motion, make_voice
+from tests.support.signals import make_motion, make_voice
 
 SHIPPED = Path(__file__).resolve().parents[2] / "export"
 

@@ -19,7 +19,7 @@ FULL: Final = os.environ.get("EDGESIAM_RELIABILITY", "").lower() == "full"
 """True under ``make reliability``: the full-scale run."""
 
 DETERMINISTIC: Final = os.environ.get("CI", "").lower() not in ("", "0", "false") and not FULL
-"""True in CI's default suite: the same examples every run (see tests/conftest.py)."""
+"""True in CI's default suite: the same examples every run (tests/conftest.py loads that profile)."""
 
 FULL_FACTOR: Final = 25
 """How many times more examples each property gets in the full run."""

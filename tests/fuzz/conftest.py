@@ -1,1 +1,0 @@
-"""Fixtures of the fuzz tests: a real Mosquitto (from the runtime tests)."""
