@@ -78,7 +78,8 @@ train-all: data  ## train the three reference recipes (speaker, events, motion)
 
 BUNDLES ?= export
 export-all: venv  ## export the trained reference models (make train-all first) to gated int8 bundles in export/
-	$(BIN)/edgesiam export $(RUNS)/speaker/best.pt -o $(BUNDLES)/speaker --calib $(DATA)/speech/train --heldout $(DATA)/speech/val --overwrite
+	$(BIN)/edgesiam export $(RUNS)/speaker/best.pt -o $(BUNDLES)/speaker --calib $(DATA)/speech/train --heldout $(DATA)/speech/val \
+	  $(foreach c,$(OOD_CHANNELS),--threshold-data $(DATA)/ood/speech-val/$(c)) --calib-windows 1000 --l2-in-numpy --overwrite
 	$(BIN)/edgesiam export $(RUNS)/events/best.pt -o $(BUNDLES)/events --calib $(DATA)/events/train --heldout $(DATA)/events/val --overwrite
 	$(BIN)/edgesiam export $(RUNS)/motion/best.pt -o $(BUNDLES)/motion --calib $(DATA)/hapt/train --heldout $(DATA)/hapt/val_transitions --overwrite --l2-in-numpy
 

@@ -19,7 +19,8 @@ ROOT = Path(__file__).parents[1]
 DATA = ROOT / "data"
 
 CASES = [
-    ("speaker", ["speech", "noise"], "speech/test"),
+    ("speaker", ["speech", "speech-extra", "noise"], "speech/test"),
+    ("speaker-plain", ["speech", "noise"], "speech/test"),
     ("events", ["events", "speech", "noise"], "events/test"),
     ("motion", ["hapt"], "hapt/transitions"),
 ]
@@ -31,6 +32,14 @@ def test_recipe_trains_on_real_data_and_beats_chance(
 ) -> None:
     monkeypatch.chdir(ROOT)  # recipe files name data/ relative to the repository
     assert main(["data", "prepare", *sources, "--root", str(DATA)]) == 0
+    if recipe == "speaker":  # selected on the validation speakers through device channels too
+        channels = [
+            a for c in ("gsm", "amr-nb", "ulaw", "cheap-mic", "far-field") for a in ("--channel", c)
+        ]
+        assert main(
+            ["data", "render", str(DATA / "speech" / "val"), *channels,
+             "--noise", str(DATA / "noise"), "-o", str(DATA / "ood" / "speech-val"), "-q"]
+        ) == 0  # fmt: skip
     run = tmp_path / recipe
     code = main(
         ["train", f"configs/{recipe}.yaml", "-o", str(run), "-q",

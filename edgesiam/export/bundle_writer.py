@@ -76,6 +76,7 @@ from edgesiam.model.interpreters import (
 
 if TYPE_CHECKING:
     from edgesiam.train.checkpoint import CheckpointEmbedder
+    from edgesiam.train.config import EncoderConfig
 
 FRONTEND_FILE: Final = "frontend.npz"
 
@@ -610,16 +611,35 @@ def _source(job: ExportJob) -> Source:
     )
 
 
+def encoder_text(enc: EncoderConfig) -> str:
+    """The encoder as the model card describes it, options included."""
+    blocks = [
+        f"channels {enc.channels}",
+        f"kernels {enc.kernel_sizes}",
+        f"strides {enc.strides}",
+        f"dilations {enc.dilations}",
+    ]
+    if enc.separable:
+        blocks.append("depthwise-separable after the first")
+    if enc.residual:
+        blocks.append("residual where a block keeps its width")
+    pooling = (
+        "mean and spread over time (statistics pooling)"
+        if enc.pooling == "stats"
+        else "mean over time"
+    )
+    return (
+        f"{len(enc.channels)} Conv1d blocks ({', '.join(blocks)}) → {pooling} → linear "
+        f"{enc.embedding_dim}"
+    )
+
+
 def _card_context(job: ExportJob, heldout: HeldOutResult) -> dict[str, Any]:
     """What the model card says beyond the manifest: the encoder and the data's summaries."""
     config = job.embedder.config
     enc = config.encoder
     return {
-        "architecture": (
-            f"{len(enc.channels)} Conv1d blocks (channels {enc.channels}, kernels "
-            f"{enc.kernel_sizes}, strides {enc.strides}, dilations {enc.dilations}) → mean over "
-            f"time → linear {enc.embedding_dim}"
-        ),
+        "architecture": encoder_text(enc),
         "parameters": sum(int(p.numel()) for p in job.embedder.model.parameters()),
         "summaries": find_summaries(
             [*config.data.train, Path(str(job.calib.root)), Path(str(heldout.root))]

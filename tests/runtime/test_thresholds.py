@@ -288,15 +288,15 @@ def test_thresholds_never_change_without_a_saved_file(gallery: Path, tmp_path: P
 
 
 def test_score_norm_scores_windows_with_the_bundles_cohort(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, cohort_audio_bundle: Path
 ) -> None:
-    """matching.score_norm: cohort — windows are AS-normalised against the speaker bundle's cohort
-    and the default threshold is the bundle's for the normalised score."""
+    """matching.score_norm: cohort — windows are AS-normalised against the bundle's cohort and the
+    default threshold is the bundle's for the normalised score."""
     from edgesiam.core.normalise import NormalisedScorer
     from edgesiam.runtime.enrollment import enroll_recordings
     from edgesiam.runtime.gallery_store import GalleryStore, model_sha256
 
-    speaker = ROOT / "export" / "speaker"
+    speaker = cohort_audio_bundle
     embedder = load_model(speaker)
     clip = tmp_path / "v.wav"
     sf.write(clip, voice(2.5, seed=7), 16000, subtype="PCM_16")

