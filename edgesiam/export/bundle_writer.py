@@ -76,7 +76,7 @@ from edgesiam.model.interpreters import (
 
 if TYPE_CHECKING:
     from edgesiam.train.checkpoint import CheckpointEmbedder
-    from edgesiam.train.config import EncoderConfig
+    from edgesiam.train.config import DistillConfig, EncoderConfig
 
 FRONTEND_FILE: Final = "frontend.npz"
 
@@ -611,6 +611,15 @@ def _source(job: ExportJob) -> Source:
     )
 
 
+def teacher_text(distill: DistillConfig | None) -> str | None:
+    """The teacher a recipe distils from, with its licence, as the model card names it."""
+    if distill is None:
+        return None
+    from edgesiam.train.teachers import TEACHERS
+
+    return f"{TEACHERS[distill.teacher]} ({distill.kind} distillation, weight {distill.weight:g})"
+
+
 def encoder_text(enc: EncoderConfig) -> str:
     """The encoder as the model card describes it, options included."""
     blocks = [
@@ -640,6 +649,7 @@ def _card_context(job: ExportJob, heldout: HeldOutResult) -> dict[str, Any]:
     enc = config.encoder
     return {
         "architecture": encoder_text(enc),
+        "teacher": teacher_text(config.distill),
         "parameters": sum(int(p.numel()) for p in job.embedder.model.parameters()),
         "summaries": find_summaries(
             [*config.data.train, Path(str(job.calib.root)), Path(str(heldout.root))]

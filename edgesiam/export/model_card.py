@@ -79,7 +79,7 @@ def model_card(manifest: Manifest, context: dict[str, Any]) -> str:
     lines = [
         *_intro(m),
         *_model_section(m, context),
-        *_data_section(m, context["summaries"]),
+        *_data_section(m, context["summaries"], context.get("teacher")),
         *_metrics_section(m),
         *_thresholds_section(m),
         *_gate_section(m),
@@ -143,7 +143,9 @@ def _model_section(m: Manifest, context: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _data_section(m: Manifest, summaries: list[tuple[Path, dict[str, Any]]]) -> list[str]:
+def _data_section(
+    m: Manifest, summaries: list[tuple[Path, dict[str, Any]]], teacher: str | None = None
+) -> list[str]:
     lines = [
         "",
         "## Data",
@@ -154,6 +156,8 @@ def _data_section(m: Manifest, summaries: list[tuple[Path, dict[str, Any]]]) -> 
         f"- Held-out evaluation: {m.thresholds.recordings} recordings of {m.thresholds.labels} "
         f"labels from `{m.thresholds.data}` (labels never seen in training)",
     ]
+    if teacher:
+        lines.append(f"- Distilled from {teacher}; nothing of the teacher is in this bundle")
     if not summaries:
         lines.append("- No `SUMMARY.json` was found beside the data: sources and licences unknown.")
     for path, summary in summaries:

@@ -29,3 +29,12 @@ def test_the_options_are_named() -> None:
     assert "depthwise-separable after the first" in text
     assert "residual where a block keeps its width" in text
     assert "→ mean and spread over time (statistics pooling) → linear 8" in text
+
+
+def test_the_teacher_is_named_with_its_licence() -> None:
+    from edgesiam.export.bundle_writer import teacher_text
+    from edgesiam.train.config import DistillConfig
+
+    assert teacher_text(None) is None
+    text = teacher_text(DistillConfig.model_validate({"teacher": "campplus", "weight": 50}))
+    assert text == "speakers: CAM++, 192-d, 16 kHz (Apache-2.0) (relation distillation, weight 50)"
