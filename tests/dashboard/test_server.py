@@ -195,7 +195,7 @@ def test_an_unreachable_broker_is_shown_with_its_reason(tmp_path: Path) -> None:
     ingester.start()
     server.start()
     try:
-        assert wait_until(lambda: ingester.last_error is not None, timeout=15)
+        assert wait_until(lambda: ingester.last_error is not None, timeout=30)
         with urllib.request.urlopen(f"{server.url}/api/stats", timeout=30) as response:
             broker = json.loads(response.read())["broker"]
         assert broker["connected"] is False
