@@ -40,12 +40,12 @@ demo: venv apt  ## the main job end to end: real speech → shipped int8 bundle 
 	$(BIN)/edgesiam data prepare speech --root $(DATA)
 	$(BIN)/edgesiam demo --bundle export/speaker --data $(DATA)
 
-lint: venv  ## ruff format --check, ruff check, mypy (strict) over all of edgesiam/
+lint: venv  ## ruff format --check, ruff check, mypy (strict) over all of edgesiam/ and tests/support/
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-check: venv  ## the fast loop before pushing: ruff format --check, ruff check, mypy strict over edgesiam/, the tests that start no service
+check: venv  ## the fast loop before pushing: ruff format --check, ruff check, mypy strict over edgesiam/ and tests/support/, the tests that start no service
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
