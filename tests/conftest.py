@@ -14,13 +14,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import soundfile as sf
 from hypothesis import settings
 
-from tests.support.cli import run_export
+from tests.support.cli import cohort_always_shipped, run_export
 from tests.support.fuzz_scale import DETERMINISTIC
 from tests.support.paths import EVENTS_BUNDLE
 from tests.support.signals import (
@@ -121,16 +120,11 @@ def cohort_audio_bundle(
 ) -> Path:
     """The tiny audio bundle with a score-normalisation cohort and its normalised thresholds
     (the export ships one only where it lowers the held-out EER: made to here)."""
-    from edgesiam.export import bundle_writer, cohort
-
-    def helpful(*args: Any, **kwargs: Any) -> cohort.CohortResult:
-        result = cohort.evaluate_cohort(*args, **kwargs)
-        info = result.info.model_copy(update={"used": True, "file": cohort.COHORT_FILE})
-        return cohort.CohortResult(info, result.embeddings)
+    from edgesiam.export import bundle_writer
 
     bundle = tmp_path_factory.mktemp("bundles") / "tiny-audio-cohort"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(bundle_writer, "evaluate_cohort", helpful)
+        patch.setattr(bundle_writer, "evaluate_cohort", cohort_always_shipped)
         code = run_export(
             str(tiny_audio_model), "-o", str(bundle), "--calib", str(audio_dataset),
             "--heldout", str(audio_heldout),

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from edgesiam.cli import main
+from edgesiam.data.channels import CHANNELS
 
 pytestmark = pytest.mark.slow
 
@@ -33,9 +34,7 @@ def test_recipe_trains_on_real_data_and_beats_chance(
     monkeypatch.chdir(ROOT)  # recipe files name data/ relative to the repository
     assert main(["data", "prepare", *sources, "--root", str(DATA)]) == 0
     if recipe == "speaker":  # selected on the validation speakers through device channels too
-        channels = [
-            a for c in ("gsm", "amr-nb", "ulaw", "cheap-mic", "far-field") for a in ("--channel", c)
-        ]
+        channels = [a for c in CHANNELS for a in ("--channel", c)]
         assert main(
             ["data", "render", str(DATA / "speech" / "val"), *channels,
              "--noise", str(DATA / "noise"), "-o", str(DATA / "ood" / "speech-val"), "-q"]

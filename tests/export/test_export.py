@@ -26,7 +26,7 @@ from edgesiam.export.thresholds import threshold_set
 from edgesiam.model.bundle import load_manifest
 from edgesiam.model.embedders import EmbeddedDataset, embed_dataset
 from edgesiam.model.interpreters import BundleEmbedder, inspect_model, load_model
-from tests.support.cli import run_export
+from tests.support.cli import cohort_always_shipped, run_export
 from tests.support.edgetpu import FAKE_COMPILER
 from tests.support.signals import write_sensor_dataset
 
@@ -244,14 +244,8 @@ def test_fake_edgetpu_compiler_on_path_is_called_and_lands_in_the_bundle(
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     # make the score-normalisation cohort "help", so the cohort file ships too
     from edgesiam.export import bundle_writer
-    from edgesiam.export import cohort as cohort_module
 
-    def helpful(*args, **kwargs):  # type: ignore[no-untyped-def]
-        result = cohort_module.evaluate_cohort(*args, **kwargs)
-        info = result.info.model_copy(update={"used": True, "file": cohort_module.COHORT_FILE})
-        return cohort_module.CohortResult(info, result.embeddings)
-
-    monkeypatch.setattr(bundle_writer, "evaluate_cohort", helpful)
+    monkeypatch.setattr(bundle_writer, "evaluate_cohort", cohort_always_shipped)
     out = tmp_path / "tpu"
     run_export(
         str(tiny_audio_model), "-o", str(out), "--calib", str(audio_dataset),

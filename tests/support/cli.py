@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -33,6 +34,16 @@ def run_export(*args: str) -> int:
     parsed = export_parser().parse_args(["export", *args, "--quiet"])
     code: int = parsed.func(parsed)
     return code
+
+
+def cohort_always_shipped(*args: Any, **kwargs: Any) -> Any:
+    """``evaluate_cohort`` as if the cohort always helped: patched into the bundle writer, an
+    export ships its cohort and normalised thresholds whatever the tiny model's EER says."""
+    from edgesiam.export import cohort
+
+    result = cohort.evaluate_cohort(*args, **kwargs)
+    info = result.info.model_copy(update={"used": True, "file": cohort.COHORT_FILE})
+    return cohort.CohortResult(info, result.embeddings)
 
 
 def gallery_parser() -> argparse.ArgumentParser:
