@@ -141,6 +141,43 @@ def test_the_same_seed_gives_the_same_plan_and_events(
     assert key == [(e["label"], e["offset_s"], e["seq"]) for e in again.events]
 
 
+def test_the_plan_enrolls_different_people_and_keeps_them_out_of_the_stream_and_background(
+    tmp_path: Path,
+) -> None:
+    """Hedgewars packs may be one actor, a kt- and a kl- label of one language one translator: the
+    demo enrolls at most one label per person, and no never-enrolled or background speaker may be
+    one of the enrolled people or of the stream's visitors."""
+    from edgesiam.data.recipes.speech import person_of
+    from edgesiam.tools.demo.run import _background
+    from edgesiam.tools.demo.stream import make_plan
+
+    names = ["hw-british", "hw-pirate", "hw-russian", "kt-ca", "kl-ca", "kl-cs", "kt-el", "kt-wa"]
+    test_dir = write_audio_dataset(tmp_path / "test", labels=len(names), per_label=6, seed=1)
+    for i, name in enumerate(names):
+        (test_dir / f"voice{i}").rename(test_dir / name)
+    val_dir = write_audio_dataset(tmp_path / "val", labels=2, per_label=3, seed=2)
+    for i, name in enumerate(["hw-singer", "kt-nn"]):  # validation speakers join the background
+        (val_dir / f"voice{i}").rename(val_dir / name)
+    assert person_of("hw-british") == person_of("hw-surfer") == "hedgewars"
+    assert person_of("kt-ca") == person_of("kl-ca") != person_of("kt-el")
+    assert person_of("kt-nn") == person_of("kl-nb")  # Norwegian, one language group
+    assert person_of("voice0") == "voice0"  # any other folder is its own person
+    for seed in range(12):
+        plan = make_plan(test_dir, labels=3, enroll_clips=2, others=2, seed=seed, window_s=1.0)
+        people = [person_of(s) for s in plan.enrolled]
+        assert len(plan.enrolled) == 3 and len(set(people)) == 3
+        assert not {person_of(s) for s in plan.never_enrolled} & set(people)
+        background = _background(plan, test_dir, tmp_path / f"work{seed}")
+        spare = sorted(p.name for p in background.iterdir()) if background else []
+        visitors = {person_of(s) for s in plan.enrolled + plan.never_enrolled}
+        assert all(person_of(s) not in visitors for s in spare)
+        everyone = [*names, "hw-singer", "kt-nn"]
+        assert set(spare) == {n for n in everyone if person_of(n) not in visitors}
+        assert "kt-nn" in spare  # no test label is Norwegian
+    with pytest.raises(DataError, match="different people"):
+        make_plan(test_dir, labels=6, enroll_clips=2, others=0, seed=0, window_s=1.0)
+
+
 def test_scoring_hits_misses_and_false_matches() -> None:
     segments = [
         Segment("alice", 0.5, 4.0, True),

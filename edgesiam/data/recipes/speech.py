@@ -80,6 +80,22 @@ TEST_LABELS = frozenset(
     [f"kt-{x}" for x in KT_TEST] + [f"kl-{x}" for x in KL_TEST] + [f"hw-{x}" for x in HW_TEST]
 )
 
+
+def person_of(label: str) -> str:
+    """Who may stand behind a label of this recipe: labels with one key may be one person.
+
+    Hedgewars voice packs are accents, and several may be one actor, so every ``hw-`` label has the
+    key ``hedgewars``; a ``kt-`` and a ``kl-`` label of one language may be one KDE translator, so
+    they share ``kde-<language group>``; any other label (a synthetic voice, or a folder of the
+    user's own) is its own person.
+    """
+    if label.startswith("hw-"):
+        return "hedgewars"
+    if label.startswith(("kt-", "kl-")):
+        return f"kde-{voices.language_group(label[3:])}"
+    return label
+
+
 # espeak-ng voice -> hedgewars locale file with sentences in that language
 ESPEAK_LANGUAGES = (
     ("en-us", "en"),

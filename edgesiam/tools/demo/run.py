@@ -540,12 +540,19 @@ def _print_comparison(before: DemoReport, after: DemoReport, say: Callable[..., 
 
 
 def _background(plan: Plan, test_dir: Path, workdir: Path) -> Path | None:
-    """WORKDIR/background/: the recordings of the held-out speakers neither enrolled nor in the
-    stream (linked), as a device's background would hold none of tomorrow's visitors."""
-    used = set(plan.enrolled) | set(plan.never_enrolled)
+    """WORKDIR/background/: the recordings of the held-out speakers (test and validation labels, none
+    of them trained on) neither enrolled nor in the stream (linked), as a device's background would hold none of tomorrow's visitors: no speaker who
+    may be one of their people (:func:`~edgesiam.data.recipes.speech.person_of`) either."""
+    from edgesiam.data.recipes.speech import person_of
+
+    used = {person_of(s) for s in plan.enrolled + plan.never_enrolled}
     folder = workdir / "background"
     shutil.rmtree(folder, ignore_errors=True)
-    spare = {s: files for s, files in speakers_of(test_dir).items() if s not in used}
+    candidates = speakers_of(test_dir)
+    val_dir = test_dir.parent / "val"  # never trained on either: more people for the background
+    if val_dir.is_dir():
+        candidates.update(speakers_of(val_dir))
+    spare = {s: f for s, f in candidates.items() if person_of(s) not in used}
     if not spare:
         return None
     for speaker, files in spare.items():

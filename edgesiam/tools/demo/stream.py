@@ -12,6 +12,7 @@ from typing import Final
 
 import numpy as np
 
+from edgesiam.data.recipes.speech import person_of
 from edgesiam.errors import DataError
 from edgesiam.tools.demo.scoring import Segment
 
@@ -59,7 +60,11 @@ def make_plan(
     seed: int,
     window_s: float,
 ) -> Plan:
-    """Pick the speakers (seeded), each enrolled speaker's enrolment clips, and the stream pools."""
+    """Pick the speakers (seeded), each enrolled speaker's enrolment clips, and the stream pools.
+
+    Enrolled speakers are different people (:func:`~edgesiam.data.recipes.speech.person_of`), and the
+    never-enrolled ones are none of them.
+    """
     import soundfile as sf
 
     speakers = speakers_of(test_dir)
@@ -73,8 +78,20 @@ def make_plan(
             f"(--labels {labels}, --enroll-clips {enroll_clips})",
             test_dir,
         )
-    enrolled = eligible[:labels]
-    never = [s for s in order if s not in enrolled][:others]
+    # one label per person among the enrolled, and no never-enrolled speaker who may be one of them:
+    # a household enrolls different people, and a "never enrolled" voice must really be new
+    enrolled: list[str] = []
+    for speaker in eligible:
+        if len(enrolled) < labels and person_of(speaker) not in {person_of(s) for s in enrolled}:
+            enrolled.append(speaker)
+    if len(enrolled) < labels:
+        raise DataError(
+            f"{len(enrolled)} different people have at least {need} clips, {labels} are needed "
+            f"(--labels {labels}, --enroll-clips {enroll_clips})",
+            test_dir,
+        )
+    taken = {person_of(s) for s in enrolled}
+    never = [s for s in order if person_of(s) not in taken][:others]
     enroll: dict[str, list[Path]] = {}
     pool: dict[str, list[Path]] = {}
     for speaker in enrolled + never:
