@@ -31,10 +31,12 @@ apt:  ## install the Debian programs the recipes and tests use (espeak-ng, flite
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-data: venv apt  ## prepare every real-data recipe into ./data (cached, idempotent), and the validation speakers through device channels
+data: venv apt  ## prepare every real-data recipe into ./data (cached, idempotent), the validation speakers and sounds through device channels, the validation transitions turned
 	$(BIN)/edgesiam data prepare all --root $(DATA)
-	$(BIN)/edgesiam data render $(DATA)/speech/val $(foreach c,$(OOD_CHANNELS),--channel $(c)) \
-	  --noise $(DATA)/noise -o $(DATA)/ood/speech-val -q
+	for d in speech events; do $(BIN)/edgesiam data render $(DATA)/$$d/val $(foreach c,$(OOD_CHANNELS),--channel $(c)) \
+	  --noise $(DATA)/noise -o $(DATA)/ood/$$d-val -q || exit 1; done
+	for r in rot30:30 rot90:90 rotuniform:uniform; do $(BIN)/edgesiam data render-imu $(DATA)/hapt/val_transitions \
+	  --rotation $${r#*:} -o $(DATA)/ood/motion-val/$${r%%:*} -q || exit 1; done
 
 demo: venv apt  ## the main job end to end: real speech → shipped int8 bundle → enroll → stream through the runtime → MQTT events
 	$(BIN)/edgesiam data prepare speech --root $(DATA)
@@ -73,15 +75,19 @@ test-arm64: venv apt device-venvs  ## the device install on a Pi's CPU: aarch64 
 	EDGESIAM_DATA=$(DATA) ARM64_REPORT=$(RUNS)/arm64.json $(BIN)/python -m pytest -m arm64 -p no:cacheprovider -rA tests/arm64
 	$(BIN)/python scripts/model_cost.py $(BUNDLES)/speaker $(BUNDLES)/events $(BUNDLES)/motion --json $(RUNS)/model_cost.json --markdown
 
-train-all: data  ## train the three reference recipes (speaker, events, motion)
-	for r in speaker events motion; do $(BIN)/edgesiam train configs/$$r.yaml --output $(RUNS)/$$r || exit 1; done
+train-all: data  ## train the reference recipes (speaker, speaker-base, events, motion)
+	for r in speaker speaker-base events motion; do $(BIN)/edgesiam train configs/$$r.yaml --output $(RUNS)/$$r || exit 1; done
 
 BUNDLES ?= export
 export-all: venv  ## export the trained reference models (make train-all first) to gated int8 bundles in export/
 	$(BIN)/edgesiam export $(RUNS)/speaker/best.pt -o $(BUNDLES)/speaker --calib $(DATA)/speech/train --heldout $(DATA)/speech/val \
 	  $(foreach c,$(OOD_CHANNELS),--threshold-data $(DATA)/ood/speech-val/$(c)) --calib-windows 1000 --l2-in-numpy --overwrite
-	$(BIN)/edgesiam export $(RUNS)/events/best.pt -o $(BUNDLES)/events --calib $(DATA)/events/train --heldout $(DATA)/events/val --overwrite
-	$(BIN)/edgesiam export $(RUNS)/motion/best.pt -o $(BUNDLES)/motion --calib $(DATA)/hapt/train --heldout $(DATA)/hapt/val_transitions --overwrite --l2-in-numpy
+	$(BIN)/edgesiam export $(RUNS)/speaker-base/best.pt -o $(BUNDLES)/speaker-base --calib $(DATA)/speech/train --heldout $(DATA)/speech/val \
+	  $(foreach c,$(OOD_CHANNELS),--threshold-data $(DATA)/ood/speech-val/$(c)) --calib-windows 1000 --l2-in-numpy --overwrite
+	$(BIN)/edgesiam export $(RUNS)/events/best.pt -o $(BUNDLES)/events --calib $(DATA)/events/train --heldout $(DATA)/events/val \
+	  $(foreach c,$(OOD_CHANNELS),--threshold-data $(DATA)/ood/events-val/$(c)) --calib-windows 1000 --l2-in-numpy --overwrite
+	$(BIN)/edgesiam export $(RUNS)/motion/best.pt -o $(BUNDLES)/motion --calib $(DATA)/hapt/train --heldout $(DATA)/hapt/val_transitions \
+	  $(foreach r,rot30 rot90 rotuniform,--threshold-data $(DATA)/ood/motion-val/$(r)) --overwrite --l2-in-numpy
 
 bench: venv apt device-venvs  ## export/ against the peers: one-thread latency, pipeline cost, RSS, MQTT end-to-end, held-out accuracy → runs/bench.json, runs/bench.md, runs/bench/
 	PYTHON=$(PYTHON) bash scripts/make_peers_venv.sh

@@ -169,6 +169,34 @@ def test_accuracy_on_the_same_held_out_trials(
     assert "not prepared" in table
 
 
+def test_size_goals_are_per_tier() -> None:
+    """A ``-base`` bundle is held to the base tier's limit, every other bundle to the tiny one's."""
+
+    def entry(int8_bytes: int) -> dict[str, object]:
+        return {"sizes": {"models_bytes": {"int8": int8_bytes}}}
+
+    data: dict[str, object] = {
+        "bundles": {
+            "speaker": entry(146_000),
+            "events": entry(149_000),
+            "speaker-base": entry(510_000),
+        }
+    }
+    goals = measure.goals(data)
+    assert goals["int8_model_kb"] == {"value": 149.0, "goal": 150.0, "op": "<=", "met": True}
+    assert goals["int8_model_kb_base"] == {"value": 510.0, "goal": 1000.0, "op": "<=", "met": True}
+    data["bundles"] = {"speaker": entry(151_000), "speaker-base": entry(1_200_000)}
+    goals = measure.goals(data)
+    assert goals["int8_model_kb"]["met"] is False and goals["int8_model_kb_base"]["met"] is False
+    data["bundles"] = {"speaker": entry(146_000)}
+    assert measure.goals(data)["int8_model_kb_base"] == {
+        "value": None,
+        "goal": 1000.0,
+        "op": "<=",
+        "met": None,
+    }
+
+
 def test_goal_against_the_cheapest_peer() -> None:
     data: dict[str, object] = {
         "bundles": {},
