@@ -22,15 +22,20 @@ DESCRIPTION = textwrap.dedent(
 
       1. prepare the real speech data (a no-op when DATA/speech is there);
       2. load the shipped int8 bundle;
-      3. pick --labels held-out speakers of DATA/speech/test (never seen in training, seeded) and
+      3. pick --labels held-out speakers of DATA/speech/test (never seen in training, seeded),
+         different people (the Hedgewars voice packs may be one actor: at most one of them), and
          enroll each from --enroll-clips clips;
       4. start an MQTT broker (embedded amqtt on a free localhost port) or use --broker, and
          subscribe to the device's event topic;
       5. write a stream (WORKDIR/stream.wav): other clips of the enrolled speakers and clips of
-         speakers never enrolled, in turns separated by low-level room noise;
+         --others speakers never enrolled (none of them one of the enrolled people), in turns
+         separated by low-level room noise;
       6. run the device runtime on it (file source, MQTT publisher, durable outbox) and print each
          event as it reaches the subscriber, with the speaker really talking at that moment;
-      7. summarise: hits, misses, false matches, windows/s and the real-time factor.
+      7. unless --no-calibrate: run `edgesiam calibrate` on the held-out speakers left over (test
+         and validation labels, none of them in the stream) for --max-false-per-hour, and stream
+         again with the calibrated thresholds;
+      8. summarise each run: hits, misses, false matches, windows/s and the real-time factor.
 
     Everything it writes goes to WORKDIR (stream.wav, stream.json with the true turns,
     gallery.npz, state/, summary.json).
