@@ -40,7 +40,12 @@ def room(tmp_path: Path) -> Path:
     return path
 
 
+LOOSE = 0.985
+"""A hand-set threshold, loose enough for some of the room's voices to match (false matches to review)."""
+
+
 def runtime(gallery: Path, stream: Path, state: Path, **extra: Any) -> Runtime:
+    matching = {"threshold": LOOSE, **extra.pop("matching", {})}
     config = RuntimeConfig.model_validate(
         {
             "bundle": str(EVENTS_BUNDLE),
@@ -49,6 +54,7 @@ def runtime(gallery: Path, stream: Path, state: Path, **extra: Any) -> Runtime:
             "device_id": "dev",
             "source": {"type": "file", "path": str(stream)},
             "mqtt": {"enabled": False},
+            "matching": matching,
             **extra,
         }
     )
