@@ -37,10 +37,12 @@ from edgesiam.export.gate import (
 )
 from edgesiam.export.model_card import (
     MODEL_CARD,
+    encoder_text,
     find_summaries,
     model_card,
     shown_path,
     size_text,
+    teacher_text,
 )
 from edgesiam.export.thresholds import (
     heldout_thresholds,
@@ -76,7 +78,6 @@ from edgesiam.model.interpreters import (
 
 if TYPE_CHECKING:
     from edgesiam.train.checkpoint import CheckpointEmbedder
-    from edgesiam.train.config import DistillConfig, EncoderConfig
 
 FRONTEND_FILE: Final = "frontend.npz"
 
@@ -608,38 +609,6 @@ def _source(job: ExportJob) -> Source:
         recipe=config.name,
         epoch=job.embedder.epoch,
         train_data=", ".join(shown_path(Path(p)) for p in config.data.train),
-    )
-
-
-def teacher_text(distill: DistillConfig | None) -> str | None:
-    """The teacher a recipe distils from, with its licence, as the model card names it."""
-    if distill is None:
-        return None
-    from edgesiam.train.teachers import TEACHERS
-
-    return f"{TEACHERS[distill.teacher]} ({distill.kind} distillation, weight {distill.weight:g})"
-
-
-def encoder_text(enc: EncoderConfig) -> str:
-    """The encoder as the model card describes it, options included."""
-    blocks = [
-        f"channels {enc.channels}",
-        f"kernels {enc.kernel_sizes}",
-        f"strides {enc.strides}",
-        f"dilations {enc.dilations}",
-    ]
-    if enc.separable:
-        blocks.append("depthwise-separable after the first")
-    if enc.residual:
-        blocks.append("residual where a block keeps its width")
-    pooling = (
-        "mean and spread over time (statistics pooling)"
-        if enc.pooling == "stats"
-        else "mean over time"
-    )
-    return (
-        f"{len(enc.channels)} Conv1d blocks ({', '.join(blocks)}) → {pooling} → linear "
-        f"{enc.embedding_dim}"
     )
 
 

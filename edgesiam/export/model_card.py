@@ -9,10 +9,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from edgesiam import __version__
 from edgesiam.model.bundle import Manifest, ThresholdSet
+
+if TYPE_CHECKING:
+    from edgesiam.train.config import DistillConfig, EncoderConfig
 
 __all__ = ["INTENDED_USE", "MODEL_CARD", "find_summaries", "model_card", "shown_path", "size_text"]
 
@@ -70,6 +73,38 @@ def _pct(x: float | None) -> str:
 def size_text(n: int) -> str:
     """A file size as the card and the export log show it."""
     return f"{n / 1024:.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.2f} MiB"
+
+
+def teacher_text(distill: DistillConfig | None) -> str | None:
+    """The teacher a recipe distils from, with its licence, as the model card names it."""
+    if distill is None:
+        return None
+    from edgesiam.train.teachers import TEACHERS
+
+    return f"{TEACHERS[distill.teacher]} ({distill.kind} distillation, weight {distill.weight:g})"
+
+
+def encoder_text(enc: EncoderConfig) -> str:
+    """The encoder as the model card describes it, options included."""
+    blocks = [
+        f"channels {enc.channels}",
+        f"kernels {enc.kernel_sizes}",
+        f"strides {enc.strides}",
+        f"dilations {enc.dilations}",
+    ]
+    if enc.separable:
+        blocks.append("depthwise-separable after the first")
+    if enc.residual:
+        blocks.append("residual where a block keeps its width")
+    pooling = (
+        "mean and spread over time (statistics pooling)"
+        if enc.pooling == "stats"
+        else "mean over time"
+    )
+    return (
+        f"{len(enc.channels)} Conv1d blocks ({', '.join(blocks)}) → {pooling} → linear "
+        f"{enc.embedding_dim}"
+    )
 
 
 def model_card(manifest: Manifest, context: dict[str, Any]) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgesiam.export.bundle_writer import encoder_text
+from edgesiam.export.model_card import encoder_text
 from edgesiam.train.config import EncoderConfig
 
 BASE = {
@@ -32,7 +32,7 @@ def test_the_options_are_named() -> None:
 
 
 def test_the_teacher_is_named_with_its_licence() -> None:
-    from edgesiam.export.bundle_writer import teacher_text
+    from edgesiam.export.model_card import teacher_text
     from edgesiam.train.config import DistillConfig
 
     assert teacher_text(None) is None

@@ -540,9 +540,10 @@ def _print_comparison(before: DemoReport, after: DemoReport, say: Callable[..., 
 
 
 def _background(plan: Plan, test_dir: Path, workdir: Path) -> Path | None:
-    """WORKDIR/background/: the recordings of the held-out speakers (test and validation labels, none
-    of them trained on) neither enrolled nor in the stream (linked), as a device's background would hold none of tomorrow's visitors: no speaker who
-    may be one of their people (:func:`~edgesiam.data.recipes.speech.person_of`) either."""
+    """WORKDIR/background/: the recordings of the held-out speakers (test and validation labels,
+    none of them trained on) neither enrolled nor in the stream (linked), as a device's background
+    would hold none of tomorrow's visitors: no speaker who may be one of their people
+    (:func:`~edgesiam.data.recipes.speech.person_of`) either."""
     from edgesiam.data.recipes.speech import person_of
 
     used = {person_of(s) for s in plan.enrolled + plan.never_enrolled}

@@ -81,16 +81,17 @@ def make_plan(
     # one label per person among the enrolled, and no never-enrolled speaker who may be one of them:
     # a household enrolls different people, and a "never enrolled" voice must really be new
     enrolled: list[str] = []
+    taken: set[str] = set()
     for speaker in eligible:
-        if len(enrolled) < labels and person_of(speaker) not in {person_of(s) for s in enrolled}:
+        if len(enrolled) < labels and person_of(speaker) not in taken:
             enrolled.append(speaker)
+            taken.add(person_of(speaker))
     if len(enrolled) < labels:
         raise DataError(
             f"{len(enrolled)} different people have at least {need} clips, {labels} are needed "
             f"(--labels {labels}, --enroll-clips {enroll_clips})",
             test_dir,
         )
-    taken = {person_of(s) for s in enrolled}
     never = [s for s in order if person_of(s) not in taken][:others]
     enroll: dict[str, list[Path]] = {}
     pool: dict[str, list[Path]] = {}
