@@ -1,12 +1,15 @@
-"""Per-label thresholds for a target number of false matches per hour of the device's own background.
+"""Thresholds for a target number of false matches per hour of the device's own background.
 
 A user states how often the device may be wrong (``max_false_per_hour``, default 1/24: once a day);
 the background the device hears (a few minutes of it, with none of the enrolled labels in it) says
-how high each label's impostor scores go. Per label:
+how high the impostor scores go. :func:`calibrate_label` works on one score sequence: the device's
+calibration (:mod:`edgesiam.runtime.gallery_calibration`) gives it each window's *best* score
+over the enrolled labels, since that is what the device decides on, so the target holds for all
+labels together:
 
-1. **impostor scores**: every active background window scored against the label (in stream order),
-   plus the other enrolled labels' templates and the bundle's cohort scored against it (people or
-   sounds the device may also meet);
+1. **impostor scores**: every active background window's score (in stream order), plus scores
+   that are not a stream: the enrolled templates against the other labels and the bundle's cohort
+   (people or sounds the device may also meet);
 2. **the decision rule's share**: the background stream is run through the device's N-of-M rule
    (:class:`~edgesiam.core.decision.Decider`) at a threshold low enough for about
    :data:`RULE_MATCHES` matching windows; ``events / matching windows`` (smoothed, never above 1)

@@ -12,22 +12,41 @@ the window embeddings of its own background kept by ``edgesiam calibrate`` (see
 :class:`NormalisedScorer`). Template statistics are computed once per gallery; each window costs one
 ``(K, D)`` product with the cohort, a partial sort, and the ``(N, D)`` product with the templates.
 
+**Centring on the device's background** (:class:`CentredScorer`, ``matching.centre: background``):
+what a device hears shifts every embedding the same way (its microphone, its room, the language
+around it), and that shared offset makes strangers look alike. The mean of the background windows
+``edgesiam calibrate`` kept is subtracted from each window and template, which are L2-normalised
+again before the cosine: ``cos(unit(a - m), unit(b - m))``. This is the per-domain mean
+normalisation of speaker recognition back-ends, taken from the device's own few minutes of sound.
+
 numpy only, no I/O.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from edgesiam.core.arrays import Float64Array, Int64Array
 
+
+class _Scorer(Protocol):
+    @property
+    def labels(self) -> Sequence[str]: ...
+
+    def scores(self, queries: npt.ArrayLike) -> npt.NDArray[np.float32]: ...
+
+
 __all__ = [
+    "MIN_CENTRE",
+    "CentredScorer",
     "NormalisedScorer",
     "adaptive_s_norm",
+    "background_mean",
+    "centre_rows",
     "cohort_statistics",
     "label_starts",
     "window_recording_trials",
@@ -35,6 +54,8 @@ __all__ = [
 
 
 _MIN_STD: Final = 1e-6
+MIN_CENTRE: Final = 10
+"""Fewest background windows whose mean a device centres on (fewer: no centring)."""
 
 
 def _unit_rows(x: npt.ArrayLike) -> Float64Array:
@@ -165,3 +186,45 @@ def window_recording_trials(
     other = own[:, None] != np.arange(len(r))[None, :]
     same = code[own][:, None] == code[None, :]
     return scores[other & same], scores[other & ~same]
+
+
+def background_mean(background: npt.ArrayLike) -> Float64Array | None:
+    """The mean of the L2-normalised background windows ``(K, D)`` (NaN rows, the gated ones,
+    skipped); None when fewer than :data:`MIN_CENTRE` windows remain."""
+    b = np.atleast_2d(np.asarray(background, dtype=np.float64))
+    b = b[np.all(np.isfinite(b), axis=1)]
+    if b.shape[0] < MIN_CENTRE:
+        return None
+    mean: Float64Array = _unit_rows(b).mean(axis=0)
+    return mean
+
+
+def centre_rows(x: npt.ArrayLike, mean: npt.ArrayLike) -> npt.NDArray[np.float32]:
+    """``unit(x - mean)`` per row ``(N, D)``; a row that the mean would cancel (norm below 1e-6)
+    keeps its own direction, and NaN rows stay NaN."""
+    a = np.atleast_2d(np.asarray(x, dtype=np.float64))
+    u = _unit_rows(a)
+    c = u - np.asarray(mean, dtype=np.float64)[None, :]
+    norms = np.linalg.norm(c, axis=1, keepdims=True)
+    out = np.where(norms > 1e-6, c / np.maximum(norms, 1e-12), u)
+    return out.astype(np.float32)
+
+
+class CentredScorer:
+    """Another scorer (a gallery, or AS-norm) built on centred templates, fed centred queries.
+
+    ``inner`` must have been built from :func:`centre_rows` of the templates (and cohort) with the
+    same ``mean``; :meth:`scores` centres the queries and asks it. Columns follow ``inner.labels``.
+    """
+
+    def __init__(self, inner: _Scorer, mean: npt.ArrayLike) -> None:
+        self.inner = inner
+        self.mean = np.asarray(mean, dtype=np.float64)
+
+    @property
+    def labels(self) -> Sequence[str]:
+        return self.inner.labels
+
+    def scores(self, queries: npt.ArrayLike) -> npt.NDArray[np.float32]:
+        """Per-label scores ``(B, L)`` of queries ``(B, D)``, centred first."""
+        return self.inner.scores(centre_rows(queries, self.mean))

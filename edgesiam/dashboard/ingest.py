@@ -55,6 +55,7 @@ from edgesiam.mqtt.client import (
     connect_failed,
     connect_persistent,
     make_client,
+    paho_logger,
 )
 from edgesiam.mqtt.contract import VERBS
 
@@ -128,14 +129,6 @@ def _thresholds_of(result: Any) -> tuple[float | None, dict[str, float]] | None:
     if not per_label and not isinstance(default, int | float):
         return None
     return (float(default) if isinstance(default, int | float) else None), per_label
-
-
-class _QuietWhenStopped(logging.Filter):
-    """paho's loop may log "Client is not connected" once after a deliberate disconnect; that
-    is the stop itself, not an error worth showing."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Client is not connected")
 
 
 @dataclass(frozen=True)
@@ -259,9 +252,7 @@ class Ingester:
             return
         s = self.settings
         version: MqttVersion = "5" if s.protocol == "5" else "3.1.1"
-        paho_log = logging.getLogger(f"{__name__}.paho")
-        if not any(isinstance(f, _QuietWhenStopped) for f in paho_log.filters):
-            paho_log.addFilter(_QuietWhenStopped())
+        paho_log = paho_logger(f"{__name__}.paho")
         client = make_client(
             s.effective_client_id,
             protocol=version,

@@ -35,11 +35,29 @@ __all__ = [
     "connect_persistent",
     "make_client",
     "paho",
+    "paho_logger",
     "parse_broker_url",
     "retry_delay",
 ]
 
 MqttVersion = Literal["5", "3.1.1"]
+
+
+class _QuietWhenStopped(logging.Filter):
+    """paho's loop may log "Client is not connected" once after a deliberate disconnect; that
+    is the stop itself, not an error worth showing."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Client is not connected")
+
+
+def paho_logger(name: str) -> logging.Logger:
+    """The logger for a client's paho messages (``make_client(logger=...)``), without the one
+    paho logs after a deliberate disconnect."""
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, _QuietWhenStopped) for f in logger.filters):
+        logger.addFilter(_QuietWhenStopped())
+    return logger
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,13 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Final, Literal, Protocol
 
 from edgesiam import __version__
-from edgesiam.mqtt.client import MqttSettings, connect_failed, connect_persistent, make_client
+from edgesiam.mqtt.client import (
+    MqttSettings,
+    connect_failed,
+    connect_persistent,
+    make_client,
+    paho_logger,
+)
 from edgesiam.mqtt.contract import (
     STATUS_OFFLINE,
     STATUS_ONLINE,
@@ -137,7 +143,7 @@ class MqttPublisher:
             protocol=self.protocol,
             settings=s,
             persistent=True,
-            logger=logging.getLogger(f"{__name__}.paho"),
+            logger=paho_logger(f"{__name__}.paho"),
         )
         client.max_inflight_messages_set(s.max_inflight)
         client.will_set(self.topics.status, STATUS_OFFLINE, qos=1, retain=True)

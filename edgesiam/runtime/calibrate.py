@@ -108,6 +108,7 @@ def collect_background(
     rows: list[np.ndarray] = []
     budget = minutes * 60.0
     seconds = 0.0
+    separators = 0
     with tempfile.TemporaryDirectory(prefix="edgesiam-calibrate-") as folder:
         for runtime in _runtimes(config, spec, embedder, Path(folder)):
             collector = _Collector(runtime, budget - seconds, dim)
@@ -116,11 +117,12 @@ def collect_background(
             seconds += min(summary.stream_s, collector.left)
             if collector.kept:
                 rows.extend([np.asarray(collector.kept, dtype=np.float32), gap])
+                separators += len(gap)
             if seconds >= budget:
                 break
     if not rows:
         raise DataError(f"the background gave no window: {spec}")
-    return Background(np.concatenate(rows), spec, round(seconds, 1))
+    return Background(np.concatenate(rows), spec, round(seconds, 1), separators)
 
 
 # --- the command -------------------------------------------------------------------------------
@@ -134,12 +136,18 @@ DESCRIPTION = textwrap.dedent(
     usual noise, other people talking).
 
     The background runs through the same pipeline as `edgesiam run` (windows, energy gate,
-    front-end, model); each label's threshold is set so that its background scores, the other
-    labels' templates and the bundle's cohort would give at most --max-false-per-hour false
-    events, the N-of-M decision rule of the config included. A few minutes of background cannot
-    show a rate of once a day, so the highest impostor scores are extrapolated with an
-    exponential tail. Each label is reported with its expected hit rate on its own enrollment
-    clips (leave-one-out).
+    front-end, model). The device names each window's best label, so the threshold is set on
+    the best label's score: the background's windows, each enrolled template against the other
+    labels and the bundle's cohort would give at most --max-false-per-hour false events for the
+    whole device, the N-of-M decision rule of the config included. A few minutes of background
+    cannot show a rate of once a day, so the highest impostor scores are extrapolated with an
+    exponential tail. Each label starts from that threshold (rejected windows raise it) and is
+    reported with its expected hit rate on its own enrollment clips (leave-one-out).
+
+    A folder's recordings are heard one after the other; one shorter than a window (1 s for
+    speech) gives no window, so record stretches of talk or sound, not single short clips. With
+    matching.centre: background in the config, scores are then centred on the background's
+    mean (docs/RUNTIME.md).
 
     Written beside the gallery (gallery.calibration.json and the device's impostor cohort
     gallery.cohort.npz), bound to the bundle's model; `edgesiam run` uses it ahead of the

@@ -373,6 +373,12 @@ class MatchingConfig(StrictModel):
         "the device's, after edgesiam calibrate); thresholds are then the bundle's for the "
         "normalised score or a calibration made with it",
     )
+    centre: Literal["off", "background"] = Field(
+        "off",
+        description="background: after edgesiam calibrate, centre windows and templates on the "
+        "mean of the device's background before scoring (shared offsets of the room and the "
+        "microphone cancel out); its calibration is for the centred score",
+    )
     margin: float = Field(
         0.0,
         ge=0,

@@ -21,10 +21,8 @@ from edgesiam.core.calibration import (
     calibrate_label,
     leave_one_out_hits,
 )
-from edgesiam.core.decision import DecisionRule
 from edgesiam.core.matching import Gallery
-from edgesiam.core.normalise import NormalisedScorer
-from edgesiam.core.stream import StreamMatcher
+from edgesiam.core.stream import Scorer, StreamMatcher
 from edgesiam.errors import DataError
 from edgesiam.runtime.calibration_store import Calibration, CalibrationStore, DeviceCohort, bounded
 from edgesiam.runtime.config import MatchingConfig, RuntimeConfig
@@ -64,17 +62,24 @@ class CalibrationTarget(Protocol):
 
     def make_scorer(
         self, gallery: Gallery, device: DeviceCohort | bool | None = True
-    ) -> Gallery | NormalisedScorer: ...
+    ) -> Scorer: ...
 
 
 @dataclass
 class Background:
     """The background's windows in stream order: ``(T, D)`` embeddings, NaN rows where the gate
-    found silence; recordings are separated by ``m`` NaN rows (the rule starts afresh)."""
+    found silence; recordings are separated by ``m`` NaN rows (the rule starts afresh), which
+    ``separators`` counts: they are not windows the device would hear."""
 
     windows: np.ndarray
     description: str
     seconds: float
+    separators: int = 0
+
+    @property
+    def heard(self) -> int:
+        """Windows the device would have heard: active or gated, separators not counted."""
+        return len(self.windows) - self.separators
 
     @property
     def active(self) -> np.ndarray:
@@ -96,13 +101,55 @@ def _own_scores(
     return own.scores(templates)
 
 
+def _best_label(scores: np.ndarray) -> np.ndarray:
+    """Each row's best score over the labels (NaN rows stay NaN): what the device decides on."""
+    out = np.full(len(scores), np.nan)
+    if scores.shape[1]:
+        finite = np.isfinite(scores[:, 0])
+        out[finite] = scores[finite].max(axis=1)
+    return out
+
+
+def _others_best(runtime: CalibrationTarget, scorer: Any, extra: np.ndarray) -> np.ndarray:
+    """Impostors that are not a stream: each enrolled template's best score over the *other*
+    labels, and each row of ``extra`` (the bundle's cohort) over every label."""
+    gallery = runtime.gallery
+    cols = _label_columns(scorer, gallery.embeddings)
+    owner = np.array([gallery.labels.index(x) for x in gallery.template_labels], dtype=np.int64)
+    if len(owner):
+        cols[np.arange(len(owner)), owner] = -np.inf
+    parts = [cols.max(axis=1)] if cols.shape[1] > 1 else []
+    if len(extra):
+        parts.append(_best_label(_label_columns(scorer, extra)))
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def _bundle_cohort(runtime: CalibrationTarget) -> np.ndarray:
+    if runtime.bundle_cohort is not None:
+        return np.asarray(runtime.bundle_cohort, dtype=np.float32)
+    if runtime.embedder.manifest.cohort is not None:
+        from edgesiam.model.bundle import load_cohort
+
+        shipped = load_cohort(runtime.config.bundle, runtime.embedder.manifest)
+        if shipped is not None:
+            return np.asarray(shipped, dtype=np.float32)
+    return np.zeros((0, runtime.gallery.dim), dtype=np.float32)
+
+
 def calibrate_gallery(
     runtime: CalibrationTarget,
     background: Background,
     max_false_per_hour: float = DEFAULT_FALSE_PER_HOUR,
     rejected: DeviceCohort | None = None,
 ) -> tuple[Calibration, DeviceCohort]:
-    """Per-label thresholds for ``runtime``'s gallery from ``background`` (and rejected windows)."""
+    """Per-label thresholds for ``runtime``'s gallery from ``background`` (and rejected windows).
+
+    The device decides on each window's *best* label, so the false matches of all labels
+    together come from the best-label score: one threshold is set on it for the whole target
+    (the background's best-label scores in stream order, each template's best score over the
+    other labels, the bundle's cohort), and each label starts from it, raised above the windows a
+    reviewer rejected for that label.
+    """
     gallery = runtime.gallery
     if not gallery.labels:
         raise DataError("the gallery has no enrolled label to calibrate", runtime.store.path)
@@ -117,12 +164,20 @@ def calibrate_gallery(
     seq[finite] = _label_columns(scorer, background.windows[finite])
     rule = runtime.matcher.decider.rule
     hop_s = runtime.embedder.hop / runtime.format.sample_rate
-    bundle_cohort = runtime.bundle_cohort
-    labels: dict[str, LabelCalibration] = {}
-    for j, label in enumerate(gallery.labels):
-        labels[label] = _calibrate_one(
-            runtime, cohort, label, seq[:, j], rule, hop_s, max_false_per_hour, bundle_cohort
-        )
+    device = calibrate_label(
+        "*",
+        _best_label(seq),
+        _others_best(runtime, scorer, _bundle_cohort(runtime)),
+        rule,
+        hop_s,
+        max_false_per_hour,
+        cosine=runtime.score_kind.endswith("cosine"),
+        active_fraction=int(finite.sum()) / max(1, background.heard),
+    )
+    labels = {
+        label: _for_label(runtime, scorer, cohort, label, device, seq[:, j])
+        for j, label in enumerate(gallery.labels)
+    }
     calibration = Calibration(
         max_false_per_hour=max_false_per_hour,
         score=runtime.score_kind,
@@ -131,7 +186,7 @@ def calibrate_gallery(
         background={
             "source": background.description,
             "seconds": background.seconds,
-            "windows": len(background.windows),
+            "windows": background.heard,
             "active": int(finite.sum()),
         },
         labels=labels,
@@ -139,55 +194,42 @@ def calibrate_gallery(
     return calibration, cohort
 
 
-def _calibrate_one(
+def _for_label(
     runtime: CalibrationTarget,
+    scorer: Any,
     cohort: DeviceCohort,
     label: str,
-    stream: np.ndarray,
-    rule: DecisionRule,
-    hop_s: float,
-    max_false_per_hour: float,
-    bundle_cohort: np.ndarray | None,
-    known: LabelCalibration | None = None,
+    device: LabelCalibration,
+    column: np.ndarray,
 ) -> LabelCalibration:
-    gallery = runtime.gallery
-    scorer = runtime.make_scorer(gallery, cohort)
-    j = gallery.labels.index(label)
-    others = np.array([lab != label for lab in gallery.template_labels], dtype=bool)
-    parts = [gallery.embeddings[others], cohort.rejected_for(label)]
-    if bundle_cohort is not None:
-        parts.append(np.asarray(bundle_cohort, dtype=np.float32))
-    elif runtime.embedder.manifest.cohort is not None:
-        from edgesiam.model.bundle import load_cohort
-
-        shipped = load_cohort(runtime.config.bundle, runtime.embedder.manifest)
-        if shipped is not None:
-            parts.append(shipped)
-    extra = _label_columns(scorer, np.concatenate(parts))[:, j]
+    """``label``'s share of the device's calibration: its threshold (raised above its rejected
+    windows), its own highest background score, and its leave-one-out hit rate."""
+    j = runtime.gallery.labels.index(label)
     above = _label_columns(scorer, cohort.rejected_for(label))[:, j]
-    found = calibrate_label(
-        label,
-        stream,
-        extra,
-        rule,
-        hop_s,
-        max_false_per_hour,
-        cosine=runtime.score_kind == "cosine",
-        share=None if known is None else known.rule_share,
-        active_fraction=None if known is None else known.active_fraction,
-        above=above,
-    )
+    threshold = device.threshold
+    if above.size:
+        threshold = max(threshold, float(above.max()) + REJECT_MARGIN)
+    own = column[np.isfinite(column)]
     hits = leave_one_out_hits(
-        _own_scores(runtime, gallery.templates(label), cohort), found.threshold
+        _own_scores(runtime, runtime.gallery.templates(label), cohort), threshold
     )
-    return LabelCalibration(**{**found.__dict__, "hit_rate": hits})
+    return replace(
+        device,
+        label=label,
+        threshold=threshold,
+        highest_impostor=float(own.max()) if own.size else device.highest_impostor,
+        hit_rate=hits,
+        rejected=int(above.size),
+    )
 
 
 def recalibrate_label(
     runtime: CalibrationTarget, label: str, cohort: DeviceCohort | None = None
 ) -> LabelCalibration:
     """``label``'s threshold again from the device cohort (``cohort``, else the stored one):
-    after a window was rejected, or a label enrolled after the calibration."""
+    after a window was rejected, or a label enrolled after the calibration. The stored
+    background is no longer in stream order, so the rule's share and the active fraction are
+    the calibration's."""
     calibration = runtime.calibration
     cohort = cohort if cohort is not None else runtime.device_cohort
     if calibration is None or cohort is None:
@@ -195,22 +237,23 @@ def recalibrate_label(
             "this gallery has no calibration yet: run edgesiam calibrate first",
             runtime.calibration_store.path,
         )
-    known = calibration.labels.get(label)
+    known = calibration.labels.get(label) or next(iter(calibration.labels.values()), None)
     rule = runtime.matcher.decider.rule
     scorer = runtime.make_scorer(runtime.gallery, cohort)
-    j = runtime.gallery.labels.index(label)
-    stream = _label_columns(scorer, cohort.background)[:, j]
-    return _calibrate_one(
-        runtime,
-        cohort,
-        label,
-        stream,
+    columns = _label_columns(scorer, cohort.background)
+    device = calibrate_label(
+        "*",
+        _best_label(columns),
+        _others_best(runtime, scorer, _bundle_cohort(runtime)),
         rule,
         calibration.hop_s,
         calibration.max_false_per_hour,
-        runtime.bundle_cohort,
-        known,
+        cosine=runtime.score_kind.endswith("cosine"),
+        share=None if known is None else known.rule_share,
+        active_fraction=None if known is None else known.active_fraction,
     )
+    j = runtime.gallery.labels.index(label)
+    return _for_label(runtime, scorer, cohort, label, device, columns[:, j])
 
 
 def _base_threshold(runtime: CalibrationTarget, label: str) -> float:

@@ -251,31 +251,56 @@ def label_closest(gallery: Gallery) -> dict[str, tuple[str, float]]:
     return out
 
 
-def current_thresholds(store: GalleryStore, manifest: Any) -> tuple[dict[str, float], float, str]:
+def current_thresholds(
+    store: GalleryStore, manifest: Any
+) -> tuple[dict[str, float], float, str, np.ndarray | None]:
     """The thresholds ``run`` would use without a config: the gallery's calibration per label,
-    else the bundle's window threshold at the default target FMR."""
+    else the bundle's window threshold at the default target FMR; and the background mean the
+    scores are centred on (a calibration made with ``matching.centre: background``), else None."""
     from edgesiam.core.matching import DEFAULT_TARGET_FMR, threshold_for
+    from edgesiam.core.normalise import background_mean
     from edgesiam.runtime.calibration_store import CalibrationStore
 
     default = threshold_for(manifest.thresholds.window.at_fmr, DEFAULT_TARGET_FMR)
-    calibration = CalibrationStore(store.path, store.bundle_sha256 or "").load("cosine")
-    if calibration is None:
-        return {}, default, "the bundle's threshold at FMR 0.001"
-    return calibration.thresholds(), default, "the calibrated threshold"
+    uncalibrated: tuple[dict[str, float], float, str, np.ndarray | None] = (
+        {},
+        default,
+        "the bundle's threshold at FMR 0.001",
+        None,
+    )
+    calibrations = CalibrationStore(store.path, store.bundle_sha256 or "")
+    calibration = calibrations.load()
+    if calibration is None or calibration.score not in ("cosine", "centred-cosine"):
+        return uncalibrated
+    mean = None
+    if calibration.score == "centred-cosine":
+        cohort = calibrations.load_cohort(int(manifest.embedding_dim))
+        mean = None if cohort is None else background_mean(cohort.background)
+        if mean is None:
+            return uncalibrated
+    return calibration.thresholds(), default, "the calibrated threshold", mean
 
 
 def _warn_confusions(store: GalleryStore, manifest: Any, enrolled: list[str]) -> None:
     """A warning, with what to do, for each enrolled label another label would be taken for."""
-    per_label, default, what = current_thresholds(store, manifest)
-    for label, (other, score) in label_closest(store.load()).items():
+    from edgesiam.core.normalise import centre_rows
+
+    per_label, default, what, mean = current_thresholds(store, manifest)
+    gallery = store.load()
+    if mean is not None and len(gallery):
+        gallery = Gallery.from_templates(
+            centre_rows(gallery.embeddings, mean), gallery.template_labels, dim=gallery.dim
+        )
+    for label, (other, score) in label_closest(gallery).items():
         threshold = per_label.get(other, default)
         if label not in enrolled or score < threshold:
             continue
+        kind = "score (centred on the background)" if mean is not None else "score"
         print(
-            f"warning: '{label}' and '{other}' would be confused: their closest recordings score "
-            f"{score:.3f}, at or above {what} for '{other}' ({threshold:.3f}). Record both again "
-            "in the same conditions with longer, clearer clips (and check no clip is of the "
-            "other), or make them stricter: edgesiam calibrate, or matching.margin in the "
+            f"warning: '{label}' and '{other}' would be confused: their closest recordings "
+            f"{kind} {score:.3f}, at or above {what} for '{other}' ({threshold:.3f}). Record "
+            "both again in the same conditions with longer, clearer clips (and check no clip is "
+            "of the other), or make them stricter: edgesiam calibrate, or matching.margin in the "
             "runtime config",
             file=sys.stderr,
         )

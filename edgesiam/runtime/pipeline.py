@@ -38,8 +38,13 @@ from edgesiam.core.codec import decode_embedding, embedding_id, encode_embedding
 from edgesiam.core.decision import Decider, Decision, DecisionRule
 from edgesiam.core.gate import EnergyGate
 from edgesiam.core.matching import Gallery, Thresholds, threshold_for
-from edgesiam.core.normalise import NormalisedScorer
-from edgesiam.core.stream import StreamMatcher, WindowResult
+from edgesiam.core.normalise import (
+    CentredScorer,
+    NormalisedScorer,
+    background_mean,
+    centre_rows,
+)
+from edgesiam.core.stream import Scorer, StreamMatcher, WindowResult
 from edgesiam.errors import DataError, EdgesiamError, OutboxError
 from edgesiam.mqtt.publisher import MqttPublisher
 from edgesiam.runtime.calibration_store import Calibration, CalibrationStore, DeviceCohort
@@ -288,8 +293,18 @@ class Runtime:
 
     @property
     def score_kind(self) -> str:
-        """What a window's score is: ``cosine`` or ``adaptive-s-norm``."""
-        return "cosine" if self.bundle_cohort is None else "adaptive-s-norm"
+        """What a window's score is once calibrated: ``cosine`` or ``adaptive-s-norm``, prefixed
+        ``centred-`` with ``matching.centre: background`` (fixed at start: a calibration is for
+        one kind)."""
+        kind = "cosine" if self.bundle_cohort is None else "adaptive-s-norm"
+        return kind if self.config.matching.centre == "off" else f"centred-{kind}"
+
+    def centre_of(self, device: DeviceCohort | None) -> np.ndarray | None:
+        """The mean the scores are centred on (``matching.centre``), from ``device``'s background;
+        None: no centring (off, or no background of at least MIN_CENTRE windows)."""
+        if self.config.matching.centre == "off" or device is None:
+            return None
+        return background_mean(device.background)
 
     def cohort_for_norm(self, device: DeviceCohort | None) -> np.ndarray | None:
         """The impostors scores are normalised with: the bundle's cohort and the device's."""
@@ -299,15 +314,28 @@ class Runtime:
             return self.bundle_cohort
         return np.concatenate([self.bundle_cohort, device.impostors()])
 
-    def make_scorer(
-        self, gallery: Gallery, device: DeviceCohort | bool | None = True
-    ) -> Gallery | NormalisedScorer:
-        """What scores windows against ``gallery``: the gallery itself (cosines) or AS-norm."""
-        cohort = self.cohort_for_norm(self.device_cohort if device is True else device or None)
+    def make_scorer(self, gallery: Gallery, device: DeviceCohort | bool | None = True) -> Scorer:
+        """What scores windows against ``gallery``: the gallery itself (cosines) or AS-norm,
+        centred on the background with ``matching.centre``. ``device``: the device cohort (True:
+        the stored one, which centres only while its calibration is in use)."""
+        found = self.device_cohort if device is True else device or None
+        mean = self.centre_of(found if device is not True or self.calibration else None)
+        cohort = self.cohort_for_norm(found)
         info = self.embedder.manifest.cohort
-        if cohort is None or info is None or not len(gallery):
-            return gallery
-        return NormalisedScorer(gallery.embeddings, gallery.template_labels, cohort, info.top_k)
+        if mean is not None and len(gallery):
+            gallery = Gallery.from_templates(
+                centre_rows(gallery.embeddings, mean),
+                gallery.template_labels,
+                gallery.aggregate,
+                gallery.dim,
+            )
+            cohort = None if cohort is None else centre_rows(cohort, mean)
+        inner: Scorer = gallery
+        if cohort is not None and info is not None and len(gallery):
+            inner = NormalisedScorer(
+                gallery.embeddings, gallery.template_labels, cohort, info.top_k
+            )
+        return inner if mean is None or not len(gallery) else CentredScorer(inner, mean)
 
     def _resolve(self, matching: MatchingConfig, saved: SetThresholds) -> ThresholdSources:
         c = self.calibration
@@ -318,10 +346,26 @@ class Runtime:
             else (f"edgesiam calibrate: {c.max_false_per_hour:.3g} false/hour ({c.path})")
         )
         sources = resolve_thresholds(matching, self.window_at_fmr, saved, calibrated, by)
-        if self.score_kind == "cosine" or not sources.default_source.startswith("bundle"):
+        if self.bundle_cohort is None or not sources.default_source.startswith("bundle"):
             return sources
         note = sources.default_source + ", for the normalised score (matching.score_norm)"
         return replace(sources, default_source=note)
+
+    def scores_note(self) -> str | None:
+        """What a window's score is, when ``matching.centre`` asks for centring: centred (on how
+        many background windows), or not yet (no calibration with a background)."""
+        if self.config.matching.centre == "off":
+            return None
+        if isinstance(self.matcher.scorer, CentredScorer):
+            windows = len(self.device_cohort.background) if self.device_cohort else 0
+            return (
+                f"scores centred on the mean of {windows} background windows (matching.centre: "
+                f"background, {self.calibration_store.cohort_file})"
+            )
+        return (
+            "matching.centre is 'background' but there is no calibration with a background yet: "
+            "scores are plain cosines until edgesiam calibrate runs"
+        )
 
     def _warn_uncalibrated(self) -> None:
         c = self.calibration
@@ -430,6 +474,9 @@ class Runtime:
             "\n".join(self.threshold_sources.report(self.gallery.labels)),
         )
         self._warn_uncalibrated()
+        note = self.scores_note()
+        if note:
+            log.info("%s", note)
         sd_notify("READY=1")
         error: BaseException | None = None
         reason = "end"
@@ -713,6 +760,13 @@ class Runtime:
     def apply_matching(self, matching: MatchingConfig) -> None:
         """New thresholds, decision rule and gate (``reload``); the decider starts afresh.
         Thresholds set over MQTT (saved beside the gallery) still take precedence."""
+        if matching.centre != self.config.matching.centre:
+            log.warning(
+                "matching.centre changes from '%s' to '%s' at the next start (a calibration is "
+                "for one kind of score); kept for now",
+                self.config.matching.centre,
+                matching.centre,
+            )
         sources = self._resolve(matching, self.set_thresholds)
         rule = _rule(matching)
         gate = _gate(matching, self.format.modality)
@@ -728,11 +782,10 @@ class Runtime:
         self, calibration: Calibration | None, cohort: DeviceCohort | None
     ) -> ThresholdSources:
         """A new calibration and device cohort (saved by the caller): scores and thresholds."""
-        self.device_cohort = cohort
-        scorer = self.make_scorer(self.gallery)
         with self._lock:
+            self.device_cohort = cohort
             self.calibration = calibration
-            self.matcher.scorer = scorer
+            self.matcher.scorer = self.make_scorer(self.gallery)
             sources = self._resolve(self.matching, self.set_thresholds)
             self.threshold_sources = sources
             self.matcher.thresholds = sources.thresholds

@@ -7,8 +7,12 @@ import pytest
 
 from edgesiam.core.matching import Gallery
 from edgesiam.core.normalise import (
+    MIN_CENTRE,
+    CentredScorer,
     NormalisedScorer,
     adaptive_s_norm,
+    background_mean,
+    centre_rows,
     cohort_statistics,
     window_recording_trials,
 )
@@ -74,3 +78,37 @@ def test_an_empty_gallery_scores_nothing_and_a_tiny_cohort_is_refused() -> None:
     assert scorer.scores(np.ones(4)).shape == (1, 0)
     with pytest.raises(ValueError, match=">= 2"):
         NormalisedScorer(np.eye(4)[:1], ["a"], np.eye(4)[:1], top_k=1)
+
+
+def test_centring_on_the_background_removes_what_every_embedding_shares() -> None:
+    rng = np.random.default_rng(7)
+    room = 3.0 * unit(rng.normal(size=16))  # what the device's microphone adds to everything
+    people = unit(rng.normal(size=(3, 16)))
+    background = unit(room + unit(rng.normal(size=(200, 16))))  # strangers talking in that room
+    alice, bob = unit(room + people[0]), unit(room + people[1])
+    assert float(alice @ bob) > 0.8  # through the room, two strangers look alike
+    mean = background_mean(np.vstack([background, np.full((5, 16), np.nan)]))  # gated rows
+    assert mean is not None
+    assert mean == pytest.approx(background.mean(axis=0))
+    a, b = centre_rows(np.stack([alice, bob]), mean)
+    assert abs(float(a @ b)) < 0.5 and np.linalg.norm(a) == pytest.approx(1.0, rel=1e-5)
+    assert background_mean(background[: MIN_CENTRE - 1]) is None  # too little to centre on
+    # a row the mean would cancel keeps its own direction; NaN rows stay NaN
+    kept = centre_rows(np.stack([mean, np.full(16, np.nan)]), mean)
+    assert kept[0] == pytest.approx(unit(mean), rel=1e-5) and np.isnan(kept[1]).all()
+
+
+def test_a_centred_scorer_scores_centred_queries_against_centred_templates() -> None:
+    rng = np.random.default_rng(8)
+    templates = unit(rng.normal(size=(4, 8)) + 2.0)
+    labels = ["b", "a", "a", "c"]
+    mean = unit(rng.normal(size=(50, 8)) + 2.0).mean(axis=0)
+    centred = Gallery.from_templates(centre_rows(templates, mean), labels)
+    scorer = CentredScorer(centred, mean)
+    queries = unit(rng.normal(size=(3, 8)) + 2.0)
+    got = scorer.scores(queries)
+    assert list(scorer.labels) == ["a", "b", "c"]
+    q, t = centre_rows(queries, mean), centre_rows(templates, mean)
+    assert got[:, 0] == pytest.approx(np.maximum(q @ t[1], q @ t[2]), abs=1e-5)
+    assert got[:, 1] == pytest.approx(q @ t[0], abs=1e-5)
+    assert not np.allclose(got, Gallery.from_templates(templates, labels).scores(queries))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import soundfile as sf
 
 from edgesiam.errors import BundleError, DataError
 from edgesiam.tools.demo.cli import add_demo_parser
@@ -116,6 +117,16 @@ def test_the_demo_end_to_end_on_the_tiny_bundle(
     background = {p.name for p in (tmp_path / "demo" / "background").iterdir()}
     assert background and not background & {t["label"] for t in truth}
     assert "calibration    before → after" in out
+    # the same stream calibrated for more false matches per hour: lower thresholds, one row each
+    assert [row["max_false_per_hour"] for row in report.tradeoff] == [1.0, 10.0, 60.0]
+    main = report.calibration or {}
+    for label in report.enrolled:
+        found = [main[label]] + [row["thresholds"][label] for row in report.tradeoff]
+        assert found == sorted(found, reverse=True) and found[0] > found[-1]
+    for row in report.tradeoff:
+        assert 0 <= row["detected_turns"] <= row["enrolled_turns"] == report.enrolled_turns
+        assert f"{row['max_false_per_hour']:>5g} per hour: hits {row['hits']}," in out
+    assert out.count(" seq ") == report.events_received + report.before["events_received"]
 
 
 def test_the_same_seed_gives_the_same_plan_and_events(
@@ -167,13 +178,18 @@ def test_the_plan_enrolls_different_people_and_keeps_them_out_of_the_stream_and_
         people = [person_of(s) for s in plan.enrolled]
         assert len(plan.enrolled) == 3 and len(set(people)) == 3
         assert not {person_of(s) for s in plan.never_enrolled} & set(people)
-        background = _background(plan, test_dir, tmp_path / f"work{seed}")
-        spare = sorted(p.name for p in background.iterdir()) if background else []
+        background = _background(plan, test_dir, tmp_path / f"work{seed}", 16000)
+        spare = sorted(p.stem for p in background.iterdir()) if background else []
         visitors = {person_of(s) for s in plan.enrolled + plan.never_enrolled}
         assert all(person_of(s) not in visitors for s in spare)
         everyone = [*names, "hw-singer", "kt-nn"]
         assert set(spare) == {n for n in everyone if person_of(n) not in visitors}
         assert "kt-nn" in spare  # no test label is Norwegian
+    # each background speaker is one recording: their clips back to back, as a device hears talk
+    assert background is not None
+    talk, rate = sf.read(str(background / "kt-nn.wav"))
+    clips = sum(sf.info(str(f)).duration for f in sorted((val_dir / "kt-nn").iterdir()))
+    assert rate == 16000 and len(talk) / rate == pytest.approx(clips + 0.5 + 3 * 0.15, abs=0.01)
     with pytest.raises(DataError, match="different people"):
         make_plan(test_dir, labels=6, enroll_clips=2, others=0, seed=0, window_s=1.0)
 
@@ -250,3 +266,15 @@ def test_the_demo_on_real_speech_with_the_shipped_bundle(
     assert report.false_matches <= report.before["false_matches"]
     assert all(label[:3] in ("kt-", "kl-", "hw-") for label in report.enrolled)
     assert report.real_time_factor < 0.5
+
+
+def test_the_tradeoff_targets_are_parsed_and_checked() -> None:
+    parser = demo_parser()
+    assert parser.parse_args(["demo"]).tradeoff == (1.0, 10.0, 60.0)
+    assert parser.parse_args(["demo", "--tradeoff", "0.5,3"]).tradeoff == (0.5, 3.0)
+    assert parser.parse_args(["demo", "--tradeoff", "none"]).tradeoff == ()
+    defaults = parser.parse_args(["demo"])
+    assert (defaults.centre, defaults.aggregate) == ("background", "mean")  # the speaker profiles
+    for bad in ("ten", "1,-2", "0"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["demo", "--tradeoff", bad])

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import textwrap
 from typing import Any
 
 from edgesiam.argparsing import add_command, pass_through
 from edgesiam.errors import ConfigError
-from edgesiam.tools.demo.run import run_demo
+from edgesiam.tools.demo.run import TRADEOFF, run_demo
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +34,12 @@ DESCRIPTION = textwrap.dedent(
       6. run the device runtime on it (file source, MQTT publisher, durable outbox) and print each
          event as it reaches the subscriber, with the speaker really talking at that moment;
       7. unless --no-calibrate: run `edgesiam calibrate` on the held-out speakers left over (test
-         and validation labels, none of them in the stream) for --max-false-per-hour, and stream
-         again with the calibrated thresholds;
-      8. summarise each run: hits, misses, false matches, windows/s and the real-time factor.
+         and validation labels, none of them in the stream; each one's clips back to back, as a
+         device hears people talk) for --max-false-per-hour, and stream again with the
+         calibrated thresholds, scores centred on that background (--centre) and each speaker
+         scored by their mean enrollment clip (--aggregate), as the speaker profiles do;
+      8. summarise each run: hits, misses, false matches, windows/s and the real-time factor;
+         then calibrate the same stream for each --tradeoff target and print what each buys.
 
     Everything it writes goes to WORKDIR (stream.wav, stream.json with the true turns,
     gallery.npz, state/, summary.json).
@@ -116,6 +120,28 @@ def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
         default="off",
         help="score windows with the bundle's cohort (matching.score_norm; default off)",
     )
+    demo.add_argument(
+        "--centre",
+        choices=["off", "background"],
+        default="background",
+        help="after calibrating, centre scores on the background's mean (matching.centre; "
+        "default: %(default)s, as in the speaker profiles)",
+    )
+    demo.add_argument(
+        "--aggregate",
+        choices=["max", "mean"],
+        default="mean",
+        help="a speaker's score: the best of their templates or their mean template "
+        "(matching.aggregate; default: %(default)s, as in the speaker profiles)",
+    )
+    demo.add_argument(
+        "--tradeoff",
+        type=_targets,
+        default=TRADEOFF,
+        metavar="X,Y,...",
+        help="also calibrate the same stream for these false matches per hour and print what "
+        "each buys (default: 1,10,60; 'none': skip)",
+    )
     demo.set_defaults(func=cmd_demo)
     return demo  # type: ignore[no-any-return]
 
@@ -132,8 +158,23 @@ _PASSED_ON = (
     "max_false_per_hour",
     "margin",
     "score_norm",
+    "centre",
+    "aggregate",
+    "tradeoff",
 )
 """The options :func:`~edgesiam.tools.demo.run.run_demo` takes as they are, under their names."""
+
+
+def _targets(text: str) -> tuple[float, ...]:
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        values = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
+    if not all(v > 0 and math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"false matches per hour must be > 0: {text!r}")
+    return values
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

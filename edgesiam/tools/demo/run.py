@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from edgesiam.errors import BundleError, ConfigError, DataError, EdgesiamError
 from edgesiam.tools.demo.scoring import DemoReport, Segment, score_events, window_overlaps
-from edgesiam.tools.demo.stream import NOISE_DBFS, Plan, build_stream, make_plan, speakers_of
+from edgesiam.tools.demo.stream import (
+    NOISE_DBFS,
+    Plan,
+    build_stream,
+    make_plan,
+    speakers_of,
+    write_talk,
+)
 from edgesiam.tools.demo.watcher import EventWatcher, free_port
 
 if TYPE_CHECKING:
@@ -32,6 +39,9 @@ log = logging.getLogger(__name__)
 __all__ = ["run_demo"]
 
 DEVICE_ID: Final = "demo"
+TRADEOFF: Final = (1.0, 10.0, 60.0)
+"""Other targets (false matches per hour) the stream is also calibrated for, to show what each
+buys: 60 per hour is one in the demo's minute."""
 
 
 def _fmt_fmr(fmr: float) -> str:
@@ -151,6 +161,10 @@ class _Demo:
     say: Callable[..., None]
     segments: list[Segment] = field(default_factory=list)
     stream_s: float = 0.0
+    quiet: bool = False
+    """events are not printed one by one (the trade-off's extra runs)"""
+    gallery: Path | None = None
+    """the gallery the device uses, when not :attr:`gallery_path` (a calibrated copy)"""
 
     @property
     def window_s(self) -> float:
@@ -195,6 +209,9 @@ def run_demo(
     max_false_per_hour: float = 1.0 / 24.0,
     margin: float = 0.0,
     score_norm: str = "off",
+    centre: str = "background",
+    aggregate: str = "mean",
+    tradeoff: tuple[float, ...] = TRADEOFF,
     out: TextIO | None = None,
 ) -> DemoReport:
     """Run the demo (see the module docstring); prints as it goes to ``out`` (stdout)."""
@@ -207,7 +224,13 @@ def run_demo(
     bundle, data, workdir = Path(bundle), Path(data), Path(workdir)
     _check_bundle(bundle)
     test_dir = _prepare_data(data, stream_out)
-    matching = {"target_fmr": target_fmr, "margin": margin, "score_norm": score_norm}
+    matching = {
+        "target_fmr": target_fmr,
+        "margin": margin,
+        "score_norm": score_norm,
+        "centre": centre,
+        "aggregate": aggregate,
+    }
     say = _sayer(stream_out)
     embedder = load_model(bundle)
     threshold = float(embedder.threshold(target_fmr))
@@ -224,17 +247,20 @@ def run_demo(
         before = _phase(demo, "before calibration", demo.state_dir / "before", address)
         _print_summary(before, demo.say)
         report = before
-        background = _background(demo.plan, test_dir, workdir) if calibrate else None
+        rate = int(embedder.sample_rate)
+        background = _background(demo.plan, test_dir, workdir, rate) if calibrate else None
         if background is not None:
             report = _calibrated_phase(
                 demo, address, background, before, calibrate_minutes, max_false_per_hour
             )
+            report.tradeoff = _tradeoff(demo, address, background, calibrate_minutes, tradeoff)
     (workdir / "summary.json").write_text(
         json.dumps(report.to_dict(), indent=1) + "\n", encoding="utf-8"
     )
     if report is not before:
         _print_summary(report, demo.say)
         _print_comparison(before, report, demo.say)
+        _print_tradeoff(report, demo.say)
     return report
 
 
@@ -320,6 +346,8 @@ def _write_stream(demo: _Demo, turns: int, seed: int) -> None:
 
 def _show(demo: _Demo, event: dict[str, Any], at: float) -> None:
     """One event as the subscriber received it, with who was really speaking then."""
+    if demo.quiet:
+        return
     end, window_s = float(event["offset_s"]), demo.window_s
     scored = score_events([event], demo.segments, window_s)[0]
     who = [demo.segments[i] for i, _ in window_overlaps(demo.segments, end - window_s, end)]
@@ -337,7 +365,8 @@ def _show(demo: _Demo, event: dict[str, Any], at: float) -> None:
 def _phase(demo: _Demo, name: str, state: Path, address: _BrokerAddress) -> DemoReport:
     """Stream once through a fresh device (its own state dir and MQTT name, so the first
     run's retained status is not the second's) and score what arrived."""
-    device = DEVICE_ID if state.name == "before" else f"{DEVICE_ID}-calibrated"
+    names = {"before": DEVICE_ID, "after": f"{DEVICE_ID}-calibrated"}
+    device = names.get(state.name, f"{DEVICE_ID}-{state.parent.name.replace('.', '_')}")
     config = _device_config(demo, state, device, address)
     settings = config.mqtt.settings(device)
     watcher = EventWatcher(
@@ -361,7 +390,7 @@ def _device_config(demo: _Demo, state: Path, device: str, address: _BrokerAddres
         None,
         {
             "bundle": str(demo.bundle.resolve()),
-            "gallery": str(demo.gallery_path.resolve()),
+            "gallery": str((demo.gallery or demo.gallery_path).resolve()),
             "source": {
                 "type": "file",
                 "path": str(demo.stream_path.resolve()),
@@ -416,6 +445,8 @@ def _announce(demo: _Demo, name: str, device: str, topic: str, runtime: Runtime)
         if per_label
         else f"target FMR {_fmt_fmr(demo.target_fmr)}: threshold {demo.threshold:.3f}"
     )
+    if demo.quiet:
+        return
     demo.say(
         f"run      {name}: device '{device}' → {topic} (QoS 1, durable outbox), {using}"
         f"{', paced in real time' if demo.realtime else ', as fast as it goes'}"
@@ -530,6 +561,52 @@ def _calibrated_phase(
     return report
 
 
+def _tradeoff(
+    demo: _Demo,
+    address: _BrokerAddress,
+    background: Path,
+    minutes: float,
+    targets: tuple[float, ...],
+) -> list[dict[str, Any]]:
+    """The same stream, calibrated for each of ``targets`` on a copy of the gallery."""
+    rows = []
+    for target in targets:
+        folder = demo.workdir / "tradeoff" / f"{target:g}-per-hour"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        gallery = folder / "gallery.npz"
+        shutil.copy(demo.gallery_path, gallery)
+        _calibrate(demo.bundle, gallery, folder, background, minutes, target, demo.matching)
+        demo.quiet, demo.gallery = True, gallery
+        try:
+            found = _phase(demo, f"calibrated for {target:g} per hour", folder / "run", address)
+        finally:
+            demo.quiet, demo.gallery = False, None
+        rows.append(
+            {
+                "max_false_per_hour": target,
+                "thresholds": dict(found.thresholds or {}),
+                "hits": found.hits,
+                "false_matches": found.false_matches,
+                "detected_turns": found.detected_turns,
+                "enrolled_turns": found.enrolled_turns,
+            }
+        )
+    return rows
+
+
+def _print_tradeoff(report: DemoReport, say: Callable[..., None]) -> None:
+    if not report.tradeoff:
+        return
+    say("  other targets  the same stream, calibrated for more false matches per hour:")
+    for row in report.tradeoff:
+        say(
+            f"                 {row['max_false_per_hour']:>5g} per hour: hits {row['hits']}, "
+            f"false matches {row['false_matches']}, turns detected "
+            f"{row['detected_turns']}/{row['enrolled_turns']}"
+        )
+
+
 def _print_comparison(before: DemoReport, after: DemoReport, say: Callable[..., None]) -> None:
     say(
         f"  calibration    before → after: hits {before.hits} → {after.hits}, false matches "
@@ -539,11 +616,11 @@ def _print_comparison(before: DemoReport, after: DemoReport, say: Callable[..., 
     )
 
 
-def _background(plan: Plan, test_dir: Path, workdir: Path) -> Path | None:
-    """WORKDIR/background/: the recordings of the held-out speakers (test and validation labels,
-    none of them trained on) neither enrolled nor in the stream (linked), as a device's background
-    would hold none of tomorrow's visitors: no speaker who may be one of their people
-    (:func:`~edgesiam.data.recipes.speech.person_of`) either."""
+def _background(plan: Plan, test_dir: Path, workdir: Path, rate: int) -> Path | None:
+    """WORKDIR/background/: one recording per held-out speaker (test and validation labels, none
+    of them trained on) neither enrolled nor in the stream, their clips back to back as a device
+    would hear them talk. A device's background holds none of tomorrow's visitors: no speaker who
+    may be one of their people (:func:`~edgesiam.data.recipes.speech.person_of`) either."""
     from edgesiam.data.recipes.speech import person_of
 
     used = {person_of(s) for s in plan.enrolled + plan.never_enrolled}
@@ -556,10 +633,8 @@ def _background(plan: Plan, test_dir: Path, workdir: Path) -> Path | None:
     spare = {s: f for s, f in candidates.items() if person_of(s) not in used}
     if not spare:
         return None
-    for speaker, files in spare.items():
-        (folder / speaker).mkdir(parents=True)
-        for f in files:
-            (folder / speaker / f.name).symlink_to(f.resolve())
+    for i, (speaker, files) in enumerate(sorted(spare.items())):
+        write_talk(files, rate, folder / f"{speaker}.wav", seed=i)
     return folder
 
 

@@ -89,6 +89,9 @@ class DemoReport:
     before: dict[str, Any] | None = None
     """the same stream before calibration (this report's fields)"""
     calibration: dict[str, float] | None = None
+    tradeoff: list[dict[str, Any]] = field(default_factory=list)
+    """the same stream calibrated for other targets: max_false_per_hour, hits, false matches,
+    turns detected"""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

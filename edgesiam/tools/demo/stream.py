@@ -18,7 +18,7 @@ from edgesiam.tools.demo.scoring import Segment
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Plan", "build_stream", "make_plan", "speakers_of"]
+__all__ = ["Plan", "build_stream", "make_plan", "speakers_of", "write_talk"]
 
 
 AUDIO_SUFFIXES: Final = (".wav", ".flac", ".ogg", ".opus")
@@ -166,3 +166,24 @@ def build_stream(
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), samples, rate, subtype="PCM_16")
     return segments, samples.size / rate
+
+
+def write_talk(clips: list[Path], rate: int, path: Path, seed: int = 0) -> float:
+    """One person talking: ``clips`` back to back with the stream's room noise between them, as
+    a device would hear them (a clip shorter than a window still shares windows with its
+    neighbours). Written as a WAV (PCM 16 at ``rate``); returns its length in s."""
+    import soundfile as sf
+
+    from edgesiam.data.readers import read_audio
+
+    rng = np.random.default_rng(seed)
+    noise_rms = 10 ** (NOISE_DBFS / 20)
+    parts = [(noise_rms * rng.standard_normal(round(LEAD_S * rate))).astype(np.float32)]
+    for clip in clips:
+        parts.append(read_audio(clip, rate))
+        gap = noise_rms * rng.standard_normal(round(CLIP_GAP_S * rate))
+        parts.append(gap.astype(np.float32))
+    samples = np.clip(np.concatenate(parts), -1.0, 1.0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), samples, rate, subtype="PCM_16")
+    return samples.size / rate
