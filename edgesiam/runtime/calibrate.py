@@ -127,7 +127,7 @@ def collect_background(
 
 # --- the command -------------------------------------------------------------------------------
 
-HELP = "set per-label thresholds for a target in false matches per hour"
+HELP = "set the thresholds for a target in false matches per hour of the device's background"
 DESCRIPTION = textwrap.dedent(
     """
     Set each enrolled label's threshold for a target number of false matches per hour, from
@@ -184,7 +184,8 @@ def add_calibrate_parser(subparsers: Any) -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_FALSE_PER_HOUR,
         metavar="X",
-        help="target false matches per hour for each label (default 1/24: one a day)",
+        help="target false matches per hour for the whole device, all labels together "
+        "(default 1/24: one a day)",
     )
     p.set_defaults(func=cmd_calibrate)
     return p  # type: ignore[no-any-return]

@@ -316,15 +316,24 @@ def matching_cost(
     warmup: int = 20,
     per_label: int = 1,
 ) -> dict[str, Any]:
-    """``Gallery.best`` of one query against galleries of ``sizes`` templates."""
+    """``Gallery.best`` of one query against galleries of ``sizes`` templates; ``centred``: the
+    same with scores centred on a background mean (``matching.centre: background``)."""
+    from edgesiam.core.normalise import CentredScorer, centre_rows
+
     rng = np.random.default_rng(1)
     q = rng.standard_normal((1, dim)).astype(np.float32)
     q /= np.linalg.norm(q)
+    mean = rng.standard_normal(dim) * 0.1
     out: dict[str, Any] = {"dim": dim, "templates_per_label": per_label, "sizes": {}}
+    out["centred"] = {}
     with single_thread():
         for n in sizes:
             g = random_gallery(dim, int(n), per_label=per_label)
             out["sizes"][str(int(n))] = timed(partial(g.best, q), runs, warmup)
+            centred = CentredScorer(
+                type(g).from_templates(centre_rows(g.embeddings, mean), g.template_labels), mean
+            )
+            out["centred"][str(int(n))] = timed(partial(centred.scores, q), runs, warmup)
     return out
 
 

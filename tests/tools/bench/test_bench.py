@@ -87,6 +87,8 @@ def test_quick_bench_writes_json_table_and_plot(
     sizes = data["matching"]["sizes"]
     assert set(sizes) == {"1", "100", "1000"}
     assert all(positive(v["p50_ms"]) for v in sizes.values())
+    centred = data["matching"]["centred"]
+    assert set(centred) == set(sizes) and all(positive(v["p50_ms"]) for v in centred.values())
     assert data["device_rss"] == {"status": "skipped"}
     assert data["mqtt"] == {"status": "skipped"}
     assert data["goals"]["device_rss_mb"]["met"] is None
