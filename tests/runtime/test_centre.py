@@ -22,6 +22,7 @@ from edgesiam.runtime.config import RuntimeConfig
 from edgesiam.runtime.pipeline import Runtime
 from edgesiam.runtime.publishers import NullPublisher
 from tests.support.paths import EVENTS_BUNDLE
+from tests.support.runtime import make_config
 from tests.support.signals import make_voice, voice
 
 RATE = 16000
@@ -54,16 +55,7 @@ def gallery(tmp_path: Path) -> Path:
 
 
 def config(gallery: Path, source: Path, state: Path, **matching: Any) -> RuntimeConfig:
-    return RuntimeConfig.model_validate(
-        {
-            "bundle": str(EVENTS_BUNDLE),
-            "gallery": str(gallery),
-            "state_dir": str(state),
-            "source": {"type": "file", "path": str(source)},
-            "mqtt": {"enabled": False},
-            "matching": matching,
-        }
-    )
+    return make_config(EVENTS_BUNDLE, gallery, source, state, matching=matching)
 
 
 def test_the_target_is_the_devices_one_threshold_on_the_best_labels_score(
