@@ -46,7 +46,7 @@ __all__ = [
 
 
 DEFAULT_FALSE_PER_HOUR: Final = 1.0 / 24.0
-TAIL_FRACTION: Final = 0.1
+TAIL_FRACTION: Final = 0.2
 """The share of the highest impostor scores the exponential tail is fitted to."""
 MIN_TAIL: Final = 10
 _COSINE_MAX: Final = 1.0 - 1e-6
