@@ -190,3 +190,35 @@ def test_bad_review_commands_are_answered_with_the_reason(
     finally:
         rt.outbox.close()
     assert not result["ok"] and result["error_code"] == code and text in result["error"]
+
+
+def test_a_rejection_on_a_centred_calibration_raises_the_label_above_the_centred_score(
+    gallery: Path, room: Path, tmp_path: Path
+) -> None:
+    from edgesiam.runtime.calibrate import run_calibration
+
+    rng = np.random.default_rng(9)
+    background = tmp_path / "background" / "monday.wav"
+    background.parent.mkdir()
+    x = np.concatenate([make_voice(f, tilt, 4.0, 16000, rng) for f, tilt in PITCHES])
+    sf.write(background, x, 16000, subtype="PCM_16")
+    centred = {"matching": {"centre": "background", "threshold": None}}
+    rt = runtime(gallery, room, tmp_path / "s0", **centred)
+    loose = run_calibration(rt.config, str(background.parent), 10.0, 5000.0)  # a loose target
+    assert loose.score == "centred-cosine"
+    events, _ = replay(runtime(gallery, room, tmp_path / "s1", **centred))
+    assert events, "the loose calibration lets some of the room through"
+    wrong = max(events, key=lambda e: e["score"])
+    rt = runtime(gallery, room, tmp_path / "s2", **centred)
+    result = command(
+        rt,
+        "reject",
+        {"label": "voice", "embedding": wrong["embedding"], "embedding_scale": wrong["embedding_scale"]},
+    )  # fmt: skip
+    assert result["ok"], result
+    found = result["result"]
+    # the event's score was centred; the new threshold is above it, from the stored background
+    assert found["threshold"] > wrong["score"] >= found["threshold_before"]
+    assert found["threshold_before"] == pytest.approx(loose.labels["voice"].threshold, abs=1e-5)
+    after, _ = replay(rt)
+    assert all(abs(e["offset_s"] - wrong["offset_s"]) > 1.0 for e in after)
