@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edgesiam.core.arrays import Float64Array, Int64Array
+from edgesiam.core.matching import Gallery
 
 
 class _Scorer(Protocol):
@@ -47,6 +48,7 @@ __all__ = [
     "adaptive_s_norm",
     "background_mean",
     "centre_rows",
+    "centred_gallery",
     "cohort_statistics",
     "label_starts",
     "window_recording_trials",
@@ -200,14 +202,31 @@ def background_mean(background: npt.ArrayLike) -> Float64Array | None:
 
 
 def centre_rows(x: npt.ArrayLike, mean: npt.ArrayLike) -> npt.NDArray[np.float32]:
-    """``unit(x - mean)`` per row ``(N, D)``; a row that the mean would cancel (norm below 1e-6)
-    keeps its own direction, and NaN rows stay NaN."""
-    a = np.atleast_2d(np.asarray(x, dtype=np.float64))
-    u = _unit_rows(a)
-    c = u - np.asarray(mean, dtype=np.float64)[None, :]
-    norms = np.linalg.norm(c, axis=1, keepdims=True)
-    out = np.where(norms > 1e-6, c / np.maximum(norms, 1e-12), u)
-    return out.astype(np.float32)
+    """``unit(x - mean)`` per row of L2-normalised embeddings ``(N, D)``, in float32 (it runs
+    once per window); a row that the mean would cancel (norm below 1e-6) keeps its own direction,
+    and NaN rows stay NaN."""
+    a = np.atleast_2d(np.asarray(x, dtype=np.float32))
+    c = a - np.asarray(mean, dtype=np.float32)[None, :]
+    norms = np.sqrt(np.einsum("ij,ij->i", c, c))
+    ok = norms > 1e-6
+    if ok.all():
+        out: npt.NDArray[np.float32] = c / norms[:, None]
+        return out
+    own = a / np.maximum(np.sqrt(np.einsum("ij,ij->i", a, a)), 1e-12)[:, None]
+    kept: npt.NDArray[np.float32] = np.where(
+        ok[:, None], c / np.maximum(norms, 1e-12)[:, None], own
+    )
+    return kept.astype(np.float32)
+
+
+def centred_gallery(gallery: Gallery, mean: npt.ArrayLike) -> Gallery:
+    """``gallery`` with every template centred on ``mean`` (:func:`centre_rows`)."""
+    return Gallery.from_templates(
+        centre_rows(gallery.embeddings, mean),
+        gallery.template_labels,
+        gallery.aggregate,
+        gallery.dim,
+    )
 
 
 class CentredScorer:
@@ -219,19 +238,12 @@ class CentredScorer:
 
     def __init__(self, inner: _Scorer, mean: npt.ArrayLike) -> None:
         self.inner = inner
-        self.mean = np.asarray(mean, dtype=np.float64)
-        self._mean32 = self.mean.astype(np.float32)
+        self.mean = np.asarray(mean, dtype=np.float32)
 
     @property
     def labels(self) -> Sequence[str]:
         return self.inner.labels
 
     def scores(self, queries: npt.ArrayLike) -> npt.NDArray[np.float32]:
-        """Per-label scores ``(B, L)`` of L2-normalised queries ``(B, D)``, centred first (what
-        :func:`centre_rows` does, in float32 and with fewer steps: this runs once per window)."""
-        q = np.asarray(queries, dtype=np.float32)
-        c = (q[None, :] if q.ndim == 1 else q) - self._mean32
-        norms = np.sqrt(np.einsum("ij,ij->i", c, c))
-        if not np.all(norms > 1e-6):  # a query the mean cancels (or NaN): the careful way
-            return self.inner.scores(centre_rows(queries, self.mean))
-        return self.inner.scores(c / norms[:, None])
+        """Per-label scores ``(B, L)`` of queries ``(B, D)``, centred first."""
+        return self.inner.scores(centre_rows(queries, self.mean))

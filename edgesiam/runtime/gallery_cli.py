@@ -283,14 +283,12 @@ def current_thresholds(
 
 def _warn_confusions(store: GalleryStore, manifest: Any, enrolled: list[str]) -> None:
     """A warning, with what to do, for each enrolled label another label would be taken for."""
-    from edgesiam.core.normalise import centre_rows
+    from edgesiam.core.normalise import centred_gallery
 
     per_label, default, what, mean = current_thresholds(store, manifest)
     gallery = store.load()
     if mean is not None and len(gallery):
-        gallery = Gallery.from_templates(
-            centre_rows(gallery.embeddings, mean), gallery.template_labels, dim=gallery.dim
-        )
+        gallery = centred_gallery(gallery, mean)
     for label, (other, score) in label_closest(gallery).items():
         threshold = per_label.get(other, default)
         if label not in enrolled or score < threshold:

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Final, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, Literal, TextIO
 
 import numpy as np
 
@@ -43,6 +43,7 @@ from edgesiam.core.normalise import (
     NormalisedScorer,
     background_mean,
     centre_rows,
+    centred_gallery,
 )
 from edgesiam.core.stream import Scorer, StreamMatcher, WindowResult
 from edgesiam.errors import DataError, EdgesiamError, OutboxError
@@ -85,6 +86,10 @@ OUTBOX_ERROR_LOG_INTERVAL_S = 10.0
 OUTBOX_NAME: Final = "outbox.sqlite3"
 _POLL_S: Final = 0.2
 _GALLERY_CHECK_S: Final = 2.0
+CENTRING_PENDING: Final = (
+    "matching.centre is 'background' but there is no calibration with a background yet: scores "
+    "are plain cosines until edgesiam calibrate runs"
+)
 """How often the loop looks whether the gallery file changed (an ``edgesiam enroll`` beside it)."""
 
 
@@ -323,12 +328,7 @@ class Runtime:
         cohort = self.cohort_for_norm(found)
         info = self.embedder.manifest.cohort
         if mean is not None and len(gallery):
-            gallery = Gallery.from_templates(
-                centre_rows(gallery.embeddings, mean),
-                gallery.template_labels,
-                gallery.aggregate,
-                gallery.dim,
-            )
+            gallery = centred_gallery(gallery, mean)
             cohort = None if cohort is None else centre_rows(cohort, mean)
         inner: Scorer = gallery
         if cohort is not None and info is not None and len(gallery):
@@ -351,21 +351,25 @@ class Runtime:
         note = sources.default_source + ", for the normalised score (matching.score_norm)"
         return replace(sources, default_source=note)
 
-    def scores_note(self) -> str | None:
-        """What a window's score is, when ``matching.centre`` asks for centring: centred (on how
-        many background windows), or not yet (no calibration with a background)."""
+    @property
+    def centring(self) -> Literal["off", "on", "pending"]:
+        """Whether scores are centred on the background (``matching.centre``): ``pending`` when
+        asked for but there is no calibration with a background yet (plain cosines meanwhile)."""
         if self.config.matching.centre == "off":
-            return None
-        if isinstance(self.matcher.scorer, CentredScorer):
+            return "off"
+        return "on" if isinstance(self.matcher.scorer, CentredScorer) else "pending"
+
+    def _log_centring(self) -> None:
+        if self.centring == "on":
             windows = len(self.device_cohort.background) if self.device_cohort else 0
-            return (
-                f"scores centred on the mean of {windows} background windows (matching.centre: "
-                f"background, {self.calibration_store.cohort_file})"
+            log.info(
+                "scores centred on the mean of %d background windows (matching.centre: "
+                "background, %s)",
+                windows,
+                self.calibration_store.cohort_file,
             )
-        return (
-            "matching.centre is 'background' but there is no calibration with a background yet: "
-            "scores are plain cosines until edgesiam calibrate runs"
-        )
+        elif self.centring == "pending":
+            log.info("%s", CENTRING_PENDING)
 
     def _warn_uncalibrated(self) -> None:
         c = self.calibration
@@ -474,9 +478,7 @@ class Runtime:
             "\n".join(self.threshold_sources.report(self.gallery.labels)),
         )
         self._warn_uncalibrated()
-        note = self.scores_note()
-        if note:
-            log.info("%s", note)
+        self._log_centring()
         sd_notify("READY=1")
         error: BaseException | None = None
         reason = "end"

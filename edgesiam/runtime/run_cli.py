@@ -204,15 +204,13 @@ def _configure_logging(level: str) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Build the runtime, run it until the source ends or a signal stops it."""
-    from edgesiam.core.normalise import CentredScorer
-    from edgesiam.runtime.pipeline import Runtime
+    from edgesiam.runtime.pipeline import CENTRING_PENDING, Runtime
 
     _configure_logging(args.log_level)
     config = config_from_args(args)
     runtime = Runtime(config, config_path=args.config)
-    note = runtime.scores_note()
-    if note and not isinstance(runtime.matcher.scorer, CentredScorer):
-        log.warning("%s", note)  # the device is told to centre and cannot yet
+    if runtime.centring == "pending":
+        log.warning("%s", CENTRING_PENDING)  # the device is told to centre and cannot yet
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         if runtime.stopping and signum == signal.SIGINT:

@@ -318,7 +318,7 @@ def matching_cost(
 ) -> dict[str, Any]:
     """``Gallery.best`` of one query against galleries of ``sizes`` templates; ``centred``: the
     same with scores centred on a background mean (``matching.centre: background``)."""
-    from edgesiam.core.normalise import CentredScorer, centre_rows
+    from edgesiam.core.normalise import CentredScorer, centred_gallery
 
     rng = np.random.default_rng(1)
     q = rng.standard_normal((1, dim)).astype(np.float32)
@@ -330,9 +330,7 @@ def matching_cost(
         for n in sizes:
             g = random_gallery(dim, int(n), per_label=per_label)
             out["sizes"][str(int(n))] = timed(partial(g.best, q), runs, warmup)
-            centred = CentredScorer(
-                type(g).from_templates(centre_rows(g.embeddings, mean), g.template_labels), mean
-            )
+            centred = CentredScorer(centred_gallery(g, mean), mean)
             out["centred"][str(int(n))] = timed(partial(centred.scores, q), runs, warmup)
     return out
 
